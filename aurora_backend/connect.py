@@ -1,0 +1,112 @@
+"""Open a connection, riding out a resume, a failover or a scale point.
+
+Retryable failures (refused, timed out, "starting up", "past serverless scale point",
+too many clients, a dropped startup) are retried with exponential backoff and full
+jitter until ``connect_deadline``; anything else (bad password, missing database)
+is raised at once. Every failed attempt is logged on the ``aurora_backend`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, TypeVar
+
+import psycopg2
+
+from aurora_backend.errors import classify, is_connect_retryable, sqlstate
+from aurora_backend.options import AuroraOptions
+from aurora_backend.resolve import choose_address
+from aurora_backend.runtime import Runtime, jittered_delays
+
+logger = logging.getLogger("aurora_backend")
+
+Conn = TypeVar("Conn")
+
+
+class ClusterUnavailable(psycopg2.OperationalError):
+    """No connection could be made within ``connect_deadline``.
+
+    A psycopg2 ``OperationalError``, so Django raises it as ``django.db.OperationalError``
+    (with this as ``__cause__``) and existing ``except`` clauses keep working.
+    """
+
+
+@dataclass
+class Attempt:
+    """What :func:`connect_with_retry` reports to ``on_retry`` after a failed attempt."""
+
+    number: int
+    error: BaseException
+    delay: float
+    elapsed: float
+    address: Optional[str]
+
+
+def describe_error(exc: BaseException) -> str:
+    """Class, SQLSTATE and first line of an error: enough to log, never a password."""
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    code = sqlstate(exc)
+    return "%s%s: %s" % (type(exc).__name__, "[%s]" % code if code else "", first_line)
+
+
+def connect_with_retry(
+    connect: Callable[[Dict[str, Any]], Conn],
+    params: Dict[str, Any],
+    options: AuroraOptions,
+    runtime: Runtime,
+    on_retry: Optional[Callable[[Attempt], None]] = None,
+    endpoint: str = "database",
+) -> "tuple[Conn, Optional[str]]":
+    """Call ``connect(params)`` until it succeeds, fails for good, or the deadline passes.
+
+    Returns the connection and the address chosen for it (None when libpq resolved
+    the host itself).
+    """
+    start = runtime.clock()
+    delays = jittered_delays(options.backoff_base, options.backoff_max, runtime.random)
+    address: Optional[str] = None
+    number = 0
+    while True:
+        number += 1
+        attempt_params = dict(params)
+        elapsed = runtime.clock() - start
+        remaining = max(options.connect_deadline - elapsed, 0.0)
+        attempt_params["connect_timeout"] = max(2, min(options.connect_timeout, math.ceil(remaining)))
+        if options.spread_addresses:
+            address = choose_address(attempt_params, options.resolver, runtime.random, avoid=address)
+        try:
+            return connect(attempt_params), address
+        except Exception as exc:
+            elapsed = runtime.clock() - start
+            if not is_connect_retryable(exc):
+                logger.warning(
+                    "connect to %s failed (attempt %d, %.2fs, not retryable: %s): %s",
+                    endpoint, number, elapsed, classify(exc).value, describe_error(exc),
+                )
+                raise
+            delay = next(delays)
+            if elapsed + delay >= options.connect_deadline:
+                raise _deadline_error(endpoint, number, elapsed, options, exc) from exc
+            logger.warning(
+                "connect to %s%s failed (attempt %d, %.2fs elapsed): %s; retrying in %.2fs",
+                endpoint, " (%s)" % address if address else "", number, elapsed,
+                describe_error(exc), delay,
+            )
+            if on_retry is not None:
+                on_retry(Attempt(number, exc, delay, elapsed, address))
+            runtime.sleep(delay)
+
+
+def _deadline_error(
+    endpoint: str, attempts: int, elapsed: float, options: AuroraOptions, exc: BaseException
+) -> ClusterUnavailable:
+    message = (
+        "aurora_backend: %s did not accept a connection in %.1f seconds (%d attempts, "
+        "connect_deadline=%gs); last error: %s. If the cluster was paused or failing over, "
+        "it may need longer: raise OPTIONS['aurora']['connect_deadline']."
+        % (endpoint, elapsed, attempts, options.connect_deadline, describe_error(exc))
+    )
+    logger.error("%s", message)
+    return ClusterUnavailable(message)

@@ -1,0 +1,84 @@
+"""Connection lifetimes: a jittered maximum age, an idle timeout, and the idle reaper.
+
+Each connection draws its own lifetime from ``max_age`` = (min, max), so that the
+connections of many processes started together expire spread over the range
+instead of all at once (the Rails fix in seed 004 used 5-10 minutes). Expiry is a
+true close: the next connection resolves DNS again.
+
+The reaper is one daemon thread per process. It closes the driver connection of a
+wrapper unused for ``idle_timeout`` that is outside any transaction, so a quiet
+worker holds no connection and Aurora Serverless can scale down or pause. The
+owning thread notices the closed connection at its next use and opens a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import weakref
+from typing import Any, Optional, Tuple
+
+logger = logging.getLogger("aurora_backend")
+
+
+def draw_expiry(now: float, max_age: Optional[Tuple[float, float]], rng: random.Random) -> Optional[float]:
+    """The monotonic time at which a connection opened at ``now`` expires (None: never)."""
+    if max_age is None:
+        return None
+    low, high = max_age
+    return now + (low if low == high else rng.uniform(low, high))
+
+
+def reason_to_close(
+    now: float, expires_at: Optional[float], last_used: float, idle_timeout: Optional[float]
+) -> Optional[str]:
+    """"expired" or "idle" when a connection outside a transaction should be closed now."""
+    if expires_at is not None and now >= expires_at:
+        return "expired"
+    if idle_timeout is not None and now - last_used >= idle_timeout:
+        return "idle"
+    return None
+
+
+class IdleReaper:
+    """Closes idle connections of registered DatabaseWrappers from a daemon thread."""
+
+    def __init__(self) -> None:
+        self._wrappers: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.interval = 30.0
+
+    def register(self, wrapper: Any, idle_timeout: float) -> None:
+        with self._lock:
+            self._wrappers.add(wrapper)
+            # Check often enough that a connection is closed at most 25% late.
+            self.interval = max(0.05, min(self.interval, idle_timeout / 4))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="aurora_backend-idle-reaper", daemon=True)
+                self._thread.start()
+            else:
+                self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self.reap()
+
+    def reap(self) -> int:
+        """Close every registered connection that is idle; return how many were closed."""
+        with self._lock:
+            wrappers = list(self._wrappers)
+        closed = 0
+        for wrapper in wrappers:
+            try:
+                closed += bool(wrapper._aurora_reap_if_idle())
+            except Exception:  # never let one odd wrapper kill the reaper
+                logger.exception("idle reaper: checking %r failed", wrapper)
+        return closed
+
+
+reaper = IdleReaper()

@@ -1,0 +1,262 @@
+"""AuroraWrapperMixin: Aurora-aware connection handling over Django's hook methods.
+
+Put it first in the bases of any PostgreSQL DatabaseWrapper (Django's, PostGIS's, a
+metrics backend's): every method calls ``super()``, so behaviours compose.
+
+What it adds, each in its own module:
+
+- ``options``: our settings under ``OPTIONS["aurora"]``, parsed once, removed before psycopg2.
+- ``connect``: connect with retry across resumes, failovers and scale points.
+- ``resolve``: fresh DNS per connection, spread over the endpoint's addresses.
+- ``errors``: what an error means; a dead connection is dropped as soon as it is seen.
+- ``statements``: a read whose connection died outside a transaction is re-run.
+- ``lifetime``: jittered max age, idle close and a stale-connection check before reuse.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+from typing import Any, Dict, Optional
+
+from django.db.utils import DatabaseErrorWrapper
+from django.utils.functional import cached_property
+
+from aurora_backend import signals, stats
+from aurora_backend.connect import Attempt, connect_with_retry
+from aurora_backend.errors import ErrorKind, classify, connection_is_closed, is_scale_event
+from aurora_backend.lifetime import draw_expiry, reaper, reason_to_close
+from aurora_backend.options import OPTIONS_KEY, AuroraOptions
+from aurora_backend.runtime import Runtime
+from aurora_backend.statements import retrying_cursor_class
+
+logger = logging.getLogger("aurora_backend")
+
+
+class _HealingErrorWrapper(DatabaseErrorWrapper):
+    """Django's error translation, after first dropping a connection the error proved dead."""
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        if exc_type is not None and isinstance(exc_value, Exception):
+            self.wrapper._aurora_on_driver_error(exc_value)
+        return super().__exit__(exc_type, exc_value, traceback)
+
+
+class AuroraWrapperMixin:
+    """Aurora-aware behaviour for a PostgreSQL ``DatabaseWrapper`` (put it first in the MRO)."""
+
+    #: Address (IP) the current connection went to, or None before the first connection.
+    aurora_address: Optional[str] = None
+    #: Our settings for this alias.
+    aurora_options: AuroraOptions
+
+    # Attributes of Django's wrapper this mixin reads; declared for type checkers.
+    alias: str
+    connection: Any
+    settings_dict: Dict[str, Any]
+    in_atomic_block: bool
+    autocommit: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self.aurora_options = AuroraOptions.from_settings(self.alias, self.settings_dict["OPTIONS"])
+        self.aurora_runtime = Runtime()
+        self._aurora_lock = threading.Lock()
+        self._aurora_expires_at: Optional[float] = None
+        self._aurora_last_used = 0.0
+        self._aurora_connected_at = 0.0
+        self._aurora_close_reason: Optional[str] = None
+        self._aurora_healing = False
+
+    # ----- connecting ---------------------------------------------------------------
+
+    def get_connection_params(self) -> Dict[str, Any]:
+        params = super().get_connection_params()  # type: ignore[misc]
+        params.pop(OPTIONS_KEY, None)
+        return params
+
+    def get_new_connection(self, conn_params: Dict[str, Any]) -> Any:
+        parent = super().get_new_connection  # type: ignore[misc]
+        connection, address = connect_with_retry(
+            parent, conn_params, self.aurora_options, self.aurora_runtime,
+            on_retry=self._aurora_connect_retried, endpoint=self._aurora_endpoint(conn_params),
+        )
+        self.aurora_address = address or _peer_address(connection) or conn_params.get("host")
+        now = self.aurora_runtime.clock()
+        self._aurora_connected_at = self._aurora_last_used = now
+        self._aurora_expires_at = draw_expiry(now, self.aurora_options.max_age, self.aurora_runtime.random)
+        return connection
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        reason, self._aurora_close_reason = self._aurora_close_reason, None
+        stats.incr(self.alias, "connections")
+        logger.debug("connected %s to %s", self.alias, self.aurora_address)
+        if reason is not None:
+            stats.incr(self.alias, "reconnects")
+            signals.reconnected.send(
+                sender=type(self), alias=self.alias, connection=self, reason=reason,
+                address=self.aurora_address,
+            )
+        if self.aurora_options.idle_timeout is not None:
+            reaper.register(self, self.aurora_options.idle_timeout)
+
+    def _aurora_endpoint(self, params: Dict[str, Any]) -> str:
+        return "%r (%s:%s)" % (self.alias, params.get("host") or "local socket", params.get("port") or 5432)
+
+    def _aurora_connect_retried(self, attempt: Attempt) -> None:
+        stats.incr(self.alias, "connect_retries")
+        if is_scale_event(attempt.error):
+            self._aurora_scale_event(attempt.error)
+        signals.connect_retry.send(
+            sender=type(self), alias=self.alias, connection=self, attempt=attempt.number,
+            error=attempt.error, delay=attempt.delay, elapsed=attempt.elapsed,
+        )
+
+    # ----- checks before use --------------------------------------------------------
+
+    def ensure_connection(self) -> None:
+        if self.connection is not None and not self.in_atomic_block and self.autocommit:
+            self._aurora_check_before_use()
+        super().ensure_connection()  # type: ignore[misc]
+
+    def close_if_unusable_or_obsolete(self) -> None:
+        if self.connection is not None and not self.in_atomic_block:
+            with self._aurora_lock:
+                reason = self._aurora_reason_to_close(self.aurora_runtime.clock())
+            if reason is not None:
+                self._aurora_close(reason)
+                return
+        super().close_if_unusable_or_obsolete()  # type: ignore[misc]
+
+    def _aurora_reason_to_close(self, now: float) -> Optional[str]:
+        if connection_is_closed(self.connection):
+            return "disconnect"
+        return reason_to_close(now, self._aurora_expires_at, self._aurora_last_used, self.aurora_options.idle_timeout)
+
+    def _aurora_check_before_use(self) -> None:
+        """Outside a transaction: close an expired, idle, closed or dead connection first."""
+        with self._aurora_lock:
+            now = self.aurora_runtime.clock()
+            reason = self._aurora_reason_to_close(now)
+            if reason is None and self._aurora_looks_stale(now):
+                reason = None if self.is_usable() else "stale"  # type: ignore[attr-defined]
+            self._aurora_last_used = now
+        if reason is not None:
+            self._aurora_close(reason)
+
+    def _aurora_looks_stale(self, now: float) -> bool:
+        """Idle past ``ping_after``, or the server sent something while we were idle.
+
+        An idle connection outside a transaction has nothing to read unless the server
+        spoke: a FATAL before closing (scale event, failover), or EOF. One poll of the
+        socket finds that before a statement is sent, so even a write is then safe to
+        send on a new connection.
+        """
+        ping_after = self.aurora_options.ping_after
+        if ping_after is not None and now - self._aurora_last_used >= ping_after:
+            return True
+        try:
+            readable, _, _ = select.select([self.connection.fileno()], [], [], 0)
+        except (ValueError, OSError, AttributeError):
+            return True
+        except Exception:  # the driver says the connection is unusable
+            return True
+        return bool(readable)
+
+    def _aurora_close(self, reason: str) -> None:
+        """Close on purpose; the next use opens a new connection (and resolves DNS again)."""
+        age = self.aurora_runtime.clock() - self._aurora_connected_at
+        logger.info("closing connection %r to %s (%s, age %.1fs)", self.alias, self.aurora_address, reason, age)
+        if reason == "expired":
+            stats.incr(self.alias, "expired")
+        elif reason == "idle":
+            stats.incr(self.alias, "idle_closed")
+        signals.connection_closed.send(sender=type(self), alias=self.alias, connection=self, reason=reason)
+        self._aurora_close_reason = reason
+        self._aurora_healing = True
+        try:
+            self.close()  # type: ignore[attr-defined]
+        except Exception:  # closing a dead connection may complain; it is gone either way
+            self.connection = None
+        finally:
+            self._aurora_healing = False
+
+    def _aurora_reap_if_idle(self) -> bool:
+        """Called by the idle reaper thread: close the driver connection if idle."""
+        idle_timeout = self.aurora_options.idle_timeout
+        with self._aurora_lock:
+            connection = self.connection
+            if (
+                idle_timeout is None or connection is None or self.in_atomic_block
+                or not self.autocommit or connection_is_closed(connection)
+                or self.aurora_runtime.clock() - self._aurora_last_used < idle_timeout
+                or not _driver_idle(connection)
+            ):
+                return False
+            logger.info("closing idle connection %r to %s", self.alias, self.aurora_address)
+            stats.incr(self.alias, "idle_closed")
+            self._aurora_close_reason = "idle"
+            try:
+                connection.close()
+            except Exception:
+                pass
+            return True
+
+    # ----- errors -------------------------------------------------------------------
+
+    @cached_property
+    def wrap_database_errors(self) -> DatabaseErrorWrapper:
+        return _HealingErrorWrapper(self)
+
+    def _aurora_on_driver_error(self, exc: BaseException) -> None:
+        """Drop the connection at once when ``exc`` proves it dead or on a demoted writer."""
+        if self.connection is None or self._aurora_healing:
+            return
+        kind = classify(exc, self.connection)
+        if kind is ErrorKind.DISCONNECT:
+            if is_scale_event(exc):
+                self._aurora_scale_event(exc)
+            self._aurora_close("disconnect")
+        elif kind is ErrorKind.READ_ONLY:
+            # A write reached a reader: after a failover the endpoint's DNS points at the
+            # new writer, which only a new connection reaches.
+            self._aurora_close("read_only")
+
+    def _aurora_scale_event(self, exc: BaseException) -> None:
+        stats.incr(self.alias, "scale_events")
+        signals.scale_event.send(sender=type(self), alias=self.alias, connection=self, error=exc)
+
+    def _aurora_statement_retried(self, sql: Any, exc: BaseException) -> None:
+        stats.incr(self.alias, "statements_retried")
+        signals.statement_retried.send(sender=type(self), alias=self.alias, connection=self, sql=sql, error=exc)
+
+    # ----- cursors ------------------------------------------------------------------
+
+    def make_cursor(self, cursor: Any) -> Any:
+        wrapped = super().make_cursor(cursor)  # type: ignore[misc]
+        wrapped.__class__ = retrying_cursor_class(type(wrapped))
+        return wrapped
+
+    def make_debug_cursor(self, cursor: Any) -> Any:
+        wrapped = super().make_debug_cursor(cursor)  # type: ignore[misc]
+        wrapped.__class__ = retrying_cursor_class(type(wrapped))
+        return wrapped
+
+
+def _peer_address(connection: Any) -> Optional[str]:
+    try:
+        return connection.info.host_addr or None
+    except Exception:
+        return None
+
+
+def _driver_idle(connection: Any) -> bool:
+    """No command running and no transaction open on the driver connection."""
+    try:
+        import psycopg2.extensions as ext
+
+        return connection.get_transaction_status() == ext.TRANSACTION_STATUS_IDLE
+    except Exception:
+        return False

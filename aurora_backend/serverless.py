@@ -1,0 +1,45 @@
+"""AWS Lambda: close database connections at the end of every invocation.
+
+Lambda freezes the execution environment between invocations and may thaw it
+minutes later or never. A connection left open across the freeze keeps Aurora
+Serverless from pausing or scaling, and is often dead after the thaw. Close them
+when an invocation ends; the next invocation opens fresh ones (with connect retry
+across a resume).
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def close_all(aliases: Optional[Sequence[str]] = None) -> None:
+    """Close the connections of ``aliases`` (default: every one opened in this thread)."""
+    from django.db import connections
+
+    targets = [connections[a] for a in aliases] if aliases else connections.all(initialized_only=True)
+    for connection in targets:
+        connection.close()
+
+
+@contextmanager
+def close_connections(aliases: Optional[Sequence[str]] = None) -> Iterator[None]:
+    """Run a block, then close the database connections, whatever the block raised."""
+    try:
+        yield
+    finally:
+        close_all(aliases)
+
+
+def lambda_handler(func: F) -> F:
+    """Decorate a Lambda handler so that its connections are closed when it returns."""
+
+    @functools.wraps(func)
+    def handler(*args: Any, **kwargs: Any) -> Any:
+        with close_connections():
+            return func(*args, **kwargs)
+
+    return handler  # type: ignore[return-value]

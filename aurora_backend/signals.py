@@ -1,0 +1,23 @@
+"""Django signals sent by aurora_backend, so that users can wire metrics and alerts.
+
+Every signal is sent with ``sender`` = the DatabaseWrapper class and keyword
+arguments ``alias`` and ``connection`` (the DatabaseWrapper), plus:
+
+- ``reconnected``: ``reason`` (why the previous connection was replaced: "disconnect",
+  "expired", "idle", "stale", "read_only"), ``address`` (the address connected to).
+- ``connect_retry``: ``attempt``, ``error`` (the exception), ``delay`` (seconds before the
+  next attempt), ``elapsed`` (seconds since the first attempt).
+- ``scale_event``: ``error`` (an Aurora scale message was seen).
+- ``statement_retried``: ``sql``, ``error`` (a read re-run on a new connection).
+- ``transaction_retry``: ``attempt``, ``error``, ``delay`` (retry_atomic re-runs a block).
+- ``connection_closed``: ``reason`` ("expired", "idle"): closed on purpose, not replaced yet.
+"""
+
+from django.dispatch import Signal
+
+reconnected = Signal()
+connect_retry = Signal()
+scale_event = Signal()
+statement_retried = Signal()
+transaction_retry = Signal()
+connection_closed = Signal()

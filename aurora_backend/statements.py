@@ -1,0 +1,115 @@
+"""Transparent re-run of a statement whose connection died, where that is safe.
+
+The rule (README, "Which statements are re-run"): outside a transaction (autocommit,
+not in ``atomic()``), on an unnamed cursor, after a *disconnect*, a statement is re-run
+once on a new connection when
+
+- it provably never reached the server: the driver refused it because the connection
+  was already closed (``InterfaceError: connection already closed``); or
+- it is a read (``retry_reads``, on by default): it starts with SELECT, WITH, VALUES,
+  TABLE, SHOW or EXPLAIN (not EXPLAIN ANALYZE), and names none of the words that make
+  a SELECT write (INSERT, UPDATE, DELETE, MERGE, INTO, nextval, setval, advisory
+  locks, ...).
+
+Anything else, a write whose fate is unknown above all, is never re-run: the caller
+gets the error, and the connection has already been replaced for the next call.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Dict, Type
+
+from django.db import DatabaseError
+
+from aurora_backend.errors import ErrorKind, classify, driver_error
+
+logger = logging.getLogger("aurora_backend")
+
+_LEADING_COMMENTS = re.compile(r"^\s*(?:(?:/\*.*?\*/|--[^\n]*(?:\n|$))\s*)*", re.S)
+_READ_START = re.compile(r"(?:SELECT|WITH|VALUES|TABLE|SHOW|EXPLAIN)\b", re.I)
+_WRITE_WORDS = re.compile(
+    r"\b(?:INSERT|UPDATE|DELETE|MERGE|INTO|TRUNCATE|CREATE|DROP|ALTER|GRANT|REVOKE|COPY|CALL|"
+    r"LOCK|ANALYZE|ANALYSE|NEXTVAL|SETVAL|SET_CONFIG|PG_ADVISORY_\w+|PG_TRY_ADVISORY_\w+|"
+    r"PG_TERMINATE_BACKEND|PG_CANCEL_BACKEND|LO_\w+|DBLINK\w*|TXID_CURRENT)\b",
+    re.I,
+)
+
+
+def is_read(sql: Any) -> bool:
+    """True when ``sql`` cannot have changed anything (see the module docstring)."""
+    if isinstance(sql, bytes):
+        sql = sql.decode("utf-8", "replace")
+    if not isinstance(sql, str):
+        sql = str(sql)
+    body = _LEADING_COMMENTS.sub("", sql, count=1)
+    return bool(_READ_START.match(body)) and not _WRITE_WORDS.search(body)
+
+
+def provably_not_sent(exc: BaseException) -> bool:
+    """The driver refused the statement before sending it: the connection was closed."""
+    cause = driver_error(exc)
+    return "InterfaceError" in {k.__name__ for k in type(cause).__mro__} and (
+        "connection already closed" in str(cause).lower()
+    )
+
+
+class RetryingCursorMixin:
+    """Mixed into Django's CursorWrapper classes by the ENGINE (see ``make_cursor``)."""
+
+    cursor: Any
+    db: Any
+
+    def _execute(self, sql: Any, params: Any, *ignored: Any) -> Any:
+        in_transaction = self.db.in_atomic_block or not self.db.autocommit
+        raw_connection = self.db.connection
+        try:
+            return super()._execute(sql, params, *ignored)  # type: ignore[misc]
+        except DatabaseError as exc:
+            if not self._may_rerun(exc, sql, in_transaction, raw_connection):
+                raise
+            self._reopen(exc, sql)
+        return super()._execute(sql, params, *ignored)  # type: ignore[misc]
+
+    def _executemany(self, sql: Any, param_list: Any, *ignored: Any) -> Any:
+        in_transaction = self.db.in_atomic_block or not self.db.autocommit
+        raw_connection = self.db.connection
+        try:
+            return super()._executemany(sql, param_list, *ignored)  # type: ignore[misc]
+        except DatabaseError as exc:
+            if in_transaction or not provably_not_sent(exc) or getattr(self.cursor, "name", None):
+                raise
+            if classify(exc, raw_connection) is not ErrorKind.DISCONNECT:
+                raise
+            self._reopen(exc, sql)
+        return super()._executemany(sql, param_list, *ignored)  # type: ignore[misc]
+
+    def _may_rerun(self, exc: BaseException, sql: Any, in_transaction: bool, raw_connection: Any) -> bool:
+        if in_transaction or getattr(self.cursor, "name", None):
+            return False
+        if classify(exc, raw_connection) is not ErrorKind.DISCONNECT:
+            return False
+        return provably_not_sent(exc) or (self.db.aurora_options.retry_reads and is_read(sql))
+
+    def _reopen(self, exc: BaseException, sql: Any) -> None:
+        """Replace the dead driver cursor with one on a new connection."""
+        logger.info("re-running a statement on a new connection after %s", type(driver_error(exc)).__name__)
+        self.db._aurora_statement_retried(sql, exc)
+        self.db.ensure_connection()
+        with self.db.wrap_database_errors:
+            self.cursor = self.db.create_cursor()
+
+
+_cursor_classes: Dict[type, Type[Any]] = {}
+
+
+def retrying_cursor_class(wrapper_class: type) -> Type[Any]:
+    """``wrapper_class`` (a Django CursorWrapper class) with statement re-run mixed in."""
+    if issubclass(wrapper_class, RetryingCursorMixin):
+        return wrapper_class
+    klass = _cursor_classes.get(wrapper_class)
+    if klass is None:
+        klass = type("Aurora" + wrapper_class.__name__, (RetryingCursorMixin, wrapper_class), {})
+        _cursor_classes[wrapper_class] = klass
+    return klass

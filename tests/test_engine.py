@@ -1,0 +1,65 @@
+"""The ENGINE connects, migrates, serves testproject's views, and behaves like Django's."""
+
+import json
+
+import psycopg2
+import pytest
+from django.db import connection, connections
+from django.test import Client
+
+from aurora_backend.base import DatabaseWrapper
+from aurora_backend.mixin import AuroraWrapperMixin
+from ledger import services
+from ledger.models import Account
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_engine_is_postgresql_with_the_mixin_first():
+    wrapper = connections["default"]
+    assert isinstance(wrapper, DatabaseWrapper)
+    assert wrapper.vendor == "postgresql"
+    assert type(wrapper).__mro__[1] is AuroraWrapperMixin
+
+
+def test_connects_and_queries_a_real_server():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_database(), 1 + 1")
+        assert cursor.fetchone() == ("test_aurora_tests", 2)
+    assert connection.aurora_address == "127.0.0.1"
+
+
+def test_migrations_created_the_ledger_tables():
+    tables = connection.introspection.table_names()
+    assert {"ledger_account", "ledger_transfer"} <= set(tables)
+
+
+def test_views_move_money_and_keep_the_total():
+    a, b = services.open_accounts(2, 100)
+    client = Client()
+    response = client.post(
+        "/transfer/", json.dumps({"source": a.pk, "destination": b.pk, "amount": 30}),
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.content
+    assert client.get("/total/").json() == {"total": 200, "accounts": 2, "transfers": 1}
+    listed = client.get("/accounts/").json()["accounts"]
+    assert [row["balance"] for row in listed] == [70, 130]
+    too_much = client.post(
+        "/transfer/", json.dumps({"source": a.pk, "destination": b.pk, "amount": 1000}),
+        content_type="application/json",
+    )
+    assert too_much.status_code == 409
+    assert Account.objects.get(pk=a.pk).balance == 70
+
+
+def test_our_options_never_reach_psycopg2():
+    assert connection.settings_dict["OPTIONS"]["aurora"]  # set in tests/settings.py
+    assert "aurora" not in connection.get_connection_params()
+    connection.close()
+    connection.ensure_connection()  # a real connection made with them set
+    dsn = connection.connection.dsn
+    assert "aurora" not in dsn and "connect_deadline" not in dsn
+    # libpq would have refused an unknown option: prove it, so the check above means something.
+    with pytest.raises(psycopg2.ProgrammingError, match="invalid connection option"):
+        psycopg2.connect(dsn + " aurora=1")
