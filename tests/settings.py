@@ -1,8 +1,17 @@
 """Django settings for the test suite: testproject's apps on the test server."""
 
+import os
+
+from aurora_backend.testing import free_port
 from tests.pg import server
 
 _srv = server()
+
+#: Where the session's Aurora simulator listens (tests/conftest.py); child processes inherit it.
+SIM_PORT = int(os.environ.setdefault("AURORA_TEST_SIM_PORT", str(free_port())))
+
+#: Our options for tests: fault timings scaled down (a "35 s resume" becomes seconds).
+TEST_AURORA_OPTIONS = {"connect_deadline": 10, "connect_timeout": 2, "backoff_base": 0.05, "backoff_max": 0.5}
 
 SECRET_KEY = "aurora-backend-tests"
 DEBUG = False
@@ -27,9 +36,17 @@ DATABASES = {
         "HOST": _srv.host,
         "PORT": str(_srv.port),
         "TEST": {"NAME": "test_aurora_tests"},
-        "OPTIONS": {
-            "aurora": {"connect_deadline": 10, "connect_timeout": 2},
-        },
+        "OPTIONS": {"aurora": dict(TEST_AURORA_OPTIONS)},
+    },
+    "sim": {
+        "ENGINE": "aurora_backend",
+        "NAME": "aurora_tests",
+        "USER": _srv.user,
+        "PASSWORD": _srv.password,
+        "HOST": "127.0.0.1",
+        "PORT": str(SIM_PORT),
+        "TEST": {"MIRROR": "default"},
+        "OPTIONS": {"aurora": dict(TEST_AURORA_OPTIONS)},
     },
 }
 
