@@ -6,6 +6,8 @@ once on a new connection when
 
 - it provably never reached the server: the driver refused it because the connection
   was already closed (``InterfaceError: connection already closed``); or
+- the server rejected it as a write on a read-only server (SQLSTATE 25006, a demoted
+  writer after failover): it changed nothing, and a new connection reaches the new writer; or
 - it is a read (``retry_reads``, on by default): it starts with SELECT, WITH, VALUES,
   TABLE, SHOW or EXPLAIN (not EXPLAIN ANALYZE), and names none of the words that make
   a SELECT write (INSERT, UPDATE, DELETE, MERGE, INTO, nextval, setval, advisory
@@ -88,7 +90,10 @@ class RetryingCursorMixin:
     def _may_rerun(self, exc: BaseException, sql: Any, in_transaction: bool, raw_connection: Any) -> bool:
         if in_transaction or getattr(self.cursor, "name", None):
             return False
-        if classify(exc, raw_connection) is not ErrorKind.DISCONNECT:
+        kind = classify(exc, raw_connection)
+        if kind is ErrorKind.READ_ONLY:
+            return True
+        if kind is not ErrorKind.DISCONNECT:
             return False
         return provably_not_sent(exc) or (self.db.aurora_options.retry_reads and is_read(sql))
 

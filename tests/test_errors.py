@@ -1,0 +1,163 @@
+"""Error classification: every message and SQLSTATE of AURORA_FACTS.md, and real server errors."""
+
+import psycopg2
+import pytest
+
+from aurora_backend.errors import (
+    ErrorKind,
+    classify,
+    is_scale_event,
+    is_transaction_retryable,
+    sqlstate,
+)
+from tests.pg import server
+
+D, C, R, T, N, O = (
+    ErrorKind.DISCONNECT,
+    ErrorKind.CONNECT_RETRYABLE,
+    ErrorKind.READ_ONLY,
+    ErrorKind.TRANSACTION_ROLLBACK,
+    ErrorKind.NEVER_RETRY,
+    ErrorKind.OTHER,
+)
+
+# (message as libpq/psycopg2 reports it with no SQLSTATE, expected kind, is a scale event)
+MESSAGES = [
+    ("terminating connection due to serverless scale event timeout\nSSL connection has been closed unexpectedly", D, True),
+    ("FATAL:  terminating connection because backend initialization completed past serverless scale point", C, True),
+    ("FATAL:  terminating connection because backend initialization completed past seamless quiet point", C, True),
+    ("terminating current active connection due to forced scale event", D, True),
+    ("terminating connection due to administrator command", D, False),
+    ("terminating connection because of crash of another server process", D, False),
+    ("FATAL:  the database system is starting up", C, False),
+    ("FATAL:  the database system is shutting down", C, False),
+    ("FATAL:  the database system is in recovery mode", C, False),
+    ("FATAL:  the database system is not yet accepting connections", C, False),
+    ("cannot execute INSERT in a read-only transaction", R, False),
+    ("FATAL:  sorry, too many clients already", C, False),
+    ("FATAL:  remaining connection slots are reserved for roles with the SUPERUSER attribute", C, False),
+    ("server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally", D, False),
+    ("SSL connection has been closed unexpectedly", D, False),
+    ("SSL SYSCALL error: EOF detected", D, False),
+    ('connection to server at "h" (10.0.0.1), port 5432 failed: Connection refused\n\tIs the server running', C, False),
+    ('connection to server at "h" (10.0.0.1), port 5432 failed: timeout expired', C, False),
+    ("could not serialize access due to concurrent update", T, False),
+    ("deadlock detected", T, False),
+    ('connection to server at "h" (10.0.0.1), port 5432 failed: FATAL:  password authentication failed for user "app"', N, False),
+    ('connection to server at "h" (10.0.0.1), port 5432 failed: FATAL:  database "nope" does not exist', N, False),
+    ("Feature not supported: RDS Proxy currently doesn't support command-line options.", N, False),
+    ("something else entirely", O, False),
+]
+
+
+@pytest.mark.parametrize("message,kind,scale", MESSAGES)
+def test_messages_without_sqlstate(message, kind, scale):
+    exc = psycopg2.OperationalError(message)
+    assert sqlstate(exc) is None
+    assert classify(exc) is kind
+    assert is_scale_event(exc) is scale
+
+
+def test_dead_connection_objects_are_disconnects():
+    assert classify(psycopg2.InterfaceError("connection already closed")) is D
+
+
+class _Psycopg3Style(Exception):
+    """psycopg 3 names the SQLSTATE ``sqlstate``; the classifier must read it too."""
+
+    def __init__(self, code, message="x"):
+        super().__init__(message)
+        self.sqlstate = code
+
+
+# (SQLSTATE, kind): by code, whatever the message says
+CODES = [
+    ("57P01", D), ("57P02", D), ("08006", D), ("08001", D), ("08003", D), ("57P03", C),
+    ("53300", C), ("25006", R), ("40001", T), ("40P01", T), ("28P01", N), ("28000", N),
+    ("3D000", N), ("23505", N), ("22012", N), ("42601", N), ("XX000", O), ("57014", O),
+]
+
+
+@pytest.mark.parametrize("code,kind", CODES)
+def test_sqlstates(code, kind):
+    assert classify(_Psycopg3Style(code)) is kind
+
+
+def test_never_retry_classes_win_over_messages():
+    class IntegrityError(Exception):
+        pass
+
+    assert classify(IntegrityError("deadlock detected")) is N
+
+
+def test_transaction_retryable_set():
+    assert is_transaction_retryable(_Psycopg3Style("40001"))
+    assert is_transaction_retryable(_Psycopg3Style("57P01"))
+    assert is_transaction_retryable(_Psycopg3Style("25006"))
+    assert is_transaction_retryable(_Psycopg3Style("53300"))
+    assert not is_transaction_retryable(_Psycopg3Style("23505"))
+    assert not is_transaction_retryable(ValueError("application error"))
+
+
+# ----- errors made by a real server, with the driver we ship -----
+
+def _connect(**overrides):
+    srv = server()
+    params = dict(host=srv.host, port=srv.port, user=srv.user, password=srv.password, dbname="postgres")
+    params.update(overrides)
+    return psycopg2.connect(**params)
+
+
+def test_real_bad_password_and_missing_database_are_never_retried():
+    with pytest.raises(psycopg2.OperationalError) as bad_password:
+        _connect(password="wrong")
+    assert classify(bad_password.value) is N
+    with pytest.raises(psycopg2.OperationalError) as missing:
+        _connect(dbname="no_such_database")
+    assert classify(missing.value) is N
+
+
+def test_real_refused_connection_is_retryable():
+    from aurora_backend.testing import free_port
+
+    with pytest.raises(psycopg2.OperationalError) as refused:
+        _connect(port=free_port())
+    assert classify(refused.value) is C
+
+
+def test_real_terminated_backend_is_a_disconnect():
+    victim, killer = _connect(), _connect()
+    victim.autocommit = killer.autocommit = True
+    with killer.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(%s)", [victim.get_backend_pid()])
+    with pytest.raises(psycopg2.Error) as dead:
+        victim.cursor().execute("SELECT 1")
+    # libpq 17 reports it without SQLSTATE; an older libpq as AdminShutdown (57P01).
+    assert sqlstate(dead.value) in (None, "57P01")
+    assert classify(dead.value, victim) is D
+    with pytest.raises(psycopg2.InterfaceError) as closed:
+        victim.cursor()
+    assert classify(closed.value, victim) is D
+    killer.close()
+
+
+def test_real_read_only_serialization_and_integrity_errors():
+    conn = _connect()
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("DROP TABLE IF EXISTS aurora_errors_t")
+    cur.execute("CREATE TABLE aurora_errors_t (id int PRIMARY KEY)")
+    cur.execute("INSERT INTO aurora_errors_t VALUES (1)")
+    with pytest.raises(psycopg2.Error) as dup:
+        cur.execute("INSERT INTO aurora_errors_t VALUES (1)")
+    assert (sqlstate(dup.value), classify(dup.value, conn)) == ("23505", N)
+    cur.execute("SET default_transaction_read_only = on")
+    with pytest.raises(psycopg2.Error) as read_only:
+        cur.execute("INSERT INTO aurora_errors_t VALUES (2)")
+    assert (sqlstate(read_only.value), classify(read_only.value, conn)) == ("25006", R)
+    with pytest.raises(psycopg2.Error) as syntax:
+        cur.execute("SELEC 1")
+    assert classify(syntax.value, conn) is N
+    cur.execute("SET default_transaction_read_only = off")
+    cur.execute("DROP TABLE aurora_errors_t")
+    conn.close()
