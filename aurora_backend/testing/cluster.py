@@ -131,12 +131,27 @@ class PostgresCluster:
     def _options(self) -> str:
         return " ".join("-c %s=%s" % (k, v) for k, v in self.settings.items()) + " -p %d" % self.port
 
-    def start(self) -> "PostgresCluster":
-        self._run(
-            os.path.join(self.bin, "pg_ctl"), "-D", self.datadir, "-l", self.logfile,
-            "-o", self._options(), "-w", "-t", "60", "start",
-        )
+    def start(self, port_tries: int = 5) -> "PostgresCluster":
+        """Start the server; if another process took the chosen port meanwhile, pick another."""
+        for attempt in range(port_tries):
+            try:
+                self._run(
+                    os.path.join(self.bin, "pg_ctl"), "-D", self.datadir, "-l", self.logfile,
+                    "-o", self._options(), "-w", "-t", "60", "start",
+                )
+                return self
+            except subprocess.CalledProcessError:
+                if attempt == port_tries - 1 or not self._port_was_taken():
+                    raise
+                self.port = free_port()
         return self
+
+    def _port_was_taken(self) -> bool:
+        try:
+            with open(self.logfile) as fh:
+                return "could not create any TCP/IP sockets" in fh.read()
+        except OSError:
+            return False
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``mode``: smart, fast or immediate); the data is kept."""

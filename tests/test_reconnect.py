@@ -1,0 +1,212 @@
+"""Scale-event-aware reconnect against a real server: backends terminated for real.
+
+The process running these tests has no request cycle, like a Celery worker: nothing
+here sends request_started/request_finished.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg2
+import pytest
+from django.db import OperationalError, connection, connections, transaction
+
+from aurora_backend import signals, stats
+from aurora_backend.base import DatabaseWrapper
+from aurora_backend.connect import ClusterUnavailable
+from aurora_backend.runtime import Runtime
+from ledger.models import Account
+from tests.pg import server
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def admin():
+    """A superuser connection outside Django, to terminate backends and look at the server."""
+    srv = server()
+    conn = psycopg2.connect(host=srv.host, port=srv.port, user=srv.user, password=srv.password, dbname="postgres")
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def received():
+    events = []
+
+    def on_reconnect(sender, alias, connection, reason, address, **kw):
+        events.append((alias, reason))
+
+    signals.reconnected.connect(on_reconnect)
+    yield events
+    signals.reconnected.disconnect(on_reconnect)
+
+
+def terminate(admin, pid):
+    with admin.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(%s)", [pid])
+        assert cur.fetchone() == (True,)
+
+
+def terminate_when_running(admin, pid, marker, timeout=10.0):
+    """Terminate backend ``pid`` once it runs a statement containing ``marker``."""
+    deadline = time.monotonic() + timeout
+    with admin.cursor() as cur:
+        while time.monotonic() < deadline:
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'active' AND query LIKE %s",
+                [pid, "%" + marker + "%"],
+            )
+            if cur.fetchone()[0]:
+                terminate(admin, pid)
+                return
+            time.sleep(0.01)
+    raise AssertionError("backend %s never ran %r" % (pid, marker))
+
+
+def backend_pid():
+    connection.ensure_connection()
+    return connection.connection.get_backend_pid()
+
+
+def test_terminated_while_idle_in_a_worker_loop_next_query_succeeds(admin, received):
+    Account.objects.create(name="a", balance=5)
+    before = stats.snapshot("default")["reconnects"]
+    old_pid = backend_pid()
+    terminate(admin, old_pid)
+    # The next ORM call in the loop: no exception, right answer, a new backend.
+    assert list(Account.objects.values_list("name", flat=True)) == ["a"]
+    assert backend_pid() != old_pid
+    assert stats.snapshot("default")["reconnects"] == before + 1
+    assert received == [("default", "stale")]
+
+
+def test_write_after_idle_termination_is_sent_on_the_new_connection(admin):
+    old_pid = backend_pid()
+    terminate(admin, old_pid)
+    # The dead socket is found before the INSERT is sent, so even a write goes through.
+    Account.objects.create(name="w", balance=1)
+    assert Account.objects.filter(name="w").count() == 1
+
+
+def test_terminated_during_a_select_in_autocommit_returns_the_rows(admin):
+    Account.objects.bulk_create([Account(name="r%d" % i, balance=i) for i in range(3)])
+    pid = backend_pid()
+    retried = stats.snapshot("default")["statements_retried"]
+    killer = threading.Thread(target=terminate_when_running, args=(admin, pid, "pg_sleep"))
+    killer.start()
+    rows = list(
+        Account.objects.extra(where=["pg_sleep(0.3) IS NOT NULL"]).order_by("name").values_list("name", flat=True)
+    )
+    killer.join()
+    assert rows == ["r0", "r1", "r2"]
+    assert backend_pid() != pid
+    assert stats.snapshot("default")["statements_retried"] == retried + 1
+
+
+@pytest.fixture
+def slow_insert_trigger():
+    """Make INSERTs into ledger_account take 0.3 s, so a backend can be killed during one."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "CREATE FUNCTION aurora_slow() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$"
+        )
+        cur.execute(
+            "CREATE TRIGGER aurora_slow BEFORE INSERT ON ledger_account FOR EACH ROW EXECUTE FUNCTION aurora_slow()"
+        )
+    yield
+    with connection.cursor() as cur:
+        cur.execute("DROP TRIGGER aurora_slow ON ledger_account")
+        cur.execute("DROP FUNCTION aurora_slow()")
+
+
+def test_terminated_during_an_insert_raises_and_never_duplicates(admin, slow_insert_trigger):
+    pid = backend_pid()
+    retried = stats.snapshot("default")["statements_retried"]
+    killer = threading.Thread(target=terminate_when_running, args=(admin, pid, "INSERT INTO"))
+    killer.start()
+    with pytest.raises(OperationalError):
+        Account.objects.create(name="maybe", balance=1)
+    killer.join()
+    assert stats.snapshot("default")["statements_retried"] == retried  # a write is never re-run
+    assert connection.connection is None  # healed at once, not at the end of a request
+    assert Account.objects.filter(name="maybe").count() == 0  # the next call works
+    Account.objects.create(name="next", balance=1)
+    assert Account.objects.filter(name="next").count() == 1
+
+
+def test_inside_atomic_error_is_raised_nothing_half_committed_next_transaction_works(admin):
+    pid = backend_pid()
+    with pytest.raises(OperationalError):
+        with transaction.atomic():
+            Account.objects.create(name="half", balance=1)
+            terminate(admin, pid)
+            Account.objects.create(name="other-half", balance=1)
+    assert connection.connection is None
+    with transaction.atomic():
+        Account.objects.create(name="whole", balance=1)
+    assert sorted(Account.objects.values_list("name", flat=True)) == ["whole"]
+
+
+def test_read_only_after_failover_reconnects_and_the_write_goes_through(received):
+    # A demoted writer: the session became read-only under our feet (25006 on write).
+    with connection.cursor() as cur:
+        cur.execute("SET default_transaction_read_only = on")
+    Account.objects.create(name="after-failover", balance=1)
+    assert Account.objects.filter(name="after-failover").count() == 1
+    assert ("default", "read_only") in received
+
+
+def _broken_alias(**changes):
+    settings_dict = {**connection.settings_dict, **changes}
+    settings_dict["OPTIONS"] = {**settings_dict["OPTIONS"], "aurora": {**settings_dict["OPTIONS"]["aurora"]}}
+    wrapper = DatabaseWrapper(settings_dict, alias="broken")
+    sleeps: list[float] = []
+    wrapper.aurora_runtime = Runtime(sleep=sleeps.append)
+    return wrapper, sleeps
+
+
+@pytest.mark.parametrize("changes", [{"PASSWORD": "wrong"}, {"NAME": "no_such_database"}])
+def test_bad_password_or_missing_database_fail_at_once(changes):
+    wrapper, sleeps = _broken_alias(**changes)
+    with pytest.raises(OperationalError) as err:
+        wrapper.ensure_connection()
+    assert sleeps == []
+    assert "wrong" not in str(err.value) or "PASSWORD" in changes and "password authentication failed" in str(err.value)
+
+
+def test_connect_retry_is_exact_with_injected_time(admin):
+    """Refused connections: backoff with full jitter until the deadline, then a clear error."""
+    from aurora_backend.testing import free_port
+    import random
+
+    settings_dict = {**connection.settings_dict, "PORT": str(free_port())}
+    settings_dict["OPTIONS"] = {"aurora": {"connect_deadline": 5, "backoff_base": 0.5, "backoff_max": 2}}
+    wrapper = DatabaseWrapper(settings_dict, alias="refused")
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    wrapper.aurora_runtime = Runtime(clock=lambda: now[0], sleep=sleep, random=random.Random(7))
+    expected_rng = random.Random(7)
+    with pytest.raises(OperationalError) as err:
+        wrapper.ensure_connection()
+    assert isinstance(err.value.__cause__, ClusterUnavailable)
+    caps = [0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+    expected = []
+    for cap in caps:
+        delay = expected_rng.uniform(0, cap)
+        if sum(expected) + delay >= 5:
+            break
+        expected.append(delay)
+    assert sleeps == expected
+    assert "did not accept a connection in" in str(err.value)
+    assert "%d attempts" % (len(expected) + 1) in str(err.value)
+    assert "connect_deadline" in str(err.value)
