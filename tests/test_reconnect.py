@@ -45,10 +45,18 @@ def received():
     signals.reconnected.disconnect(on_reconnect)
 
 
-def terminate(admin, pid):
+def terminate(admin, pid, wait=True):
+    """Terminate backend ``pid``; with ``wait``, return once it is gone (the FATAL was sent)."""
     with admin.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(%s)", [pid])
         assert cur.fetchone() == (True,)
+        deadline = time.monotonic() + 10
+        while wait and time.monotonic() < deadline:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+            if cur.fetchone()[0] == 0:
+                return
+            time.sleep(0.005)
+        assert not wait, "backend %s still alive" % pid
 
 
 def terminate_when_running(admin, pid, marker, timeout=10.0):
@@ -61,7 +69,7 @@ def terminate_when_running(admin, pid, marker, timeout=10.0):
                 [pid, "%" + marker + "%"],
             )
             if cur.fetchone()[0]:
-                terminate(admin, pid)
+                terminate(admin, pid, wait=False)
                 return
             time.sleep(0.01)
     raise AssertionError("backend %s never ran %r" % (pid, marker))
