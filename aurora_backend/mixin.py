@@ -174,7 +174,8 @@ class AuroraWrapperMixin:
         elif reason == "idle":
             stats.incr(self.alias, "idle_closed")
         signals.connection_closed.send(sender=type(self), alias=self.alias, connection=self, reason=reason)
-        self._aurora_close_reason = reason
+        # The reaper may have closed it first and said why.
+        self._aurora_close_reason = self._aurora_close_reason or reason
         self._aurora_healing = True
         try:
             self.close()  # type: ignore[attr-defined]

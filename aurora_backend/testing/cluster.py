@@ -87,7 +87,7 @@ class PostgresCluster:
         self.datadir = os.path.join(self.base, "data")
         self.logfile = os.path.join(self.base, "server.log")
         self.settings = {
-            "listen_addresses": "127.0.0.1",
+            "listen_addresses": "127.0.0.1,127.0.0.2,127.0.0.3",
             "unix_socket_directories": self.base,
             "max_connections": "300",
             "fsync": "off",
