@@ -63,3 +63,20 @@ def test_our_options_never_reach_psycopg2():
     # libpq would have refused an unknown option: prove it, so the check above means something.
     with pytest.raises(psycopg2.ProgrammingError, match="invalid connection option"):
         psycopg2.connect(dsn + " aurora=1")
+
+
+def test_readme_run_command_sets_up_and_serves_testproject():
+    """``python testproject/run.py`` on a fresh machine: its --check mode, end to end."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("AURORA_DSN", "DJANGO_SETTINGS_MODULE")}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, os.path.join(root, "testproject", "run.py"), "--check"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "transfer 201" in result.stdout
+    assert "'total': 10000" in result.stdout

@@ -22,32 +22,42 @@ def open_accounts(count: int, balance: int) -> list[Account]:
     )
 
 
-def _apply(source_id: int, destination_id: int, amount: int, request_id: uuid.UUID) -> Transfer:
+def _apply(
+    source_id: int, destination_id: int, amount: int, request_id: uuid.UUID, using: str = "default"
+) -> Transfer:
+    accounts = Account.objects.using(using)
     # Lock both rows in id order so that concurrent transfers cannot deadlock each other.
-    locked = {a.pk: a for a in Account.objects.select_for_update().filter(pk__in=[source_id, destination_id]).order_by("pk")}
+    locked = {a.pk: a for a in accounts.select_for_update().filter(pk__in=[source_id, destination_id]).order_by("pk")}
     source, destination = locked[source_id], locked[destination_id]
     if source.balance < amount:
         raise InsufficientFunds("account %s holds %d < %d" % (source.name, source.balance, amount))
-    Account.objects.filter(pk=source_id).update(balance=source.balance - amount)
-    Account.objects.filter(pk=destination_id).update(balance=destination.balance + amount)
-    return Transfer.objects.create(
+    accounts.filter(pk=source_id).update(balance=source.balance - amount)
+    accounts.filter(pk=destination_id).update(balance=destination.balance + amount)
+    return Transfer.objects.using(using).create(
         request_id=request_id, source_id=source_id, destination_id=destination_id, amount=amount
     )
 
 
 def transfer(
-    source_id: int, destination_id: int, amount: int, request_id: Optional[uuid.UUID] = None
+    source_id: int,
+    destination_id: int,
+    amount: int,
+    request_id: Optional[uuid.UUID] = None,
+    using: str = "default",
 ) -> Transfer:
-    """Move ``amount`` from one account to another, in one transaction, re-run on rollback."""
+    """Move ``amount`` from one account to another, in one transaction, re-run on rollback.
+
+    ``using`` is the database alias (default "default").
+    """
     if amount <= 0 or source_id == destination_id:
         raise ValueError("a transfer moves a positive amount between two different accounts")
     request_id = request_id or uuid.uuid4()
     try:
         from aurora_backend import retry_atomic
     except ImportError:  # pragma: no cover - retry_atomic not built yet
-        with transaction.atomic():
-            return _apply(source_id, destination_id, amount, request_id)
-    return retry_atomic(_apply)(source_id, destination_id, amount, request_id)
+        with transaction.atomic(using=using):
+            return _apply(source_id, destination_id, amount, request_id, using)
+    return retry_atomic(_apply, using=using)(source_id, destination_id, amount, request_id, using)
 
 
 def totals() -> dict:

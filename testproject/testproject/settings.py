@@ -10,7 +10,7 @@ _db = ServerAddress.from_dsn(os.environ.get("AURORA_DSN", "postgresql://postgres
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "testproject-not-secret")
 DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
-ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 USE_TZ = True
 ROOT_URLCONF = "testproject.urls"
 WSGI_APPLICATION = "testproject.wsgi.application"
