@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import select
 import threading
+import weakref
 from typing import Any, Dict, Optional
 
 from django.db.utils import DatabaseErrorWrapper
@@ -68,6 +69,8 @@ class AuroraWrapperMixin:
         self._aurora_connected_at = 0.0
         self._aurora_close_reason: Optional[str] = None
         self._aurora_healing = False
+        # Open server-side cursors: a slow consumer uses its connection between statements.
+        self._aurora_named_cursors: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
     # ----- connecting ---------------------------------------------------------------
 
@@ -157,13 +160,7 @@ class AuroraWrapperMixin:
         ping_after = self.aurora_options.ping_after
         if ping_after is not None and now - self._aurora_last_used >= ping_after:
             return True
-        try:
-            readable, _, _ = select.select([self.connection.fileno()], [], [], 0)
-        except (ValueError, OSError, AttributeError):
-            return True
-        except Exception:  # the driver says the connection is unusable
-            return True
-        return bool(readable)
+        return _socket_readable(self.connection)
 
     def _aurora_close(self, reason: str) -> None:
         """Close on purpose; the next use opens a new connection (and resolves DNS again)."""
@@ -194,6 +191,7 @@ class AuroraWrapperMixin:
                 or not self.autocommit or connection_is_closed(connection)
                 or self.aurora_runtime.clock() - self._aurora_last_used < idle_timeout
                 or not _driver_idle(connection)
+                or any(not cursor.closed for cursor in list(self._aurora_named_cursors))
             ):
                 return False
             logger.info("closing idle connection %r to %s", self.alias, self.aurora_address)
@@ -235,6 +233,12 @@ class AuroraWrapperMixin:
 
     # ----- cursors ------------------------------------------------------------------
 
+    def create_cursor(self, name: Optional[str] = None) -> Any:
+        cursor = super().create_cursor(name)  # type: ignore[misc]
+        if name:
+            self._aurora_named_cursors.add(cursor)
+        return cursor
+
     def make_cursor(self, cursor: Any) -> Any:
         wrapped = super().make_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = retrying_cursor_class(type(wrapped))
@@ -244,6 +248,22 @@ class AuroraWrapperMixin:
         wrapped = super().make_debug_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = retrying_cursor_class(type(wrapped))
         return wrapped
+
+
+def _socket_readable(connection: Any) -> bool:
+    """True when the driver connection's socket has data or EOF waiting (or is unusable)."""
+    try:
+        fd = connection.fileno()
+    except Exception:  # closed: the driver refuses to say
+        return True
+    if _poll is None:  # Windows: select() works there for any socket
+        return bool(select.select([fd], [], [], 0)[0])
+    poller = _poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+_poll = getattr(select, "poll", None)
 
 
 def _peer_address(connection: Any) -> Optional[str]:

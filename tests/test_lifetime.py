@@ -206,3 +206,24 @@ def test_lambda_handler_closes_connections_at_the_end_of_an_invocation():
     with close_connections():
         connection.ensure_connection()
     assert connection.connection is None
+
+
+def test_reaper_leaves_a_slowly_consumed_server_side_cursor_alone():
+    from ledger.models import Account
+
+    Account.objects.bulk_create([Account(name="it%d" % i, balance=i) for i in range(6)])
+    dns, clock = SwitchableDNS("127.0.0.2"), FakeClock()
+    wrapper = make_wrapper(dns, clock, max_age=None, idle_timeout=30)
+    from django.db import connections
+
+    connections["reader"] = wrapper
+    try:
+        names = []
+        for account in Account.objects.using("reader").order_by("name").iterator(chunk_size=2):
+            names.append(account.name)
+            clock.now += 20  # slow work per row: 40 s between two fetches of a chunk
+            reaper.reap()
+        assert names == ["it%d" % i for i in range(6)]
+    finally:
+        del connections["reader"]
+        wrapper.close()
