@@ -1,1 +1,163 @@
-"""System checks for aurora_backend settings (filled in by the checks issue)."""
+"""System checks: risky aurora_backend settings, and (with --database) the live database.
+
+Settings checks run with every ``manage.py check`` (and runserver, migrate...):
+
+- aurora_backend.E001: ``OPTIONS["aurora"]`` is invalid (the ImproperlyConfigured text).
+- W001: persistent connections (CONN_MAX_AGE None or > 0) with ``max_age`` None.
+- W002: ``connect_deadline`` shorter than a Serverless resume (15 s).
+- W003: ``OPTIONS["isolation_level"]`` behind RDS Proxy (each atomic() sends SET: pins).
+- W004: server-side cursors behind RDS Proxy (DECLARE pins the session).
+- W005: ``OPTIONS["options"]`` (``-c ...``) behind RDS Proxy (refused at connect).
+- W006: no TCP keepalive settings: a dead writer is noticed only after hours.
+
+Database checks (``manage.py check --database ALIAS``): E002 unreachable, W010 long
+transaction, W011 idle in transaction, W012 temporary tables, W013 explicit table lock,
+W014 connections near max_connections.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Mapping, Optional, Sequence
+
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+
+from aurora_backend.options import AuroraOptions
+
+#: A Serverless v2 resume takes ~15 s (30 s or more after a day asleep): AURORA_FACTS.md.
+RESUME_SECONDS = 15.0
+KEEPALIVE_KEYS = ("keepalives_idle", "keepalives_interval", "keepalives_count")
+DATABASE_CHECK_IDS = {
+    "long_transaction": "W010", "idle_in_transaction": "W011", "temp_table": "W012",
+    "table_lock": "W013", "capacity": "W014",
+}
+
+
+def behind_rds_proxy(settings_dict: Mapping[str, Any]) -> bool:
+    """RDS Proxy endpoints (default and custom) contain ".proxy-" in their host name."""
+    return ".proxy-" in str(settings_dict.get("HOST") or "")
+
+
+@checks.register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> List[checks.CheckMessage]:
+    """Every aurora_backend alias in settings.DATABASES, checked without connecting."""
+    from django.conf import settings
+
+    from aurora_backend.health import uses_aurora
+
+    messages: List[checks.CheckMessage] = []
+    for alias, settings_dict in getattr(settings, "DATABASES", {}).items():
+        if uses_aurora(settings_dict):
+            messages.extend(alias_settings_messages(alias, settings_dict))
+    return messages
+
+
+def alias_settings_messages(alias: str, settings_dict: Mapping[str, Any]) -> List[checks.CheckMessage]:
+    """The settings checks of one alias (a raw DATABASES entry)."""
+    options = settings_dict.get("OPTIONS") or {}
+    where = "DATABASES[%r]" % alias
+    try:
+        aurora = AuroraOptions.from_settings(alias, options)
+    except ImproperlyConfigured as err:
+        return [checks.Error(str(err), hint="Fix the key named above; see README.md for every option.",
+                             obj=where, id="aurora_backend.E001")]
+    messages = [m for m in (_w001(where, settings_dict, aurora), _w002(where, aurora), _w006(where, options)) if m]
+    if behind_rds_proxy(settings_dict):
+        messages.extend(_proxy_messages(where, settings_dict, options))
+    return messages
+
+
+def _w001(where: str, settings_dict: Mapping[str, Any], aurora: AuroraOptions) -> Optional[checks.CheckMessage]:
+    max_age = settings_dict.get("CONN_MAX_AGE", 0)
+    if aurora.max_age is not None or not (max_age is None or max_age > 0):
+        return None
+    return checks.Warning(
+        "%s keeps connections open (CONN_MAX_AGE=%r) and OPTIONS['aurora']['max_age'] is None: a "
+        "connection never expires, so it sticks to one reader and never sees DNS changes." % (where, max_age),
+        hint="Set OPTIONS['aurora']['max_age'] (default [300, 600] seconds).", obj=where, id="aurora_backend.W001",
+    )
+
+
+def _w002(where: str, aurora: AuroraOptions) -> Optional[checks.CheckMessage]:
+    if aurora.connect_deadline >= RESUME_SECONDS:
+        return None
+    return checks.Warning(
+        "%s: OPTIONS['aurora']['connect_deadline'] is %g s, shorter than a Serverless v2 resume "
+        "(~15 s, 30 s or more after a day paused): requests fail while the cluster wakes up."
+        % (where, aurora.connect_deadline),
+        hint="Set it to 30 or more, unless the cluster never pauses.", obj=where, id="aurora_backend.W002",
+    )
+
+
+def _w006(where: str, options: Mapping[str, Any]) -> Optional[checks.CheckMessage]:
+    if str(options.get("keepalives", "1")) != "0" and any(key in options for key in KEEPALIVE_KEYS):
+        return None
+    return checks.Warning(
+        "%s has no TCP keepalive settings: a query waiting on a writer that vanished (failover, "
+        "network loss without a reset) hangs for the OS default of about two hours." % where,
+        hint="Add OPTIONS 'keepalives': 1, 'keepalives_idle': 1, 'keepalives_interval': 1, "
+             "'keepalives_count': 5 (AWS's recommendation for Aurora).",
+        obj=where, id="aurora_backend.W006",
+    )
+
+
+def _proxy_messages(where: str, settings_dict: Mapping[str, Any], options: Mapping[str, Any]) -> List[checks.CheckMessage]:
+    messages = []
+    if options.get("isolation_level") is not None:
+        messages.append(checks.Warning(
+            "%s sets OPTIONS['isolation_level'] behind RDS Proxy: each atomic() then sends "
+            "SET default_transaction_isolation, which pins the client to one server connection." % where,
+            hint="Remove it and set the level per transaction or on the role (ALTER ROLE ... SET).",
+            obj=where, id="aurora_backend.W003",
+        ))
+    if not settings_dict.get("DISABLE_SERVER_SIDE_CURSORS", False):
+        messages.append(checks.Warning(
+            "%s uses server-side cursors (QuerySet.iterator()) behind RDS Proxy: DECLARE pins the "
+            "session, and a transaction-pooled proxy may drop the cursor." % where,
+            hint="Set DISABLE_SERVER_SIDE_CURSORS = True for this alias.", obj=where, id="aurora_backend.W004",
+        ))
+    if options.get("options"):
+        messages.append(checks.Warning(
+            "%s sets OPTIONS['options'] (%r) behind RDS Proxy, which refuses command-line options "
+            "at connect: 'RDS Proxy currently doesn't support command-line options'." % (where, options["options"]),
+            hint="Remove it; set these parameters on the role or in the DB parameter group.",
+            obj=where, id="aurora_backend.W005",
+        ))
+    return messages
+
+
+@checks.register(checks.Tags.database)
+def check_databases(
+    app_configs: Any = None, databases: Optional[Sequence[str]] = None, **kwargs: Any
+) -> List[checks.CheckMessage]:
+    """Connect to each named aurora_backend alias: reachability and scaling blockers."""
+    from django.db import connections
+
+    from aurora_backend import health
+
+    messages: List[checks.CheckMessage] = []
+    for alias in databases or ():
+        if alias in connections.settings and health.uses_aurora(connections.settings[alias]):
+            messages.extend(database_messages(health.check_alias(alias)))
+    return messages
+
+
+def database_messages(report: Any) -> List[checks.CheckMessage]:
+    """Check messages for the findings of one :class:`~aurora_backend.health.AliasReport`."""
+    where = "DATABASES[%r]" % report.alias
+    messages: List[checks.CheckMessage] = []
+    for finding in report.findings:
+        if finding.code == "unreachable":
+            messages.append(checks.Error(
+                "%s is unreachable: %s" % (where, finding.message),
+                hint="Is the cluster paused or failing over? `manage.py aurora_health --wait 60` wakes it.",
+                obj=where, id="aurora_backend.E002",
+            ))
+        elif finding.code in DATABASE_CHECK_IDS:
+            messages.append(checks.Warning(
+                "%s: %s: %s" % (where, finding.code.replace("_", " "), finding.message),
+                hint="This keeps Aurora from reaching a scaling point (and from pausing); "
+                     "`manage.py aurora_health` lists all of them.",
+                obj=where, id="aurora_backend." + DATABASE_CHECK_IDS[finding.code],
+            ))
+    return messages

@@ -1,0 +1,121 @@
+"""System checks: each id triggered by the state it names, and not triggered without it."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import pytest
+from django.core.checks import Tags, run_checks
+from django.test import override_settings
+
+from aurora_backend.checks import alias_settings_messages, check_databases
+from aurora_backend.testing import free_port
+from tests.test_health import blocking_session, extra_alias
+
+PROXY_HOST = "app.proxy-abc123.us-east-1.rds.amazonaws.com"
+KEEPALIVES = {"keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 5}
+
+
+def good(**overrides: Any) -> Dict[str, Any]:
+    """A settings entry that triggers no check; ``overrides`` change it."""
+    entry = {
+        "ENGINE": "aurora_backend", "NAME": "app", "HOST": "cluster.cluster-abc.rds.amazonaws.com",
+        "CONN_MAX_AGE": 60, "OPTIONS": {"aurora": {"connect_deadline": 30}, **KEEPALIVES},
+    }
+    entry.update(overrides)
+    return entry
+
+
+def ids(entry: Dict[str, Any]) -> List[str]:
+    return [m.id for m in alias_settings_messages("x", entry)]
+
+
+def test_good_settings_trigger_nothing():
+    assert ids(good()) == []
+    assert ids(good(HOST=PROXY_HOST, DISABLE_SERVER_SIDE_CURSORS=True)) == []
+
+
+def test_e001_invalid_aurora_options_reported_not_raised():
+    [message] = alias_settings_messages("x", good(OPTIONS={"aurora": {"conect_deadline": 30}}))
+    assert message.id == "aurora_backend.E001" and "'conect_deadline'" in message.msg
+    assert message.hint
+
+
+def test_w001_persistent_connections_without_expiry():
+    never = {"aurora": {"connect_deadline": 30, "max_age": None}, **KEEPALIVES}
+    assert ids(good(CONN_MAX_AGE=None, OPTIONS=never)) == ["aurora_backend.W001"]
+    assert ids(good(CONN_MAX_AGE=600, OPTIONS=never)) == ["aurora_backend.W001"]
+    assert ids(good(CONN_MAX_AGE=0, OPTIONS=never)) == []
+    assert ids(good(CONN_MAX_AGE=None)) == []  # default max_age expires them
+
+
+def test_w002_connect_deadline_shorter_than_a_resume():
+    assert ids(good(OPTIONS={"aurora": {"connect_deadline": 10}, **KEEPALIVES})) == ["aurora_backend.W002"]
+    assert ids(good(OPTIONS={"aurora": {"connect_deadline": 15}, **KEEPALIVES})) == []
+
+
+def test_w003_isolation_level_only_behind_rds_proxy():
+    options = {"aurora": {"connect_deadline": 30}, "isolation_level": 3, **KEEPALIVES}
+    assert ids(good(HOST=PROXY_HOST, DISABLE_SERVER_SIDE_CURSORS=True, OPTIONS=options)) == ["aurora_backend.W003"]
+    assert ids(good(OPTIONS=options)) == []
+
+
+def test_w004_server_side_cursors_behind_rds_proxy():
+    assert ids(good(HOST=PROXY_HOST)) == ["aurora_backend.W004"]
+    assert ids(good(HOST=PROXY_HOST, DISABLE_SERVER_SIDE_CURSORS=True)) == []
+    assert ids(good(DISABLE_SERVER_SIDE_CURSORS=False)) == []
+
+
+def test_w005_command_line_options_behind_rds_proxy():
+    options = {"aurora": {"connect_deadline": 30}, "options": "-c search_path=app", **KEEPALIVES}
+    assert ids(good(HOST=PROXY_HOST, DISABLE_SERVER_SIDE_CURSORS=True, OPTIONS=options)) == ["aurora_backend.W005"]
+    assert ids(good(OPTIONS=options)) == []
+
+
+def test_w006_no_tcp_keepalives():
+    assert ids(good(OPTIONS={"aurora": {"connect_deadline": 30}})) == ["aurora_backend.W006"]
+    assert ids(good(OPTIONS={"aurora": {"connect_deadline": 30}, "keepalives": 0, **KEEPALIVES})) == [
+        "aurora_backend.W006"]
+    assert ids(good(OPTIONS={"aurora": {"connect_deadline": 30}, "keepalives_idle": 1})) == []
+
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+def test_settings_check_is_registered_untagged_and_skips_other_engines():
+    databases = {"default": good(OPTIONS={"aurora": {"bogus": 1}}),
+                 "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:", "OPTIONS": {"aurora": 1}}}
+    with override_settings(DATABASES=databases):
+        messages = [m for m in run_checks() if m.id.startswith("aurora_backend.")]
+    assert [(m.id, m.obj) for m in messages] == [("aurora_backend.E001", "DATABASES['default']")]
+
+
+# ----- database checks (manage.py check --database ...) ------------------------------------
+
+def database_ids(aliases: List[str]) -> List[str]:
+    return sorted(m.id for m in run_checks(tags=[Tags.database], databases=aliases) if m.id.startswith("aurora_"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_checks_quiet_on_a_healthy_database():
+    assert database_ids(["default"]) == []
+    assert database_ids([]) == []  # without --database nothing connects
+
+
+@pytest.mark.django_db(transaction=True)
+def test_e002_unreachable_database():
+    with extra_alias("closed", PORT=str(free_port())):
+        [message] = check_databases(databases=["closed"])
+    assert message.id == "aurora_backend.E002" and "Connection refused" in message.msg
+
+
+@pytest.mark.django_db(transaction=True)
+def test_w010_to_w013_scaling_blockers():
+    fast = {"long_transaction_seconds": 0.2, "idle_in_transaction_seconds": 0.2}
+    with blocking_session(), override_settings(AURORA_HEALTH=fast):
+        assert database_ids(["default"]) == [
+            "aurora_backend.W010", "aurora_backend.W011", "aurora_backend.W012", "aurora_backend.W013"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_w014_connections_near_max():
+    with override_settings(AURORA_HEALTH={"capacity_warn_percent": 0.1}):
+        assert database_ids(["default"]) == ["aurora_backend.W014"]
