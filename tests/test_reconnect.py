@@ -218,3 +218,46 @@ def test_connect_retry_is_exact_with_injected_time(admin):
     assert "did not accept a connection in" in str(err.value)
     assert "%d attempts" % (len(expected) + 1) in str(err.value)
     assert "connect_deadline" in str(err.value)
+
+
+def test_server_restart_a_query_made_while_it_is_down_succeeds_once_it_is_back():
+    """A reboot/failover for real: the server stops; a worker's next query waits and succeeds."""
+    from tests.pg import cluster
+
+    pg = cluster()
+    if pg is None:
+        pytest.skip("needs the throwaway cluster (AURORA_TEST_DSN names an external server)")
+    Account.objects.create(name="before-restart", balance=1)
+    retries = stats.snapshot("default")["connect_retries"]
+    pg.stop("fast")
+    restarter = threading.Timer(1.5, pg.start)
+    restarter.start()
+    try:
+        started = time.monotonic()
+        # The old connection is dead and the server refuses connections for ~1.5 s.
+        assert Account.objects.filter(name="before-restart").count() == 1
+        waited = time.monotonic() - started
+    finally:
+        restarter.join()
+    assert waited >= 1.0
+    assert stats.snapshot("default")["connect_retries"] > retries
+
+
+def test_server_down_past_the_deadline_fails_with_a_clear_error():
+    from tests.pg import cluster
+
+    pg = cluster()
+    if pg is None:
+        pytest.skip("needs the throwaway cluster")
+    wrapper, sleeps = _broken_alias()
+    wrapper.settings_dict["OPTIONS"]["aurora"].update(connect_deadline=1.0, backoff_base=0.1, backoff_max=0.2)
+    wrapper.aurora_options = type(wrapper.aurora_options).from_settings("broken", wrapper.settings_dict["OPTIONS"])
+    wrapper.aurora_runtime = Runtime()  # real time: 1 s
+    pg.stop("fast")
+    try:
+        with pytest.raises(OperationalError) as err:
+            wrapper.ensure_connection()
+    finally:
+        pg.start()
+    assert "did not accept a connection in 1." in str(err.value) or "did not accept a connection in 0." in str(err.value)
+    assert isinstance(err.value.__cause__, ClusterUnavailable)
