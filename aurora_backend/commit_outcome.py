@@ -1,0 +1,112 @@
+"""The fate of a transaction whose COMMIT got no answer, asked of the server by transaction id.
+
+When the connection dies while COMMIT is in flight, the client cannot tell whether the
+server committed. Re-running the transaction could apply it twice; giving up could lose
+an acknowledged write. PostgreSQL (10+) keeps the fate of every recent transaction id:
+``txid_status(txid)`` answers 'committed', 'aborted' or 'in progress' (NULL once the id
+is too old to know). retry_atomic records the id just before COMMIT and asks after a
+lost COMMIT, on a new connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+from django.db import DatabaseError, OperationalError
+
+from aurora_backend.runtime import Runtime
+
+logger = logging.getLogger("aurora_backend")
+
+COMMITTED = "committed"
+ABORTED = "aborted"
+IN_PROGRESS = "in progress"
+
+#: First and longest wait between two ``txid_status`` checks of an 'in progress' transaction.
+_RECHECK_FIRST = 0.05
+_RECHECK_MAX = 1.0
+
+
+class CommitOutcomeUnknown(OperationalError):
+    """The connection died during COMMIT and the server could not say whether it committed.
+
+    A ``django.db.OperationalError`` so that existing handlers still catch it; never retried,
+    because running the transaction again could apply it twice. The lost COMMIT's error is
+    chained as ``__cause__``.
+
+    Attributes: ``alias``; ``txid`` (the transaction id, or None when it was not recorded);
+    ``status``, the server's last answer: 'in progress' (still committing after the
+    re-check window), None (id too old, or no answer: ``__cause__`` says why).
+    """
+
+    def __init__(self, message: str, *, alias: str, txid: Optional[int], status: Optional[str]) -> None:
+        super().__init__(message)
+        self.alias = alias
+        self.txid = txid
+        self.status = status
+
+
+def current_txid(connection: Any) -> Optional[int]:
+    """The id of the open transaction, or None if it has written nothing (one round trip)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT txid_current_if_assigned()")
+        row = cursor.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def txid_status(connection: Any, txid: int) -> Optional[str]:
+    """The server's answer for ``txid``, asked outside any transaction (reconnects if needed)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT txid_status(%s)", [txid])
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def resolve_lost_commit(
+    connection: Any, txid: int, runtime: Runtime, check_time: float, commit_error: BaseException
+) -> str:
+    """COMMITTED or ABORTED for ``txid``; raise CommitOutcomeUnknown when it cannot be known.
+
+    'in progress' is re-checked with growing waits for at most ``check_time`` seconds: a
+    server can still be committing (a slow deferred trigger, fsync) after the client lost
+    the socket.
+    """
+    deadline = runtime.clock() + check_time
+    wait = _RECHECK_FIRST
+    while True:
+        try:
+            status = txid_status(connection, txid)
+        except DatabaseError as exc:
+            raise _unknown(connection.alias, txid, None, "could not ask the server: %s" % exc) from commit_error
+        logger.info("txid_status(%s) on %r after a lost COMMIT: %s", txid, connection.alias, status)
+        if status in (COMMITTED, ABORTED):
+            return status
+        now = runtime.clock()
+        if status != IN_PROGRESS or now >= deadline:
+            raise _unknown(connection.alias, txid, status, _reason(status, check_time)) from commit_error
+        runtime.sleep(min(wait, deadline - now))
+        wait = min(wait * 2, _RECHECK_MAX)
+
+
+def _reason(status: Optional[str], check_time: float) -> str:
+    if status == IN_PROGRESS:
+        return "it was still in progress after %.1fs of re-checks" % check_time
+    return "the server no longer knows it (txid_status returned %r)" % (status,)
+
+
+def _unknown(alias: str, txid: Optional[int], status: Optional[str], reason: str) -> CommitOutcomeUnknown:
+    message = (
+        "The connection to %r died during COMMIT of transaction %s and its outcome is unknown: %s. "
+        "It was not retried (it may have committed); check the data before running it again."
+        % (alias, txid, reason)
+    )
+    logger.error("%s", message)
+    return CommitOutcomeUnknown(message, alias=alias, txid=txid, status=status)
+
+
+def commit_outcome_unrecorded(alias: str, commit_error: BaseException) -> CommitOutcomeUnknown:
+    """The error for a lost COMMIT when the transaction id was not recorded (record_txid=False)."""
+    error = _unknown(alias, None, None, "the transaction id was not recorded (record_txid=False)")
+    error.__cause__ = commit_error
+    return error

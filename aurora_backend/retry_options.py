@@ -1,0 +1,84 @@
+"""Settings of a retry_atomic block, validated when it is created, and the nested-use warning."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Tuple
+
+logger = logging.getLogger("aurora_backend")
+
+Callsite = Tuple[str, int]
+
+
+class NestedRetryWarning(RuntimeWarning):
+    """retry_atomic ran inside an enclosing transaction, where it cannot retry."""
+
+
+@dataclass(frozen=True)
+class RetryOptions:
+    """How one retry_atomic / retrying() block runs; validated when it is created."""
+
+    using: Optional[str] = None
+    savepoint: bool = True
+    durable: bool = False
+    max_attempts: int = 5
+    max_time: Optional[float] = 30.0
+    backoff_base: float = 0.05
+    backoff_max: float = 2.0
+    commit_check_time: float = 5.0
+    record_txid: bool = True
+
+    def __post_init__(self) -> None:
+        if self.using is not None and not isinstance(self.using, str):
+            raise TypeError("retry_atomic(using=%r): using must be a database alias (str) or None." % (self.using,))
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise ValueError("retry_atomic(max_attempts=%r): give an int >= 1 (1 never retries)." % (self.max_attempts,))
+        _check_seconds("max_time", self.max_time, allow_none=True)
+        for name in ("backoff_base", "backoff_max", "commit_check_time"):
+            _check_seconds(name, getattr(self, name), allow_none=False)
+        if self.backoff_base > self.backoff_max:
+            raise ValueError(
+                "retry_atomic(backoff_base=%r) must not exceed backoff_max=%r." % (self.backoff_base, self.backoff_max)
+            )
+
+
+def _check_seconds(name: str, value: Any, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        accepted = "a number of seconds >= 0" + (" or None (no time limit)" if allow_none else "")
+        raise ValueError("retry_atomic(%s=%r): give %s." % (name, value, accepted))
+
+
+def callsite_of(function: Callable[..., Any]) -> Callsite:
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return (repr(function), 0)
+    return (code.co_filename, code.co_firstlineno)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+_warned: set = set()
+_warned_lock = threading.Lock()
+
+
+def warn_nested(callsite: Callsite, alias: str) -> None:
+    """Warn once per call site (and process) that an enclosing atomic() disables the retry."""
+    with _warned_lock:
+        if callsite in _warned:
+            return
+        _warned.add(callsite)
+    message = (
+        "retry_atomic at %s:%d runs inside an enclosing atomic() on %r: it cannot re-run the "
+        "outer transaction, so it acts as a plain atomic() and a retryable error goes to the "
+        "owner of the outer transaction. Move retry_atomic outermost." % (callsite[0], callsite[1], alias)
+    )
+    logger.warning("%s", message)
+    warnings.warn(message, NestedRetryWarning, stacklevel=4)
