@@ -1,0 +1,73 @@
+"""Command line: ``python -m aurora_backend.simulator --listen H:P --upstream H:P [schedule]``.
+
+Prints one JSON line ``{"addresses": [...], "control": "h:p" or null}`` once it listens
+(SimulatorProcess reads it), then serves until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Optional, Sequence
+
+from aurora_backend.simulator import schedule
+from aurora_backend.simulator.control import parse_address, require_loopback, serve_control
+from aurora_backend.simulator.proxy import AuroraSimulator
+
+
+def _address(text: str) -> tuple[str, int]:
+    try:
+        return parse_address(text, "--listen/--upstream/--control")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m aurora_backend.simulator",
+        description="PostgreSQL proxy that stages Aurora scale, pause/resume and failover events.")
+    parser.add_argument("--listen", type=_address, action="append", required=True,
+                        help="HOST:PORT to listen on (repeatable: 127.0.0.2:6543, 127.0.0.3:6543...)")
+    parser.add_argument("--upstream", type=_address, required=True, help="the real server, HOST:PORT")
+    parser.add_argument("--control", type=_address, default=None,
+                        help="loopback HOST:PORT of the line-based control endpoint (port 0: any)")
+    parser.add_argument("--scale-every", type=float, default=None, metavar="N",
+                        help="force a scale event every N seconds")
+    parser.add_argument("--pause-after-idle", type=float, default=None, metavar="N",
+                        help="pause after N seconds without connections (auto-pause)")
+    parser.add_argument("--resume-delay", type=float, default=15.0, metavar="S",
+                        help="with --pause-after-idle: hold a connection attempt S seconds (15)")
+    parser.add_argument("--resume-fail", type=int, default=0, metavar="K",
+                        help="with --pause-after-idle: K held attempts fail with 57P03 on resume")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log events to stderr")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    for host, _ in args.listen:
+        require_loopback(host, "--listen")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(message)s", stream=sys.stderr)
+    sim = AuroraSimulator(upstream=args.upstream, listen=args.listen).start()
+    control = serve_control(sim, *args.control) if args.control else None
+    if args.scale_every:
+        schedule.start(sim, schedule.scale_every, args.scale_every)
+    if args.pause_after_idle is not None:
+        schedule.start(sim, schedule.auto_pause, args.pause_after_idle, args.resume_delay,
+                       args.resume_fail)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    print(json.dumps({"addresses": ["%s:%d" % a for a in sim.addresses],
+                      "control": "%s:%d" % control if control else None}), flush=True)
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        sim.stop()
+    return 0
