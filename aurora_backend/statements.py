@@ -23,7 +23,7 @@ import logging
 import re
 from typing import Any, Dict, Type
 
-from django.db import DatabaseError
+from django.db import Error as DjangoDatabaseError
 
 from aurora_backend.errors import ErrorKind, classify, driver_error
 
@@ -52,8 +52,9 @@ def is_read(sql: Any) -> bool:
 def provably_not_sent(exc: BaseException) -> bool:
     """The driver refused the statement before sending it: the connection was closed."""
     cause = driver_error(exc)
+    message = str(cause).lower()
     return "InterfaceError" in {k.__name__ for k in type(cause).__mro__} and (
-        "connection already closed" in str(cause).lower()
+        "connection already closed" in message or "cursor already closed" in message
     )
 
 
@@ -64,33 +65,30 @@ class RetryingCursorMixin:
     db: Any
 
     def _execute(self, sql: Any, params: Any, *ignored: Any) -> Any:
-        in_transaction = self.db.in_atomic_block or not self.db.autocommit
-        raw_connection = self.db.connection
-        try:
-            return super()._execute(sql, params, *ignored)  # type: ignore[misc]
-        except DatabaseError as exc:
-            if not self._may_rerun(exc, sql, in_transaction, raw_connection):
-                raise
-            self._reopen(exc, sql)
-        return super()._execute(sql, params, *ignored)  # type: ignore[misc]
+        return self._run_or_rerun(super()._execute, sql, params, ignored, many=False)  # type: ignore[misc]
 
     def _executemany(self, sql: Any, param_list: Any, *ignored: Any) -> Any:
+        return self._run_or_rerun(super()._executemany, sql, param_list, ignored, many=True)  # type: ignore[misc]
+
+    def _run_or_rerun(self, run: Any, sql: Any, params: Any, ignored: Any, many: bool) -> Any:
         in_transaction = self.db.in_atomic_block or not self.db.autocommit
         raw_connection = self.db.connection
         try:
-            return super()._executemany(sql, param_list, *ignored)  # type: ignore[misc]
-        except DatabaseError as exc:
-            if in_transaction or not provably_not_sent(exc) or getattr(self.cursor, "name", None):
+            return run(sql, params, *ignored)
+        except DjangoDatabaseError as exc:
+            if in_transaction or getattr(self.cursor, "name", None):
                 raise
-            if classify(exc, raw_connection) is not ErrorKind.DISCONNECT:
+            if not self._may_rerun(exc, sql, raw_connection, many):
                 raise
             self._reopen(exc, sql)
-        return super()._executemany(sql, param_list, *ignored)  # type: ignore[misc]
+        # ``run`` is bound to this wrapper: it uses the new driver cursor.
+        return run(sql, params, *ignored)
 
-    def _may_rerun(self, exc: BaseException, sql: Any, in_transaction: bool, raw_connection: Any) -> bool:
-        if in_transaction or getattr(self.cursor, "name", None):
-            return False
+    def _may_rerun(self, exc: BaseException, sql: Any, raw_connection: Any, many: bool) -> bool:
         kind = classify(exc, raw_connection)
+        if many:
+            # A batch may have been partly applied: only a batch that never left is re-run.
+            return kind is ErrorKind.DISCONNECT and provably_not_sent(exc)
         if kind is ErrorKind.READ_ONLY:
             return True
         if kind is not ErrorKind.DISCONNECT:

@@ -261,3 +261,19 @@ def test_server_down_past_the_deadline_fails_with_a_clear_error():
         pg.start()
     assert "did not accept a connection in 1." in str(err.value) or "did not accept a connection in 0." in str(err.value)
     assert isinstance(err.value.__cause__, ClusterUnavailable)
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_a_write_that_never_left_is_sent_on_a_new_connection(many, received):
+    """The driver connection closed under an open cursor (as the idle reaper may do):
+    the driver refuses the statement before sending it, so even a write is re-run."""
+    with connection.cursor() as cursor:
+        connection.connection.close()  # a real close of the driver connection
+        sql = "INSERT INTO ledger_account (name, balance) VALUES (%s, %s)"
+        if many:
+            cursor.executemany(sql, [("m1", 1), ("m2", 2)])
+        else:
+            cursor.execute(sql, ["s1", 1])
+    expected = ["m1", "m2"] if many else ["s1"]
+    assert sorted(Account.objects.values_list("name", flat=True)) == expected
+    assert received == [("default", "disconnect")]
