@@ -31,6 +31,7 @@ from aurora_backend.lifetime import draw_expiry, reaper, reason_to_close
 from aurora_backend.options import OPTIONS_KEY, AuroraOptions
 from aurora_backend.runtime import Runtime
 from aurora_backend.statements import retrying_cursor_class
+from aurora_backend.wire import pending_error
 
 logger = logging.getLogger("aurora_backend")
 
@@ -144,6 +145,7 @@ class AuroraWrapperMixin:
             now = self.aurora_runtime.clock()
             reason = self._aurora_reason_to_close(now)
             if reason is None and self._aurora_looks_stale(now):
+                self._aurora_note_pending_error()
                 reason = None if self.is_usable() else "stale"  # type: ignore[attr-defined]
             self._aurora_last_used = now
         if reason is not None:
@@ -161,6 +163,15 @@ class AuroraWrapperMixin:
         if ping_after is not None and now - self._aurora_last_used >= ping_after:
             return True
         return _socket_readable(self.connection)
+
+    def _aurora_note_pending_error(self) -> None:
+        """Count a scale event whose FATAL waits, unread, on the idle connection."""
+        fields = pending_error(self.connection)
+        if fields and fields.get("M"):
+            error = self.Database.OperationalError(fields["M"])  # type: ignore[attr-defined]
+            logger.info("server closed %r: %s %s", self.alias, fields.get("C", ""), fields["M"])
+            if is_scale_event(error):
+                self._aurora_scale_event(error)
 
     def _aurora_close(self, reason: str) -> None:
         """Close on purpose; the next use opens a new connection (and resolves DNS again)."""
