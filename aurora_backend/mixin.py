@@ -70,6 +70,7 @@ class AuroraWrapperMixin:
         self._aurora_connected_at = 0.0
         self._aurora_close_reason: Optional[str] = None
         self._aurora_healing = False
+        self._aurora_poller: Any = None
         # Open server-side cursors: a slow consumer uses its connection between statements.
         self._aurora_named_cursors: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
@@ -89,6 +90,7 @@ class AuroraWrapperMixin:
         self.aurora_address = address or _peer_address(connection) or conn_params.get("host")
         now = self.aurora_runtime.clock()
         self._aurora_connected_at = self._aurora_last_used = now
+        self._aurora_poller = _poller_for(connection)
         self._aurora_expires_at = draw_expiry(now, self.aurora_options.max_age, self.aurora_runtime.random)
         return connection
 
@@ -162,7 +164,10 @@ class AuroraWrapperMixin:
         ping_after = self.aurora_options.ping_after
         if ping_after is not None and now - self._aurora_last_used >= ping_after:
             return True
-        return _socket_readable(self.connection)
+        poller = self._aurora_poller
+        if poller is None:
+            return _socket_readable(self.connection)
+        return bool(poller.poll(0))  # POLLIN, POLLHUP or POLLNVAL (socket gone): all stale
 
     def _aurora_note_pending_error(self) -> None:
         """Count a scale event whose FATAL waits, unread, on the idle connection."""
@@ -275,6 +280,19 @@ def _socket_readable(connection: Any) -> bool:
 
 
 _poll = getattr(select, "poll", None)
+
+
+def _poller_for(connection: Any) -> Any:
+    """A poll object watching the connection's socket for input (None without poll())."""
+    if _poll is None:
+        return None
+    try:
+        fd = connection.fileno()
+    except Exception:
+        return None
+    poller = _poll()
+    poller.register(fd, select.POLLIN)
+    return poller
 
 
 def _peer_address(connection: Any) -> Optional[str]:

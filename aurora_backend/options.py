@@ -31,7 +31,7 @@ class AuroraOptions:
     connect_deadline: float = 60.0
     #: Backoff between connect attempts: full jitter over min(backoff_max, base * 2**n).
     backoff_base: float = 0.5
-    backoff_max: float = 5.0
+    backoff_max: float = 2.0
     #: Each connection lives a random time within this range, then is truly closed and
     #: reopened (new DNS resolution). None disables it.
     max_age: Optional[Tuple[float, float]] = (300.0, 600.0)
