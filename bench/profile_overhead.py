@@ -1,0 +1,161 @@
+"""Where aurora_backend's per-query overhead goes: variants of the ENGINE side by side.
+
+A sampling profiler (pyinstrument, py-spy) cannot resolve a few µs per query, so this
+attributes the difference between aurora_backend and the stock backend by switching
+parts off, one at a time, on separate aliases of the same server (the variants are
+patched on the connection *instance* in this process; aurora_backend's files are not
+touched), interleaved in blocks like bench_overhead.py:
+
+- ``aurora``: as shipped;
+- ``no-precheck``: without the pre-use check in ``ensure_connection`` (lock, clock,
+  expiry/idle test, ``select.select`` on the socket);
+- ``fast-precheck``: the check proposed in docs/benchmarks.md (the same decisions, a
+  ``select.poll`` object registered once per connection, one function instead of four);
+- ``no-swap``: without the cursor class swap (statement re-run) in ``make_cursor``;
+- ``stock``: django.db.backends.postgresql.
+
+It also times each component alone (timeit, best of 7).
+
+    python bench/profile_overhead.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import sys
+import timeit
+import types
+from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_overhead import ACCOUNTS, orm_ops, run  # noqa: E402
+from common import bench_server, configure_django, database, median, percentile, print_machine  # noqa: E402
+
+VARIANTS = ("aurora", "no-precheck", "fast-precheck", "no-swap")
+
+
+def fast_check(self: Any) -> None:
+    """The proposed pre-use check: same outcome, one poll(0) on a registered poller."""
+    with self._aurora_lock:
+        now = self.aurora_runtime.clock()
+        conn = self.connection
+        poller = self.__dict__.get("_bench_poller")
+        if poller is None or self.__dict__.get("_bench_poller_conn") is not conn:
+            poller = select.poll()
+            poller.register(conn.fileno(), select.POLLIN)
+            self._bench_poller, self._bench_poller_conn = poller, conn
+        options = self.aurora_options
+        expires = self._aurora_expires_at
+        idle = now - self._aurora_last_used
+        if (
+            not conn.closed
+            and (expires is None or now < expires)
+            and (options.idle_timeout is None or idle < options.idle_timeout)
+            and (options.ping_after is None or idle < options.ping_after)
+            and not poller.poll(0)
+        ):
+            self._aurora_last_used = now
+            return
+    type(self)._aurora_check_before_use(self)  # the rare slow path, unchanged
+
+
+def patch(alias: str, variant: str) -> None:
+    from django.db import connections
+
+    conn = connections[alias]
+    conn.ensure_connection()
+    from aurora_backend.mixin import AuroraWrapperMixin
+
+    base_ensure = super(AuroraWrapperMixin, conn).ensure_connection  # Django's, after the mixin
+    if variant == "no-precheck":
+        conn.ensure_connection = base_ensure
+    elif variant == "fast-precheck":
+        def ensure(self: Any) -> None:
+            if self.connection is not None and not self.in_atomic_block and self.autocommit:
+                fast_check(self)
+            base_ensure()
+        conn.ensure_connection = types.MethodType(ensure, conn)
+    elif variant == "no-swap":
+        from django.db.backends.postgresql.base import DatabaseWrapper
+
+        conn.make_cursor = types.MethodType(DatabaseWrapper.make_cursor, conn)
+
+
+def components(alias: str, stock: str) -> None:
+    """Each piece of the hot path timed alone (µs, best of 7)."""
+    from django.db import connections
+
+    a, s = connections[alias], connections[stock]
+    fd = a.connection.fileno()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    now = a.aurora_runtime.clock()
+
+    def block(wrapper: Any) -> None:
+        with wrapper.wrap_database_errors:
+            pass
+
+    rows = [
+        ("select.select([fd], [], [], 0)", lambda: select.select([fd], [], [], 0)),
+        ("poll.poll(0) on a registered poller", lambda: poller.poll(0)),
+        ("_aurora_reason_to_close", lambda: a._aurora_reason_to_close(now)),
+        ("_aurora_looks_stale", lambda: a._aurora_looks_stale(now)),
+        ("_aurora_check_before_use (whole)", a._aurora_check_before_use),
+        ("fast_check (proposed)", lambda: fast_check(a)),
+        ("aurora ensure_connection", a.ensure_connection),
+        ("stock ensure_connection", s.ensure_connection),
+        ("aurora cursor() + close", lambda: a.cursor().close()),
+        ("stock cursor() + close", lambda: s.cursor().close()),
+        ("aurora wrap_database_errors block", lambda: block(a)),
+        ("stock wrap_database_errors block", lambda: block(s)),
+    ]
+    print("\ncomponents, µs per call (best of 7 x 20000)")
+    for label, fn in rows:
+        best = min(timeit.repeat(fn, number=20000, repeat=7)) / 20000 * 1e6
+        print("  %-40s %7.2f" % (label, best))
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny setting for the smoke test")
+    parser.add_argument("-n", type=int, default=None, help="ops per variant per round (default 2000)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 5)")
+    args = parser.parse_args(argv)
+    n = args.n or (20 if args.quick else 2000)
+    rounds = args.rounds or (1 if args.quick else 5)
+    with bench_server() as srv:
+        dbs = {v: database(srv, "aurora_backend", conn_max_age=None) for v in VARIANTS}
+        dbs["stock"] = database(srv, "django.db.backends.postgresql", conn_max_age=None)
+        configure_django(dbs, migrate=("stock",))
+        from django.db import connections
+        from ledger.models import Account
+
+        Account.objects.using("stock").bulk_create([Account(name="acct-%d" % i, balance=1) for i in range(ACCOUNTS)])
+        print_machine("stock")
+        for variant in VARIANTS:
+            patch(variant, variant)
+        engines = {name: {"get": orm_ops(name)["get"]} for name in (*VARIANTS, "stock")}
+        result = run(engines, n, rounds, 10 if args.quick else 20)
+        samples, blocks, cpu = result["samples"]["get"], result["blocks"]["get"], result["cpu"]["get"]
+        stock = median(samples["stock"])
+        print("\nget by pk, median µs (%d rounds x %d ops, interleaved)" % (rounds, n))
+        out = {}
+        for name in (*VARIANTS, "stock"):
+            med = median(samples[name])
+            paired = [x / y for x, y in zip(blocks[name], blocks["stock"])]
+            out[name] = med / stock
+            cpu_med = median(cpu[name])
+            print("  %-14s %8.1f  vs stock %.3f  paired %.3f (p25 %.3f, p75 %.3f)  %+6.1f µs   "
+                  "client CPU %6.1f µs (%+.1f)" % (
+                      name, med, med / stock, median(paired), percentile(paired, 0.25),
+                      percentile(paired, 0.75), med - stock, cpu_med, cpu_med - median(cpu["stock"])))
+        components("aurora", "stock")
+        connections.close_all()
+        return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Each benchmark under bench/ still starts, runs on a tiny setting and prints its figures.
+
+Benchmarks are not tests (CI does not time them); this only proves they work. Each
+runs as a subprocess (they configure Django themselves) with ``--quick`` against the
+test server (AURORA_TEST_DSN, exported by tests/pg.py), in a database of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.pg import server
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: bench script -> lines its output must contain (the figures it exists to print).
+EXPECTED = {
+    "bench_overhead.py": ["median µs per operation", "get ", "list100 ", "insert ", "target aurora/stock"],
+    "profile_overhead.py": ["get by pk, median µs", "no-precheck", "components, µs per call"],
+    "bench_reader_spread.py": ["connections per reader over time", "connection opens per 0.5 s bucket",
+                               "aurora: ", "stock: "],
+    "bench_recovery.py": ["scale event: next query's total time", "failover (window", "cold start (resume after"],
+    "bench_storm.py": ["connection attempts per 100 ms", "aurora  attempts", "expo    attempts",
+                       "fixed   attempts"],
+}
+
+
+def run_bench(script: str, timeout: float = 50) -> str:
+    env = dict(os.environ, AURORA_TEST_DSN=server().dsn, PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", script), "--quick"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
+    )
+    output = proc.stdout.decode("utf-8", "replace")
+    assert proc.returncode == 0, "%s --quick exited with %d:\n%s" % (script, proc.returncode, output[-3000:])
+    return output
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_bench_runs_quick(script: str) -> None:
+    output = run_bench(script)
+    missing = [line for line in EXPECTED[script] if line not in output]
+    assert not missing, "%s printed no %r:\n%s" % (script, missing, output[-3000:])
+    assert "machine: nproc=" in output and "PostgreSQL " in output
+
+
+def test_bench_databases_are_dropped() -> None:
+    """A benchmark leaves no database of its own behind on the shared server."""
+    import psycopg2
+
+    run_bench("bench_overhead.py")
+    with psycopg2.connect(server().dsn, connect_timeout=5) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'aurora_bench_%%'")
+        assert cur.fetchone()[0] == 0
+    conn.close()
