@@ -122,10 +122,12 @@ class AuroraWrapperMixin:
 
     # ----- checks before use --------------------------------------------------------
 
-    def ensure_connection(self) -> None:
+    def close_if_health_check_failed(self) -> None:
+        # Django's own pre-use hook: it runs before every cursor and when atomic() starts a
+        # transaction (set_autocommit), and nowhere inside one.
         if self.connection is not None and not self.in_atomic_block and self.autocommit:
             self._aurora_check_before_use()
-        super().ensure_connection()  # type: ignore[misc]
+        super().close_if_health_check_failed()  # type: ignore[misc]
 
     def close_if_unusable_or_obsolete(self) -> None:
         if self.connection is not None and not self.in_atomic_block:
