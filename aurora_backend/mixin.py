@@ -16,16 +16,16 @@ What it adds, each in its own module:
 from __future__ import annotations
 
 import logging
-import select
 import threading
 import weakref
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
 from aurora_backend import signals, stats
 from aurora_backend.connect import Attempt, connect_with_retry
+from aurora_backend.driver import input_watch, is_idle, peer_address
 from aurora_backend.errors import ErrorKind, classify, connection_is_closed, is_scale_event
 from aurora_backend.lifetime import draw_expiry, reaper, reason_to_close
 from aurora_backend.options import OPTIONS_KEY, AuroraOptions
@@ -70,7 +70,7 @@ class AuroraWrapperMixin:
         self._aurora_connected_at = 0.0
         self._aurora_close_reason: Optional[str] = None
         self._aurora_healing = False
-        self._aurora_poller: Any = None
+        self._aurora_input_waiting: Callable[[], bool] = lambda: True
         # Open server-side cursors: a slow consumer uses its connection between statements.
         self._aurora_named_cursors: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
@@ -87,10 +87,10 @@ class AuroraWrapperMixin:
             parent, conn_params, self.aurora_options, self.aurora_runtime,
             on_retry=self._aurora_connect_retried, endpoint=self._aurora_endpoint(conn_params),
         )
-        self.aurora_address = address or _peer_address(connection) or conn_params.get("host")
+        self.aurora_address = address or peer_address(connection) or conn_params.get("host")
         now = self.aurora_runtime.clock()
         self._aurora_connected_at = self._aurora_last_used = now
-        self._aurora_poller = _poller_for(connection)
+        self._aurora_input_waiting = input_watch(connection)
         self._aurora_expires_at = draw_expiry(now, self.aurora_options.max_age, self.aurora_runtime.random)
         return connection
 
@@ -166,10 +166,7 @@ class AuroraWrapperMixin:
         ping_after = self.aurora_options.ping_after
         if ping_after is not None and now - self._aurora_last_used >= ping_after:
             return True
-        poller = self._aurora_poller
-        if poller is None:
-            return _socket_readable(self.connection)
-        return bool(poller.poll(0))  # POLLIN, POLLHUP or POLLNVAL (socket gone): all stale
+        return self._aurora_input_waiting()
 
     def _aurora_note_pending_error(self) -> None:
         """Count a scale event whose FATAL waits, unread, on the idle connection."""
@@ -208,7 +205,7 @@ class AuroraWrapperMixin:
                 idle_timeout is None or connection is None or self.in_atomic_block
                 or not self.autocommit or connection_is_closed(connection)
                 or self.aurora_runtime.clock() - self._aurora_last_used < idle_timeout
-                or not _driver_idle(connection)
+                or not is_idle(connection)
                 or any(not cursor.closed for cursor in list(self._aurora_named_cursors))
             ):
                 return False
@@ -266,49 +263,3 @@ class AuroraWrapperMixin:
         wrapped = super().make_debug_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = retrying_cursor_class(type(wrapped))
         return wrapped
-
-
-def _socket_readable(connection: Any) -> bool:
-    """True when the driver connection's socket has data or EOF waiting (or is unusable)."""
-    try:
-        fd = connection.fileno()
-    except Exception:  # closed: the driver refuses to say
-        return True
-    if _poll is None:  # Windows: select() works there for any socket
-        return bool(select.select([fd], [], [], 0)[0])
-    poller = _poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
-
-
-_poll = getattr(select, "poll", None)
-
-
-def _poller_for(connection: Any) -> Any:
-    """A poll object watching the connection's socket for input (None without poll())."""
-    if _poll is None:
-        return None
-    try:
-        fd = connection.fileno()
-    except Exception:
-        return None
-    poller = _poll()
-    poller.register(fd, select.POLLIN)
-    return poller
-
-
-def _peer_address(connection: Any) -> Optional[str]:
-    try:
-        return connection.info.host_addr or None
-    except Exception:
-        return None
-
-
-def _driver_idle(connection: Any) -> bool:
-    """No command running and no transaction open on the driver connection."""
-    try:
-        import psycopg2.extensions as ext
-
-        return connection.get_transaction_status() == ext.TRANSACTION_STATUS_IDLE
-    except Exception:
-        return False

@@ -1,0 +1,47 @@
+"""What aurora_backend asks of a driver connection, in one place.
+
+Only attributes psycopg2 and psycopg 3 share: ``fileno()``, ``info.host_addr`` and
+``info.transaction_status`` (0 = idle in both).
+"""
+
+from __future__ import annotations
+
+import select
+from typing import Any, Callable, Optional
+
+_IDLE = 0  # PQTRANS_IDLE: no command running, no transaction open
+
+
+def input_watch(connection: Any) -> Callable[[], bool]:
+    """A cheap test, made once per connection, of "the server sent something (or EOF)".
+
+    An idle connection outside a transaction has nothing to read unless the server
+    spoke: a FATAL before it closed (scale event, failover) or EOF. A socket that is
+    gone also counts as input waiting, so that the caller checks the connection.
+    """
+    try:
+        fd = connection.fileno()
+    except Exception:  # closed: the driver refuses to say
+        return lambda: True
+    poll = getattr(select, "poll", None)
+    if poll is None:  # Windows: select() takes any socket there
+        return lambda: bool(select.select([fd], [], [], 0)[0])
+    poller = poll()
+    poller.register(fd, select.POLLIN)
+    return lambda: bool(poller.poll(0))  # POLLIN, POLLHUP or POLLNVAL
+
+
+def peer_address(connection: Any) -> Optional[str]:
+    """The IP address the connection actually went to, if the driver can tell."""
+    try:
+        return connection.info.host_addr or None
+    except Exception:
+        return None
+
+
+def is_idle(connection: Any) -> bool:
+    """No command running and no transaction open on the connection."""
+    try:
+        return int(connection.info.transaction_status) == _IDLE
+    except Exception:
+        return False
