@@ -125,7 +125,10 @@ class AuroraWrapperMixin:
     def close_if_health_check_failed(self) -> None:
         # Django's own pre-use hook: it runs before every cursor and when atomic() starts a
         # transaction (set_autocommit), and nowhere inside one.
-        if self.connection is not None and not self.in_atomic_block and self.autocommit:
+        connection = self.connection
+        # The driver's own flag too: inside connect(), set_autocommit() runs this hook on a
+        # new connection that is not in autocommit yet (a ping would open a transaction).
+        if connection is not None and not self.in_atomic_block and self.autocommit and connection.autocommit:
             self._aurora_check_before_use()
         super().close_if_health_check_failed()  # type: ignore[misc]
 
@@ -150,7 +153,7 @@ class AuroraWrapperMixin:
             reason = self._aurora_reason_to_close(now)
             if reason is None and self._aurora_looks_stale(now):
                 self._aurora_note_pending_error()
-                reason = None if self.is_usable() else "stale"  # type: ignore[attr-defined]
+                reason = None if self._aurora_ping() else "stale"
             self._aurora_last_used = now
         if reason is not None:
             self._aurora_close(reason)
@@ -167,6 +170,16 @@ class AuroraWrapperMixin:
         if ping_after is not None and now - self._aurora_last_used >= ping_after:
             return True
         return self._aurora_input_waiting()
+
+    def _aurora_ping(self) -> bool:
+        """``SELECT 1`` on the driver connection: like Django's is_usable(), but our own, so
+        that code counting or patching Django's health checks does not see ours."""
+        try:
+            with self.connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception:
+            return False
+        return True
 
     def _aurora_note_pending_error(self) -> None:
         """Count a scale event whose FATAL waits, unread, on the idle connection."""

@@ -277,3 +277,19 @@ def test_a_write_that_never_left_is_sent_on_a_new_connection(many, received):
     expected = ["m1", "m2"] if many else ["s1"]
     assert sorted(Account.objects.values_list("name", flat=True)) == expected
     assert received == [("default", "disconnect")]
+
+
+def test_a_ping_before_every_use_never_breaks_a_new_connection():
+    """ping_after tiny: the check runs inside connect() too, before autocommit is set."""
+    wrapper, _ = _broken_alias()
+    wrapper.aurora_options = type(wrapper.aurora_options)(ping_after=1e-9, idle_timeout=None)
+    try:
+        for _ in range(3):
+            with wrapper.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                assert cursor.fetchone() == (1,)
+            wrapper.close()
+        wrapper.ensure_connection()
+        assert wrapper.connection.autocommit
+    finally:
+        wrapper.close()
