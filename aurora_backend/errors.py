@@ -70,6 +70,10 @@ _CONNECT_RETRYABLE_MESSAGES = (
     "network is unreachable",
     "too many clients already",
     "remaining connection slots are reserved",
+    # libpq 17 (CVE-2024-10977) discards the text of an error sent before SSL/GSS
+    # negotiation: a server refusing a startup (scale point, resume) or failing to fork.
+    "server sent an error response during ssl exchange",
+    "server sent an error response during gss encryption exchange",
 )
 
 _DISCONNECT_MESSAGES = (

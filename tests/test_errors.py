@@ -41,6 +41,7 @@ MESSAGES = [
     ("SSL SYSCALL error: EOF detected", D, False),
     ('connection to server at "h" (10.0.0.1), port 5432 failed: Connection refused\n\tIs the server running', C, False),
     ('connection to server at "h" (10.0.0.1), port 5432 failed: timeout expired', C, False),
+    ("server sent an error response during SSL exchange", C, False),
     ("could not serialize access due to concurrent update", T, False),
     ("deadlock detected", T, False),
     ('connection to server at "h" (10.0.0.1), port 5432 failed: FATAL:  password authentication failed for user "app"', N, False),

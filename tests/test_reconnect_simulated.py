@@ -197,3 +197,23 @@ def test_failover_window_then_new_writer(simulator, reasons):
     assert time.monotonic() - started >= 0.9
     assert reasons in (["stale"], ["disconnect"])
     assert counters()["scale_events"] == scale_events  # "administrator command" is no scale event
+
+
+def test_scale_event_hitting_an_attempt_held_by_a_pause_is_retried(simulator):
+    """The FATAL reaches libpq after the SSL negotiation (libpq 17 drops an error sent
+    in reply to SSLRequest): it is a disconnect, and the connect is retried."""
+    sim_db.close()
+    simulator.pause()
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault("rows", accounts()))
+    worker.start()
+    deadline = time.monotonic() + 5
+    while simulator.held_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert simulator.held_count() == 1
+    before = counters()["connect_retries"]
+    simulator.scale_event()
+    simulator.resume()
+    worker.join(10)
+    assert result == {"rows": []}
+    assert counters()["connect_retries"] >= before + 1

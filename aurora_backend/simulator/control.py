@@ -101,8 +101,8 @@ async def _handle(sim: "AuroraSimulator", reader: asyncio.StreamReader,
             answer = await loop.run_in_executor(None, execute, sim, line.decode("utf-8", "replace"))
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
-    except (ConnectionError, OSError):
-        pass
+    except (ConnectionError, OSError, asyncio.CancelledError):
+        pass  # the client went away, or the simulator is stopping
     finally:
         writer.close()
 

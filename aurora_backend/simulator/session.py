@@ -42,6 +42,7 @@ class Session:
         self.pending: Optional[bytes] = None  # error to inject at the next boundary (b"": none)
         self.idle = True  # the server's last chunk ended with ReadyForQuery
         self._release: Optional[asyncio.Future] = None
+        self._kill_message: Optional[bytes] = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -76,7 +77,7 @@ class Session:
             if verdict == "killed":
                 return
             if verdict == "fail":
-                fail = p.fatal(p.STARTING_UP)
+                fail = self._kill_message or p.fatal(p.STARTING_UP)
         self.state = "startup"
         packet = await self._read_startup()
         if packet is None:
@@ -194,6 +195,12 @@ class Session:
         if self.state == "closed":
             return
         if self.state == "held" and self._release is not None and not self._release.done():
+            if message:
+                # As a real server would: the FATAL answers the startup, after the SSL
+                # negotiation (libpq 17 discards an error sent in reply to SSLRequest).
+                self._kill_message = message
+                self._release.set_result("fail")
+                return
             self._release.set_result("killed")
         if self.state == "established" and not self.framer.at_boundary:
             self.pending = message or b""
