@@ -43,6 +43,8 @@ _NEVER_RETRY_MESSAGES = (
     "could not translate host name",
     "invalid dsn",
     "invalid connection option",
+    "server certificate for",  # ... does not match host name (sslmode=verify-full)
+    "certificate verify failed",
     "feature not supported: rds proxy",
     "doesn't support command-line options",
 )

@@ -47,6 +47,8 @@ MESSAGES = [
     ('connection to server at "h" (10.0.0.1), port 5432 failed: FATAL:  password authentication failed for user "app"', N, False),
     ('connection to server at "h" (10.0.0.1), port 5432 failed: FATAL:  database "nope" does not exist', N, False),
     ("Feature not supported: RDS Proxy currently doesn't support command-line options.", N, False),
+    ('connection to server at "127.0.0.2", port 5432 failed: server certificate for "db.x" does not match host name "y"', N, False),
+    ('connection to server at "127.0.0.2", port 5432 failed: SSL error: certificate verify failed', N, False),
     ("something else entirely", O, False),
 ]
 
