@@ -16,6 +16,7 @@ What it adds, each in its own module:
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import weakref
 from typing import Any, Callable, Dict, Optional
@@ -40,9 +41,11 @@ class _HealingErrorWrapper(DatabaseErrorWrapper):
     """Django's error translation, after first dropping a connection the error proved dead."""
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
-        if exc_type is not None and isinstance(exc_value, Exception):
+        if exc_type is None:
+            return
+        if isinstance(exc_value, Exception):
             self.wrapper._aurora_on_driver_error(exc_value)
-        return super().__exit__(exc_type, exc_value, traceback)
+        super().__exit__(exc_type, exc_value, traceback)
 
 
 class AuroraWrapperMixin:
@@ -70,6 +73,10 @@ class AuroraWrapperMixin:
         self._aurora_connected_at = 0.0
         self._aurora_close_reason: Optional[str] = None
         self._aurora_healing = False
+        # Before _aurora_check_at only the socket needs a look (see close_if_health_check_failed).
+        self._aurora_check_at = 0.0
+        windows = [t for t in (self.aurora_options.idle_timeout, self.aurora_options.ping_after) if t is not None]
+        self._aurora_idle_window = min(windows, default=math.inf)
         self._aurora_input_waiting: Callable[[], bool] = lambda: True
         # Open server-side cursors: a slow consumer uses its connection between statements.
         self._aurora_named_cursors: "weakref.WeakSet[Any]" = weakref.WeakSet()
@@ -92,6 +99,7 @@ class AuroraWrapperMixin:
         self._aurora_connected_at = self._aurora_last_used = now
         self._aurora_input_waiting = input_watch(connection)
         self._aurora_expires_at = draw_expiry(now, self.aurora_options.max_age, self.aurora_runtime.random)
+        self._aurora_check_at = self._aurora_next_check(now)
         return connection
 
     def connect(self) -> None:
@@ -129,7 +137,18 @@ class AuroraWrapperMixin:
         # The driver's own flag too: inside connect(), set_autocommit() runs this hook on a
         # new connection that is not in autocommit yet (a ping would open a transaction).
         if connection is not None and not self.in_atomic_block and self.autocommit and connection.autocommit:
-            self._aurora_check_before_use()
+            with self._aurora_lock:  # the idle reaper reads _aurora_last_used under it
+                now = self.aurora_runtime.clock()
+                if now < self._aurora_check_at and not connection.closed and not self._aurora_input_waiting():
+                    reason = None  # the usual case: young, recently used, nothing on the socket
+                else:
+                    reason = self._aurora_full_check(now)
+                self._aurora_last_used = now
+                # _aurora_next_check(now), inlined: this is the hot path of every query.
+                horizon, expires = now + self._aurora_idle_window, self._aurora_expires_at
+                self._aurora_check_at = horizon if expires is None or expires > horizon else expires
+            if reason is not None:
+                self._aurora_close(reason)
         super().close_if_health_check_failed()  # type: ignore[misc]
 
     def close_if_unusable_or_obsolete(self) -> None:
@@ -146,17 +165,19 @@ class AuroraWrapperMixin:
             return "disconnect"
         return reason_to_close(now, self._aurora_expires_at, self._aurora_last_used, self.aurora_options.idle_timeout)
 
-    def _aurora_check_before_use(self) -> None:
-        """Outside a transaction: close an expired, idle, closed or dead connection first."""
-        with self._aurora_lock:
-            now = self.aurora_runtime.clock()
-            reason = self._aurora_reason_to_close(now)
-            if reason is None and self._aurora_looks_stale(now):
-                self._aurora_note_pending_error()
-                reason = None if self._aurora_ping() else "stale"
-            self._aurora_last_used = now
-        if reason is not None:
-            self._aurora_close(reason)
+    def _aurora_full_check(self, now: float) -> Optional[str]:
+        """Why a connection about to be used outside a transaction must be closed, if it must."""
+        reason = self._aurora_reason_to_close(now)
+        if reason is None and self._aurora_looks_stale(now):
+            self._aurora_note_pending_error()
+            reason = None if self._aurora_ping() else "stale"
+        return reason
+
+    def _aurora_next_check(self, now: float) -> float:
+        """Until then, a connection used at ``now`` needs no check but the socket poll."""
+        horizon = now + self._aurora_idle_window
+        expires = self._aurora_expires_at
+        return horizon if expires is None or expires > horizon else expires
 
     def _aurora_looks_stale(self, now: float) -> bool:
         """Idle past ``ping_after``, or the server sent something while we were idle.
@@ -261,18 +282,16 @@ class AuroraWrapperMixin:
 
     # ----- cursors ------------------------------------------------------------------
 
-    def create_cursor(self, name: Optional[str] = None) -> Any:
-        cursor = super().create_cursor(name)  # type: ignore[misc]
-        if name:
-            self._aurora_named_cursors.add(cursor)
-        return cursor
-
     def make_cursor(self, cursor: Any) -> Any:
+        if cursor.name:  # a server-side cursor: see _aurora_reap_if_idle
+            self._aurora_named_cursors.add(cursor)
         wrapped = super().make_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = retrying_cursor_class(type(wrapped))
         return wrapped
 
     def make_debug_cursor(self, cursor: Any) -> Any:
+        if cursor.name:
+            self._aurora_named_cursors.add(cursor)
         wrapped = super().make_debug_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = retrying_cursor_class(type(wrapped))
         return wrapped

@@ -26,6 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import bench_server, configure_django, database, median, percentile, print_machine  # noqa: E402
 
 ACCOUNTS = 200
+#: Untimed operations on each new connection before a block is timed.
+WARMUP = 5
 Op = Callable[[], Any]
 
 
@@ -107,6 +109,18 @@ def raw_ops(dsn: str) -> Dict[str, Op]:
     return {"get": get, "list100": list100, "insert": insert}
 
 
+def _reopener(alias: str) -> Op:
+    """Close the alias's connection and open a new one (a new server backend)."""
+    from django.db import connections
+
+    def reopen() -> None:
+        connection = connections[alias]
+        connection.close()
+        connection.ensure_connection()
+
+    return reopen
+
+
 def time_ops(op: Op, n: int) -> Tuple[List[float], List[float]]:
     """Run ``op`` ``n`` times; the wall time and this thread's CPU time of each call in µs.
 
@@ -123,13 +137,18 @@ def time_ops(op: Op, n: int) -> Tuple[List[float], List[float]]:
     return wall, cpu
 
 
-def run(engines: Dict[str, Dict[str, Op]], n: int, rounds: int, block: int) -> Dict[str, Any]:
+def run(engines: Dict[str, Dict[str, Op]], n: int, rounds: int, block: int,
+        reopen: Optional[Dict[str, Op]] = None) -> Dict[str, Any]:
     """Per (workload, engine): every op's µs; engines interleaved in blocks of ``block`` ops.
 
     Within a round the engines take turns every ``block`` operations (ABC, CBA, ABC, ...),
     so that noise from other processes on the machine hits every engine alike; each
-    block's median gives one paired aurora/stock ratio.
+    block's median gives one paired aurora/stock ratio. ``reopen[name]``, when given, opens
+    a new connection before each block (untimed): on 2 cores, where the scheduler places a
+    connection's server backend changes its round trip by up to 2x for its whole life, so
+    comparing two long-lived connections compares two placements, not two ENGINEs.
     """
+    reopen = reopen or {}
     samples: Dict[str, Dict[str, List[float]]] = {}
     cpu: Dict[str, Dict[str, List[float]]] = {}
     blocks: Dict[str, Dict[str, List[float]]] = {}
@@ -140,6 +159,10 @@ def run(engines: Dict[str, Dict[str, Op]], n: int, rounds: int, block: int) -> D
             for block_no in range(max(1, n // block)):
                 order = present if (block_no + round_no) % 2 == 0 else present[::-1]
                 for name in order:
+                    if name in reopen:
+                        reopen[name]()
+                        for _ in range(WARMUP):  # a new backend loads its catalog caches first
+                            engines[name][workload]()
                     gc.disable()
                     try:
                         times, cpu_times = time_ops(engines[name][workload], block)
@@ -212,7 +235,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         else:
             print("aurora_backend.retry not importable: retry_atomic not measured")
         print("load average at the start: %s" % " ".join("%.2f" % x for x in os.getloadavg()))
-        result = run(engines, n, rounds, block)
+        reopen = {name: _reopener(alias) for name, alias in (
+            ("aurora", "aurora"), ("stock", "stock"), ("aurora+retry_atomic", "aurora")) if name in engines}
+        result = run(engines, n, rounds, block, reopen)
         ratios = report(result, n, rounds, block)
         connections.close_all()
         return ratios

@@ -7,10 +7,8 @@ patched on the connection *instance* in this process; aurora_backend's files are
 touched), interleaved in blocks like bench_overhead.py:
 
 - ``aurora``: as shipped;
-- ``no-precheck``: without the pre-use check in ``ensure_connection`` (lock, clock,
-  expiry/idle test, ``select.select`` on the socket);
-- ``fast-precheck``: the check proposed in docs/benchmarks.md (the same decisions, a
-  ``select.poll`` object registered once per connection, one function instead of four);
+- ``no-precheck``: without the pre-use check in ``close_if_health_check_failed`` (lock,
+  clock, one compare, ``poll(0)`` on the connection's socket);
 - ``no-swap``: without the cursor class swap (statement re-run) in ``make_cursor``;
 - ``stock``: django.db.backends.postgresql.
 
@@ -34,53 +32,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_overhead import ACCOUNTS, orm_ops, run  # noqa: E402
 from common import bench_server, configure_django, database, median, percentile, print_machine  # noqa: E402
 
-VARIANTS = ("aurora", "no-precheck", "fast-precheck", "no-swap")
-
-
-def fast_check(self: Any) -> None:
-    """The proposed pre-use check: same outcome, one poll(0) on a registered poller."""
-    with self._aurora_lock:
-        now = self.aurora_runtime.clock()
-        conn = self.connection
-        poller = self.__dict__.get("_bench_poller")
-        if poller is None or self.__dict__.get("_bench_poller_conn") is not conn:
-            poller = select.poll()
-            poller.register(conn.fileno(), select.POLLIN)
-            self._bench_poller, self._bench_poller_conn = poller, conn
-        options = self.aurora_options
-        expires = self._aurora_expires_at
-        idle = now - self._aurora_last_used
-        if (
-            not conn.closed
-            and (expires is None or now < expires)
-            and (options.idle_timeout is None or idle < options.idle_timeout)
-            and (options.ping_after is None or idle < options.ping_after)
-            and not poller.poll(0)
-        ):
-            self._aurora_last_used = now
-            return
-    type(self)._aurora_check_before_use(self)  # the rare slow path, unchanged
+VARIANTS = ("aurora", "no-precheck", "no-swap")
 
 
 def patch(alias: str, variant: str) -> None:
     from django.db import connections
+    from django.db.backends.postgresql.base import DatabaseWrapper
 
     conn = connections[alias]
     conn.ensure_connection()
-    from aurora_backend.mixin import AuroraWrapperMixin
-
-    base_ensure = super(AuroraWrapperMixin, conn).ensure_connection  # Django's, after the mixin
     if variant == "no-precheck":
-        conn.ensure_connection = base_ensure
-    elif variant == "fast-precheck":
-        def ensure(self: Any) -> None:
-            if self.connection is not None and not self.in_atomic_block and self.autocommit:
-                fast_check(self)
-            base_ensure()
-        conn.ensure_connection = types.MethodType(ensure, conn)
+        conn.close_if_health_check_failed = types.MethodType(DatabaseWrapper.close_if_health_check_failed, conn)
     elif variant == "no-swap":
-        from django.db.backends.postgresql.base import DatabaseWrapper
-
         conn.make_cursor = types.MethodType(DatabaseWrapper.make_cursor, conn)
 
 
@@ -101,12 +64,9 @@ def components(alias: str, stock: str) -> None:
     rows = [
         ("select.select([fd], [], [], 0)", lambda: select.select([fd], [], [], 0)),
         ("poll.poll(0) on a registered poller", lambda: poller.poll(0)),
-        ("_aurora_reason_to_close", lambda: a._aurora_reason_to_close(now)),
-        ("_aurora_looks_stale", lambda: a._aurora_looks_stale(now)),
-        ("_aurora_check_before_use (whole)", a._aurora_check_before_use),
-        ("fast_check (proposed)", lambda: fast_check(a)),
-        ("aurora ensure_connection", a.ensure_connection),
-        ("stock ensure_connection", s.ensure_connection),
+        ("_aurora_full_check (the rare slow path)", lambda: a._aurora_full_check(now)),
+        ("aurora close_if_health_check_failed", a.close_if_health_check_failed),
+        ("stock close_if_health_check_failed", s.close_if_health_check_failed),
         ("aurora cursor() + close", lambda: a.cursor().close()),
         ("stock cursor() + close", lambda: s.cursor().close()),
         ("aurora wrap_database_errors block", lambda: block(a)),
