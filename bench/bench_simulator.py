@@ -18,7 +18,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import psycopg2  # noqa: E402
 
-from aurora_backend.simulator import AuroraSimulator  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import machine  # noqa: E402
+
+from aurora_backend.simulator import AuroraSimulator, SimulatorProcess  # noqa: E402
 from aurora_backend.testing import PostgresCluster, ServerAddress  # noqa: E402
 
 
@@ -34,20 +37,29 @@ def round_trips(cursors, iterations: int) -> list[list[float]]:
 
 
 def run(srv: ServerAddress, iterations: int) -> None:
-    with AuroraSimulator(upstream=(srv.host, srv.port)) as sim:
-        direct = psycopg2.connect(srv.dsn)
-        proxied = psycopg2.connect(host=sim.address[0], port=sim.address[1], user=srv.user,
-                                   password=srv.password, dbname=srv.dbname)
-        for conn in (direct, proxied):
+    """Direct vs the in-process simulator (it shares the GIL with this client) vs the
+    simulator in its own process (``python -m aurora_backend.simulator``, as in CI)."""
+    with AuroraSimulator(upstream=(srv.host, srv.port)) as sim, \
+            SimulatorProcess(upstream=(srv.host, srv.port)) as proc:
+        targets = {"direct": (srv.host, srv.port), "in-process": sim.address, "subprocess": proc.address}
+        conns = {name: psycopg2.connect(host=host, port=port, user=srv.user, password=srv.password,
+                                        dbname=srv.dbname) for name, (host, port) in targets.items()}
+        for conn in conns.values():
             conn.autocommit = True
-        cursors = [direct.cursor(), proxied.cursor()]
+        cursors = [conn.cursor() for conn in conns.values()]
+        info = machine()
+        print("machine: nproc=%(nproc)s cpu=%(cpu)s" % info)
+        print("versions: Python %s, psycopg2 %s (libpq %s), PostgreSQL %s" % (
+            info["python"], info["psycopg2"], info["libpq"], conns["direct"].server_version))
+        print("command: python %s" % " ".join(sys.argv))
         round_trips(cursors, min(200, iterations))  # warm up
-        d, s = (statistics.median(x) * 1e6 for x in round_trips(cursors, iterations))
-        print("SELECT 1 round trip, %d iterations each (median): direct %.1f us, "
-              "through simulator %.1f us, overhead %.1f us, ratio %.2fx"
-              % (iterations, d, s, s - d, s / d))
-        direct.close()
-        proxied.close()
+        medians = dict(zip(conns, (statistics.median(x) * 1e6 for x in round_trips(cursors, iterations))))
+        direct = medians["direct"]
+        print("SELECT 1 round trip, %d iterations each, alternating (median):" % iterations)
+        for name, value in medians.items():
+            print("  %-11s %7.1f us   overhead %+6.1f us   ratio %.2fx" % (name, value, value - direct, value / direct))
+        for conn in conns.values():
+            conn.close()
 
 
 def main() -> int:

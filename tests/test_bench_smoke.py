@@ -26,6 +26,7 @@ EXPECTED = {
     "bench_recovery.py": ["scale event: next query's total time", "failover (window", "cold start (resume after"],
     "bench_storm.py": ["connection attempts per 100 ms", "aurora  attempts", "expo    attempts",
                        "fixed   attempts"],
+    "bench_simulator.py": ["SELECT 1 round trip", "direct ", "in-process ", "subprocess "],
     "bench_chaos.py": ["chaos run", "aurora+retry_atomic", "stock+atomic", "transfers requested",
                        "unknown-fate writes", "ledger total after", "server connections left open"],
 }
@@ -48,7 +49,7 @@ def test_bench_runs_quick(script: str) -> None:
     output = run_bench(script)
     missing = [line for line in EXPECTED[script] if line not in output]
     assert not missing, "%s printed no %r:\n%s" % (script, missing, output[-3000:])
-    assert "machine: nproc=" in output and "PostgreSQL " in output
+    assert "machine: nproc=" in output and "PostgreSQL" in output
 
 
 def test_bench_databases_are_dropped() -> None:
