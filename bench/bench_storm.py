@@ -192,11 +192,15 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
     parser.add_argument("--window", type=float, default=None, help="seconds the server rejects (default 3)")
     parser.add_argument("--fixed-delay", type=float, default=0.5, help="fixed reconnect delay (default 0.5 s)")
     parser.add_argument("--backoff", type=float, nargs=2, default=None, metavar=("BASE", "MAX"),
-                        help="aurora backoff_base and backoff_max (default: the package's, 0.5 5.0)")
+                        help="aurora backoff_base and backoff_max (default: the package's)")
     args = parser.parse_args(argv)
     clients = args.clients or (20 if args.quick else 200)
     window = args.window if args.window is not None else (0.6 if args.quick else 5.0)
-    args.backoff = args.backoff or ([0.1, 1.0] if args.quick else [0.5, 5.0])
+    if args.backoff is None:
+        from aurora_backend.options import AuroraOptions
+
+        defaults = AuroraOptions()
+        args.backoff = [0.1, 1.0] if args.quick else [defaults.backoff_base, defaults.backoff_max]
     from aurora_backend.simulator import SimulatorProcess
 
     with bench_server() as srv:
