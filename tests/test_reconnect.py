@@ -293,3 +293,23 @@ def test_a_ping_before_every_use_never_breaks_a_new_connection():
         assert wrapper.connection.autocommit
     finally:
         wrapper.close()
+
+
+def test_connect_attempts_are_logged_with_class_attempt_and_time_never_the_password(caplog):
+    from aurora_backend.testing import free_port
+
+    caplog.set_level("DEBUG", logger="aurora_backend")
+    password = connection.settings_dict["PASSWORD"]
+    wrapper, sleeps = _broken_alias(PORT=str(free_port()))
+    wrapper.aurora_options = type(wrapper.aurora_options)(connect_deadline=0.3, backoff_base=0.05, backoff_max=0.1)
+    with pytest.raises(OperationalError):
+        wrapper.ensure_connection()
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert retries and "attempt 1, 0." in retries[0] and "OperationalError" in retries[0]
+    assert "Connection refused" in retries[0]
+    bad, _ = _broken_alias(PASSWORD="not-the-" + password)
+    with pytest.raises(OperationalError):
+        bad.ensure_connection()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "not retryable: never_retry" in text
+    assert password not in text and "not-the-" not in text
