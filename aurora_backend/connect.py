@@ -25,12 +25,25 @@ logger = logging.getLogger("aurora_backend")
 Conn = TypeVar("Conn")
 
 
-class ClusterUnavailable(psycopg2.OperationalError):
+class ClusterUnavailable(Exception):
     """No connection could be made within ``connect_deadline``.
 
-    A psycopg2 ``OperationalError``, so Django raises it as ``django.db.OperationalError``
-    (with this as ``__cause__``) and existing ``except`` clauses keep working.
+    The error raised is also the driver's ``OperationalError`` (psycopg2's, or psycopg's),
+    so Django raises it as ``django.db.OperationalError`` (with this as ``__cause__``) and
+    existing ``except`` clauses keep working.
     """
+
+
+_unavailable_classes: Dict[type, type] = {}
+
+
+def _unavailable_class(operational_error: type) -> type:
+    """ClusterUnavailable that is also the driver's OperationalError."""
+    klass = _unavailable_classes.get(operational_error)
+    if klass is None:
+        klass = type("ClusterUnavailable", (ClusterUnavailable, operational_error), {"__module__": __name__})
+        _unavailable_classes[operational_error] = klass
+    return klass
 
 
 @dataclass
@@ -58,6 +71,7 @@ def connect_with_retry(
     runtime: Runtime,
     on_retry: Optional[Callable[[Attempt], None]] = None,
     endpoint: str = "database",
+    operational_error: type = psycopg2.OperationalError,
 ) -> "tuple[Conn, Optional[str]]":
     """Call ``connect(params)`` until it succeeds, fails for good, or the deadline passes.
 
@@ -88,7 +102,7 @@ def connect_with_retry(
                 raise
             delay = next(delays)
             if elapsed + delay >= options.connect_deadline:
-                raise _deadline_error(endpoint, number, elapsed, options, exc) from exc
+                raise _deadline_error(endpoint, number, elapsed, options, exc, operational_error) from exc
             logger.warning(
                 "connect to %s%s failed (attempt %d, %.2fs elapsed): %s; retrying in %.2fs",
                 endpoint, " (%s)" % address if address else "", number, elapsed,
@@ -100,8 +114,9 @@ def connect_with_retry(
 
 
 def _deadline_error(
-    endpoint: str, attempts: int, elapsed: float, options: AuroraOptions, exc: BaseException
-) -> ClusterUnavailable:
+    endpoint: str, attempts: int, elapsed: float, options: AuroraOptions, exc: BaseException,
+    operational_error: type,
+) -> Exception:
     message = (
         "aurora_backend: %s did not accept a connection in %.1f seconds (%d attempts, "
         "connect_deadline=%gs); last error: %s. If the cluster was paused or failing over, "
@@ -109,4 +124,4 @@ def _deadline_error(
         % (endpoint, elapsed, attempts, options.connect_deadline, describe_error(exc))
     )
     logger.error("%s", message)
-    return ClusterUnavailable(message)
+    return _unavailable_class(operational_error)(message)

@@ -93,6 +93,7 @@ class AuroraWrapperMixin:
         connection, address = connect_with_retry(
             parent, conn_params, self.aurora_options, self.aurora_runtime,
             on_retry=self._aurora_connect_retried, endpoint=self._aurora_endpoint(conn_params),
+            operational_error=self.Database.OperationalError,  # type: ignore[attr-defined]
         )
         self.aurora_address = address or peer_address(connection) or conn_params.get("host")
         now = self.aurora_runtime.clock()
