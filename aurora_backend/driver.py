@@ -10,6 +10,7 @@ import select
 from typing import Any, Callable, Optional
 
 _IDLE = 0  # PQTRANS_IDLE: no command running, no transaction open
+_OPEN = (1, 2, 3)  # ACTIVE (a command runs), INTRANS, INERROR; 4 is UNKNOWN (connection bad)
 
 
 def input_watch(connection: Any) -> Callable[[], bool]:
@@ -39,9 +40,31 @@ def peer_address(connection: Any) -> Optional[str]:
         return None
 
 
+def transaction_status(connection: Any) -> int:
+    """libpq's PQtransactionStatus: 0 idle, 1 active, 2 in transaction, 3 in error, 4 unknown."""
+    getter = getattr(connection, "get_transaction_status", None)  # psycopg2's is the cheapest
+    try:
+        return int(getter() if getter is not None else connection.info.transaction_status)
+    except Exception:
+        return 4
+
+
 def is_idle(connection: Any) -> bool:
     """No command running and no transaction open on the connection."""
+    return transaction_status(connection) == _IDLE
+
+
+def transaction_open(connection: Any) -> bool:
+    """The server holds a transaction (or runs a command) for this connection, as libpq last
+    saw it: e.g. a raw ``BEGIN`` sent in autocommit mode, outside Django's atomic()."""
+    return transaction_status(connection) in _OPEN
+
+
+def in_recovery(connection: Any) -> Optional[bool]:
+    """``pg_is_in_recovery()``: True on a reader (a demoted writer), None if it cannot say."""
     try:
-        return int(connection.info.transaction_status) == _IDLE
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_is_in_recovery()")
+            return bool(cursor.fetchone()[0])
     except Exception:
-        return False
+        return None

@@ -34,6 +34,12 @@ _NEVER_RETRY_CLASSES = frozenset({"IntegrityError", "DataError", "ProgrammingErr
 # 0A feature not supported, 3F missing schema.
 _NEVER_RETRY_CODE_CLASSES = ("22", "23", "28", "42", "3D", "0A", "3F")
 
+# Transient even though a never-retry message contains them ("could not translate host name").
+_TRANSIENT_MESSAGES = (
+    "temporary failure in name resolution",
+    "try again",  # EAI_AGAIN on some resolvers
+)
+
 _NEVER_RETRY_MESSAGES = (
     "password authentication failed",
     "authentication failed for user",
@@ -71,6 +77,7 @@ _CONNECT_RETRYABLE_MESSAGES = (
     "no route to host",
     "network is unreachable",
     "too many clients already",
+    "too many connections for role",
     "remaining connection slots are reserved",
     # libpq 17 (CVE-2024-10977) discards the text of an error sent before SSL/GSS
     # negotiation: a server refusing a startup (scale point, resume) or failing to fork.
@@ -177,6 +184,8 @@ def _classify_code(code: str) -> Optional[ErrorKind]:
 def _classify_message(message: str) -> Optional[ErrorKind]:
     # Order matters: "database "x" does not exist" must not be read as a retryable failure
     # just because libpq prefixed it with 'connection to server at ... failed'.
+    if _has(message, _TRANSIENT_MESSAGES):
+        return ErrorKind.CONNECT_RETRYABLE
     if _has(message, _NEVER_RETRY_MESSAGES):
         return ErrorKind.NEVER_RETRY
     if _has(message, _CONNECT_RETRYABLE_MESSAGES):

@@ -14,6 +14,7 @@ owning thread notices the closed connection at its next use and opens a new one.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import weakref
@@ -55,12 +56,23 @@ class IdleReaper:
         with self._lock:
             self._wrappers.add(wrapper)
             # Check often enough that a connection is closed at most 25% late.
-            self.interval = max(0.05, min(self.interval, idle_timeout / 4))
+            interval = max(0.05, min(self.interval, idle_timeout / 4))
+            shorter, self.interval = interval < self.interval, interval
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="aurora_backend-idle-reaper", daemon=True)
                 self._thread.start()
-            else:
+            elif shorter:
                 self._wake.set()
+
+    def after_fork_in_child(self) -> None:
+        """A forked child has none of the parent's threads: a lock the reaper held at the
+        fork would never be released. Start afresh (the next connect registers again)."""
+        for wrapper in list(self._wrappers):
+            wrapper._aurora_lock = threading.Lock()
+        self._wrappers = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread = None
 
     def _run(self) -> None:
         while True:
@@ -82,3 +94,6 @@ class IdleReaper:
 
 
 reaper = IdleReaper()
+
+if hasattr(os, "register_at_fork"):  # gunicorn --preload, Celery prefork
+    os.register_at_fork(after_in_child=reaper.after_fork_in_child)

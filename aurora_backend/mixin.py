@@ -26,7 +26,7 @@ from django.utils.functional import cached_property
 
 from aurora_backend import signals, stats
 from aurora_backend.connect import Attempt, connect_with_retry
-from aurora_backend.driver import input_watch, is_idle, peer_address
+from aurora_backend.driver import in_recovery, input_watch, is_idle, peer_address, transaction_open
 from aurora_backend.errors import ErrorKind, classify, connection_is_closed, is_scale_event
 from aurora_backend.lifetime import draw_expiry, reaper, reason_to_close
 from aurora_backend.options import OPTIONS_KEY, AuroraOptions
@@ -73,6 +73,7 @@ class AuroraWrapperMixin:
         self._aurora_connected_at = 0.0
         self._aurora_close_reason: Optional[str] = None
         self._aurora_healing = False
+        self._aurora_suspect_read_only = False
         # Before _aurora_check_at only the socket needs a look (see close_if_health_check_failed).
         self._aurora_check_at = 0.0
         windows = [t for t in (self.aurora_options.idle_timeout, self.aurora_options.ping_after) if t is not None]
@@ -162,14 +163,30 @@ class AuroraWrapperMixin:
         super().close_if_unusable_or_obsolete()  # type: ignore[misc]
 
     def _aurora_reason_to_close(self, now: float) -> Optional[str]:
-        if connection_is_closed(self.connection):
+        connection = self.connection
+        if connection_is_closed(connection):
             return "disconnect"
-        return reason_to_close(now, self._aurora_expires_at, self._aurora_last_used, self.aurora_options.idle_timeout)
+        reason = reason_to_close(now, self._aurora_expires_at, self._aurora_last_used, self.aurora_options.idle_timeout)
+        if reason is not None and (transaction_open(connection) or self._aurora_cursors_open()):
+            return None  # expiry and idle close wait for a raw transaction or an iterator to end
+        return reason
+
+    def _aurora_cursors_open(self) -> bool:
+        """A server-side cursor (QuerySet.iterator()) is still being read on this connection."""
+        return any(not cursor.closed for cursor in list(self._aurora_named_cursors))
 
     def _aurora_full_check(self, now: float) -> Optional[str]:
         """Why a connection about to be used outside a transaction must be closed, if it must."""
         reason = self._aurora_reason_to_close(now)
-        if reason is None and self._aurora_looks_stale(now):
+        if reason is not None or transaction_open(self.connection):
+            # A transaction opened with a raw BEGIN belongs to the app: no ping inside it and
+            # no silent reconnect; its next statement reports a dead connection, as Django's.
+            return reason
+        if self._aurora_suspect_read_only:
+            self._aurora_suspect_read_only = False
+            if in_recovery(self.connection):
+                return "read_only"
+        if self._aurora_looks_stale(now):
             self._aurora_note_pending_error()
             reason = None if self._aurora_ping() else "stale"
         return reason
@@ -214,15 +231,16 @@ class AuroraWrapperMixin:
 
     def _aurora_close(self, reason: str) -> None:
         """Close on purpose; the next use opens a new connection (and resolves DNS again)."""
+        # The reaper may have closed the driver connection first and said why.
+        reason = self._aurora_close_reason or reason
         age = self.aurora_runtime.clock() - self._aurora_connected_at
         logger.info("closing connection %r to %s (%s, age %.1fs)", self.alias, self.aurora_address, reason, age)
         if reason == "expired":
             stats.incr(self.alias, "expired")
-        elif reason == "idle":
-            stats.incr(self.alias, "idle_closed")
+        elif reason == "idle" and self.connection is not None and not self.connection.closed:
+            stats.incr(self.alias, "idle_closed")  # (the reaper counted those it closed)
         signals.connection_closed.send(sender=type(self), alias=self.alias, connection=self, reason=reason)
-        # The reaper may have closed it first and said why.
-        self._aurora_close_reason = self._aurora_close_reason or reason
+        self._aurora_close_reason = reason
         self._aurora_healing = True
         try:
             self.close()  # type: ignore[attr-defined]
@@ -234,14 +252,16 @@ class AuroraWrapperMixin:
     def _aurora_reap_if_idle(self) -> bool:
         """Called by the idle reaper thread: close the driver connection if idle."""
         idle_timeout = self.aurora_options.idle_timeout
-        with self._aurora_lock:
+        # Never wait for the owner: it may be pinging a connection that hangs.
+        if idle_timeout is None or not self._aurora_lock.acquire(blocking=False):
+            return False
+        try:
             connection = self.connection
             if (
-                idle_timeout is None or connection is None or self.in_atomic_block
+                connection is None or self.in_atomic_block
                 or not self.autocommit or connection_is_closed(connection)
                 or self.aurora_runtime.clock() - self._aurora_last_used < idle_timeout
-                or not is_idle(connection)
-                or any(not cursor.closed for cursor in list(self._aurora_named_cursors))
+                or not is_idle(connection) or self._aurora_cursors_open()
             ):
                 return False
             logger.info("closing idle connection %r to %s", self.alias, self.aurora_address)
@@ -252,6 +272,8 @@ class AuroraWrapperMixin:
             except Exception:
                 pass
             return True
+        finally:
+            self._aurora_lock.release()
 
     # ----- errors -------------------------------------------------------------------
 
@@ -269,9 +291,15 @@ class AuroraWrapperMixin:
                 self._aurora_scale_event(exc)
             self._aurora_close("disconnect")
         elif kind is ErrorKind.READ_ONLY:
-            # A write reached a reader: after a failover the endpoint's DNS points at the
-            # new writer, which only a new connection reaches.
-            self._aurora_close("read_only")
+            # A write reached a read-only server. If it is a demoted writer (a reader now:
+            # stale DNS after a failover), only a new connection reaches the new writer. A
+            # read-only transaction on a writer is the app's choice: nothing to heal.
+            self._aurora_suspect_read_only = True
+            self._aurora_check_at = 0.0  # inside a transaction: look at the next use outside
+            if not self.in_atomic_block and self.autocommit and is_idle(self.connection):
+                self._aurora_suspect_read_only = False
+                if in_recovery(self.connection):
+                    self._aurora_close("read_only")
 
     def _aurora_scale_event(self, exc: BaseException) -> None:
         stats.incr(self.alias, "scale_events")

@@ -25,6 +25,7 @@ from typing import Any, Dict, Type
 
 from django.db import Error as DjangoDatabaseError
 
+from aurora_backend.driver import transaction_open
 from aurora_backend.errors import ErrorKind, classify, driver_error
 
 logger = logging.getLogger("aurora_backend")
@@ -34,7 +35,7 @@ _READ_START = re.compile(r"(?:SELECT|WITH|VALUES|TABLE|SHOW|EXPLAIN)\b", re.I)
 _WRITE_WORDS = re.compile(
     r"\b(?:INSERT|UPDATE|DELETE|MERGE|INTO|TRUNCATE|CREATE|DROP|ALTER|GRANT|REVOKE|COPY|CALL|"
     r"LOCK|ANALYZE|ANALYSE|NEXTVAL|SETVAL|SET_CONFIG|PG_ADVISORY_\w+|PG_TRY_ADVISORY_\w+|"
-    r"PG_TERMINATE_BACKEND|PG_CANCEL_BACKEND|LO_\w+|DBLINK\w*|TXID_CURRENT)\b",
+    r"PG_TERMINATE_BACKEND|PG_CANCEL_BACKEND|PG_NOTIFY|LO_\w+|DBLINK\w*|TXID_CURRENT)\b",
     re.I,
 )
 
@@ -64,25 +65,48 @@ class RetryingCursorMixin:
     cursor: Any
     db: Any
 
+    # The hot path is one try block: everything else happens only after an error.
+
     def _execute(self, sql: Any, params: Any, *ignored: Any) -> Any:
-        return self._run_or_rerun(super()._execute, sql, params, ignored, many=False)  # type: ignore[misc]
+        idle_before = self._touch()
+        try:
+            return super()._execute(sql, params, *ignored)  # type: ignore[misc]
+        except DjangoDatabaseError as exc:
+            if not self._prepare_rerun(exc, sql, idle_before, many=False):
+                raise
+        finally:
+            self._touch()
+        return super()._execute(sql, params, *ignored)  # type: ignore[misc]
 
     def _executemany(self, sql: Any, param_list: Any, *ignored: Any) -> Any:
-        return self._run_or_rerun(super()._executemany, sql, param_list, ignored, many=True)  # type: ignore[misc]
-
-    def _run_or_rerun(self, run: Any, sql: Any, params: Any, ignored: Any, many: bool) -> Any:
-        in_transaction = self.db.in_atomic_block or not self.db.autocommit
-        raw_connection = self.db.connection
+        idle_before = self._touch()
         try:
-            return run(sql, params, *ignored)
+            return super()._executemany(sql, param_list, *ignored)  # type: ignore[misc]
         except DjangoDatabaseError as exc:
-            if in_transaction or getattr(self.cursor, "name", None):
+            if not self._prepare_rerun(exc, sql, idle_before, many=True):
                 raise
-            if not self._may_rerun(exc, sql, raw_connection, many):
-                raise
-            self._reopen(exc, sql)
-        # ``run`` is bound to this wrapper: it uses the new driver cursor.
-        return run(sql, params, *ignored)
+        finally:
+            self._touch()
+        return super()._executemany(sql, param_list, *ignored)  # type: ignore[misc]
+
+    def _touch(self) -> bool:
+        """Mark the connection in use (the idle reaper leaves it alone); True unless a
+        transaction is open on it (a raw BEGIN outside atomic() opens one)."""
+        db = self.db
+        db._aurora_last_used = db.aurora_runtime.clock()
+        return not transaction_open(self.cursor.connection)
+
+    def _prepare_rerun(self, exc: BaseException, sql: Any, idle_before: bool, many: bool) -> bool:
+        """True (with a new driver cursor in place) when the failed statement may run again."""
+        # Healing closed the Django connection but left the transaction flags and the
+        # dead driver cursor (with its connection) as they were when the statement failed.
+        db = self.db
+        if db.in_atomic_block or not db.autocommit or not idle_before or getattr(self.cursor, "name", None):
+            return False
+        if not self._may_rerun(exc, sql, getattr(self.cursor, "connection", None), many):
+            return False
+        self._reopen(exc, sql)
+        return True
 
     def _may_rerun(self, exc: BaseException, sql: Any, raw_connection: Any, many: bool) -> bool:
         kind = classify(exc, raw_connection)
@@ -90,7 +114,8 @@ class RetryingCursorMixin:
             # A batch may have been partly applied: only a batch that never left is re-run.
             return kind is ErrorKind.DISCONNECT and provably_not_sent(exc)
         if kind is ErrorKind.READ_ONLY:
-            return True
+            # Re-run only when healing found a demoted writer and dropped the connection.
+            return self.db.connection is None
         if kind is not ErrorKind.DISCONNECT:
             return False
         return provably_not_sent(exc) or (self.db.aurora_options.retry_reads and is_read(sql))

@@ -227,3 +227,43 @@ def test_reaper_leaves_a_slowly_consumed_server_side_cursor_alone():
     finally:
         del connections["reader"]
         wrapper.close()
+
+
+def test_expiry_waits_for_an_open_iterator():
+    """A connection past its max age is not closed under a QuerySet.iterator() being read."""
+    from ledger.models import Account
+
+    Account.objects.bulk_create([Account(name="x%d" % i, balance=i) for i in range(6)])
+    dns, clock = SwitchableDNS("127.0.0.2"), FakeClock()
+    wrapper = make_wrapper(dns, clock, max_age=60, idle_timeout=None)
+    from django.db import connections
+
+    connections["reader"] = wrapper
+    try:
+        names = []
+        for account in Account.objects.using("reader").order_by("name").iterator(chunk_size=2):
+            names.append(account.name)
+            clock.now += 100  # past the max age
+            Account.objects.using("reader").filter(pk=account.pk).update(balance=0)  # another cursor
+        assert names == ["x%d" % i for i in range(6)]
+        pid = wrapper.connection.get_backend_pid()
+        with wrapper.cursor() as cursor:  # the iterator is done: now it rotates
+            cursor.execute("SELECT pg_backend_pid()")
+            assert cursor.fetchone()[0] != pid
+    finally:
+        del connections["reader"]
+        wrapper.close()
+
+
+def test_the_reaper_leaves_a_cursor_between_execute_and_fetch_alone():
+    dns, clock = SwitchableDNS("127.0.0.2"), FakeClock()
+    wrapper = make_wrapper(dns, clock, max_age=None, idle_timeout=30)
+    try:
+        with wrapper.cursor() as cursor:
+            clock.now += 100  # the cursor was taken long ago, the statement runs now
+            cursor.execute("SELECT 42")
+            clock.now += 29
+            assert reaper.reap() == 0
+            assert cursor.fetchone() == (42,)
+    finally:
+        wrapper.close()

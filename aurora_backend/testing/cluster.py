@@ -80,7 +80,9 @@ class ServerAddress:
 class PostgresCluster:
     """initdb + pg_ctl in a temporary directory; ``start()``, ``stop()``, ``restart()``."""
 
-    def __init__(self, port: int | None = None, settings: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, settings: dict[str, str] | None = None, initdb: bool = True
+    ) -> None:
         self.bin = find_pg_bin()
         self.port = port or free_port()
         self.base = tempfile.mkdtemp(prefix="aurora-pg-")
@@ -100,7 +102,8 @@ class PostgresCluster:
         if self.as_postgres:
             os.chmod(self.base, 0o755)
             shutil.chown(self.base, user="postgres")
-        self._initdb()
+        if initdb:
+            self._initdb()
 
     @property
     def address(self) -> ServerAddress:
@@ -160,6 +163,25 @@ class PostgresCluster:
     def restart(self, mode: str = "fast") -> None:
         self.stop(mode)
         self.start()
+
+    def replica(self, port: int | None = None, settings: dict[str, str] | None = None) -> "PostgresCluster":
+        """A hot standby of this (running) cluster, made with pg_basebackup: a real read-only
+        server, where pg_is_in_recovery() is true and writes fail with 25006. Not started."""
+        standby = PostgresCluster(port=port, settings=settings, initdb=False)
+        pgpass = os.path.join(standby.base, "pgpass")
+        with open(pgpass, "w") as fh:
+            fh.write("127.0.0.1:%d:*:%s:%s\n" % (self.port, SUPERUSER, PASSWORD))
+        os.chmod(pgpass, 0o600)
+        if standby.as_postgres:
+            shutil.chown(pgpass, user="postgres")
+        standby._run(
+            "env", "PGPASSFILE=" + pgpass, os.path.join(self.bin, "pg_basebackup"),
+            "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "-D", standby.datadir,
+            "-R", "-X", "stream", "--no-sync",
+        )
+        with open(os.path.join(standby.datadir, "postgresql.auto.conf"), "a") as fh:
+            fh.write("primary_conninfo = 'host=127.0.0.1 port=%d user=%s passfile=%s'\n" % (self.port, SUPERUSER, pgpass))
+        return standby
 
     def is_running(self) -> bool:
         try:
