@@ -146,9 +146,9 @@ def report(runs: Dict[str, Dict[str, Any]], out: str) -> int:
     for name, outcomes in diff:
         print("  %s: %s" % (name, ", ".join("%s=%s" % kv for kv in outcomes.items())))
         for key in keys:
-            detail = runs[key]["details"].get(name, "").strip().splitlines()
-            if detail and outcomes[key] in ("failure", "error"):
-                print("    [%s] %s" % (key, detail[-1][:200]))
+            lines = [ln for ln in runs[key]["details"].get(name, "").splitlines() if len(ln.strip()) > 3]
+            if lines and outcomes[key] in ("failure", "error"):
+                print("    [%s] %s" % (key, lines[-1].strip()[:200]))
     print("\nsettings, logs and JSON results: %s" % out)
     return 1 if diff else 0
 
