@@ -11,7 +11,7 @@ import time
 
 import psycopg2
 import pytest
-from django.db import OperationalError, connection, connections, transaction
+from django.db import OperationalError, connection, transaction
 
 from aurora_backend import signals, stats
 from aurora_backend.base import DatabaseWrapper
