@@ -6,6 +6,7 @@ Only attributes psycopg2 and psycopg 3 share: ``fileno()``, ``info.host_addr`` a
 
 from __future__ import annotations
 
+import functools
 import select
 from typing import Any, Callable, Optional
 
@@ -13,7 +14,7 @@ _IDLE = 0  # PQTRANS_IDLE: no command running, no transaction open
 _OPEN = (1, 2, 3)  # ACTIVE (a command runs), INTRANS, INERROR; 4 is UNKNOWN (connection bad)
 
 
-def input_watch(connection: Any) -> Callable[[], bool]:
+def input_watch(connection: Any) -> Callable[[], Any]:
     """A cheap test, made once per connection, of "the server sent something (or EOF)".
 
     An idle connection outside a transaction has nothing to read unless the server
@@ -29,7 +30,8 @@ def input_watch(connection: Any) -> Callable[[], bool]:
         return lambda: bool(select.select([fd], [], [], 0)[0])
     poller = poll()
     poller.register(fd, select.POLLIN)
-    return lambda: bool(poller.poll(0))  # POLLIN, POLLHUP or POLLNVAL
+    # A non-empty list (POLLIN, POLLHUP or POLLNVAL) is true; partial() keeps it in C.
+    return functools.partial(poller.poll, 0)
 
 
 def peer_address(connection: Any) -> Optional[str]:

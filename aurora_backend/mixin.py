@@ -33,7 +33,7 @@ from aurora_backend.freshness import FreshnessMixin
 from aurora_backend.lifetime import draw_expiry, reaper
 from aurora_backend.options import OPTIONS_KEY, AuroraOptions
 from aurora_backend.runtime import Runtime
-from aurora_backend.statements import retrying_cursor_class
+from aurora_backend.statements import _cursor_classes, retrying_cursor_class
 
 logger = logging.getLogger("aurora_backend")
 
@@ -171,7 +171,7 @@ class AuroraWrapperMixin(FreshnessMixin):
         if cursor.name:  # a server-side cursor: see _aurora_reap_if_idle
             self._aurora_named_cursors.add(cursor)
         wrapped = super().make_cursor(cursor)  # type: ignore[misc]
-        wrapped.__class__ = retrying_cursor_class(type(wrapped))
+        wrapped.__class__ = _cursor_classes.get(type(wrapped)) or retrying_cursor_class(type(wrapped))
         return wrapped
 
     def make_debug_cursor(self, cursor: Any) -> Any:

@@ -68,33 +68,30 @@ class RetryingCursorMixin:
     # The hot path is one try block: everything else happens only after an error.
 
     def _execute(self, sql: Any, params: Any, *ignored: Any) -> Any:
-        idle_before = self._touch()
+        db = self.db
+        db._aurora_last_used = db.aurora_runtime.clock()  # in use: the idle reaper stays away
+        idle_before = not _transaction_open(self.cursor)
         try:
             return super()._execute(sql, params, *ignored)  # type: ignore[misc]
         except DjangoDatabaseError as exc:
             if not self._prepare_rerun(exc, sql, idle_before, many=False):
                 raise
         finally:
-            self._touch()
+            db._aurora_last_used = db.aurora_runtime.clock()  # e.g. before a fetch
         return super()._execute(sql, params, *ignored)  # type: ignore[misc]
 
     def _executemany(self, sql: Any, param_list: Any, *ignored: Any) -> Any:
-        idle_before = self._touch()
+        db = self.db
+        db._aurora_last_used = db.aurora_runtime.clock()
+        idle_before = not _transaction_open(self.cursor)
         try:
             return super()._executemany(sql, param_list, *ignored)  # type: ignore[misc]
         except DjangoDatabaseError as exc:
             if not self._prepare_rerun(exc, sql, idle_before, many=True):
                 raise
         finally:
-            self._touch()
+            db._aurora_last_used = db.aurora_runtime.clock()
         return super()._executemany(sql, param_list, *ignored)  # type: ignore[misc]
-
-    def _touch(self) -> bool:
-        """Mark the connection in use (the idle reaper leaves it alone); True unless a
-        transaction is open on it (a raw BEGIN outside atomic() opens one)."""
-        db = self.db
-        db._aurora_last_used = db.aurora_runtime.clock()
-        return not transaction_open(self.cursor.connection)
 
     def _prepare_rerun(self, exc: BaseException, sql: Any, idle_before: bool, many: bool) -> bool:
         """True (with a new driver cursor in place) when the failed statement may run again."""
@@ -128,6 +125,20 @@ class RetryingCursorMixin:
         with self.db.wrap_database_errors:
             self.cursor = self.db.create_cursor()
 
+
+def _transaction_open(cursor: Any) -> bool:
+    """A transaction is open on the cursor's connection (a raw BEGIN outside atomic()):
+    then a failed statement is the app's to handle, never re-run. Runs before every
+    statement, so psycopg2's method is called directly."""
+    try:
+        return cursor.connection.get_transaction_status() in _OPEN_STATES
+    except AttributeError:  # psycopg 3
+        return transaction_open(cursor.connection)
+    except Exception:  # closed: the statement fails before it is sent
+        return False
+
+
+_OPEN_STATES = (1, 2, 3)  # ACTIVE, INTRANS, INERROR
 
 _cursor_classes: Dict[type, Type[Any]] = {}
 

@@ -80,6 +80,7 @@ def raw_ops(dsn: str) -> Dict[str, Op]:
 
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
+    pin_backend(conn.get_backend_pid())
     cur = conn.cursor()
     cur.execute("SELECT id FROM ledger_account ORDER BY id LIMIT 2")
     source, destination = (row[0] for row in cur.fetchall())
@@ -117,8 +118,26 @@ def _reopener(alias: str) -> Op:
         connection = connections[alias]
         connection.close()
         connection.ensure_connection()
+        pin_backend(connection.connection.get_backend_pid())
 
     return reopen
+
+
+def pin(pid: int, cpu: int) -> bool:
+    """Pin a process to one CPU when the machine has two or more and we may (Linux)."""
+    try:
+        if (os.cpu_count() or 1) >= 2:
+            os.sched_setaffinity(pid, {cpu})
+            return True
+    except (AttributeError, OSError):
+        pass
+    return False
+
+
+def pin_backend(pid: int) -> None:
+    """Every server backend on CPU 1, the client on CPU 0: the same placement for every
+    connection of every engine, so that placement is not what the figures compare."""
+    pin(pid, 1)
 
 
 def time_ops(op: Op, n: int) -> Tuple[List[float], List[float]]:
@@ -228,6 +247,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         Account.objects.using("stock").bulk_create(
             [Account(name="acct-%d" % i, balance=1000) for i in range(ACCOUNTS)])
         print_machine("stock")
+        pinned = pin(0, 0)
+        print("placement: client on CPU 0, server backends on CPU 1" if pinned else
+              "placement: not pinned (one CPU, or sched_setaffinity refused)")
         engines = {"aurora": orm_ops("aurora"), "stock": orm_ops("stock"), "raw": raw_ops(srv.dsn)}
         retry = retry_ops("aurora")
         if retry:
