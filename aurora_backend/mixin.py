@@ -22,6 +22,8 @@ import threading
 import weakref
 from typing import Any, Callable, Dict, Optional
 
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
 from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
@@ -170,6 +172,8 @@ class AuroraWrapperMixin(FreshnessMixin):
     def make_cursor(self, cursor: Any) -> Any:
         if cursor.name:  # a server-side cursor: see _aurora_reap_if_idle
             self._aurora_named_cursors.add(cursor)
+        if _plain_make_cursor(type(self)):  # nobody between us and Django: build it directly
+            return _RetryingCursorWrapper(cursor, self)
         wrapped = super().make_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = _cursor_classes.get(type(wrapped)) or retrying_cursor_class(type(wrapped))
         return wrapped
@@ -180,3 +184,19 @@ class AuroraWrapperMixin(FreshnessMixin):
         wrapped = super().make_debug_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = retrying_cursor_class(type(wrapped))
         return wrapped
+
+
+_RetryingCursorWrapper = retrying_cursor_class(CursorWrapper)
+_plain: Dict[type, bool] = {}
+
+
+def _plain_make_cursor(klass: type) -> bool:
+    """True when the make_cursor after AuroraWrapperMixin in ``klass``'s MRO is Django's
+    own (it only builds a CursorWrapper), so the cursor can be built in one step."""
+    plain = _plain.get(klass)
+    if plain is None:
+        mro = klass.__mro__
+        after = mro[mro.index(AuroraWrapperMixin) + 1:]
+        owner = next((k for k in after if "make_cursor" in vars(k)), None)
+        plain = _plain[klass] = owner is BaseDatabaseWrapper
+    return plain

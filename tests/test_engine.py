@@ -80,3 +80,32 @@ def test_readme_run_command_sets_up_and_serves_testproject():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "transfer 201" in result.stdout
     assert "'total': 10000" in result.stdout
+
+
+def test_the_mixin_composes_with_another_backend_that_wraps_cursors():
+    """Composition (e.g. with a metrics backend): the other mixin's make_cursor still runs
+    and our statement re-run is still mixed in."""
+    from django.db.backends.postgresql import base as pg
+
+    from aurora_backend.statements import RetryingCursorMixin
+
+    class MetricsMixin:
+        def make_cursor(self, cursor):
+            wrapped = super().make_cursor(cursor)
+            wrapped.seen_by_metrics = True
+            return wrapped
+
+    class Composed(AuroraWrapperMixin, MetricsMixin, pg.DatabaseWrapper):
+        pass
+
+    wrapper = Composed(connection.settings_dict, alias="composed")
+    try:
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            assert cursor.fetchone() == (1,)
+            assert cursor.seen_by_metrics is True
+            assert isinstance(cursor, RetryingCursorMixin)
+        with connections["default"].cursor() as plain:
+            assert isinstance(plain, RetryingCursorMixin)
+    finally:
+        wrapper.close()
