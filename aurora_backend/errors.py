@@ -35,10 +35,7 @@ _NEVER_RETRY_CLASSES = frozenset({"IntegrityError", "DataError", "ProgrammingErr
 _NEVER_RETRY_CODE_CLASSES = ("22", "23", "28", "42", "3D", "0A", "3F")
 
 # Transient even though a never-retry message contains them ("could not translate host name").
-_TRANSIENT_MESSAGES = (
-    "temporary failure in name resolution",
-    "try again",  # EAI_AGAIN on some resolvers
-)
+_TRANSIENT_MESSAGES = ("temporary failure in name resolution",)  # EAI_AGAIN
 
 _NEVER_RETRY_MESSAGES = (
     "password authentication failed",

@@ -49,6 +49,9 @@ MESSAGES = [
     ("Feature not supported: RDS Proxy currently doesn't support command-line options.", N, False),
     ('connection to server at "127.0.0.2", port 5432 failed: server certificate for "db.x" does not match host name "y"', N, False),
     ('connection to server at "127.0.0.2", port 5432 failed: SSL error: certificate verify failed', N, False),
+    ('could not translate host name "db.example" to address: Temporary failure in name resolution', C, False),
+    ('could not translate host name "db.exmaple" to address: Name or service not known', N, False),
+    ('FATAL:  too many connections for role "app"', C, False),
     ("something else entirely", O, False),
 ]
 
