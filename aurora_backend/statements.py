@@ -70,7 +70,7 @@ class RetryingCursorMixin:
     def _execute(self, sql: Any, params: Any, *ignored: Any) -> Any:
         db = self.db
         db._aurora_last_used = db.aurora_runtime.clock()  # in use: the idle reaper stays away
-        idle_before = not _transaction_open(self.cursor)
+        idle_before = not transaction_open(self.cursor.connection)
         try:
             return super()._execute(sql, params, *ignored)  # type: ignore[misc]
         except DjangoDatabaseError as exc:
@@ -83,7 +83,7 @@ class RetryingCursorMixin:
     def _executemany(self, sql: Any, param_list: Any, *ignored: Any) -> Any:
         db = self.db
         db._aurora_last_used = db.aurora_runtime.clock()
-        idle_before = not _transaction_open(self.cursor)
+        idle_before = not transaction_open(self.cursor.connection)
         try:
             return super()._executemany(sql, param_list, *ignored)  # type: ignore[misc]
         except DjangoDatabaseError as exc:
@@ -125,20 +125,6 @@ class RetryingCursorMixin:
         with self.db.wrap_database_errors:
             self.cursor = self.db.create_cursor()
 
-
-def _transaction_open(cursor: Any) -> bool:
-    """A transaction is open on the cursor's connection (a raw BEGIN outside atomic()):
-    then a failed statement is the app's to handle, never re-run. Runs before every
-    statement, so psycopg2's method is called directly."""
-    try:
-        return cursor.connection.get_transaction_status() in _OPEN_STATES
-    except AttributeError:  # psycopg 3
-        return transaction_open(cursor.connection)
-    except Exception:  # closed: the statement fails before it is sent
-        return False
-
-
-_OPEN_STATES = (1, 2, 3)  # ACTIVE, INTRANS, INERROR
 
 _cursor_classes: Dict[type, Type[Any]] = {}
 
