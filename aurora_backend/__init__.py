@@ -11,12 +11,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "retry_atomic": "aurora_backend.retry",
-    "retrying": "aurora_backend.retry",
-    "CommitOutcomeUnknown": "aurora_backend.retry",
+    "retry_atomic": "aurora_backend.transactions.retry",
+    "retrying": "aurora_backend.transactions.retry",
+    "CommitOutcomeUnknown": "aurora_backend.transactions.retry",
     "close_connections": "aurora_backend.serverless",
     "lambda_handler": "aurora_backend.serverless",
-    "ClusterUnavailable": "aurora_backend.connect",
+    "ClusterUnavailable": "aurora_backend.connection.connect",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -8,4 +8,4 @@ class AuroraBackendConfig(AppConfig):
     verbose_name = "Aurora backend"
 
     def ready(self) -> None:
-        from aurora_backend import checks  # noqa: F401  (registers the system checks)
+        from aurora_backend.health import checks  # noqa: F401  (registers the system checks)

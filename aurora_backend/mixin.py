@@ -28,14 +28,14 @@ from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
 from aurora_backend import signals, stats
-from aurora_backend.connect import Attempt, connect_with_retry
-from aurora_backend.driver import in_recovery, input_watch, is_idle, peer_address
+from aurora_backend.connection.connect import Attempt, connect_with_retry
+from aurora_backend.drivers import in_recovery, input_watch, is_idle, peer_address
 from aurora_backend.errors import ErrorKind, classify, is_scale_event
-from aurora_backend.freshness import FreshnessMixin
-from aurora_backend.lifetime import draw_expiry, reaper
+from aurora_backend.connection.freshness import FreshnessMixin
+from aurora_backend.connection.lifetime import draw_expiry, reaper
 from aurora_backend.options import OPTIONS_KEY, AuroraOptions
 from aurora_backend.runtime import Runtime
-from aurora_backend.statements import _cursor_classes, retrying_cursor_class
+from aurora_backend.connection.statements import _cursor_classes, retrying_cursor_class
 
 logger = logging.getLogger("aurora_backend")
 

@@ -5,7 +5,7 @@ insert in ``atomic()``. Each (workload, engine) runs N operations per round, eng
 alternating (aurora, stock, raw, then stock, aurora, raw, ...) over several rounds so
 that drift of the machine hits both alike. Reports the median per operation in µs and
 the ratio aurora/stock (target: <= 1.03 on every workload). ``retry_atomic`` is measured
-against ``atomic`` on the insert workload when ``aurora_backend.retry`` exists.
+against ``atomic`` on the insert workload when ``aurora_backend.transactions.retry`` exists.
 
     python bench/bench_overhead.py            # full run (~1 min on 2 cores)
     python bench/bench_overhead.py --quick    # smoke setting (seconds)
@@ -59,7 +59,7 @@ def orm_ops(alias: str) -> Dict[str, Op]:
 def retry_ops(alias: str) -> Dict[str, Op]:
     """The insert workload in ``retry_atomic`` (empty when it does not exist yet)."""
     try:
-        from aurora_backend.retry import retry_atomic
+        from aurora_backend.transactions.retry import retry_atomic
     except ImportError:
         return {}
     from ledger.models import Account, Transfer
@@ -255,7 +255,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         if retry:
             engines["aurora+retry_atomic"] = retry
         else:
-            print("aurora_backend.retry not importable: retry_atomic not measured")
+            print("aurora_backend.transactions.retry not importable: retry_atomic not measured")
         print("load average at the start: %s" % " ".join("%.2f" % x for x in os.getloadavg()))
         reopen = {name: _reopener(alias) for name, alias in (
             ("aurora", "aurora"), ("stock", "stock"), ("aurora+retry_atomic", "aurora")) if name in engines}

@@ -23,6 +23,10 @@ for _path in (ROOT, os.path.join(ROOT, "testproject")):
         sys.path.insert(0, _path)
 
 from aurora_backend.testing import PostgresCluster, ServerAddress  # noqa: E402
+from aurora_backend.testing.drivers import select_driver  # noqa: E402
+
+#: AURORA_TEST_DRIVER (psycopg2, psycopg, pool) applies to the benchmarks too.
+DRIVER = select_driver()
 
 
 def _require_loopback(host: str) -> None:

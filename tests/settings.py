@@ -3,6 +3,11 @@
 import os
 
 from aurora_backend.testing import free_port
+from aurora_backend.testing.drivers import pool_enabled, select_driver
+
+#: The driver under test (AURORA_TEST_DRIVER: psycopg2, psycopg, pool; unset: Django's pick).
+DRIVER = select_driver()
+
 from tests.pg import server
 
 _srv = server()

@@ -8,7 +8,7 @@ import pytest
 from django.core.checks import Tags, run_checks
 from django.test import override_settings
 
-from aurora_backend.checks import alias_settings_messages, check_databases
+from aurora_backend.health.checks import alias_settings_messages, check_databases
 from aurora_backend.testing import free_port
 from tests.test_health import blocking_session, extra_alias
 

@@ -87,7 +87,7 @@ def test_the_mixin_composes_with_another_backend_that_wraps_cursors():
     and our statement re-run is still mixed in."""
     from django.db.backends.postgresql import base as pg
 
-    from aurora_backend.statements import RetryingCursorMixin
+    from aurora_backend.connection.statements import RetryingCursorMixin
 
     class MetricsMixin:
         def make_cursor(self, cursor):

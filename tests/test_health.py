@@ -14,7 +14,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connections
 
-from aurora_backend import health, stats
+from aurora_backend import stats
+from aurora_backend.health import report as health
 from aurora_backend.testing import free_port
 from tests.pg import server
 
@@ -84,7 +85,7 @@ def extra_alias(alias: str, **overrides: Any) -> Iterator[Dict[str, Any]]:
             pass
 
 
-# ----- a tiny JSON Schema validator (the subset health_schema.json uses) ------------------
+# ----- a tiny JSON Schema validator (the subset health/schema.json uses) ------------------
 
 _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 
@@ -140,7 +141,7 @@ def _is_type(instance: Any, name: str) -> bool:
 
 
 def schema() -> Dict[str, Any]:
-    return json.loads(resources.files("aurora_backend").joinpath("health_schema.json").read_text())
+    return json.loads(resources.files("aurora_backend").joinpath("health/schema.json").read_text())
 
 
 # ----- the command, state by state ----------------------------------------------------

@@ -15,7 +15,7 @@ from django.db import connection, transaction
 
 from aurora_backend import signals, stats
 from aurora_backend.base import DatabaseWrapper
-from aurora_backend.lifetime import draw_expiry, reaper
+from aurora_backend.connection.lifetime import draw_expiry, reaper
 from aurora_backend.runtime import Runtime
 from aurora_backend.serverless import close_connections, lambda_handler
 from tests.pg import cluster, server

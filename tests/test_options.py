@@ -85,5 +85,5 @@ def test_the_engine_refuses_bad_settings_when_the_alias_is_built():
 
 
 def test_resolver_dotted_path():
-    options = parse(resolver="aurora_backend.resolve.default_resolver")
+    options = parse(resolver="aurora_backend.connection.resolve.default_resolver")
     assert options.resolver("localhost", 5432)

@@ -15,7 +15,7 @@ from django.db import OperationalError, connection, transaction
 
 from aurora_backend import signals, stats
 from aurora_backend.base import DatabaseWrapper
-from aurora_backend.connect import ClusterUnavailable
+from aurora_backend.connection.connect import ClusterUnavailable
 from aurora_backend.runtime import Runtime
 from ledger.models import Account
 from tests.pg import server

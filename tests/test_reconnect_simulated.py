@@ -16,7 +16,7 @@ from django.core.signals import request_finished, request_started
 from django.db import OperationalError, connections
 
 from aurora_backend import signals, stats
-from aurora_backend.connect import ClusterUnavailable
+from aurora_backend.connection.connect import ClusterUnavailable
 from aurora_backend.options import AuroraOptions
 from ledger.models import Account
 from tests.pg import server

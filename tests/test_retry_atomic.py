@@ -21,7 +21,7 @@ from django.db import IntegrityError, OperationalError, connection, connections,
 
 from aurora_backend import CommitOutcomeUnknown, retry_atomic, retrying, signals, stats
 from aurora_backend.errors import sqlstate
-from aurora_backend.retry import NestedRetryWarning
+from aurora_backend.transactions.retry import NestedRetryWarning
 from aurora_backend.runtime import Runtime, jittered_delays
 from tests.pg import server
 

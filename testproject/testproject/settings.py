@@ -5,6 +5,9 @@ to a throwaway local cluster."""
 import os
 
 from aurora_backend.testing import ServerAddress
+from aurora_backend.testing.drivers import select_driver
+
+select_driver()  # AURORA_TEST_DRIVER=psycopg2 hides psycopg 3 (the test suite runs this too)
 
 _db = ServerAddress.from_dsn(os.environ.get("AURORA_DSN", "postgresql://postgres@127.0.0.1:5432/ledger"))
 

@@ -14,9 +14,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.management.color import no_style
 
-from aurora_backend import health
-from aurora_backend.connect import Attempt
-from aurora_backend.health_render import render
+from aurora_backend.health import report as health
+from aurora_backend.connection.connect import Attempt
+from aurora_backend.health.render import render
 
 _THRESHOLD_OPTIONS = (
     ("long_transaction_seconds", "a transaction open this long is a scaling blocker"),
@@ -38,7 +38,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--database", action="append", dest="databases", metavar="ALIAS",
                             help="Alias to check (repeatable). Default: every alias using aurora_backend.")
-        parser.add_argument("--json", action="store_true", help="Print the report as JSON (health_schema.json).")
+        parser.add_argument("--json", action="store_true", help="Print the report as JSON (health/schema.json).")
         parser.add_argument("--wait", type=_seconds, metavar="SECONDS",
                             help="Keep trying to connect this long (wakes a paused cluster), showing progress.")
         parser.add_argument("--watch", type=_seconds, metavar="N", help="Repeat the report every N seconds.")

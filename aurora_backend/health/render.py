@@ -1,11 +1,11 @@
-"""The readable (table) form of a :class:`~aurora_backend.health.HealthReport`."""
+"""The readable (table) form of a :class:`~aurora_backend.health.report.HealthReport`."""
 
 from __future__ import annotations
 
 from typing import Any, Callable, List, Optional
 
-from aurora_backend.health import AliasReport, HealthReport
-from aurora_backend.health_sql import Blocker, human_seconds
+from aurora_backend.health.report import AliasReport, HealthReport
+from aurora_backend.health.sql import Blocker, human_seconds
 
 Paint = Callable[[str, str], str]
 BLOCKER_KINDS = ("long_transaction", "idle_in_transaction", "temp_table", "table_lock")

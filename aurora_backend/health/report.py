@@ -3,7 +3,7 @@
 :func:`check_alias` opens one NEW connection (never the process's own), measures it,
 reads the server's state through it (health_sql.py) and closes it. The result is a
 typed :class:`AliasReport`; :func:`collect` gathers them into a :class:`HealthReport`
-whose ``to_dict()`` follows ``health_schema.json``. ``manage.py aurora_health`` and
+whose ``to_dict()`` follows ``health/schema.json``. ``manage.py aurora_health`` and
 the database system checks are thin layers over these functions.
 """
 
@@ -18,12 +18,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from django.core.exceptions import ImproperlyConfigured
 
-from aurora_backend import health_sql, stats
-from aurora_backend.connect import Attempt, connect_with_retry
+from aurora_backend import stats
+from aurora_backend.health import sql as health_sql
+from aurora_backend.connection.connect import Attempt, connect_with_retry
 from aurora_backend.errors import classify, driver_error
-from aurora_backend.health_sql import Finding
+from aurora_backend.health.sql import Finding
 from aurora_backend.options import AuroraOptions
-from aurora_backend.resolve import default_resolver, resolvable_host
+from aurora_backend.connection.resolve import default_resolver, resolvable_host
 from aurora_backend.runtime import Runtime
 
 logger = logging.getLogger("aurora_backend")
@@ -122,7 +123,7 @@ class HealthReport:
     databases: List[AliasReport]
 
     def to_dict(self) -> Dict[str, Any]:
-        """The JSON document of ``--json`` (see health_schema.json)."""
+        """The JSON document of ``--json`` (see health/schema.json)."""
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
 
 
@@ -272,7 +273,7 @@ def _connect(
 
 def _failure(exc: BaseException, elapsed: float, attempts: int) -> ConnectFailure:
     """Kind and class of the error behind a failed connect (the last attempt's, past a deadline)."""
-    from aurora_backend.connect import ClusterUnavailable, describe_error
+    from aurora_backend.connection.connect import ClusterUnavailable, describe_error
 
     cause = exc.__cause__ if isinstance(exc, ClusterUnavailable) and exc.__cause__ else driver_error(exc)
     message = "no connection in %.1f s (%d attempt%s); last error: %s" % (

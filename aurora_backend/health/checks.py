@@ -43,7 +43,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> List[checks.CheckM
     """Every aurora_backend alias in settings.DATABASES, checked without connecting."""
     from django.conf import settings
 
-    from aurora_backend.health import uses_aurora
+    from aurora_backend.health.report import uses_aurora
 
     messages: List[checks.CheckMessage] = []
     for alias, settings_dict in getattr(settings, "DATABASES", {}).items():
@@ -133,7 +133,7 @@ def check_databases(
     """Connect to each named aurora_backend alias: reachability and scaling blockers."""
     from django.db import connections
 
-    from aurora_backend import health
+    from aurora_backend.health import report as health
 
     messages: List[checks.CheckMessage] = []
     for alias in databases or ():
@@ -143,7 +143,7 @@ def check_databases(
 
 
 def database_messages(report: Any) -> List[checks.CheckMessage]:
-    """Check messages for the findings of one :class:`~aurora_backend.health.AliasReport`."""
+    """Check messages for the findings of one :class:`~aurora_backend.health.report.AliasReport`."""
     where = "DATABASES[%r]" % report.alias
     messages: List[checks.CheckMessage] = []
     for finding in report.findings:

@@ -25,7 +25,7 @@ from typing import Any, Dict, Type
 
 from django.db import Error as DjangoDatabaseError
 
-from aurora_backend.driver import transaction_open
+from aurora_backend.drivers import transaction_open
 from aurora_backend.errors import ErrorKind, classify, driver_error
 
 logger = logging.getLogger("aurora_backend")

@@ -13,10 +13,10 @@ import logging
 from typing import Any, Optional
 
 from aurora_backend import signals, stats
-from aurora_backend.driver import in_recovery, is_idle, transaction_open
+from aurora_backend.drivers import in_recovery, is_idle, transaction_open
 from aurora_backend.errors import connection_is_closed, is_scale_event
-from aurora_backend.lifetime import reason_to_close
-from aurora_backend.wire import pending_error
+from aurora_backend.connection.lifetime import reason_to_close
+from aurora_backend.connection.wire import pending_error
 
 logger = logging.getLogger("aurora_backend")
 

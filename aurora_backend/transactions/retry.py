@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Optional, TypeVar, Union, overload
 from django.db import DEFAULT_DB_ALIAS, Error, connections, transaction
 
 from aurora_backend import signals, stats
-from aurora_backend.commit_outcome import (
+from aurora_backend.transactions.commit_outcome import (
     COMMITTED,
     CommitOutcomeUnknown,
     commit_outcome_unrecorded,
@@ -25,7 +25,7 @@ from aurora_backend.commit_outcome import (
     resolve_lost_commit,
 )
 from aurora_backend.errors import ErrorKind, TRANSACTION_RETRYABLE, classify, driver_error
-from aurora_backend.retry_options import (
+from aurora_backend.transactions.options import (
     Callsite,
     NestedRetryWarning,
     RetryOptions,

@@ -17,7 +17,7 @@ import psycopg2
 
 from aurora_backend.errors import classify, is_connect_retryable, sqlstate
 from aurora_backend.options import AuroraOptions
-from aurora_backend.resolve import choose_address
+from aurora_backend.connection.resolve import choose_address
 from aurora_backend.runtime import Runtime, jittered_delays
 
 logger = logging.getLogger("aurora_backend")

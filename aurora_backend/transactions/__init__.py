@@ -1,0 +1,1 @@
+"""Transactions: retry_atomic, its options, and the outcome of a lost COMMIT."""
