@@ -12,6 +12,7 @@ What it adds, each in its own module:
 - ``statements``: a read whose connection died outside a transaction is re-run.
 - ``lifetime`` and ``freshness``: jittered max age, idle close, and a check before use that
   finds a dead connection before a statement is sent to it.
+- ``proxy_mode``: behind RDS Proxy, nothing the ENGINE sends pins the session.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from aurora_backend.drivers import in_recovery, input_watch, is_idle, peer_addre
 from aurora_backend.errors import ErrorKind, classify, is_scale_event
 from aurora_backend.connection.freshness import FreshnessMixin
 from aurora_backend.connection.lifetime import draw_expiry, reaper
+from aurora_backend.connection.proxy_mode import ProxyModeMixin, proxy_enabled, proxy_options
 from aurora_backend.options import OPTIONS_KEY, AuroraOptions
 from aurora_backend.runtime import Runtime
 from aurora_backend.connection.statements import _cursor_classes, retrying_cursor_class
@@ -51,7 +53,7 @@ class _HealingErrorWrapper(DatabaseErrorWrapper):
         super().__exit__(exc_type, exc_value, traceback)
 
 
-class AuroraWrapperMixin(FreshnessMixin):
+class AuroraWrapperMixin(FreshnessMixin, ProxyModeMixin):
     """Aurora-aware behaviour for a PostgreSQL ``DatabaseWrapper`` (put it first in the MRO)."""
 
     #: Address (IP) the current connection went to, or None before the first connection.
@@ -68,7 +70,9 @@ class AuroraWrapperMixin(FreshnessMixin):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
-        self.aurora_options = AuroraOptions.from_settings(self.alias, self.settings_dict["OPTIONS"])
+        options = AuroraOptions.from_settings(self.alias, self.settings_dict["OPTIONS"])
+        self.aurora_proxy_mode = proxy_enabled(options, self.settings_dict)
+        self.aurora_options = proxy_options(options, self.settings_dict)
         self.aurora_runtime = Runtime()
         self._aurora_lock = threading.Lock()
         self._aurora_expires_at: Optional[float] = None

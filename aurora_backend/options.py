@@ -45,6 +45,8 @@ class AuroraOptions:
     spread_addresses: bool = True
     #: Name resolver (a callable or its dotted path); None uses ``socket.getaddrinfo``.
     resolver: Optional[Resolver] = field(default=None, compare=False)
+    #: RDS Proxy mode (docs/proxy.md): True, False, or None ("auto": on when HOST contains ".proxy-").
+    proxy: Optional[bool] = None
 
     @classmethod
     def from_settings(cls, alias: str, options: Mapping[str, Any]) -> "AuroraOptions":
@@ -139,6 +141,14 @@ def _bool(key: str, value: Any) -> bool:
     return value
 
 
+def _proxy(key: str, value: Any) -> Optional[bool]:
+    if value is None or value == "auto":
+        return None
+    if not isinstance(value, bool):
+        raise _key_error(key, value, '"auto" (on for hosts containing ".proxy-"), True or False')
+    return value
+
+
 def _resolver(key: str, value: Any) -> Optional[Resolver]:
     if value is None:
         return None
@@ -163,4 +173,5 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "retry_reads": _bool,
     "spread_addresses": _bool,
     "resolver": _resolver,
+    "proxy": _proxy,
 }
