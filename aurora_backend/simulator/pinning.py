@@ -18,7 +18,7 @@ end with the transaction and do not pin; ``SET SESSION CHARACTERISTICS`` and ``R
 from __future__ import annotations
 
 import re
-from typing import Iterator, List, NamedTuple, Optional
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 #: "Any statement with a text size greater than 16 KB causes the proxy to pin the session."
 MAX_STATEMENT_BYTES = 16 * 1024
@@ -40,13 +40,23 @@ _MASK = re.compile(
 
 
 def _masked(sql: str) -> str:
-    """``sql`` with comments blanked and every literal/quoted identifier reduced to ''."""
-    return _MASK.sub(lambda m: " " if m.group(0)[:2] in ("--", "/*") else "''", sql)
+    """``sql`` with comments and the insides of literals and quoted names blanked, same length."""
+    def blank(match: "re.Match[str]") -> str:
+        text = match.group(0)
+        if text[:2] in ("--", "/*"):
+            return " " * len(text)
+        return text[0] + " " * (len(text) - 2) + text[-1]
+    return _MASK.sub(blank, sql)
 
 
-def statements(sql: str) -> List[str]:
-    """The statements of a (masked) query text, split on top-level semicolons."""
-    return [part.strip() for part in _masked(sql).split(";") if part.strip()]
+def statements(sql: str) -> List[Tuple[str, str]]:
+    """(masked, original) text of each statement of a query, split on top-level semicolons."""
+    masked, out, start = _masked(sql), [], 0
+    for end in [i for i, ch in enumerate(masked) if ch == ";"] + [len(masked)]:
+        if masked[start:end].strip():
+            out.append((masked[start:end].strip(), sql[start:end].strip()))
+        start = end + 1
+    return out
 
 
 _KEYWORD_RULES = [
@@ -72,7 +82,7 @@ def _set_config_pins(statement: str) -> bool:
     """set_config(name, value, is_local) pins unless is_local is literally true."""
     for match in _SET_CONFIG.finditer(statement):
         args = match.group(1).split(",")
-        if len(args) < 3 or args[2].strip().lower() not in ("true", "'t'", "'true'"):
+        if len(args) < 3 or args[2].strip().lower() != "true":
             return True
     return False
 
@@ -101,10 +111,10 @@ def query_pins(sql: str, size: Optional[int] = None) -> Iterator[Pin]:
     """Every pin one query text (simple or Parse) causes: its size, then each statement."""
     if (size if size is not None else len(sql.encode("utf-8"))) > MAX_STATEMENT_BYTES:
         yield Pin("statement over 16 KB", _detail(sql))
-    for statement in statements(sql):
-        reason = session_state_pins(statement)
+    for masked, original in statements(sql):
+        reason = session_state_pins(masked)
         if reason is not None:
-            yield Pin(reason, _detail(statement))
+            yield Pin(reason, _detail(original))
 
 
 def message_pins(kind: bytes, body: bytes) -> Iterator[Pin]:
