@@ -190,6 +190,18 @@ def test_proxy_mode_logs_how_to_set_the_timezone(proxied, caplog):
     assert "does not SET the session timezone" in text and "ALTER ROLE %s SET timezone TO 'Europe/Paris'" % server().user in text
 
 
+def test_datetimes_keep_their_instant_without_the_timezone_set(proxied):
+    import datetime
+
+    noon_utc = datetime.datetime(2024, 1, 1, 12, 0, tzinfo=datetime.timezone.utc)
+    for alias in ("proxy_on", "proxy_off"):
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT '2024-01-01 12:00:00+00'::timestamptz, current_setting('TimeZone')")
+            value, session_tz = cursor.fetchone()
+        assert value == noon_utc, alias
+        assert session_tz == ("Europe/Paris" if alias == "proxy_off" else connections[alias].connection.info.parameter_status("TimeZone"))
+
+
 def test_retry_and_commit_outcome_stay_pin_free_through_a_scale_event(proxied):
     calls = []
 

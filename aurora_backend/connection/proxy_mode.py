@@ -7,7 +7,9 @@ containing ".proxy-", or True/False) the ENGINE:
 
 - sends no ``set_config('TimeZone', ...)`` at connect when the server's timezone differs
   from Django's: it logs once how to set the role's or database's timezone instead (and
-  system check W007 says so);
+  system check W007 says so). Aware datetimes read meanwhile keep the instant the server
+  sent (psycopg2 gets a fixed-offset tzinfo; psycopg 3 converts); with USE_TZ = False
+  naive values are in the session's timezone until the role's is set;
 - uses no server-side cursors (``QuerySet.iterator()`` reads with a client-side cursor,
   as DISABLE_SERVER_SIDE_CURSORS does);
 - under psycopg 3 uses no prepared statements (``prepare_threshold`` None) and binds
@@ -21,6 +23,7 @@ containing ".proxy-", or True/False) the ENGINE:
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 from typing import Any, Dict, Mapping
 
@@ -65,6 +68,8 @@ class ProxyModeMixin:
     #: Whether this alias runs in proxy mode (set by AuroraWrapperMixin.__init__).
     aurora_proxy_mode: bool = False
     _aurora_tz_advised = False
+    #: The current connection's session timezone is not Django's (proxy mode did not SET it).
+    _aurora_tz_differs = False
 
     alias: str
     connection: Any
@@ -86,13 +91,23 @@ class ProxyModeMixin:
             return super()._configure_timezone(connection)  # type: ignore[misc]
         current = connection.info.parameter_status("TimeZone")
         wanted = self.timezone_name  # type: ignore[attr-defined]
-        if wanted and current != wanted and not self._aurora_tz_advised:
+        self._aurora_tz_differs = bool(wanted and current != wanted)
+        if self._aurora_tz_differs and not self._aurora_tz_advised:
             self._aurora_tz_advised = True
             logger.warning(
                 "%s: proxy mode does not SET the session timezone (it would pin the session "
                 "behind RDS Proxy): the server's is %s, Django expects %s. Run %s",
                 self.alias, current, wanted, timezone_advice(self.settings_dict.get("USER") or "", wanted))
         return False
+
+    def tzinfo_factory(self, offset: Any) -> Any:
+        # psycopg2 (USE_TZ): Django's factory ignores the offset, trusting the session
+        # timezone it SET; without that SET, keep the instant the server sent.
+        if self._aurora_tz_differs:
+            if not isinstance(offset, datetime.timedelta):
+                offset = datetime.timedelta(minutes=offset)
+            return datetime.timezone(offset)
+        return super().tzinfo_factory(offset)  # type: ignore[misc]
 
     def chunked_cursor(self) -> Any:
         if self.aurora_proxy_mode:  # DECLARE pins: read .iterator() results client-side
