@@ -49,6 +49,26 @@ def test_pinning_rules(sql, reasons):
     assert [pin.reason for pin in query_pins(sql)] == reasons
 
 
+def test_proxy_option_auto_true_false_and_the_idle_cap():
+    from django.core.exceptions import ImproperlyConfigured
+
+    from aurora_backend.connection.proxy_mode import PROXY_IDLE_CLOSE, proxy_enabled, proxy_options
+    from aurora_backend.options import AuroraOptions
+
+    proxy_host = {"HOST": "app.proxy-abc.eu-west-1.rds.amazonaws.com"}
+    cluster_host = {"HOST": "app.cluster-abc.eu-west-1.rds.amazonaws.com"}
+    auto = AuroraOptions.from_settings("x", {"aurora": {"proxy": "auto"}})
+    assert auto == AuroraOptions.from_settings("x", {}) and auto.proxy is None
+    assert proxy_enabled(auto, proxy_host) and not proxy_enabled(auto, cluster_host)
+    forced = AuroraOptions.from_settings("x", {"aurora": {"proxy": True, "idle_timeout": None}})
+    assert proxy_enabled(forced, cluster_host) and proxy_options(forced, cluster_host).idle_timeout == PROXY_IDLE_CLOSE
+    assert proxy_options(auto, proxy_host).idle_timeout == 120.0  # already below the proxy's 1,800 s
+    off = AuroraOptions.from_settings("x", {"aurora": {"proxy": False, "idle_timeout": None}})
+    assert not proxy_enabled(off, proxy_host) and proxy_options(off, proxy_host).idle_timeout is None
+    with pytest.raises(ImproperlyConfigured, match=r"\['proxy'\] = 'yes' is invalid: it accepts \"auto\""):
+        AuroraOptions.from_settings("x", {"aurora": {"proxy": "yes"}})
+
+
 def _raw(port=SIM_PORT):
     srv = server()
     conn = psycopg2.connect(host="127.0.0.1", port=port, user=srv.user, password=srv.password,
