@@ -51,6 +51,8 @@ ENGINES = {
     "stock": ("django.db.backends.postgresql", {}),
     "aurora": ("aurora_backend", {}),
     "aurora_ping": ("aurora_backend", {"aurora": {"ping_after": 1e-9}}),
+    # Proxy mode forced on (docs/proxy.md); with --rds-proxy-sim, compare its pinning with "aurora".
+    "aurora_proxy": ("aurora_backend", {"aurora": {"proxy": True}}),
     # GeoDjango: PostGIS (the server needs the postgis extension; .ci/run installs it).
     "gis_stock": ("django.contrib.gis.db.backends.postgis", {}),
     "gis_aurora": ("aurora_backend.postgis", {}),
@@ -94,6 +96,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="also run ENGINE (a dotted module on PYTHONPATH) as variant NAME, e.g. a fix candidate")
     parser.add_argument("--gis", action="store_true",
                         help="GeoDjango: run GIS_APPS (unless --apps is given) under gis_stock and gis_aurora")
+    parser.add_argument("--rds-proxy-sim", action="store_true",
+                        help="run each variant through the simulator in RDS Proxy mode and report which "
+                             "sessions RDS Proxy would pin, and why")
     parser.add_argument("--out", help="directory for settings, logs and JSON results (default: a new temp dir)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per ENGINE run")
     args = parser.parse_args(argv)
@@ -113,20 +118,45 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def write_settings(out: str, key: str, server: ServerAddress) -> str:
+def write_settings(out: str, key: str, server: ServerAddress, via: Optional[Tuple[str, int]] = None) -> str:
     """Write ``settings_<key>.py`` into ``out`` and return its module name."""
     module = "settings_%s" % key
     with open(os.path.join(out, module + ".py"), "w") as fh:
         fh.write(SETTINGS_TEMPLATE % {
-            "engine": ENGINES[key][0], "options": ENGINES[key][1], "name": "djsuite_%s" % key, "host": server.host,
-            "port": str(server.port), "user": server.user, "password": server.password,
+            "engine": ENGINES[key][0], "options": ENGINES[key][1], "name": "djsuite_%s" % key,
+            "host": via[0] if via else server.host, "port": str(via[1] if via else server.port),
+            "user": server.user, "password": server.password,
         })
     return module
 
 
 def run_engine(args: argparse.Namespace, out: str, key: str, server: ServerAddress) -> Dict[str, Any]:
-    """Run runtests.py for one ENGINE; return the recorded results."""
-    module = write_settings(out, key, server)
+    """Run runtests.py for one ENGINE (through an RDS Proxy-mode simulator with --rds-proxy-sim)."""
+    if not args.rds_proxy_sim:
+        return _run_runtests(args, out, key, server, None)
+    from aurora_backend.simulator import SimulatorProcess
+
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)
+    with SimulatorProcess(upstream=(server.host, server.port), extra_args=["--rds-proxy"]) as sim:
+        assert sim.control is not None
+        os.environ["DJANGO_SUITE_SIM_CONTROL"] = "%s:%d" % sim.control.address
+        try:
+            results = _run_runtests(args, out, key, server, sim.address)
+        finally:
+            del os.environ["DJANGO_SUITE_SIM_CONTROL"]
+        results["pinning"] = sim.command("pinning")["result"]
+    setup_file = os.path.join(out, "results_%s.json.setup_pinning.json" % key)
+    if os.path.exists(setup_file):
+        with open(setup_file) as fh:
+            results["setup_pinning"] = json.load(fh)
+    with open(os.path.join(out, "pinning_%s.json" % key), "w") as fh:
+        json.dump(results["pinning"], fh, indent=1)
+    return results
+
+
+def _run_runtests(args: argparse.Namespace, out: str, key: str, server: ServerAddress,
+                  via: Optional[Tuple[str, int]]) -> Dict[str, Any]:
+    module = write_settings(out, key, server, via)
     results = os.path.join(out, "results_%s.json" % key)
     log = os.path.join(out, "log_%s.txt" % key)
     env = dict(os.environ)
@@ -143,6 +173,20 @@ def run_engine(args: argparse.Namespace, out: str, key: str, server: ServerAddre
         raise SystemExit("[%s] runtests.py wrote no results; see %s" % (key, log))
     with open(results) as fh:
         return json.load(fh)
+
+
+def pinning_report(key: str, sessions: List[Dict[str, Any]]) -> None:
+    """Print how many sessions RDS Proxy would pin, and each cause with an example."""
+    pinned = [s for s in sessions if s["pinned"]]
+    print("\n[%s] RDS Proxy mode: %d client session(s), %d pinned" % (key, len(sessions), len(pinned)))
+    causes: Dict[str, List[Any]] = {}
+    for session in pinned:
+        for reason in session["reasons"]:
+            entry = causes.setdefault(reason["reason"], [0, 0, reason["detail"]])
+            entry[0] += 1
+            entry[1] += reason["count"]
+    for reason, (n_sessions, n_statements, example) in sorted(causes.items()):
+        print("  %-36s %3d session(s) %6d statement(s)  e.g. %s" % (reason, n_sessions, n_statements, example[:90]))
 
 
 def differences(runs: Dict[str, Dict[str, Any]]) -> List[Tuple[str, Dict[str, str]]]:
@@ -169,6 +213,11 @@ def report(runs: Dict[str, Dict[str, Any]], out: str) -> int:
             lines = [ln for ln in runs[key]["details"].get(name, "").splitlines() if len(ln.strip()) > 3]
             if lines and outcomes[key] in ("failure", "error"):
                 print("    [%s] %s" % (key, lines[-1].strip()[:200]))
+    for key in keys:
+        if "setup_pinning" in runs[key]:
+            pinning_report(key + ": test database setup", runs[key]["setup_pinning"])
+        if "pinning" in runs[key]:
+            pinning_report(key + ": the tests", runs[key]["pinning"])
     print("\nsettings, logs and JSON results: %s" % out)
     return 1 if diff else 0
 
