@@ -34,7 +34,7 @@ from aurora_backend.drivers import in_recovery, input_watch, is_idle, peer_addre
 from aurora_backend.errors import ErrorKind, classify, is_scale_event
 from aurora_backend.connection.freshness import FreshnessMixin
 from aurora_backend.connection.lifetime import draw_expiry, reaper
-from aurora_backend.connection.proxy_mode import ProxyModeMixin, proxy_enabled, proxy_options
+from aurora_backend.connection.proxy_mode import ProxyModeMixin, pin_free_operations, proxy_enabled, proxy_options
 from aurora_backend.options import OPTIONS_KEY, AuroraOptions
 from aurora_backend.runtime import Runtime
 from aurora_backend.connection.statements import _cursor_classes, retrying_cursor_class
@@ -73,6 +73,8 @@ class AuroraWrapperMixin(FreshnessMixin, ProxyModeMixin):
         options = AuroraOptions.from_settings(self.alias, self.settings_dict["OPTIONS"])
         self.aurora_proxy_mode = proxy_enabled(options, self.settings_dict)
         self.aurora_options = proxy_options(options, self.settings_dict)
+        if self.aurora_proxy_mode:
+            pin_free_operations(self.ops)  # type: ignore[attr-defined]
         self.aurora_runtime = Runtime()
         self._aurora_lock = threading.Lock()
         self._aurora_expires_at: Optional[float] = None

@@ -16,6 +16,8 @@ containing ".proxy-", or True/False) the ENGINE:
   parameters client-side;
 - puts ``OPTIONS["isolation_level"]`` in each transaction's BEGIN (the driver's isolation
   level is set only while autocommit is off), never in a session SET;
+- splits bulk_create / bulk_update / delete batches so that no statement's text tops
+  16 KB (inside the same transaction: Django wraps batches in one atomic block);
 - closes a connection idle for ``idle_timeout`` (capped below the proxy's default idle
   client timeout, 1,800 s).
 """
@@ -25,12 +27,16 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, List, Mapping
 
 from aurora_backend.options import AuroraOptions
 
 logger = logging.getLogger("aurora_backend")
 
+#: "Any statement with a text size greater than 16 KB causes the proxy to pin the session."
+PROXY_MAX_STATEMENT_BYTES = 16 * 1024
+#: What proxy mode lets the values of one bulk statement take (the rest is its SQL).
+BULK_VALUES_BUDGET = PROXY_MAX_STATEMENT_BYTES - 3 * 1024
 #: RDS Proxy's default IdleClientTimeout (seconds): it closes client connections idle this long.
 PROXY_IDLE_CLIENT_TIMEOUT = 1800.0
 #: Proxy mode closes idle connections itself before then.
@@ -54,6 +60,55 @@ def proxy_options(options: AuroraOptions, settings_dict: Mapping[str, Any]) -> A
     if options.idle_timeout is not None and options.idle_timeout <= PROXY_IDLE_CLOSE:
         return options
     return dataclasses.replace(options, idle_timeout=PROXY_IDLE_CLOSE)
+
+
+def value_bytes(value: Any) -> int:
+    """Roughly what one value takes in a statement's text (quoted, escaped, separated)."""
+    if value is None:
+        return 6
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return 2 * len(value) + 12  # bytea as '\\x...'
+    text = str(value)
+    return len(text.encode("utf-8")) + text.count("'") + text.count("\\") + 12
+
+
+def pin_free_batch_size(fields: Any, objs: Any) -> int:
+    """Objects per bulk statement (bulk_create/bulk_update/delete batches) that keeps its text
+    under RDS Proxy's 16 KB pinning limit, judged by the largest object."""
+    names = [getattr(f, "attname", f) for f in fields]
+    largest = max((_object_bytes(obj, names) for obj in objs), default=16)
+    return max(1, BULK_VALUES_BUDGET // largest)
+
+
+def _object_bytes(obj: Any, names: List[str]) -> int:
+    state = getattr(obj, "__dict__", None)
+    if state is None:  # a plain value (a primary key)
+        return 16 + value_bytes(obj)
+    # Only the instance's own values: never a descriptor (no query for a related object).
+    # A name it does not hold (a delete batch's related field) stands for its primary key.
+    pk = getattr(obj, "pk", None)
+    return 16 + sum(value_bytes(state[name] if name in state else pk) for name in names)
+
+
+class _PinFreeOperations:
+    """DatabaseOperations mixin of proxy mode: bulk statements stay under 16 KB."""
+
+    def bulk_batch_size(self, fields: Any, objs: Any) -> int:
+        size = super().bulk_batch_size(fields, objs)  # type: ignore[misc]
+        return max(1, min(size, pin_free_batch_size(fields, objs)))
+
+
+_ops_classes: Dict[type, type] = {}
+
+
+def pin_free_operations(ops: Any) -> None:
+    """Give a connection's ``ops`` proxy mode's bulk batch size (a subclass, made once per class)."""
+    klass = type(ops)
+    if issubclass(klass, _PinFreeOperations):
+        return
+    if klass not in _ops_classes:
+        _ops_classes[klass] = type("PinFree" + klass.__name__, (_PinFreeOperations, klass), {})
+    ops.__class__ = _ops_classes[klass]
 
 
 def timezone_advice(role: str, wanted: str) -> str:
