@@ -51,6 +51,8 @@ class SessionMixin:
         self._aurora_session = SessionState()
         #: id(driver cursor) -> weak reference, for cursors that produced rows.
         self._aurora_readers: Dict[int, Any] = {}
+        #: The same, for cursors a ``for`` loop is reading (its last row read, the loop not ended).
+        self._aurora_iterating: Dict[int, Any] = {}
         self._aurora_kept_for: Set[str] = set()
         self._aurora_kept_news: List[Any] = []
 
@@ -65,23 +67,23 @@ class SessionMixin:
 
     def _aurora_forget_rows(self, cursor: Any) -> None:
         self._aurora_readers.pop(id(cursor), None)
+        self._aurora_iterating.pop(id(cursor), None)
 
     def aurora_session_state(self) -> List[str]:
         """What the current connection holds, e.g. ``["advisory_lock 42", "set search_path"]``
         (``"cursor with unread rows"`` for a client cursor not read to the end); [] when nothing."""
         held = self._aurora_session.describe()
-        for ref in list(self._aurora_readers.values()):
-            cursor = ref()
-            if cursor is not None and has_unread_rows(cursor):
-                held.append("cursor with unread rows")
-                break
+        if any(ref() is not None for ref in list(self._aurora_iterating.values())) or any(
+            has_unread_rows(ref()) for ref in list(self._aurora_readers.values()) if ref() is not None
+        ):
+            held.append("cursor with unread rows")
         return held
 
     def _aurora_holds_state(self, reason: Optional[str] = None) -> bool:
         """True while the connection holds session state; with ``reason`` ("expired", "idle",
         "read_only"), note that the connection is kept for it (announced once per connection
         and reason by :meth:`_aurora_announce_kept`, outside any lock)."""
-        if not self._aurora_session.held and not self._aurora_readers:
+        if not self._aurora_session.held and not self._aurora_readers and not self._aurora_iterating:
             return False
         held = self.aurora_session_state()
         if not held:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+import weakref
 from typing import Any, Dict, Type
 
 from django.db import Error as DjangoDatabaseError
@@ -148,6 +149,16 @@ class RetryingCursorMixin:
         found = effects(statement_text(sql, cursor.connection))
         if found:  # a statement that never left the first time may be a SET
             self.db._aurora_session.apply(found, params)
+
+    def __iter__(self) -> Any:
+        # Until the loop ends, its cursor holds the connection even after the last row: the
+        # loop's final next() must find the cursor open (session.py).
+        cursor, iterating = self.cursor, self.db._aurora_iterating
+        iterating[id(cursor)] = weakref.ref(cursor)
+        try:
+            yield from super().__iter__()  # type: ignore[misc]
+        finally:
+            iterating.pop(id(cursor), None)
 
     def close(self) -> None:
         # Django's CursorWrapper has no close() (its __getattr__ finds the driver's): the
