@@ -90,6 +90,7 @@ class AuroraWrapperMixin(FreshnessMixin, ProxyModeMixin):
         self._aurora_input_waiting: Callable[[], bool] = lambda: True
         # Open server-side cursors: a slow consumer uses its connection between statements.
         self._aurora_named_cursors: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._aurora_session_reset()
 
     # ----- connecting ---------------------------------------------------------------
 
@@ -111,6 +112,7 @@ class AuroraWrapperMixin(FreshnessMixin, ProxyModeMixin):
         self._aurora_input_waiting = input_watch(connection)
         self._aurora_expires_at = draw_expiry(now, self.aurora_options.max_age, self.aurora_runtime.random)
         self._aurora_check_at = self._aurora_next_check(now)
+        self._aurora_session_reset()
         return connection
 
     def connect(self) -> None:
@@ -160,7 +162,9 @@ class AuroraWrapperMixin(FreshnessMixin, ProxyModeMixin):
             # read-only transaction on a writer is the app's choice: nothing to heal.
             self._aurora_suspect_read_only = True
             self._aurora_check_at = 0.0  # inside a transaction: look at the next use outside
-            if not self.in_atomic_block and self.autocommit and is_idle(self.connection):
+            if self._aurora_holds_state("read_only"):
+                self._aurora_announce_kept()  # a new connection would lose the app's session state
+            elif not self.in_atomic_block and self.autocommit and is_idle(self.connection):
                 self._aurora_suspect_read_only = False
                 if in_recovery(self.connection):
                     self._aurora_close("read_only")
