@@ -31,18 +31,25 @@ REPEATABLE_READ = 2  # psycopg2 and psycopg 3 IsolationLevel.REPEATABLE_READ
 
 @pytest.mark.parametrize("sql, reasons", [
     ("SELECT 1", []),
-    ("SET TIME ZONE 'UTC'", ["SET statement"]),
+    ("SET TIME ZONE 'UTC'", ["SET / set_config (session setting)"]),
+    ("SET default_transaction_isolation TO DEFAULT", ["RESET / SET ... TO DEFAULT (session setting)"]),
+    ("SET ROLE app_owner", ["SET ROLE"]),
     ("SET LOCAL statement_timeout = 5", []),
     ("BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION READ ONLY", []),
-    ("SELECT set_config('TimeZone', 'UTC', false)", ["set_config (session parameter)"]),
+    ("SELECT set_config('TimeZone', 'UTC', false)", ["SET / set_config (session setting)"]),
     ("SELECT set_config('app.user', '7', true)", []),
     ('DECLARE "c" CURSOR WITHOUT HOLD FOR SELECT 1', ["cursor declared (DECLARE)"]),
     ("SELECT nextval('s'), 'setval(' AS text", ["sequence function"]),
+    ("SELECT currval('s')", ["sequence function"]),
+    ("LOAD 'auto_explain'", ["LOAD (library)"]),
+    ("CREATE TEMP TABLE t (a int) ON COMMIT DROP", ["temporary table, sequence or view"]),
+    ("DISCARD ALL", ["DISCARD (session state)"]),
     ("CREATE TEMPORARY TABLE t (a int)", ["temporary table, sequence or view"]),
     ("SELECT pg_advisory_xact_lock(1)", []),
     ("SELECT pg_try_advisory_lock(1)", ["session-level advisory lock"]),
     ("/* LISTEN */ UPDATE t SET a = 1 -- SET x", []),
-    ("LISTEN jobs; PREPARE p AS SELECT 1", ["LISTEN", "prepared statement (SQL)"]),
+    ("LISTEN jobs; PREPARE p AS SELECT 1; EXECUTE p", ["LISTEN", "prepared statement (SQL)", "prepared statement (SQL)"]),
+    ("UNLISTEN jobs; CLOSE c; SET CONSTRAINTS ALL IMMEDIATE", []),
     ("SELECT '%s'" % ("x" * 16400), ["statement over 16 KB"]),
 ])
 def test_pinning_rules(sql, reasons):
@@ -94,7 +101,7 @@ def test_simulator_reports_each_session_and_why(simulator):
         first, second = sorted(report)
         assert report[first]["pinned"] and not report[second]["pinned"]
         assert [(r["reason"], r["detail"]) for r in report[first]["reasons"]] == [
-            ("SET statement", "SET work_mem = '8MB'"),
+            ("SET / set_config (session setting)", "SET work_mem = '8MB'"),
             ("session-level advisory lock", "SELECT pg_advisory_lock(42)"),
         ]
         control = ControlClient(serve_control(simulator))
@@ -176,7 +183,8 @@ def test_ledger_workload_pins_without_proxy_mode_and_not_with_it(proxied):
         connections["proxy_off"].close()
     reasons = {pin.reason for _, pin in off.pins}
     details = " | ".join(pin.detail for _, pin in off.pins)
-    assert reasons == {"SET statement", "set_config (session parameter)", "cursor declared (DECLARE)"}, details
+    assert reasons == {"SET / set_config (session setting)", "RESET / SET ... TO DEFAULT (session setting)",
+                       "cursor declared (DECLARE)"}, details
     assert "default_transaction_isolation" in details and "TimeZone" in details
 
     with proxied.assert_no_pinning() as on:

@@ -10,9 +10,14 @@ and, for every engine, any statement whose text is over 16 KB.
 
 The simulator reads these from the client stream: simple Query ('Q') texts and the
 extended protocol's Parse ('P') messages, whose non-empty statement name is itself a
-server-side prepared statement. Where AWS is vague this module chooses the state's
-scope: ``SET LOCAL``, ``SET TRANSACTION``, ``SET CONSTRAINTS`` and ``set_config(..., true)``
-end with the transaction and do not pin; ``SET SESSION CHARACTERISTICS`` and ``RESET`` do.
+server-side prepared statement. What a statement does to session state is not written
+here: :mod:`aurora_backend.connection.session_state` (the ENGINE's own list, used to keep
+connections that hold state) says it, and this module maps its effects to pins. Only
+RDS Proxy's own rules live here: the 16 KB size, named Parse messages, EXECUTE, LOAD and
+the sequence functions session_state does not list. Where AWS is vague, the state's
+scope decides: ``SET LOCAL``, ``SET TRANSACTION``, ``SET CONSTRAINTS``,
+``set_config(..., true)`` and transaction-level advisory locks end with the transaction
+and do not pin; ``RESET`` and ``SET ... TO DEFAULT`` do.
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ from __future__ import annotations
 import re
 from typing import Iterator, List, NamedTuple, Optional, Tuple
 
+from aurora_backend.connection.proxy_mode import PROXY_MAX_STATEMENT_BYTES
+from aurora_backend.connection.session_state import HOLD, NOTE, RELEASE, RELEASE_ALL, effects
+
 #: "Any statement with a text size greater than 16 KB causes the proxy to pin the session."
-MAX_STATEMENT_BYTES = 16 * 1024
+MAX_STATEMENT_BYTES = PROXY_MAX_STATEMENT_BYTES
 #: Characters of a statement kept in a pin report.
 DETAIL_CHARS = 200
 
@@ -59,47 +67,55 @@ def statements(sql: str) -> List[Tuple[str, str]]:
     return out
 
 
-_KEYWORD_RULES = [
-    (re.compile(r"SET\s+(?!LOCAL\b|TRANSACTION\b|CONSTRAINTS?\b)", re.I), "SET statement"),
-    (re.compile(r"RESET\b", re.I), "RESET statement"),
-    (re.compile(r"(PREPARE|EXECUTE|DEALLOCATE)\b", re.I), "prepared statement (SQL)"),
-    (re.compile(r"DISCARD\b", re.I), "DISCARD (session state)"),
-    (re.compile(r"DECLARE\b", re.I), "cursor declared (DECLARE)"),
-    (re.compile(r"LISTEN\b", re.I), "LISTEN"),
+#: Session-state effects (aurora_backend.connection.session_state) that pin, by effect name.
+#: NOTE effects that end with the transaction (SET LOCAL, SET TRANSACTION, transaction-level
+#: advisory locks) are absent; removing state pins only where AWS lists it (RESET, DEALLOCATE,
+#: DISCARD, the advisory-lock functions).
+_EFFECT_REASONS = {
+    "set": "SET / set_config (session setting)",
+    "set_role": "SET ROLE",
+    "session_authorization": "SET SESSION AUTHORIZATION",
+    "advisory_lock": "session-level advisory lock",
+    "temp_table": "temporary table, sequence or view",
+    "listen": "LISTEN",
+    "prepare": "prepared statement (SQL)",
+    "cursor": "cursor declared (DECLARE)",
+    "discard": "DISCARD (session state)",
+    "discard_all": "DISCARD (session state)",
+    "sequence": "sequence function",
+}
+_PIN_RELEASES = {"set", "set_role", "session_authorization", "advisory_lock", "prepare", "discard_all"}
+_RESET_REASON = "RESET / SET ... TO DEFAULT (session setting)"
+
+#: RDS Proxy's own rules beyond session state: statements that only act on state already
+#: there (EXECUTE), loading a library, and the other sequence functions.
+_PROXY_ONLY = [
+    (re.compile(r"EXECUTE\b", re.I), "prepared statement (SQL)"),
     (re.compile(r"LOAD\b", re.I), "LOAD (library)"),
-    (re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:(?:GLOBAL|LOCAL)\s+)?(?:TEMP|TEMPORARY)\b", re.I),
-     "temporary table, sequence or view"),
 ]
-_INTO_TEMP = re.compile(r"\bINTO\s+(?:TEMP|TEMPORARY)\b", re.I)
-_CALLS = [
-    (re.compile(r"\bpg_(?:try_)?advisory_lock(?:_shared)?\s*\(", re.I), "session-level advisory lock"),
-    (re.compile(r"\b(?:nextval|setval|currval|lastval)\s*\(", re.I), "sequence function"),
-]
-_SET_CONFIG = re.compile(r"\bset_config\s*\(([^()]*)\)", re.I)
+_PROXY_ONLY_CALLS = [(re.compile(r"\b(?:currval|lastval)\s*\(", re.I), "sequence function")]
 
 
-def _set_config_pins(statement: str) -> bool:
-    """set_config(name, value, is_local) pins unless is_local is literally true."""
-    for match in _SET_CONFIG.finditer(statement):
-        args = match.group(1).split(",")
-        if len(args) < 3 or args[2].strip().lower() != "true":
-            return True
-    return False
+def session_state_pins(statement: str) -> List[str]:
+    """Why one statement pins, from what it does to session state (shared with the ENGINE)."""
+    reasons = []
+    for effect in effects(statement):
+        if effect.op == NOTE and effect.name not in ("temp_table", "cursor", "discard", "sequence"):
+            continue
+        if effect.op in (RELEASE, RELEASE_ALL) and effect.name not in _PIN_RELEASES:
+            continue
+        if effect.name == "set" and effect.op != HOLD:
+            reasons.append(_RESET_REASON)
+        elif effect.name in _EFFECT_REASONS:
+            reasons.append(_EFFECT_REASONS[effect.name])
+    return reasons
 
 
-def session_state_pins(statement: str) -> Optional[str]:
-    """The reason one masked statement leaves session state behind, or None."""
-    for pattern, reason in _KEYWORD_RULES:
-        if pattern.match(statement):
-            return reason
-    if _INTO_TEMP.search(statement):
-        return "temporary table, sequence or view"
-    if _set_config_pins(statement):
-        return "set_config (session parameter)"
-    for pattern, reason in _CALLS:
-        if pattern.search(statement):
-            return reason
-    return None
+def proxy_only_pins(masked: str) -> List[str]:
+    """Why one (masked) statement pins under the rules that are RDS Proxy's alone."""
+    reasons = [reason for pattern, reason in _PROXY_ONLY if pattern.match(masked)]
+    reasons += [reason for pattern, reason in _PROXY_ONLY_CALLS if pattern.search(masked)]
+    return reasons
 
 
 def _detail(sql: str) -> str:
@@ -112,9 +128,11 @@ def query_pins(sql: str, size: Optional[int] = None) -> Iterator[Pin]:
     if (size if size is not None else len(sql.encode("utf-8"))) > MAX_STATEMENT_BYTES:
         yield Pin("statement over 16 KB", _detail(sql))
     for masked, original in statements(sql):
-        reason = session_state_pins(masked)
-        if reason is not None:
-            yield Pin(reason, _detail(original))
+        seen = set()
+        for reason in session_state_pins(original) + proxy_only_pins(masked):
+            if reason not in seen:
+                seen.add(reason)
+                yield Pin(reason, _detail(original))
 
 
 def message_pins(kind: bytes, body: bytes) -> Iterator[Pin]:
