@@ -25,10 +25,12 @@ containing ".proxy-", or True/False) the ENGINE:
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
 from typing import Any, Dict, List, Mapping
 
+from django.conf import settings
+
+from aurora_backend.drivers import keep_server_instants
 from aurora_backend.options import AuroraOptions
 
 logger = logging.getLogger("aurora_backend")
@@ -155,14 +157,11 @@ class ProxyModeMixin:
                 self.alias, current, wanted, timezone_advice(self.settings_dict.get("USER") or "", wanted))
         return False
 
-    def tzinfo_factory(self, offset: Any) -> Any:
-        # psycopg2 (USE_TZ): Django's factory ignores the offset, trusting the session
-        # timezone it SET; without that SET, keep the instant the server sent.
-        if self._aurora_tz_differs:
-            if not isinstance(offset, datetime.timedelta):
-                offset = datetime.timedelta(minutes=offset)
-            return datetime.timezone(offset)
-        return super().tzinfo_factory(offset)  # type: ignore[misc]
+    def create_cursor(self, name: Any = None) -> Any:
+        cursor = super().create_cursor(name)  # type: ignore[misc]
+        if self._aurora_tz_differs and settings.USE_TZ:
+            keep_server_instants(cursor, self.timezone)  # type: ignore[attr-defined]
+        return cursor
 
     def chunked_cursor(self) -> Any:
         if self.aurora_proxy_mode:  # DECLARE pins: read .iterator() results client-side

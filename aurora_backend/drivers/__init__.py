@@ -49,6 +49,9 @@ cancel: Callable[[Any], None] = active.cancel
 refused_before_sending: Callable[[BaseException], bool] = active.refused_before_sending
 #: A server-side cursor (``DECLARE``; Django's ``QuerySet.iterator()``).
 is_named_cursor: Callable[[Any], bool] = active.is_named_cursor
+#: ``(cursor, tz)``: aware timestamps keep the server's instant when the session's timezone
+#: is not Django's (proxy mode does not SET it).
+keep_server_instants: Callable[[Any, Any], None] = active.keep_server_instants
 
 
 def version() -> str:

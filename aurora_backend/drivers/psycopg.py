@@ -95,3 +95,21 @@ def refused_before_sending(exc: BaseException) -> bool:
 def is_named_cursor(cursor: Any) -> bool:
     """A server-side cursor (``DECLARE``): psycopg 3's ServerCursor (client cursors have no name)."""
     return isinstance(cursor, _ServerCursor)
+
+
+_tz_loaders: Dict[Any, type] = {}
+
+
+def keep_server_instants(cursor: Any, timezone: Any) -> None:
+    """Aware timestamps read on ``cursor`` converted to ``timezone`` (Django's own loader
+    replaces the tzinfo, trusting that the session's timezone is Django's)."""
+    loader = _tz_loaders.get(timezone)
+    if loader is None:
+        from psycopg.types.datetime import TimestamptzLoader
+
+        class ConvertingTzLoader(TimestamptzLoader):
+            def load(self, data: Any) -> Any:
+                return super().load(data).astimezone(timezone)
+
+        loader = _tz_loaders[timezone] = ConvertingTzLoader
+    cursor.adapters.register_loader("timestamptz", loader)

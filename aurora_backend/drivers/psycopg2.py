@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from typing import Any, Dict, Optional
 
 import psycopg2
@@ -89,3 +91,15 @@ def refused_before_sending(exc: BaseException) -> bool:
 def is_named_cursor(cursor: Any) -> bool:
     """A server-side cursor (``DECLARE``): psycopg2 names those."""
     return bool(cursor.name)
+
+
+def keep_server_instants(cursor: Any, timezone: Any) -> None:
+    """Aware timestamps read on ``cursor`` keep the server's offset (Django's tzinfo_factory
+    ignores it, trusting that the session's timezone is Django's)."""
+    cursor.tzinfo_factory = _fixed_offset
+
+
+def _fixed_offset(offset: Any) -> Any:
+    if not isinstance(offset, datetime.timedelta):  # minutes, before psycopg2 2.9
+        offset = datetime.timedelta(minutes=offset)
+    return datetime.timezone(offset)
