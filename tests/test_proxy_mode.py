@@ -251,6 +251,33 @@ def test_retry_and_commit_outcome_stay_pin_free_through_a_scale_event(proxied):
     assert len(calls) == 2 and stats.snapshot("proxy_on")["transactions_retried"] == before + 1
 
 
+def test_psycopg3_prepared_statements_are_turned_off_in_proxy_mode(simulator, transactional_db, django_db_blocker):
+    from aurora_backend import drivers
+
+    if drivers.NAME != "psycopg":
+        pytest.skip("prepare_threshold and server_side_binding are psycopg 3 options")
+    prepared = {"prepare_threshold": 0, "server_side_binding": True}  # prepare every statement
+    added = {}
+    for name, proxy in (("prep_on", True), ("prep_off", False)):
+        entry = _alias(proxy)
+        entry["OPTIONS"] = {"aurora": {**TEST_AURORA_OPTIONS, "proxy": proxy}, **prepared}
+        added[name] = entry
+    connections.settings.update(connections.configure_settings({"default": connections.settings["default"], **added}))
+    try:
+        with django_db_blocker.unblock():
+            with simulator.watch_pinning() as off:
+                assert Account.objects.using("prep_off").filter(balance__gte=0).count() >= 0
+            assert "named prepared statement (Parse)" in {pin.reason for _, pin in off.pins}
+            with simulator.assert_no_pinning():
+                assert Account.objects.using("prep_on").filter(balance__gte=0).count() >= 0
+                assert connections["prep_on"].connection.prepare_threshold is None
+    finally:
+        for alias in added:
+            connections[alias].close()
+            del connections[alias]
+            connections.settings.pop(alias, None)
+
+
 def test_assert_no_pinning_fails_with_the_causes(proxied):
     with pytest.raises(PinningError, match=r"(?s)1 session\(s\) would be pinned.*cursor declared \(DECLARE\)"):
         with proxied.assert_no_pinning():

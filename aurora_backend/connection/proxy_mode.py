@@ -182,12 +182,15 @@ class ProxyModeMixin:
             return
         # The driver's isolation level only while autocommit is off: it then goes into
         # each BEGIN ("BEGIN ISOLATION LEVEL ..."), and the session keeps its default.
+        errors = self.wrap_database_errors  # type: ignore[attr-defined]
         if autocommit:
-            self.connection.isolation_level = None
+            with errors:
+                self.connection.isolation_level = None
             super()._set_autocommit(True)  # type: ignore[misc]
         else:
             super()._set_autocommit(False)  # type: ignore[misc]
-            self.connection.isolation_level = level
+            with errors:
+                self.connection.isolation_level = level
 
     def _aurora_transaction_isolation(self) -> Any:
         if not self.aurora_proxy_mode or "isolation_level" not in self.settings_dict["OPTIONS"]:
