@@ -14,7 +14,7 @@ from typing import Any, List
 
 import psycopg2
 import pytest
-from django.db import OperationalError, connection, connections, transaction
+from django.db import OperationalError, connection, connections
 
 from aurora_backend import CommitOutcomeUnknown, retry_atomic, signals, stats
 from aurora_backend.base import DatabaseWrapper
