@@ -86,7 +86,6 @@ _FUNCTION = re.compile(
     re.I,
 )
 _SPECIAL_SETTINGS = {"tz": "timezone", "schema": "search_path", "names": "client_encoding", "xml": "xmloption"}
-_FALSE = {"false", "f", "off", "0", "no"}
 _TRUE = {"true", "t", "on", "1", "yes"}
 
 
@@ -106,7 +105,7 @@ def _statement(sql: str, masked: str, start: int, end: int, found: List[Effect])
         rule = _RULES.get(word.group(1).upper())
         if rule is not None:
             rule(sql, masked, word.start(1), end, found)
-    if word is None or word.group(1).upper() not in ("CREATE", "DROP"):
+    if word is None or word.group(1).upper() in ("SELECT", "WITH"):  # SELECT ... INTO TEMP t
         into = _INTO_TEMP.search(masked, start, end)
         if into is not None:
             found.append(Effect("temp_table", HOLD, _ident(into.group("name")), _params_before(sql, into.start())))
@@ -119,7 +118,7 @@ def _set(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> No
     if m is None:
         return
     value = sql[m.start("value"):m.end("value")].strip() if m.group("value") is not None else ""
-    default = value.upper() in ("DEFAULT", "LOCAL") or (not m.group("name") and value.upper() == "NONE")
+    default = value.upper() == "DEFAULT" or (bool(m.group("tz")) and value.upper() == "LOCAL")
     if m.group("txn"):
         found.append(Effect("set_transaction", NOTE))
         return
@@ -269,10 +268,10 @@ def _set_config(args: Sequence[str], index: int, found: List[Effect]) -> None:
     if _PARAM.fullmatch(is_local) or _PARAM.fullmatch(name):
         # Which setting, or local or not, comes from a parameter: SessionState.apply decides.
         found.append(Effect("set_config", HOLD, "\x00".join(args[:3]), index))
-    elif is_local.strip("'") in _FALSE:
-        found.append(_setting_effect(_unquote(name), HOLD))
-    else:
+    elif is_local.strip("'") in _TRUE:
         found.append(Effect("set_local", NOTE, _unquote(name), index))
+    else:  # false, or an expression we cannot judge: held, the safe side
+        found.append(_setting_effect(_unquote(name), HOLD))
 
 
 def _setting_effect(name: str, op: str) -> Effect:

@@ -12,9 +12,9 @@ tables, LISTEN, advisory locks, nextval/setval), so :func:`effects` also reports
 cares about (``SET LOCAL``, transaction-level advisory locks, sequences, cursors without
 ``WITH HOLD``). Statement size is the caller's business (``len(sql)``).
 
-Cost: :func:`effects` runs on every statement. An ordinary SELECT/INSERT/UPDATE/DELETE
-costs one anchored regex match and one regex search; only a statement that may touch
-session state is parsed.
+Cost: :func:`effects` runs on every statement. The answer for a text is kept, so a text
+the ORM sent before costs one dict lookup; a new one costs an anchored match of its first
+word and a few substring tests; only a statement that may touch session state is parsed.
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ _FIRST_WORD = re.compile(
     r"\s*(?:/\*|--|(?:SET|RESET|CREATE|DROP|LISTEN|UNLISTEN|PREPARE|DEALLOCATE|DECLARE|CLOSE|DISCARD)\b)",
     re.I,
 )
-# Anywhere in a statement (lowercased): functions with session effects, SELECT INTO TEMP,
-# a second statement. Generous on purpose: a false alarm only costs one parse per text.
+_INTO_TEMP = re.compile(r"into\s+temp")
 
 # The answers for recent statement texts. An ORM sends the same few texts again and again
 # (parameters apart), so most statements cost one dict lookup (hashing the text).
 _known: Dict[str, Tuple[Effect, ...]] = {}
 _KNOWN_MAX = 2048
+_KNOWN_LONGEST = 8192  # longer texts (bulk inserts with inlined values) are not kept
 
 
 def effects(sql: str) -> Tuple[Effect, ...]:
@@ -53,17 +53,20 @@ def effects(sql: str) -> Tuple[Effect, ...]:
     found = _known.get(sql)
     if found is None:
         found = _effects(sql)
-        if len(_known) >= _KNOWN_MAX:
-            _known.clear()
-        _known[sql] = found
+        if len(sql) <= _KNOWN_LONGEST:
+            if len(_known) >= _KNOWN_MAX:
+                _known.clear()
+            _known[sql] = found
     return found
 
 
 def _effects(sql: str) -> Tuple[Effect, ...]:
     if _FIRST_WORD.match(sql) is None:
+        # Anywhere: functions with session effects, SELECT INTO TEMP, a second statement.
+        # Generous on purpose: a false alarm costs one parse, once per text.
         low = sql.lower()
         if not ("advisory" in low or "set_config" in low or "nextval" in low or "setval" in low
-                or "temp" in low or ";" in low):
+                or ";" in low or ("temp" in low and _INTO_TEMP.search(low))):
             return ()
     return tuple(parse(sql))
 
