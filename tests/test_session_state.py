@@ -12,11 +12,10 @@ import random
 import threading
 from typing import Any, List
 
-import psycopg2
 import pytest
-from django.db import OperationalError, connection, connections, transaction
+from django.db import OperationalError, connection, connections
 
-from aurora_backend import CommitOutcomeUnknown, retry_atomic, signals, stats
+from aurora_backend import CommitOutcomeUnknown, drivers, retry_atomic, signals, stats
 from aurora_backend.base import DatabaseWrapper
 from aurora_backend.connection.lifetime import reaper
 from aurora_backend.runtime import Runtime
@@ -41,7 +40,7 @@ class FakeClock:
 @pytest.fixture
 def admin():
     srv = server()
-    conn = psycopg2.connect(
+    conn = drivers.connect(
         host=srv.host, port=srv.port, user=srv.user, password=srv.password,
         dbname=connection.settings_dict["NAME"],
     )
@@ -220,7 +219,7 @@ def test_a_cursor_loop_processes_every_row(wrapper, clock, per_row):
     seen = []
     cursor = wrapper.cursor()
     cursor.execute("SELECT id FROM generate_series(1, 10) AS id")
-    pid = wrapper.connection.get_backend_pid()
+    pid = drivers.backend_pid(wrapper.connection)
     for (row_id,) in cursor:
         seen.append(row_id)
         if per_row == "expiry":
@@ -230,7 +229,7 @@ def test_a_cursor_loop_processes_every_row(wrapper, clock, per_row):
             clock.now += 2  # past idle_timeout between two rows
             assert reaper.reap() == 0
     assert seen == list(range(1, 11))
-    assert wrapper.connection.get_backend_pid() == pid
+    assert drivers.backend_pid(wrapper.connection) == pid
     # Read to the end: the connection is ordinary again.
     clock.now += 20
     assert pid_of(wrapper) != pid
@@ -241,7 +240,7 @@ def test_a_closed_cursor_with_unread_rows_no_longer_holds_the_connection(wrapper
     with wrapper.cursor() as cursor:
         cursor.execute("SELECT id FROM generate_series(1, 10) AS id")
         cursor.fetchone()
-        pid = wrapper.connection.get_backend_pid()
+        pid = drivers.backend_pid(wrapper.connection)
     assert wrapper.aurora_session_state() == []
     clock.now += 20
     assert pid_of(wrapper) != pid
@@ -280,13 +279,13 @@ def other_database(admin):
     other = PostgresCluster().start()
     try:
         address = other.address
-        raw = psycopg2.connect(host=address.host, port=address.port, user=address.user,
+        raw = drivers.connect(host=address.host, port=address.port, user=address.user,
                                password=address.password, dbname=address.dbname)
         raw.autocommit = True
         with raw.cursor() as cursor:
             cursor.execute('CREATE DATABASE "%s"' % connection.settings_dict["NAME"])
         raw.close()
-        raw = psycopg2.connect(host=address.host, port=address.port, user=address.user,
+        raw = drivers.connect(host=address.host, port=address.port, user=address.user,
                                password=address.password, dbname=connection.settings_dict["NAME"])
         raw.autocommit = True
         ahead = scalar(admin, "SELECT txid_current()") + 1000

@@ -25,6 +25,7 @@ def ops(sql: str):
     "CREATE TABLE baz (i int)",
     "SET CONSTRAINTS ALL IMMEDIATE",
     "SELECT attempts FROM template",
+    "INSERT INTO temp VALUES (1)",
 ])
 def test_ordinary_statements_hold_nothing(sql):
     assert [e for e in effects(sql) if e.op != NOTE] == []
@@ -51,6 +52,9 @@ def test_ordinary_statements_hold_nothing(sql):
     ("SELECT set_config('search_path', 'a', false)", ("set", HOLD, "search_path")),
     ("SELECT set_config('role', 'a', false)", ("set_role", HOLD, "role")),
     ("SELECT set_config('search_path', %s, true)", ("set_local", NOTE, "search_path")),
+    ("SELECT set_config('work_mem', '1MB', current_setting('x') = 'y')", ("set", HOLD, "work_mem")),
+    ("SET synchronous_commit TO local", ("set", HOLD, "synchronous_commit")),
+    ("SET TIME ZONE LOCAL", ("set", RELEASE, "timezone")),
     ("SELECT pg_advisory_lock(42)", ("advisory_lock", HOLD, "42")),
     ("SELECT PG_TRY_ADVISORY_LOCK(1, 2)", ("advisory_lock", HOLD, "1,2")),
     ("SELECT pg_advisory_lock_shared(42)", ("advisory_lock", HOLD, "shared:42")),

@@ -73,24 +73,28 @@ class SessionMixin:
         """What the current connection holds, e.g. ``["advisory_lock 42", "set search_path"]``
         (``"cursor with unread rows"`` for a client cursor not read to the end); [] when nothing."""
         held = self._aurora_session.describe()
-        if any(ref() is not None for ref in list(self._aurora_iterating.values())) or any(
-            has_unread_rows(ref()) for ref in list(self._aurora_readers.values()) if ref() is not None
-        ):
+        if self._aurora_reading():
             held.append("cursor with unread rows")
         return held
+
+    def _aurora_reading(self) -> bool:
+        """A client cursor has rows unread, or a ``for`` loop over one has not ended."""
+        if any(ref() is not None for ref in list(self._aurora_iterating.values())):
+            return True
+        return any(has_unread_rows(ref()) for ref in list(self._aurora_readers.values()) if ref() is not None)
 
     def _aurora_holds_state(self, reason: Optional[str] = None) -> bool:
         """True while the connection holds session state; with ``reason`` ("expired", "idle",
         "read_only"), note that the connection is kept for it (announced once per connection
         and reason by :meth:`_aurora_announce_kept`, outside any lock)."""
-        if not self._aurora_session.held and not self._aurora_readers and not self._aurora_iterating:
-            return False
-        held = self.aurora_session_state()
-        if not held:
+        # Cheap first: a connection past its max age holding a SET takes this path on every use.
+        if not self._aurora_session.held and not (
+            (self._aurora_readers or self._aurora_iterating) and self._aurora_reading()
+        ):
             return False
         if reason is not None and reason not in self._aurora_kept_for:
             self._aurora_kept_for.add(reason)
-            self._aurora_kept_news.append((reason, held, None))
+            self._aurora_kept_news.append((reason, self.aurora_session_state(), None))
         return True
 
     def _aurora_announce_kept(self) -> None:
