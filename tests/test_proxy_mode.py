@@ -49,6 +49,7 @@ REPEATABLE_READ = IsolationLevel.REPEATABLE_READ  # the active driver's number f
     ("SELECT pg_advisory_xact_lock(1)", []),
     ("SELECT pg_try_advisory_lock(1)", ["session-level advisory lock"]),
     ("/* LISTEN */ UPDATE t SET a = 1 -- SET x", []),
+    ("SELECT E'it\\'s; SET x = 1', $$; LISTEN y$$, 'a;b'; SET search_path = app", ["SET / set_config (session setting)"]),
     ("LISTEN jobs; PREPARE p AS SELECT 1; EXECUTE p", ["LISTEN", "prepared statement (SQL)", "prepared statement (SQL)"]),
     ("UNLISTEN jobs; CLOSE c; SET CONSTRAINTS ALL IMMEDIATE", []),
     ("SELECT '%s'" % ("x" * 16400), ["statement over 16 KB"]),
