@@ -216,6 +216,25 @@ def test_proxy_mode_keeps_the_isolation_level_per_transaction(proxied):
                 assert level() == "repeatable read"
 
 
+def test_bulk_statements_stay_under_16_kb_in_proxy_mode(proxied):
+    def accounts(prefix: str) -> list:
+        return [Account(name="%s-%04d-%s" % (prefix, i, "x" * 40), balance=i) for i in range(600)]
+
+    with proxied.watch_pinning() as off:
+        Account.objects.using("proxy_off").bulk_create(accounts("off"))
+        Account.objects.using("proxy_off").filter(name__startswith="off-").delete()
+    assert {pin.reason for _, pin in off.pins} >= {"statement over 16 KB"}
+
+    with proxied.assert_no_pinning():
+        made = Account.objects.using("proxy_on").bulk_create(accounts("on"))
+        assert Account.objects.using("proxy_on").filter(name__startswith="on-").count() == 600
+        for account in made[:300]:
+            account.balance += 1
+        Account.objects.using("proxy_on").bulk_update(made[:300], ["balance"])
+        assert Account.objects.using("proxy_on").filter(name__startswith="on-", balance__gte=1).count() == 600
+        Account.objects.using("proxy_on").filter(name__startswith="on-").delete()
+
+
 def test_proxy_mode_logs_how_to_set_the_timezone(proxied, caplog):
     with caplog.at_level(logging.WARNING, logger="aurora_backend"):
         connections["proxy_on"].ensure_connection()
