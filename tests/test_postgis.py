@@ -22,6 +22,7 @@ try:
 except (ImportError, OSError, ImproperlyConfigured) as exc:  # pragma: no cover - depends on the machine
     pytest.skip("GeoDjango cannot load GDAL/GEOS (%s): apt-get install gdal-bin" % exc, allow_module_level=True)
 
+from django.apps.registry import Apps
 from django.db import connections
 
 from aurora_backend import stats
@@ -40,7 +41,8 @@ class City(models.Model):
     area = models.PolygonField(srid=4326, null=True)
 
     class Meta:
-        app_label = "ledger"
+        apps = Apps()  # a registry of its own: the project's apps never see this model
+        app_label = "aurora_gis_tests"
         db_table = "aurora_gis_city"
 
 
