@@ -3,28 +3,35 @@
 1. ``effects(sql)`` alone (timeit, best of 7): an ORM text seen before (the usual case: a
    dict lookup), a text never seen before (the pre-filter), a SET (parsed once, then
    looked up).
-2. The ORM workloads of bench_overhead.py on one aurora alias, client CPU per operation,
-   with the tracking on and switched off in this process (the cursor wrapper's hooks
-   patched between blocks, untimed), interleaved with the stock backend.
+2. Client instructions per ORM operation (bench_overhead.py's get, list100, insert),
+   counted by valgrind's callgrind in a child process: the stock backend, aurora_backend
+   with the tracking switched off in the child (the cursor wrapper's hooks patched) and
+   as shipped. Instruction counts do not move with the load of a shared machine, unlike
+   time. Each figure is (count after N operations - count after 0) / N, with a fixed hash
+   seed and the garbage collector off during the N operations.
 
-    python bench/bench_session_state.py [--quick]
+    python bench/bench_session_state.py [--quick] [-n N]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import re
+import shutil
+import subprocess
 import sys
 import timeit
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_overhead import ACCOUNTS, orm_ops, run  # noqa: E402
-from common import bench_server, configure_django, database, median, print_machine  # noqa: E402
+from common import bench_server, configure_django, database  # noqa: E402
 
 ORM_GET = ('SELECT "ledger_account"."id", "ledger_account"."name", "ledger_account"."balance" '
            'FROM "ledger_account" WHERE "ledger_account"."id" = %s LIMIT 21')
+ENGINES = {"stock": "django.db.backends.postgresql", "untracked": "aurora_backend", "tracked": "aurora_backend"}
 
 
 def time_effects() -> None:
@@ -42,60 +49,95 @@ def time_effects() -> None:
     unseen = best(lambda: session_state._effects(head + str(next(counter)) + tail), 50000) - build_unique
     set_sql = "SET search_path TO tenant_a"
     parsed = best(lambda: session_state._effects(set_sql), 20000) - best(lambda: None)
-    empty = build
-    print("\neffects(sql), ns per call (best of 7; building the text, %.0f ns, subtracted)" % empty)
+    print("\neffects(sql), ns per call (best of 7; building the text, %.0f ns, subtracted)" % build)
     print("  ORM text seen before (dict lookup)   %7.0f" % seen)
     print("  ORM text never seen (pre-filter)     %7.0f" % unseen)
     print("  SET parsed (once per distinct text)  %7.0f" % parsed)
 
 
-def switch(tracking: bool) -> None:
-    """Tracking on (as shipped) or off, for every aurora cursor in this process."""
+def switch_off() -> None:
+    """No session-state tracking for any aurora cursor in this process."""
     from aurora_backend.connection import session, statements
-    from aurora_backend.connection.session_state import effects
 
-    statements.effects = effects if tracking else (lambda sql: ())  # type: ignore[assignment]
-    session.SessionMixin._aurora_note_rows = (  # type: ignore[assignment]
-        _note_rows if tracking else (lambda self, cursor: None))
+    statements.effects = lambda sql: ()  # type: ignore[assignment]
+    session.SessionMixin._aurora_note_rows = lambda self, cursor: None  # type: ignore[assignment]
 
 
-_note_rows: Any = None
+def child() -> None:
+    """Run N operations of one workload on one engine (under valgrind, from the parent)."""
+    from aurora_backend.testing import ServerAddress
+
+    variant, workload, n = os.environ["SS_VARIANT"], os.environ["SS_WORKLOAD"], int(os.environ["SS_N"])
+    srv = ServerAddress.from_dsn(os.environ["SS_DSN"])
+    configure_django({"bench": database(srv, ENGINES[variant], aurora={} if variant != "stock" else None)}, migrate=())
+    if variant == "untracked":
+        switch_off()
+    from bench_overhead import orm_ops
+
+    op = orm_ops("bench")[workload]
+    for _ in range(20):  # warm: connection, caches
+        op()
+    gc.collect()
+    gc.disable()  # a collection falls on some runs and not others: it would be noise
+    for _ in range(n):
+        op()
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
-    global _note_rows
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny setting for the smoke test")
-    args = parser.parse_args(argv)
-    n, rounds, block = (40, 1, 20) if args.quick else (2000, 5, 20)
-    time_effects()
+def instructions(dsn: str, variant: str, workload: str, n: int) -> int:
+    env = dict(os.environ, PYTHONHASHSEED="0", SS_DSN=dsn, SS_VARIANT=variant, SS_WORKLOAD=workload, SS_N=str(n))
+    done = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+         os.path.abspath(__file__), "--child"],
+        env=env, capture_output=True, text=True, timeout=1800,
+    )
+    match = re.search(r"Collected\s*:\s*(\d+)", done.stderr)
+    if done.returncode or match is None:
+        raise SystemExit("valgrind child failed:\n" + done.stderr[-3000:])
+    return int(match.group(1))
+
+
+def count_instructions(n: int, workloads: List[str]) -> Dict[str, Dict[str, float]]:
     with bench_server() as srv:
-        configure_django({
-            "aurora": database(srv, "aurora_backend", aurora={}),
-            "stock": database(srv, "django.db.backends.postgresql"),
-        }, migrate=("aurora",))
-        from aurora_backend.connection.session import SessionMixin
+        configure_django({"aurora": database(srv, "aurora_backend", aurora={})}, migrate=("aurora",))
+        from bench_overhead import ACCOUNTS
         from ledger.models import Account
 
-        _note_rows = SessionMixin._aurora_note_rows
-        Account.objects.using("aurora").bulk_create(
-            [Account(name="a%d" % i, balance=1000) for i in range(ACCOUNTS)])
-        ops = orm_ops("aurora")
-        engines = {"tracked": ops, "untracked": dict(ops), "stock": orm_ops("stock")}
-        reopen = {"tracked": lambda: switch(True), "untracked": lambda: switch(False)}
-        print_machine("aurora")
-        result = run(engines, n, rounds, block, reopen=reopen)
-        switch(True)
-    print("\nclient CPU µs per operation, median (%d rounds x %d ops, blocks of %d)" % (rounds, n, block))
-    print("%-9s %9s %9s %9s %12s %14s" % ("workload", "stock", "untracked", "tracked", "tracked-un", "% of stock"))
-    costs: Dict[str, float] = {}
-    for workload, by_engine in result["cpu"].items():
-        med = {name: median(values) for name, values in by_engine.items()}
-        costs[workload] = med["tracked"] - med["untracked"]
-        print("%-9s %9.1f %9.1f %9.1f %10.2fus %13.2f%%" % (
-            workload, med["stock"], med["untracked"], med["tracked"], costs[workload],
-            100.0 * costs[workload] / med["stock"]))
-    return costs
+        Account.objects.using("aurora").bulk_create([Account(name="a%d" % i, balance=1000) for i in range(ACCOUNTS)])
+        from django.db import connections
+
+        connections.close_all()
+        per_op: Dict[str, Dict[str, float]] = {}
+        for workload in workloads:
+            for variant in ENGINES:
+                base = instructions(srv.dsn, variant, workload, 0)
+                total = instructions(srv.dsn, variant, workload, n)
+                per_op.setdefault(workload, {})[variant] = (total - base) / n
+    return per_op
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny setting for the smoke test")
+    parser.add_argument("-n", type=int, default=None, help="operations per count (default 300)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child()
+    time_effects()
+    if shutil.which("valgrind") is None:
+        print("\nvalgrind not found: no instruction counts (apt-get install valgrind)")
+        return None
+    n = args.n or (20 if args.quick else 300)
+    workloads = ["get"] if args.quick else ["get", "list100", "insert"]
+    per_op = count_instructions(n, workloads)
+    print("\nclient instructions per operation (callgrind; (N=%d ops - 0 ops) / N)" % n)
+    print("%-9s %12s %12s %12s %12s %11s" % ("workload", "stock", "untracked", "tracked", "tracked-un", "% of stock"))
+    for workload, by in per_op.items():
+        cost = by["tracked"] - by["untracked"]
+        print("%-9s %12.0f %12.0f %12.0f %12.0f %10.2f%%" % (
+            workload, by["stock"], by["untracked"], by["tracked"], cost, 100.0 * cost / by["stock"]))
+    print("command: python bench/bench_session_state.py%s" % (" --quick" if args.quick else ""))
+    return None
 
 
 if __name__ == "__main__":

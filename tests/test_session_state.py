@@ -332,3 +332,29 @@ def test_a_lost_commit_answered_by_another_database_is_commit_outcome_unknown(ad
     txid = info.value.txid
     assert scalar(admin, "SELECT txid_status(%s)", [txid]) == "aborted"  # the truth, at home
     assert scalar(admin, "SELECT count(*) FROM session_probe") == 0
+
+
+def test_the_server_identity_is_readable_by_a_role_without_privileges(admin):
+    """The identity's system identifier needs no superuser: a bare login role reads it."""
+    from aurora_backend.transactions.server_identity import IDENTITY_COLUMNS, identity_from_row
+
+    srv = server()
+    with admin.cursor() as cursor:
+        cursor.execute("DROP ROLE IF EXISTS plain_login")
+        cursor.execute("CREATE ROLE plain_login LOGIN PASSWORD 'plain-pw'")
+    try:
+        plain = drivers.connect(host=srv.host, port=srv.port, user="plain_login", password="plain-pw",
+                                dbname=connection.settings_dict["NAME"])
+        try:
+            with plain.cursor() as cursor:
+                cursor.execute("SELECT " + IDENTITY_COLUMNS)
+                as_plain = identity_from_row(cursor.fetchone())
+        finally:
+            plain.close()
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT " + IDENTITY_COLUMNS)
+            as_superuser = identity_from_row(cursor.fetchone())
+        assert as_plain == as_superuser and as_plain.system_identifier is not None
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute("DROP ROLE IF EXISTS plain_login")

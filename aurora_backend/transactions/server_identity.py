@@ -20,7 +20,7 @@ import logging
 import weakref
 from typing import Any, NamedTuple, Optional
 
-from django.db import DatabaseError
+from django.db import Error
 
 logger = logging.getLogger("aurora_backend")
 
@@ -56,23 +56,24 @@ def identity_from_row(row: Any) -> ServerIdentity:
 def remember_server(connection: Any) -> None:
     """Record the identity of the server ``connection`` (a Django connection) reaches, once
     per driver connection. Called outside any transaction; an error leaves it unrecorded."""
-    raw = connection.connection
-    if raw is not None and raw in _known:
+    if recorded_identity(connection.connection) is not None:
         return
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT " + IDENTITY_COLUMNS)
             identity = identity_from_row(cursor.fetchone())
-    except DatabaseError as exc:
+    except Error as exc:  # (InterfaceError too: not a DatabaseError)
         logger.info("could not read the server identity of %r: %s", connection.alias, exc)
         return
-    if connection.connection is not None:  # the cursor may have opened a new connection
+    try:  # (the cursor may have opened a new connection: the identity is that one's)
         _known[connection.connection] = identity
+    except TypeError:  # None, or a driver connection that cannot be weakly referenced
+        pass
 
 
 def recorded_identity(raw_connection: Any) -> Optional[ServerIdentity]:
     """The identity recorded for a driver connection, or None."""
     try:
         return _known.get(raw_connection)
-    except TypeError:  # a driver connection that cannot be weakly referenced
+    except TypeError:  # None, or a driver connection that cannot be weakly referenced
         return None
