@@ -11,6 +11,9 @@ arguments ``alias`` and ``connection`` (the DatabaseWrapper), plus:
 - ``statement_retried``: ``sql``, ``error`` (a read re-run on a new connection).
 - ``transaction_retry``: ``attempt``, ``error``, ``delay`` (retry_atomic re-runs a block).
 - ``connection_closed``: ``reason`` ("expired", "idle"): closed on purpose, not replaced yet.
+- ``reader_fallback``: ``reason`` ("unreachable", "lagging"), ``lag`` (seconds or None),
+  ``error``: reader routing sends the reader alias's reads to the writer from now on.
+- ``reader_restored``: ``reason`` (of the episode that ended): reads go to the reader again.
 """
 
 from django.dispatch import Signal
@@ -21,3 +24,5 @@ scale_event = Signal()
 statement_retried = Signal()
 transaction_retry = Signal()
 connection_closed = Signal()
+reader_fallback = Signal()
+reader_restored = Signal()

@@ -20,6 +20,10 @@ COUNTERS = (
     "transactions_retried",
     "expired",
     "idle_closed",
+    # Reader routing (aurora_backend.routers), counted on the reader alias.
+    "reader_reads",
+    "ryw_reads",
+    "reader_fallbacks",
 )
 
 _lock = threading.Lock()

@@ -1,0 +1,64 @@
+"""Notice the writes this context commits on the writer alias: ORM or raw SQL alike.
+
+An execute wrapper (Django's ``connection.execute_wrappers``) on each of the writer's
+connections looks at every statement after it ran. A write in autocommit is committed
+when it returns; inside ``atomic()`` the context is marked by an ``on_commit`` callback,
+so a rolled-back transaction marks nothing. A raw ``BEGIN ... COMMIT`` is marked at its
+first write: the position is read only once the connection is idle again, after COMMIT.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from django.db import transaction
+
+from aurora_backend.connection.statements import is_read
+from aurora_backend.routing import token
+
+# Statements that change no row a reader could read.
+_SESSION = re.compile(
+    r"\s*(?:SAVEPOINT|RELEASE|ROLLBACK|COMMIT|END|BEGIN|START|SET|RESET|SHOW|DECLARE|FETCH|CLOSE|"
+    r"MOVE|DISCARD|LISTEN|UNLISTEN|DEALLOCATE)\b",
+    re.I,
+)
+
+
+def writes(sql: Any) -> bool:
+    """True when ``sql`` may have changed data (conservative: unknown means yes)."""
+    if isinstance(sql, bytes):
+        sql = sql.decode("utf-8", "replace")
+    elif not isinstance(sql, str):
+        sql = str(sql)
+    return not _SESSION.match(sql) and not is_read(sql)
+
+
+class WriteTracker:
+    """The execute wrapper of one writer alias (one instance per router)."""
+
+    def __init__(self, writer: str, clock: Callable[[], float]) -> None:
+        self.writer = writer
+        self.clock = clock
+        self._on_commit = self._committed  # one bound method: on_commit entries are compared to it
+
+    def __call__(self, execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: Any) -> Any:
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            if writes(sql):
+                self._wrote(context["connection"])
+
+    def install(self, connection: Any) -> None:
+        """Add the wrapper to ``connection`` (first, so Django's execute_wrapper() pops stay right)."""
+        if connection.alias == self.writer and self not in connection.execute_wrappers:
+            connection.execute_wrappers.insert(0, self)
+
+    def _wrote(self, connection: Any) -> None:
+        if not connection.in_atomic_block:
+            token.mark_written(self.writer, self.clock())
+        elif not any(entry[1] is self._on_commit for entry in connection.run_on_commit):
+            transaction.on_commit(self._on_commit, using=connection.alias)
+
+    def _committed(self) -> None:
+        token.mark_written(self.writer, self.clock())
