@@ -50,13 +50,15 @@ class RoutingConfig:
 
     @classmethod
     def from_settings(cls, raw: Optional[Mapping[str, Any]] = None, databases: Optional[Mapping[str, Any]] = None) -> "RoutingConfig":
-        """Parse ``raw`` (default ``settings.AURORA_ROUTING``) against ``databases``."""
+        """Parse ``raw`` (default ``settings.AURORA_ROUTING``) against ``databases`` (default
+        the configured aliases)."""
         from django.conf import settings
+        from django.db import connections
 
         if raw is None:
             raw = getattr(settings, SETTINGS_NAME, None) or {}
         if databases is None:
-            databases = settings.DATABASES
+            databases = connections.settings
         if not isinstance(raw, Mapping):
             raise ImproperlyConfigured(
                 "settings.%s must be a dict such as {'writer': 'default', 'reader': 'reader'}, not %s."
@@ -101,9 +103,9 @@ def reader_settings(writer: Mapping[str, Any], **overrides: Any) -> Dict[str, An
     """The DATABASES entry of an Aurora cluster's reader endpoint, from the writer's entry.
 
     ``mycluster.cluster-abc.eu-west-1.rds.amazonaws.com`` becomes
-    ``mycluster.cluster-ro-abc.eu-west-1.rds.amazonaws.com``; tests use the writer's test
-    database (``TEST["MIRROR"]`` is left to you: set it to the writer's alias). ``overrides``
-    replace keys of the result (e.g. ``HOST`` for a custom reader endpoint).
+    ``mycluster.cluster-ro-abc.eu-west-1.rds.amazonaws.com``. ``overrides`` replace keys
+    of the result: ``HOST`` for any other reader host, ``TEST={"MIRROR": "default"}`` so
+    that Django's tests read the writer's test database.
     """
     host = str(writer.get("HOST") or "")
     if "HOST" not in overrides:

@@ -3,7 +3,7 @@
 One :class:`ReaderState` per reader instance (alias and address) per process: the reader
 endpoint spreads connections over instances, and each thread's reads go to the instance
 its own connection reached. The writer's position after a write is read with
-:func:`capture_writer`. Both use the driver connection directly, so Django's query log
+:func:`capture_writer` (``pg_current_wal_insert_lsn()``). Both use the driver connection directly, so Django's query log
 (``assertNumQueries``, ``CaptureQueriesContext``) never sees them.
 """
 
@@ -20,7 +20,9 @@ from aurora_backend.routing.token import parse_lsn
 
 logger = logging.getLogger("aurora_backend")
 
-WRITER_SQL = "SELECT pg_current_wal_lsn()::text"
+# The insert position, not pg_current_wal_lsn() (the write position): with asynchronous
+# commit a commit record can sit in WAL buffers past the write position.
+WRITER_SQL = "SELECT pg_current_wal_insert_lsn()::text"
 
 # Lag on PostgreSQL: the usual formula, 0 when nothing received waits for replay.
 PG_READER_SQL = """

@@ -48,7 +48,7 @@ class AuroraRouter:
     """Django database router over a writer alias and a reader alias (``settings.AURORA_ROUTING``)."""
 
     def __init__(self, config: Optional[RoutingConfig] = None, runtime: Optional[Runtime] = None, **settings: Any) -> None:
-        self.config = config or RoutingConfig.from_settings(settings or None, connections.settings)
+        self.config = config or RoutingConfig.from_settings(settings or None)
         self.runtime = runtime or Runtime()
         self.tracker = WriteTracker(self.config.writer, lambda: self.runtime.clock())
         if self.config.enabled:
@@ -108,7 +108,7 @@ class AuroraRouter:
             return config.writer
         availability.restored(reader)
         current = token.current()
-        if current is not None and current.writer == config.writer and not self._caught_up(current, state, writer, now):
+        if current is not None and current.writer == config.writer and not self._caught_up(current, state, now):
             stats.incr(config.reader, "ryw_reads")
             return config.writer
         stats.incr(config.reader, "reader_reads")
@@ -139,7 +139,7 @@ class AuroraRouter:
         availability.fall_back(reader, "unreachable", now + self.config.retry_reader_after, error=exc)
         return None
 
-    def _caught_up(self, current: token.Token, state: ReaderState, writer: Any, now: float) -> bool:
+    def _caught_up(self, current: token.Token, state: ReaderState, now: float) -> bool:
         config = self.config
         if current.dirty:
             current = capture(current, now)

@@ -23,6 +23,8 @@ _SESSION = re.compile(
     r"MOVE|DISCARD|LISTEN|UNLISTEN|DEALLOCATE)\b",
     re.I,
 )
+# SELECT ... FOR UPDATE locks rows and changes none.
+_ROW_LOCK = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+)?UPDATE\b", re.I)
 
 
 def writes(sql: Any) -> bool:
@@ -31,7 +33,7 @@ def writes(sql: Any) -> bool:
         sql = sql.decode("utf-8", "replace")
     elif not isinstance(sql, str):
         sql = str(sql)
-    return not _SESSION.match(sql) and not is_read(sql)
+    return not _SESSION.match(sql) and not is_read(_ROW_LOCK.sub("", sql))
 
 
 class WriteTracker:
