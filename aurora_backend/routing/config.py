@@ -32,7 +32,7 @@ class RoutingConfig:
     #: reader reports one, else Aurora's replica_lag_in_msec, else the window), or one of them.
     position: str = "auto"
     #: A reader's position and lag are read again at most this often (per instance, per process).
-    refresh: float = 0.2
+    refresh: float = 0.05
     #: When no position is known: reads go to the writer this long after a write.
     fallback_window: float = 2.0
     #: A reader that could not be reached is not tried again for this long.

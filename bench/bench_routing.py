@@ -1,0 +1,200 @@
+"""Reader routing: read share per instance, stale reads per router, added latency per read.
+
+A writer (127.0.0.1) and two hot standbys in streaming replication (127.0.0.2 and
+127.0.0.3, one port: the "reader endpoint" resolves to both and the ENGINE spreads
+connections over them, reconnecting every 0.5-1.5 s). The standbys apply commits
+``--apply-delay`` ms late (``recovery_min_apply_delay``): Aurora's replica lag, made
+real. Worker threads (users) each own an account; each step may update it
+(``--write-ratio``), then reads it back (stale if the value is not the one just written)
+and reads a random other account, then waits ``--think`` ms (the user's pace). Same
+workload, same servers, under four routers:
+
+- naive: every read to the reader;
+- window-S: after a write, reads go to the writer for S seconds (django-multidb-router
+  pins for 15 s), then to the reader whatever its lag;
+- aurora: aurora_backend.routers.AuroraRouter (read-your-writes by WAL position).
+
+Added latency per read is the time spent choosing the database (``db_for_read``),
+including the router's round trips to read positions (amortized), mean and median.
+
+    python bench/bench_routing.py            # 4 threads x 200 steps per router
+    python bench/bench_routing.py --quick    # smoke setting
+
+It always starts its own three throwaway servers (replication needs them); it never
+uses AURORA_TEST_DSN's server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any, Dict, List
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import configure_django, database, median, print_machine  # noqa: E402
+
+from aurora_backend.testing import PASSWORD, SUPERUSER, PostgresCluster, ServerAddress  # noqa: E402
+
+WRITER, READERS = "127.0.0.1", ["127.0.0.2", "127.0.0.3"]
+ENDPOINT = "reader.bench.invalid"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=200, help="steps per thread per router")
+    parser.add_argument("--write-ratio", type=float, default=0.3)
+    parser.add_argument("--apply-delay", type=int, default=20, help="ms the standbys apply commits late")
+    parser.add_argument("--think", type=float, default=25.0, help="ms between a user's steps")
+    parser.add_argument("--quick", action="store_true", help="2 threads x 40 steps")
+    args = parser.parse_args()
+    if args.quick:
+        args.threads, args.steps = 2, 40
+    return args
+
+
+def reader_endpoint(host: str, port: int) -> List[str]:
+    return list(READERS)
+
+
+class ReadLog:
+    """An execute wrapper on every connection: which instance served each SELECT."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reads: Counter = Counter()
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.lstrip().upper().startswith("SELECT") and "ledger_account" in sql:  # the workload's reads
+            conn = context["connection"]
+            with self.lock:
+                self.reads[getattr(conn, "aurora_address", None) or conn.settings_dict["HOST"]] += 1
+        return execute(sql, params, many, context)
+
+
+class Timed:
+    """A router whose db_for_read is timed (the added latency per read)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.lock = threading.Lock()
+        self.times: List[float] = []
+
+    def db_for_read(self, model: Any, **hints: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.inner.db_for_read(model, **hints)
+        finally:
+            elapsed = time.perf_counter() - start
+            with self.lock:
+                self.times.append(elapsed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def worker(index: int, args: argparse.Namespace, stale: List[int]) -> None:
+    from django.db import connections
+
+    from ledger.models import Account
+
+    rng = random.Random(index)
+    mine = Account.objects.get(name="worker-%d" % index)  # read before any write
+    expected = mine.balance
+    count = 0
+    for _ in range(args.steps):
+        if rng.random() < args.write_ratio:
+            expected += 1
+            Account.objects.filter(pk=mine.pk).update(balance=expected)
+        if Account.objects.filter(pk=mine.pk).values_list("balance", flat=True).first() != expected:
+            count += 1
+        Account.objects.filter(name="seed-%d" % rng.randrange(20)).exists()
+        time.sleep(args.think / 1000.0)
+    stale[index] = count
+    connections.close_all()
+
+
+def run(name: str, router: Any, args: argparse.Namespace, log: ReadLog) -> Dict[str, Any]:
+    from django.db import router as django_router
+    from django.test.utils import override_settings
+
+    from aurora_backend.routing import token
+
+    timed = Timed(router)
+    log.reads.clear()
+    stale = [0] * args.threads
+    with override_settings(DATABASE_ROUTERS=[timed]):
+        django_router.routers  # noqa: B018 (built now, outside the timed section)
+        threads = [threading.Thread(target=worker, args=(i, args, stale)) for i in range(args.threads)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    token.clear()
+    reads = sum(log.reads.values())
+    share = "  ".join("%s %5.1f%%" % (addr, 100.0 * log.reads[addr] / reads) for addr in [WRITER] + READERS)
+    mean = sum(timed.times) / len(timed.times) if timed.times else 0.0
+    print("%-12s reads %5d  %s  stale %4d  added µs/read mean %7.1f median %5.1f" % (
+        name, reads, share, sum(stale), mean * 1e6, median(timed.times) * 1e6), flush=True)
+    return {"stale": sum(stale), "reads": reads}
+
+
+def main() -> None:
+    args = parse_args()
+    primary = PostgresCluster(settings={"listen_addresses": WRITER}).start()
+    standbys: List[PostgresCluster] = []
+    try:
+        port = primary.port + 1
+        for address in READERS:
+            standby = primary.replica(port=port, settings={
+                "listen_addresses": address, "recovery_min_apply_delay": "%dms" % args.apply_delay})
+            standbys.append(standby.start())
+            port = standby.port
+        srv = ServerAddress(WRITER, primary.port, SUPERUSER, PASSWORD, "postgres")
+        reader = database(srv, "aurora_backend", host=ENDPOINT, port=standbys[0].port,
+                          aurora={"resolver": reader_endpoint, "max_age": [0.5, 1.5], "connect_deadline": 5})
+        reader["TEST"] = {"MIRROR": "default"}
+        configure_django({"default": database(srv, "aurora_backend"), "reader": reader})
+        from django.conf import settings
+        from django.db.backends.signals import connection_created
+
+        from aurora_backend.routing.config import RoutingConfig
+        from aurora_backend.routing.router import AuroraRouter
+        from aurora_backend.testing.routers import FixedWindowRouter, NaiveReaderRouter
+        from ledger.models import Account
+
+        settings.AURORA_ROUTING = {"writer": "default", "reader": "reader"}
+        log = ReadLog()
+        connection_created.connect(lambda sender, connection, **kw: connection.execute_wrappers.append(log), weak=False)
+        Account.objects.bulk_create([Account(name="seed-%d" % i) for i in range(20)] +
+                                    [Account(name="worker-%d" % i) for i in range(args.threads)])
+        time.sleep(0.5 + args.apply_delay / 1000)  # the standbys replay the seed rows
+        print_machine()
+        print("routing: writer %s, readers %s (apply delay %d ms); %d threads x %d steps, write ratio %.2f" % (
+            WRITER, "/".join(READERS), args.apply_delay, args.threads, args.steps, args.write_ratio))
+        print("%-12s %-11s  %-17s %-17s %-17s" % ("router", "", "read share: " + WRITER, READERS[0], READERS[1]))
+        window = args.apply_delay / 2000.0
+        run("naive", NaiveReaderRouter("default", "reader"), args, log)
+        run("window-%gs" % window, FixedWindowRouter("default", "reader", window=window), args, log)
+        run("window-15s", FixedWindowRouter("default", "reader", window=15.0), args, log)
+        run("aurora", AuroraRouter(RoutingConfig.from_settings()), args, log)
+    finally:
+        try:
+            from django.db import connections
+
+            connections.close_all()
+        except Exception:
+            pass
+        for standby in standbys:
+            standby.destroy()
+        primary.destroy()
+
+
+if __name__ == "__main__":
+    main()
