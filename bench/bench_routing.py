@@ -15,7 +15,9 @@ workload, same servers, under four routers:
 - aurora: aurora_backend.routers.AuroraRouter (read-your-writes by WAL position).
 
 Added latency per read is the time spent choosing the database (``db_for_read``),
-including the router's round trips to read positions (amortized), mean and median.
+including the router's round trips to read positions (amortized), mean and median. The
+mean also holds the reader connections the router opens itself (every 0.5-1.5 s here,
+as ``max_age`` rotates them), which the read would otherwise have opened.
 
     python bench/bench_routing.py            # 4 threads x 200 steps per router
     python bench/bench_routing.py --quick    # smoke setting
@@ -171,7 +173,11 @@ def main() -> None:
 
         settings.AURORA_ROUTING = {"writer": "default", "reader": "reader"}
         log = ReadLog()
-        connection_created.connect(lambda sender, connection, **kw: connection.execute_wrappers.append(log), weak=False)
+        def watch(sender: Any, connection: Any, **kwargs: Any) -> None:
+            if log not in connection.execute_wrappers:  # a wrapper outlives its connections
+                connection.execute_wrappers.append(log)
+
+        connection_created.connect(watch, weak=False)
         Account.objects.bulk_create([Account(name="seed-%d" % i) for i in range(20)] +
                                     [Account(name="worker-%d" % i) for i in range(args.threads)])
         time.sleep(0.5 + args.apply_delay / 1000)  # the standbys replay the seed rows

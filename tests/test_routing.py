@@ -16,6 +16,8 @@ from django.db import connections, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
 
 from aurora_backend import signals, stats
+from aurora_backend.health import report as health
+from aurora_backend.health.render import render_alias
 from aurora_backend.routing import availability, position, token
 from aurora_backend.routing.config import RoutingConfig
 from aurora_backend.routing.router import AuroraRouter
@@ -272,6 +274,10 @@ def test_a_reader_lagging_past_max_lag_gets_no_reads(paused):
         with override_settings(DATABASE_ROUTERS=[ours]):
             assert Account.objects.filter(name="pending").exists()  # not written here, yet fresh
             assert stats.snapshot(R)["reader_fallbacks"] == 1
+            with override_settings(AURORA_ROUTING={"writer": W, "reader": R, "max_lag": 0.001}):
+                report = health.check_alias(R)
+            assert {f.code for f in report.findings} >= {"reader_lagging", "reader_fallback"}
+            assert "fallbacks to the writer 1" in "\n".join(render_alias(report))
             sql(paused.standby, "SELECT pg_wal_replay_resume()")
             wait_replayed(paused)
             with CaptureQueriesContext(connections[R]) as on_reader:
