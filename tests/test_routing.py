@@ -135,7 +135,7 @@ def paused(pair):
 
 
 def router(clock=None, **config):
-    values = {"writer": W, "reader": R, "max_lag": 3600.0, "refresh": 0.0, **config}
+    values = {"writer": W, "reader": R, "max_lag": 3600.0, "refresh": 0.0, "lag_refresh": 0.0, **config}
     return AuroraRouter(RoutingConfig(**values), Runtime(clock=clock or Clock()))
 
 

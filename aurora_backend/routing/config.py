@@ -31,8 +31,11 @@ class RoutingConfig:
     #: How a reader is known to have caught up with a write: "auto" (WAL position where the
     #: reader reports one, else Aurora's replica_lag_in_msec, else the window), or one of them.
     position: str = "auto"
-    #: A reader's position and lag are read again at most this often (per instance, per process).
+    #: While a read waits for a reader to replay this context's write, the reader's position
+    #: is read again at most this often (per instance, per process).
     refresh: float = 0.05
+    #: A reader's lag (for ``max_lag``) is read again at most this often.
+    lag_refresh: float = 1.0
     #: When no position is known: reads go to the writer this long after a write.
     fallback_window: float = 2.0
     #: A reader that could not be reached is not tried again for this long.
@@ -92,9 +95,10 @@ def _parse(key: str, value: Any) -> Any:
             raise ImproperlyConfigured("%s = %r is invalid: it accepts one of %s." % (
                 where, value, ", ".join(repr(p) for p in POSITIONS)))
         return value
-    accepted = "a number of seconds >= 0" if key == "refresh" else "a number of seconds > 0"
+    zero_ok = key in ("refresh", "lag_refresh")
+    accepted = "a number of seconds >= 0" if zero_ok else "a number of seconds > 0"
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and key != "refresh"):
+    if not ok or value < 0 or (value == 0 and not zero_ok):
         raise ImproperlyConfigured("%s = %r is invalid: it accepts %s." % (where, value, accepted))
     return float(value)
 

@@ -101,48 +101,61 @@ class AuroraRouter:
             availability.fall_back(reader, "unreachable", availability.unreachable_until(config.reader))
             return config.writer
         state = self._reader_state(reader, now)
-        if state is None:
+        if state is None or not self._read(reader, state, now, config.lag_refresh):
             return config.writer
         if state.lag is not None and state.lag > config.max_lag:
             availability.fall_back(reader, "lagging", lag=state.lag)
             return config.writer
         availability.restored(reader)
         current = token.current()
-        if current is not None and current.writer == config.writer and not self._caught_up(current, state, now):
+        if current is not None and current.writer == config.writer and not self._caught_up(reader, current, state, now):
             stats.incr(config.reader, "ryw_reads")
             return config.writer
         stats.incr(config.reader, "reader_reads")
         return config.reader
 
     def _reader_state(self, reader: Any, now: float) -> Optional[ReaderState]:
-        """This thread's reader connection, connected and with a recent reading; None (and
-        the fallback counted) when it cannot be had."""
-        config = self.config
+        """The state of the instance this thread's reader connection reached (connected
+        now if needed); None, and the fallback counted, when it cannot be reached."""
         reader.close_if_health_check_failed()  # a dead connection: closed now, by a socket poll
         if reader.connection is None:
             try:
-                _connect_quickly(reader, config.reader_connect_deadline)
+                _connect_quickly(reader, self.config.reader_connect_deadline)
             except Exception as exc:
                 return self._unreachable(reader, now, exc)
-        state = reader_state(config.reader, _address(reader))
+        return reader_state(self.config.reader, _address(reader))
+
+    def _read(self, reader: Any, state: ReaderState, now: float, max_age: float) -> bool:
+        """Read position and lag again if the last reading is older than ``max_age``;
+        False (fallback counted) when the connection proved dead."""
         try:
-            state.refresh(reader.connection, now, config.refresh)
+            state.refresh(reader.connection, now, max_age)
         except PositionUnavailable as exc:
             cause = exc.cause
             if cause is not None and classify(cause, reader.connection) is ErrorKind.DISCONNECT:
                 reader.close()  # dead: Django's next use reconnects
-                return self._unreachable(reader, now, cause)
-            logger.debug("reader %r position unknown: %s", config.reader, exc)
-        return state
+                self._unreachable(reader, now, cause)
+                return False
+            logger.debug("reader %r position unknown: %s", self.config.reader, exc)
+        return True
 
     def _unreachable(self, reader: Any, now: float, exc: BaseException) -> None:
         availability.fall_back(reader, "unreachable", now + self.config.retry_reader_after, error=exc)
         return None
 
-    def _caught_up(self, current: token.Token, state: ReaderState, now: float) -> bool:
-        config = self.config
+    def _caught_up(self, reader: Any, current: token.Token, state: ReaderState, now: float) -> bool:
+        """Has the reader replayed this context's write? Reads its position again (at most
+        every ``refresh``) only while the answer is no."""
         if current.dirty:
             current = capture(current, now)
+        if self._replayed(current, state, now):
+            return True
+        if now - state.checked_at < self.config.refresh or not self._read(reader, state, now, self.config.refresh):
+            return False
+        return self._replayed(current, state, now)
+
+    def _replayed(self, current: token.Token, state: ReaderState, now: float) -> bool:
+        config = self.config
         if config.position in ("auto", "lsn") and current.lsn is not None and state.lsn is not None:
             return state.lsn >= current.lsn
         if config.position in ("auto", "aurora") and state.aurora and state.lag is not None:
