@@ -15,7 +15,7 @@ import pytest
 from django.db import connections, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
 
-from aurora_backend import signals, stats
+from aurora_backend import drivers, signals, stats
 from aurora_backend.health import report as health
 from aurora_backend.health.render import render_alias
 from aurora_backend.routing import availability, position, token
@@ -39,11 +39,19 @@ class Clock:
         return self.now
 
 
-def alias_settings(port: int) -> dict:
-    options: dict = {"aurora": dict(TEST_AURORA_OPTIONS)}
+READER_ADDRESSES = ["127.0.0.2", "127.0.0.3"]  # the standby listens on both (one port)
+
+
+def reader_endpoint(host: str, port: int) -> list:
+    """The reader endpoint's DNS: the ENGINE spreads connections over both addresses."""
+    return list(READER_ADDRESSES)
+
+
+def alias_settings(port: int, host: str = "127.0.0.1", **aurora) -> dict:
+    options: dict = {"aurora": {**TEST_AURORA_OPTIONS, **aurora}}
     if pool_enabled():
         options["pool"] = {"min_size": 0, "max_size": 4}
-    return {"ENGINE": "aurora_backend", "NAME": "postgres", "HOST": "127.0.0.1", "PORT": str(port),
+    return {"ENGINE": "aurora_backend", "NAME": "postgres", "HOST": host, "PORT": str(port),
             "USER": SUPERUSER, "PASSWORD": PASSWORD, "OPTIONS": options}
 
 
@@ -56,9 +64,13 @@ def pair(django_db_blocker):
     standby = None
     try:
         standby = primary.replica().start()
-        for alias, port in ((W, primary.port), (R, standby.port)):
-            configured = connections.configure_settings({"default": alias_settings(port)})
-            connections.settings[alias] = configured["default"]
+        # The reader endpoint is a name spread over two addresses by the ENGINE; a pool builds
+        # connections from parameters frozen at its creation (no resolver): an address there.
+        reader_host = "127.0.0.2" if pool_enabled() else "reader.cluster-ro-test.invalid"
+        entries = {W: alias_settings(primary.port),
+                   R: alias_settings(standby.port, reader_host, resolver=reader_endpoint)}
+        for alias, entry in entries.items():
+            connections.settings[alias] = connections.configure_settings({"default": entry})["default"]
         with django_db_blocker.unblock():
             with connections[W].schema_editor() as editor:
                 editor.create_model(Account)
@@ -78,9 +90,7 @@ def pair(django_db_blocker):
 
 
 def raw(cluster):
-    import psycopg2
-
-    conn = psycopg2.connect(host="127.0.0.1", port=cluster.port, user=SUPERUSER, password=PASSWORD, dbname="postgres")
+    conn = drivers.connect(host="127.0.0.1", port=cluster.port, user=SUPERUSER, password=PASSWORD, dbname="postgres")
     conn.autocommit = True
     return conn
 
@@ -97,15 +107,13 @@ def sql(cluster, statement):
 
 def wait_replayed(pair, timeout=10.0):
     """Until the standby has replayed everything the writer has written by now."""
-    import psycopg2
-
     standby = pair.standby
     target = sql(pair.primary, "SELECT pg_current_wal_insert_lsn()")[0]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             (done,) = sql(standby, "SELECT pg_last_wal_replay_lsn() >= '%s'" % target)
-        except psycopg2.OperationalError:
+        except drivers.OperationalError:
             done = False
         if done:
             return
@@ -196,6 +204,8 @@ def test_other_threads_read_on_the_reader_and_after_catching_up_so_does_the_writ
                 assert Account.objects.filter(name="mine").exists()
             assert len(on_reader) == 1  # caught up: back on the reader
         assert stats.snapshot(R)["reader_reads"] == 3
+        instances = {address for alias, address in position.states()}  # one state per reader instance
+        assert instances and instances <= set(READER_ADDRESSES)
     finally:
         sql(pair.standby, "SELECT pg_wal_replay_resume()")
         ours.close()
@@ -251,7 +261,8 @@ def test_aurora_replica_lag_path(pair):
             with CaptureQueriesContext(connections[R]) as on_reader:
                 assert Account.objects.filter(name="aurora-lag-4").exists()
             assert len(on_reader) == 1
-        state = position.reader_state(R, "127.0.0.1")
+        assert connections[R].aurora_address in READER_ADDRESSES
+        state = position.reader_state(R, connections[R].aurora_address)
         assert state.aurora is True and state.lag < 0.01
     finally:
         sql(pair.standby, "SELECT pg_wal_replay_resume()")

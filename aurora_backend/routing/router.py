@@ -178,7 +178,11 @@ def _address(connection: Any) -> Optional[str]:
 
 
 def _connect_quickly(connection: Any, deadline: float) -> None:
-    """Connect within ``deadline`` (aurora_backend's ENGINE retries until its connect_deadline)."""
+    """Connect within ``deadline`` (aurora_backend's ENGINE retries until its connect_deadline,
+    Django's pool waits its own ``timeout``: 30 s by default)."""
+    pool = getattr(connection, "pool", None)  # Django 5.1+ with OPTIONS["pool"]: psycopg_pool
+    if pool is not None:
+        pool.putconn(pool.getconn(timeout=deadline))  # raises PoolTimeout if none can be had
     options = getattr(connection, "aurora_options", None)
     if options is not None and options.connect_deadline > deadline:
         connection.aurora_options = dataclasses.replace(options, connect_deadline=deadline)
