@@ -85,7 +85,12 @@ class ReaderState:
             self._lock.release()
 
 
+#: Round trips made to read positions, by kind ("writer", "reader"): what routing costs.
+round_trips: Dict[str, int] = {"writer": 0, "reader": 0}
+
+
 def _fetch(raw: Any, sql: str) -> Tuple[Any, ...]:
+    round_trips["writer" if sql is WRITER_SQL else "reader"] += 1
     if not is_idle(raw):
         raise PositionUnavailable("the connection is inside a transaction the app opened")
     try:
