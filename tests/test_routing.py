@@ -288,7 +288,9 @@ def test_a_reader_lagging_past_max_lag_gets_no_reads(paused):
             with override_settings(AURORA_ROUTING={"writer": W, "reader": R, "max_lag": 0.001}):
                 report = health.check_alias(R)
             assert {f.code for f in report.findings} >= {"reader_lagging", "reader_fallback"}
-            assert "fallbacks to the writer 1" in "\n".join(render_alias(report))
+            text = "\n".join(render_alias(report))
+            print(text)  # docs/routing.md shows this output
+            assert "fallbacks to the writer 1" in text
             sql(paused.standby, "SELECT pg_wal_replay_resume()")
             wait_replayed(paused)
             with CaptureQueriesContext(connections[R]) as on_reader:

@@ -147,6 +147,8 @@ class AuroraRouter:
         """Has the reader replayed this context's write? Reads its position again (at most
         every ``refresh``) only while the answer is no."""
         if current.dirty:
+            if now - current.at < self.config.refresh:
+                return False  # too recent for any reader: no round trip to ask
             current = capture(current, now)
         if self._replayed(current, state, now):
             return True
