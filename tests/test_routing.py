@@ -412,3 +412,42 @@ def test_reader_down_reads_go_to_the_writer_without_error(pair):
         if not pair.standby.is_running():
             pair.standby.start()
         ours.close()
+
+
+def test_settings_errors_name_the_key_and_reader_endpoint_is_derived():
+    from django.core.exceptions import ImproperlyConfigured
+
+    from aurora_backend.routing import reader_settings
+
+    databases = {"default": {}, "reader": {}}
+    for raw, message in (
+        ({"reader": "replica"}, r"AURORA_ROUTING\['reader'\] = 'replica' is not an alias of settings.DATABASES"),
+        ({"max_lag": -1}, r"AURORA_ROUTING\['max_lag'\] = -1 is invalid: it accepts a number of seconds > 0"),
+        ({"position": "gtid"}, r"AURORA_ROUTING\['position'\] = 'gtid' is invalid: it accepts one of 'auto'"),
+        ({"maxlag": 1}, r"unknown key\(s\) 'maxlag'"),
+        ([], r"must be a dict"),
+    ):
+        with pytest.raises(ImproperlyConfigured, match=message):
+            RoutingConfig.from_settings(raw, databases)
+    writer = {"HOST": "app.cluster-abc123.eu-west-1.rds.amazonaws.com", "NAME": "app", "OPTIONS": {"aurora": {}}}
+    reader = reader_settings(writer, TEST={"MIRROR": "default"})
+    assert reader["HOST"] == "app.cluster-ro-abc123.eu-west-1.rds.amazonaws.com"
+    assert reader["TEST"] == {"MIRROR": "default"} and reader["OPTIONS"] is not writer["OPTIONS"]
+    with pytest.raises(ImproperlyConfigured, match="already a reader endpoint"):
+        reader_settings(reader)
+    with pytest.raises(ImproperlyConfigured, match="cannot derive a reader endpoint from HOST 'db.example.com'"):
+        reader_settings({"HOST": "db.example.com"})
+    assert reader_settings({"HOST": "db.example.com"}, HOST="ro.example.com")["HOST"] == "ro.example.com"
+
+
+def test_use_writer_and_one_database_mode(pair):
+    ours = router()
+    with override_settings(DATABASE_ROUTERS=[ours]):
+        from aurora_backend.routers import use_writer
+
+        with use_writer():
+            assert ours.db_for_read(Account) == W
+        assert ours.db_for_read(Account) == R
+    single = AuroraRouter(RoutingConfig(writer=W, reader=W))
+    assert (single.db_for_read(Account), single.db_for_write(Account), single.allow_migrate(W, "ledger")) == (None, None, None)
+    ours.close()

@@ -56,8 +56,10 @@ class AuroraRouter:
             request_started.connect(_new_request, weak=False, dispatch_uid="aurora_ryw_request")
 
     def close(self) -> None:
-        """Disconnect the signal receivers (a router replaced in tests)."""
+        """Disconnect the signal receivers and this thread's write tracking (a router replaced)."""
         connection_created.disconnect(dispatch_uid=("aurora_ryw", id(self)))
+        if self.config.enabled:
+            self.tracker.uninstall(connections[self.config.writer])
 
     # ----- Django's router API -------------------------------------------------------
 

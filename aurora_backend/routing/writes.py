@@ -52,9 +52,17 @@ class WriteTracker:
                 self._wrote(context["connection"])
 
     def install(self, connection: Any) -> None:
-        """Add the wrapper to ``connection`` (first, so Django's execute_wrapper() pops stay right)."""
-        if connection.alias == self.writer and self not in connection.execute_wrappers:
-            connection.execute_wrappers.insert(0, self)
+        """Put the wrapper first on ``connection`` (so Django's execute_wrapper() pops stay
+        right), replacing a previous router's (settings changed, tests)."""
+        wrappers = connection.execute_wrappers
+        if connection.alias != self.writer or (wrappers and wrappers[0] is self):
+            return
+        wrappers[:] = [w for w in wrappers if not isinstance(w, WriteTracker)]
+        wrappers.insert(0, self)
+
+    def uninstall(self, connection: Any) -> None:
+        if self in connection.execute_wrappers:
+            connection.execute_wrappers.remove(self)
 
     def _wrote(self, connection: Any) -> None:
         if not connection.in_atomic_block:
