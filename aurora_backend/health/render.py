@@ -106,7 +106,8 @@ def _process_text(process: Any) -> str:
     )
     routed = [process.get(key, 0) for key in ("reader_reads", "ryw_reads", "reader_fallbacks")]
     if any(routed):
-        text += "; reads routed here %s, to the writer for read-your-writes %s, fallbacks to the writer %s" % tuple(routed)
+        text += ("; reads routed here %s, to the writer for read-your-writes %s, fallbacks to the writer %s"
+                 % tuple(routed))
     return text
 
 

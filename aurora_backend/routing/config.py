@@ -52,7 +52,9 @@ class RoutingConfig:
         return self.reader != self.writer
 
     @classmethod
-    def from_settings(cls, raw: Optional[Mapping[str, Any]] = None, databases: Optional[Mapping[str, Any]] = None) -> "RoutingConfig":
+    def from_settings(
+        cls, raw: Optional[Mapping[str, Any]] = None, databases: Optional[Mapping[str, Any]] = None,
+    ) -> "RoutingConfig":
         """Parse ``raw`` (default ``settings.AURORA_ROUTING``) against ``databases`` (default
         the configured aliases)."""
         from django.conf import settings

@@ -49,7 +49,9 @@ def findings(alias: str, raw: Any) -> List[Finding]:
         result.append(Finding("warning", "reader_lagging", "reader %r lags %s behind writer %r (max_lag %g s): "
                               "routed reads fall back to the writer" % (alias, lag, config.writer, config.max_lag)))
     else:
-        how = "WAL position" if state.lsn is not None else ("Aurora replica lag" if state.aurora else "a %g s window" % config.fallback_window)
+        how = "a %g s window" % config.fallback_window
+        if state.lsn is not None or state.aurora:
+            how = "WAL position" if state.lsn is not None else "Aurora replica lag"
         result.append(Finding("info", "reader_routing", "reader of %r, lag %s (max_lag %g s); read-your-writes by %s"
                               % (config.writer, lag, config.max_lag, how)))
     episode = availability.current(alias)

@@ -98,7 +98,8 @@ def _fetch(raw: Any, sql: str) -> Tuple[Any, ...]:
             cursor.execute(sql)
             return tuple(cursor.fetchone())
     except Exception as exc:
-        raise PositionUnavailable(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, exc) from exc
+        text = str(exc).strip()
+        raise PositionUnavailable(text.splitlines()[0] if text else type(exc).__name__, exc) from exc
 
 
 def capture_writer(raw: Any) -> Optional[int]:

@@ -47,7 +47,9 @@ def use_writer() -> Iterator[None]:
 class AuroraRouter:
     """Django database router over a writer alias and a reader alias (``settings.AURORA_ROUTING``)."""
 
-    def __init__(self, config: Optional[RoutingConfig] = None, runtime: Optional[Runtime] = None, **settings: Any) -> None:
+    def __init__(
+        self, config: Optional[RoutingConfig] = None, runtime: Optional[Runtime] = None, **settings: Any,
+    ) -> None:
         self.config = config or RoutingConfig.from_settings(settings or None)
         self.runtime = runtime or Runtime()
         self.tracker = WriteTracker(self.config.writer, lambda: self.runtime.clock())
@@ -110,9 +112,10 @@ class AuroraRouter:
             return config.writer
         availability.restored(reader)
         current = token.current()
-        if current is not None and current.writer == config.writer and not self._caught_up(reader, current, state, now):
-            stats.incr(config.reader, "ryw_reads")
-            return config.writer
+        if current is not None and current.writer == config.writer:
+            if not self._caught_up(reader, current, state, now):
+                stats.incr(config.reader, "ryw_reads")
+                return config.writer
         stats.incr(config.reader, "reader_reads")
         return config.reader
 
@@ -178,7 +181,8 @@ def _foreign(hints: Any, config: RoutingConfig) -> bool:
 
 
 def _address(connection: Any) -> Optional[str]:
-    return getattr(connection, "aurora_address", None) or peer_address(connection.connection) or connection.settings_dict.get("HOST")
+    address = getattr(connection, "aurora_address", None) or peer_address(connection.connection)
+    return address or connection.settings_dict.get("HOST")
 
 
 def _connect_quickly(connection: Any, deadline: float) -> None:
