@@ -438,6 +438,13 @@ def test_settings_errors_name_the_key_and_reader_endpoint_is_derived():
     with pytest.raises(ImproperlyConfigured, match="cannot derive a reader endpoint from HOST 'db.example.com'"):
         reader_settings({"HOST": "db.example.com"})
     assert reader_settings({"HOST": "db.example.com"}, HOST="ro.example.com")["HOST"] == "ro.example.com"
+    from aurora_backend.routing.checks import check_routing
+
+    with override_settings(AURORA_ROUTING={"reader": "replica"}):
+        assert [m.id for m in check_routing()] == ["aurora_backend.E020"]
+    with override_settings(AURORA_ROUTING={"writer": W, "reader": R}):
+        assert check_routing() == []
+    assert check_routing() == []  # no router, no AURORA_ROUTING: nothing to check
 
 
 def test_use_writer_and_one_database_mode(pair):

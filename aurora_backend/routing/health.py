@@ -13,6 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from aurora_backend.health.sql import Finding
 from aurora_backend.routing import availability
+from aurora_backend.routing.checks import router_installed
 from aurora_backend.routing.config import SETTINGS_NAME, RoutingConfig
 from aurora_backend.routing.position import PositionUnavailable, ReaderState
 
@@ -21,10 +22,7 @@ def configured() -> Optional[RoutingConfig]:
     """The routing settings when the router is installed (or AURORA_ROUTING is set)."""
     from django.conf import settings
 
-    routers = [r if isinstance(r, str) else type(r).__module__ + "." + type(r).__name__
-               for r in getattr(settings, "DATABASE_ROUTERS", [])]
-    installed = any(path.startswith("aurora_backend.rout") for path in routers)
-    if not installed and getattr(settings, SETTINGS_NAME, None) is None:
+    if not router_installed() and getattr(settings, SETTINGS_NAME, None) is None:
         return None
     try:
         config = RoutingConfig.from_settings()
