@@ -458,3 +458,37 @@ def test_use_writer_and_one_database_mode(pair):
     single = AuroraRouter(RoutingConfig(writer=W, reader=W))
     assert (single.db_for_read(Account), single.db_for_write(Account), single.allow_migrate(W, "ledger")) == (None, None, None)
     ours.close()
+
+
+def test_writer_without_a_wal_position_falls_back_to_the_window(paused):
+    """A role that may not call pg_current_wal_insert_lsn() (RDS restricts some functions)."""
+    from aurora_backend.routing import carry
+
+    sql(paused.primary, """
+        CREATE ROLE ryw_app LOGIN PASSWORD 'ryw-app-pw';
+        GRANT ALL ON ledger_account TO ryw_app; GRANT ALL ON SEQUENCE ledger_account_id_seq TO ryw_app;
+        REVOKE EXECUTE ON FUNCTION pg_current_wal_insert_lsn() FROM PUBLIC;
+    """)
+    app = "rw_app"
+    entry = {**alias_settings(paused.primary.port), "USER": "ryw_app", "PASSWORD": "ryw-app-pw"}
+    connections.settings[app] = connections.configure_settings({"default": entry})["default"]
+    clock = Clock()
+    ours = AuroraRouter(RoutingConfig(writer=app, reader=R, max_lag=3600.0, refresh=0.0), Runtime(clock=clock))
+    try:
+        with override_settings(DATABASE_ROUTERS=[ours]):
+            Account.objects.create(name="no-position", balance=1)
+            clock.now += 1.0  # within fallback_window (2 s): the writer
+            assert Account.objects.filter(name="no-position").exists()
+            assert carry._unsupported == {app}
+            clock.now += 1.5  # past it: the reader, paused, so this read is stale (the window's limit)
+            assert not Account.objects.filter(name="no-position").exists()
+    finally:
+        ours.close()
+        connections[app].close()
+        del connections[app]
+        del connections.settings[app]
+        carry._unsupported.clear()
+        sql(paused.primary, """
+            GRANT EXECUTE ON FUNCTION pg_current_wal_insert_lsn() TO PUBLIC;
+            DROP OWNED BY ryw_app; DROP ROLE ryw_app;
+        """)

@@ -11,14 +11,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Set
 
 from django.db import connections
 
 from aurora_backend.routing import token
-from aurora_backend.routing.position import capture_writer
+from aurora_backend.errors import ErrorKind, classify
+from aurora_backend.routing.position import PositionUnavailable, capture_writer
 
 logger = logging.getLogger("aurora_backend")
+
+#: Writer aliases where pg_current_wal_insert_lsn() fails for good (not PostgreSQL-like).
+_unsupported: Set[str] = set()
 
 
 def capture(current: token.Token, now: float) -> token.Token:
@@ -30,13 +34,23 @@ def capture(current: token.Token, now: float) -> token.Token:
     writer = connections[current.writer]
     if writer.in_atomic_block:
         return current
-    try:
-        writer.ensure_connection()
-        lsn = capture_writer(writer.connection)
-    except Exception as exc:
-        logger.debug("reading the position of writer %r failed: %s", current.writer, exc)
-        return current
-    captured = dataclasses.replace(current, at=now, lsn=lsn, dirty=False)
+    if current.writer in _unsupported:  # known to have no position: the time decides
+        lsn = None
+    else:
+        try:
+            writer.ensure_connection()
+            lsn = capture_writer(writer.connection)
+        except PositionUnavailable as exc:
+            if exc.cause is not None and classify(exc.cause) is ErrorKind.NEVER_RETRY:
+                logger.warning("writer %r has no WAL position (%s): read-your-writes uses time", current.writer, exc)
+                _unsupported.add(current.writer)
+            return current
+        except Exception as exc:
+            logger.debug("reading the position of writer %r failed: %s", current.writer, exc)
+            return current
+    # With a position, the time it was read (later than the commit: on the safe side);
+    # without, the time the write was seen to commit.
+    captured = dataclasses.replace(current, at=now if lsn is not None else current.at, lsn=lsn, dirty=False)
     token.set_token(captured)
     return captured
 
