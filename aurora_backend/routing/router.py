@@ -73,7 +73,7 @@ class AuroraRouter:
         self.tracker.install(writer)
         if writer.in_atomic_block or _pinned.get():
             return config.writer
-        return self._choose(writer)
+        return self._choose()
 
     def db_for_write(self, model: Any, **hints: Any) -> Optional[str]:
         config = self.config
@@ -95,7 +95,7 @@ class AuroraRouter:
 
     # ----- choosing ------------------------------------------------------------------
 
-    def _choose(self, writer: Any) -> str:
+    def _choose(self) -> str:
         config = self.config
         reader = connections[config.reader]
         if reader.in_atomic_block:  # the app's own transaction on the reader
