@@ -492,3 +492,36 @@ def test_writer_without_a_wal_position_falls_back_to_the_window(paused):
             GRANT EXECUTE ON FUNCTION pg_current_wal_insert_lsn() TO PUBLIC;
             DROP OWNED BY ryw_app; DROP ROLE ryw_app;
         """)
+
+
+def test_cookie_middleware_in_an_async_stack(paused):
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from aurora_backend.routing.middleware import ReadYourWritesMiddleware
+
+    async def view(request):
+        if request.method == "POST":
+            await sync_to_async(Account.objects.create)(name="async-posted", balance=1)
+            return HttpResponse("ok")
+        found = await sync_to_async(Account.objects.filter(name="async-posted").exists)()
+        return HttpResponse("yes" if found else "no")
+
+    ours = router()
+    with override_settings(DATABASE_ROUTERS=[ours], AURORA_ROUTING={"writer": W, "reader": R}):
+        middleware = ReadYourWritesMiddleware(view)
+        factory = RequestFactory()
+
+        async def request(method, cookies):
+            req = getattr(factory, method)("/")
+            req.COOKIES.update(cookies)
+            return await middleware(req)
+
+        posted = asyncio.run(request("post", {}))
+        cookie = posted.cookies["aurora_ryw"].value
+        assert asyncio.run(request("get", {"aurora_ryw": cookie})).content == b"yes"
+        assert asyncio.run(request("get", {})).content == b"no"
+    ours.close()
