@@ -10,7 +10,7 @@ first write: the position is read only once the connection is idle again, after 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Dict
 
 from django.db import transaction
 
@@ -27,13 +27,53 @@ _SESSION = re.compile(
 _ROW_LOCK = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+)?UPDATE\b", re.I)
 
 
+_FIRST_WORD = re.compile(r"\s*([A-Za-z]+)")
+_READ_FIRST = frozenset(("SELECT", "WITH", "VALUES", "TABLE", "SHOW", "EXPLAIN"))
+# Words whose absence proves a read cheaply (a substring test in C); is_read() decides
+# the rest. A superset of is_read()'s writing words.
+_HINTS = ("INSERT", "UPDATE", "DELETE", "MERGE", "INTO", "TRUNCATE", "CREATE", "DROP", "ALTER",
+          "GRANT", "REVOKE", "COPY", "CALL", "LOCK", "ANALY", "VAL", "SET_CONFIG", "ADVISORY",
+          "PG_TERMINATE", "PG_CANCEL", "PG_NOTIFY", "LO_", "DBLINK", "TXID_CURRENT")
+
+
+_known: Dict[str, bool] = {}
+_KNOWN_MAX = 2048
+
+
 def writes(sql: Any) -> bool:
-    """True when ``sql`` may have changed data (conservative: unknown means yes)."""
+    """True when ``sql`` may have changed data (conservative: unknown means yes).
+
+    Runs after every statement on the writer: the ORM's SQL (parameters apart) repeats, so
+    answers are remembered; a new statement is decided by its first word and substring
+    tests, and statements.is_read() (a regular expression) only for reads that name a
+    writing word.
+    """
     if isinstance(sql, bytes):
         sql = sql.decode("utf-8", "replace")
     elif not isinstance(sql, str):
         sql = str(sql)
-    return not _SESSION.match(sql) and not is_read(_ROW_LOCK.sub("", sql))
+    known = _known.get(sql)
+    if known is None:
+        if len(_known) >= _KNOWN_MAX:
+            _known.clear()
+        known = _known[sql] = _classify(sql)
+    return known
+
+
+def _classify(sql: str) -> bool:
+    first = _FIRST_WORD.match(sql)
+    if first is None:  # a leading comment, or nothing: the full rule
+        return not _SESSION.match(sql) and not is_read(_ROW_LOCK.sub("", sql))
+    word = first.group(1).upper()
+    if word not in _READ_FIRST:
+        return not _SESSION.match(sql)
+    upper = sql.upper()
+    if "UPDATE" in upper:
+        sql = _ROW_LOCK.sub("", sql)
+        upper = sql.upper()
+    if not any(hint in upper for hint in _HINTS):
+        return False
+    return not is_read(sql)
 
 
 class WriteTracker:
