@@ -9,3 +9,4 @@ class AuroraBackendConfig(AppConfig):
 
     def ready(self) -> None:
         from aurora_backend.health import checks  # noqa: F401  (registers the system checks)
+        from aurora_backend.routing import checks as routing_checks  # noqa: F401

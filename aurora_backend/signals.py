@@ -16,6 +16,9 @@ arguments ``alias`` and ``connection`` (the DatabaseWrapper), plus:
   past ``reason`` ("expired", "idle", "read_only"; once per connection and reason, ``error``
   None), or (``reason`` "rerun") the statement that failed with ``error`` on a dead
   connection was not re-run on a new one: the app gets the error.
+- ``reader_fallback``: ``reason`` ("unreachable", "lagging"), ``lag`` (seconds or None),
+  ``error``: reader routing sends the reader alias's reads to the writer from now on.
+- ``reader_restored``: ``reason`` (of the episode that ended): reads go to the reader again.
 """
 
 from django.dispatch import Signal
@@ -27,3 +30,5 @@ statement_retried = Signal()
 transaction_retry = Signal()
 connection_closed = Signal()
 session_state_kept = Signal()
+reader_fallback = Signal()
+reader_restored = Signal()

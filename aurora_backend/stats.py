@@ -22,6 +22,10 @@ COUNTERS = (
     "idle_closed",
     "session_state_kept",
     "session_state_errors",
+    # Reader routing (aurora_backend.routers), counted on the reader alias.
+    "reader_reads",
+    "ryw_reads",
+    "reader_fallbacks",
 )
 
 _lock = threading.Lock()

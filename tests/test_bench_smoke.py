@@ -26,6 +26,7 @@ EXPECTED = {
     "bench_recovery.py": ["scale event: next query's total time", "failover (window", "cold start (resume after"],
     "bench_storm.py": ["connection attempts per 100 ms", "aurora  attempts", "expo    attempts",
                        "fixed   attempts"],
+    "bench_routing.py": ["read share", "naive ", "window-15s ", "aurora ", "stale ", "added latency per read", "hot path"],
     "bench_simulator.py": ["SELECT 1 round trip", "direct ", "in-process ", "subprocess "],
     "bench_chaos.py": ["chaos run", "aurora+retry_atomic", "stock+atomic", "transfers requested",
                        "unknown-fate writes", "ledger total after", "server connections left open"],

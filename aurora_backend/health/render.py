@@ -100,10 +100,15 @@ def _number(value: Optional[float]) -> str:
 
 def _process_text(process: Any) -> str:
     last = process.get("last_scale_event")
-    return "connections %s, reconnects %s, connect retries %s, scale events %s (last: %s)" % (
+    text = "connections %s, reconnects %s, connect retries %s, scale events %s (last: %s)" % (
         process.get("connections", 0), process.get("reconnects", 0), process.get("connect_retries", 0),
         process.get("scale_events", 0), "never" if last is None else _epoch(last),
     )
+    routed = [process.get(key, 0) for key in ("reader_reads", "ryw_reads", "reader_fallbacks")]
+    if any(routed):
+        text += ("; reads routed here %s, to the writer for read-your-writes %s, fallbacks to the writer %s"
+                 % tuple(routed))
+    return text
 
 
 def _epoch(value: float) -> str:

@@ -200,6 +200,9 @@ def check_alias(
     else:
         try:
             _read_server(report, raw, thresholds)
+            from aurora_backend.routing.health import findings as routing_findings
+
+            report.findings.extend(routing_findings(alias, raw))
         finally:
             raw.close()
     if result.cold_start:

@@ -1,0 +1,34 @@
+"""Reader routing with read-your-writes (README "Reader routing", docs/routing.md).
+
+- :class:`AuroraRouter` (``DATABASE_ROUTERS = ["aurora_backend.routers.AuroraRouter"]``),
+  configured by ``settings.AURORA_ROUTING`` (:class:`RoutingConfig`);
+- :func:`reader_settings`: the reader endpoint's DATABASES entry from the writer's;
+- :func:`use_writer`: pin this context's reads to the writer;
+- :func:`dump_token` / :func:`load_token`: carry this context's writes elsewhere
+  (``middleware.ReadYourWritesMiddleware`` for requests, ``celery`` for tasks).
+
+Imported lazily: importing this package needs no configured Django.
+"""
+
+from typing import Any
+
+_LAZY = {
+    "AuroraRouter": "aurora_backend.routing.router",
+    "use_writer": "aurora_backend.routing.router",
+    "RoutingConfig": "aurora_backend.routing.config",
+    "reader_settings": "aurora_backend.routing.config",
+    "dump_token": "aurora_backend.routing.carry",
+    "load_token": "aurora_backend.routing.carry",
+    "ReadYourWritesMiddleware": "aurora_backend.routing.middleware",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError("module 'aurora_backend.routing' has no attribute %r" % name)
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

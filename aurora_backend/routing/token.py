@@ -1,0 +1,85 @@
+"""Read-your-writes state of the current request, task or thread, in a ContextVar.
+
+A :class:`Token` says "this context wrote to the writer": when (monotonic clock) and,
+once captured, the writer's WAL position after the write. Each thread starts with no
+token; asyncio tasks copy their creator's; asgiref copies changes made in
+``sync_to_async`` back. Tokens are immutable: a new one is set on each change, so a
+copied context never sees a later write of another.
+
+Serialized (cookie, task header) as ``"<writer alias>:<lsn hex or ->:<unix time>"``: the
+wall clock crosses processes, the monotonic clock does not.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Token:
+    """A write of this context: ``at`` (monotonic s), the writer's WAL position after it."""
+
+    writer: str
+    at: float
+    #: pg_current_wal_lsn() read after the write committed; None: not read (yet, or unknown).
+    lsn: Optional[int] = None
+    #: A write happened after ``lsn`` was read (or none was read): capture before comparing.
+    dirty: bool = True
+
+
+_current: contextvars.ContextVar[Optional[Token]] = contextvars.ContextVar("aurora_ryw", default=None)
+
+
+def current() -> Optional[Token]:
+    return _current.get()
+
+
+def set_token(token: Optional[Token]) -> None:
+    _current.set(token)
+
+
+def clear() -> None:
+    """Forget this context's writes (a new request, a new task)."""
+    if _current.get() is not None:
+        _current.set(None)
+
+
+def mark_written(writer: str, now: float) -> None:
+    """This context committed a write on ``writer`` at ``now``: its WAL position is unknown."""
+    _current.set(Token(writer, now))
+
+
+def parse_lsn(text: Optional[str]) -> Optional[int]:
+    """``'16/B374D848'`` -> an integer ordered as WAL positions are; None stays None."""
+    if not text:
+        return None
+    high, _, low = str(text).partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def format_lsn(value: int) -> str:
+    return "%X/%X" % (value >> 32, value & 0xFFFFFFFF)
+
+
+def dumps(token: Token, now: float, wall: Clock = time.time) -> str:
+    """Text form for a cookie or a task header (a captured token: no longer dirty)."""
+    written = wall() - max(0.0, now - token.at)
+    return "%s:%s:%.3f" % (token.writer, "-" if token.lsn is None else format_lsn(token.lsn), written)
+
+
+def loads(text: str, now: float, wall: Clock = time.time) -> Optional[Token]:
+    """The token of :func:`dumps`, placed on this process's monotonic clock; None if malformed."""
+    try:
+        writer, lsn_text, written = str(text).rsplit(":", 2)
+        lsn = None if lsn_text == "-" else parse_lsn(lsn_text)
+        age = max(0.0, wall() - float(written))
+    except (TypeError, ValueError):
+        return None
+    if not writer:
+        return None
+    return Token(writer, now - age, lsn, dirty=False)
