@@ -56,11 +56,28 @@ def time_effects() -> None:
 
 
 def switch_off() -> None:
-    """No session-state tracking for any aurora cursor in this process."""
-    from aurora_backend.connection import session, statements
+    """No session-state tracking in this process: the cursor wrapper as it was before it
+    (issue 17), i.e. its _execute without the tracking lines and Django's close/__iter__."""
+    from aurora_backend.connection import statements
+    from aurora_backend.drivers import transaction_open
+    from django.db import Error as DjangoDatabaseError
 
-    statements.effects = lambda sql: ()  # type: ignore[assignment]
-    session.SessionMixin._aurora_note_rows = lambda self, cursor: None  # type: ignore[assignment]
+    def _execute(self: Any, sql: Any, params: Any, *ignored: Any) -> Any:
+        db = self.db
+        db._aurora_last_used = db.aurora_runtime.clock()
+        idle_before = not transaction_open(self.cursor.connection)
+        try:
+            return super(statements.RetryingCursorMixin, self)._execute(sql, params, *ignored)
+        except DjangoDatabaseError as exc:
+            if not self._prepare_rerun(exc, sql, idle_before, many=False):
+                raise
+        finally:
+            db._aurora_last_used = db.aurora_runtime.clock()
+        return super(statements.RetryingCursorMixin, self)._execute(sql, params, *ignored)
+
+    statements.RetryingCursorMixin._execute = _execute  # type: ignore[method-assign]
+    del statements.RetryingCursorMixin.close
+    del statements.RetryingCursorMixin.__iter__
 
 
 def child() -> None:

@@ -29,7 +29,8 @@ from typing import Any, Dict, Type
 
 from django.db import Error as DjangoDatabaseError
 
-from aurora_backend.connection.session_state import effects, statement_text
+from aurora_backend.connection.session import READERS_PRUNE_AT
+from aurora_backend.connection.session_state import effects, seen, statement_text
 from aurora_backend.drivers import is_named_cursor, refused_before_sending, transaction_open
 from aurora_backend.errors import ErrorKind, classify, driver_error
 
@@ -78,11 +79,17 @@ class RetryingCursorMixin:
             if not self._prepare_rerun(exc, sql, idle_before, many=False):
                 raise
         else:
-            # Session state and unread rows (session.py): a dict lookup and an int compare.
+            # Unread rows and session state (session.py), inlined: this runs for every statement.
             cursor = self.cursor
             if cursor.rowcount > 0:
-                db._aurora_note_rows(cursor)
-            found = effects(sql) if sql.__class__ is str else effects(statement_text(sql, cursor.connection))
+                readers = db._aurora_readers
+                if len(readers) < READERS_PRUNE_AT:
+                    readers[id(cursor)] = weakref.ref(cursor)
+                else:
+                    db._aurora_note_rows(cursor)
+            found = seen.get(sql) if sql.__class__ is str else None  # effects(sql), seen before
+            if found is None:
+                found = effects(sql if sql.__class__ is str else statement_text(sql, cursor.connection))
             if found:
                 db._aurora_session.apply(found, params)
             return result
@@ -160,8 +167,9 @@ class RetryingCursorMixin:
     def close(self) -> None:
         # Django's CursorWrapper has no close() (its __getattr__ finds the driver's): the
         # same, and the cursor's unread rows no longer hold the connection.
-        self.db._aurora_forget_rows(self.cursor)
-        return self.cursor.close()
+        cursor = self.cursor
+        self.db._aurora_readers.pop(id(cursor), None)
+        return cursor.close()
 
     def _reopen(self, exc: BaseException, sql: Any) -> None:
         """Replace the dead driver cursor with one on a new connection."""
