@@ -12,6 +12,8 @@ What it adds, each in its own module:
 - ``statements``: a read whose connection died outside a transaction is re-run.
 - ``lifetime`` and ``freshness``: jittered max age, idle close, and a check before use that
   finds a dead connection before a statement is sent to it.
+- ``session``: a connection holding session state the app set is never closed, replaced
+  or re-run past (``session_state`` says what a statement sets).
 """
 
 from __future__ import annotations
