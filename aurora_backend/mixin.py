@@ -13,6 +13,8 @@ What it adds, each in its own module:
 - ``lifetime`` and ``freshness``: jittered max age, idle close, and a check before use that
   finds a dead connection before a statement is sent to it.
 - ``proxy_mode``: behind RDS Proxy, nothing the ENGINE sends pins the session.
+- ``session``: a connection holding session state the app set is never closed, replaced
+  or re-run past (``session_state`` says what a statement sets).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from aurora_backend.connection.connect import Attempt, connect_with_retry
 from aurora_backend.drivers import in_recovery, input_watch, is_idle, is_named_cursor, peer_address
 from aurora_backend.errors import ErrorKind, classify, is_scale_event
 from aurora_backend.connection.freshness import FreshnessMixin
+from aurora_backend.connection.pool import pool_options
+from aurora_backend.connection.pooled import PoolMixin
 from aurora_backend.connection.lifetime import draw_expiry, reaper
 from aurora_backend.connection.proxy_mode import ProxyModeMixin, pin_free_operations, proxy_enabled, proxy_options
 from aurora_backend.options import OPTIONS_KEY, AuroraOptions
@@ -53,7 +57,7 @@ class _HealingErrorWrapper(DatabaseErrorWrapper):
         super().__exit__(exc_type, exc_value, traceback)
 
 
-class AuroraWrapperMixin(FreshnessMixin, ProxyModeMixin):
+class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
     """Aurora-aware behaviour for a PostgreSQL ``DatabaseWrapper`` (put it first in the MRO)."""
 
     #: Address (IP) the current connection went to, or None before the first connection.
@@ -75,6 +79,8 @@ class AuroraWrapperMixin(FreshnessMixin, ProxyModeMixin):
         self.aurora_options = proxy_options(options, self.settings_dict)
         if self.aurora_proxy_mode:
             pin_free_operations(self.ops)  # type: ignore[attr-defined]
+        # Django's pool (OPTIONS["pool"]), validated; None without one (see connection/pooled.py).
+        self._aurora_pool_options = pool_options(self.alias, self.settings_dict)
         self.aurora_runtime = Runtime()
         self._aurora_lock = threading.Lock()
         self._aurora_expires_at: Optional[float] = None
@@ -101,15 +107,22 @@ class AuroraWrapperMixin(FreshnessMixin, ProxyModeMixin):
 
     def get_new_connection(self, conn_params: Dict[str, Any]) -> Any:
         parent = super().get_new_connection  # type: ignore[misc]
-        connection, address = connect_with_retry(
-            parent, conn_params, self.aurora_options, self.aurora_runtime,
-            on_retry=self._aurora_connect_retried, endpoint=self._aurora_endpoint(conn_params),
-        )
+        pooled = self.pool is not None
+        if pooled:  # a checkout: the pool opened it through _aurora_pool_connect
+            connection = self._aurora_checkout(parent, conn_params)
+            address = getattr(connection, "_aurora_address", None)
+        else:
+            connection, address = connect_with_retry(
+                parent, conn_params, self.aurora_options, self.aurora_runtime,
+                on_retry=self._aurora_connect_retried, endpoint=self._aurora_endpoint(conn_params),
+            )
         self.aurora_address = address or peer_address(connection) or conn_params.get("host")
         now = self.aurora_runtime.clock()
         self._aurora_connected_at = self._aurora_last_used = now
         self._aurora_input_waiting = input_watch(connection)
-        self._aurora_expires_at = draw_expiry(now, self.aurora_options.max_age, self.aurora_runtime.random)
+        # With a pool, the pool's max_lifetime ends connections (drawn from max_age: pool.py).
+        max_age = None if pooled else self.aurora_options.max_age
+        self._aurora_expires_at = draw_expiry(now, max_age, self.aurora_runtime.random)
         self._aurora_check_at = self._aurora_next_check(now)
         self._aurora_session_reset()
         return connection
@@ -125,7 +138,9 @@ class AuroraWrapperMixin(FreshnessMixin, ProxyModeMixin):
                 sender=type(self), alias=self.alias, connection=self, reason=reason,
                 address=self.aurora_address,
             )
-        if self.aurora_options.idle_timeout is not None:
+        if self.aurora_options.idle_timeout is not None and self.pool is None:
+            # With a pool, its max_idle closes idle connections (a reaper's close would
+            # only make the pool open a replacement).
             reaper.register(self, self.aurora_options.idle_timeout)
 
     def _aurora_endpoint(self, params: Dict[str, Any]) -> str:
@@ -155,11 +170,13 @@ class AuroraWrapperMixin(FreshnessMixin, ProxyModeMixin):
             if is_scale_event(exc):
                 self._aurora_scale_event(exc)
             self._aurora_close("disconnect")
+            self._aurora_pool_disconnect()  # the pool's other idle connections: checked now
         elif kind is ErrorKind.READ_ONLY:
             # A write reached a read-only server. If it is a demoted writer (a reader now:
             # stale DNS after a failover), only a new connection reaches the new writer. A
             # read-only transaction on a writer is the app's choice: nothing to heal.
             self._aurora_suspect_read_only = True
+            self._aurora_pool_suspect_read_only()  # the pool's other connections: at checkout
             self._aurora_check_at = 0.0  # inside a transaction: look at the next use outside
             if self._aurora_holds_state("read_only"):
                 self._aurora_announce_kept()  # a new connection would lose the app's session state
@@ -178,18 +195,24 @@ class AuroraWrapperMixin(FreshnessMixin, ProxyModeMixin):
 
     # ----- cursors ------------------------------------------------------------------
 
+    def chunked_cursor(self) -> Any:
+        # Django's only way to a server-side (named) cursor: QuerySet.iterator().
+        wrapped = super().chunked_cursor()  # type: ignore[misc]
+        if is_named_cursor(wrapped.cursor):  # see _aurora_cursors_open
+            self._aurora_named_cursors.add(wrapped.cursor)
+        return wrapped
+
     def make_cursor(self, cursor: Any) -> Any:
-        if is_named_cursor(cursor):  # a server-side cursor: see _aurora_reap_if_idle
-            self._aurora_named_cursors.add(cursor)
-        if _plain_make_cursor(type(self)):  # nobody between us and Django: build it directly
+        plain = _plain.get(type(self))
+        if plain is None:
+            plain = _plain_make_cursor(type(self))
+        if plain:  # nobody between us and Django: build it directly
             return _RetryingCursorWrapper(cursor, self)
         wrapped = super().make_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = _cursor_classes.get(type(wrapped)) or retrying_cursor_class(type(wrapped))
         return wrapped
 
     def make_debug_cursor(self, cursor: Any) -> Any:
-        if is_named_cursor(cursor):
-            self._aurora_named_cursors.add(cursor)
         wrapped = super().make_debug_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = retrying_cursor_class(type(wrapped))
         return wrapped

@@ -55,6 +55,14 @@ DATABASES = {
     },
 }
 
+if pool_enabled():
+    # AURORA_TEST_DRIVER=pool: every connection of the suite comes from Django's pool.
+    # "default" serves concurrent threads (retry tests): 4 connections. "sim" counts the
+    # reconnects and scale events of one Django connection: a pool of one keeps those exact.
+    # Faults across a pool of several connections: tests/test_pool.py.
+    DATABASES["default"]["OPTIONS"]["pool"] = {"max_size": 4}
+    DATABASES["sim"]["OPTIONS"]["pool"] = {"max_size": 1}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

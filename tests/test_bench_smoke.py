@@ -28,6 +28,7 @@ EXPECTED = {
                        "fixed   attempts"],
     "bench_routing.py": ["read share", "naive ", "window-15s ", "aurora ", "stale ", "added latency per read", "hot path"],
     "bench_simulator.py": ["SELECT 1 round trip", "direct ", "in-process ", "subprocess "],
+    "bench_session_state.py": ["effects(sql), ns per call", "ORM text seen before", "the children ran"],
     "bench_chaos.py": ["chaos run", "aurora+retry_atomic", "stock+atomic", "transfers requested",
                        "unknown-fate writes", "ledger total after", "server connections left open"],
 }

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import importlib
 import random
 import threading
 from typing import Any, List
@@ -133,6 +134,16 @@ def test_other_session_state_keeps_the_connection_until_undone(wrapper, clock, s
     run(wrapper, undo)
     clock.now += 20
     assert pid_of(wrapper) != pid  # expired at the first use once the state is gone
+
+
+def test_composed_sql_and_bytes_are_tracked(wrapper, clock):
+    sql = importlib.import_module(drivers.NAME + ".sql")
+    with wrapper.cursor() as cursor:
+        cursor.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier("pg_catalog")))
+        cursor.execute(b"SELECT pg_advisory_lock(7)")
+    assert wrapper.aurora_session_state() == ["advisory_lock 7", "set search_path"]
+    run(wrapper, "DISCARD ALL")
+    assert wrapper.aurora_session_state() == []
 
 
 # ----- 2. a read is never re-run without the tenant's search_path or role ------------------

@@ -26,8 +26,9 @@ from aurora_backend.connection.session_state import SessionState
 
 logger = logging.getLogger("aurora_backend")
 
-#: More registered client cursors than this and the ones read to the end are forgotten.
-_READERS_PRUNE_AT = 32
+#: More registered client cursors than this and the ones read to the end are forgotten
+#: (statements.py registers them itself below this number: it is the hot path).
+READERS_PRUNE_AT = 32
 
 
 def has_unread_rows(cursor: Any) -> bool:
@@ -59,15 +60,11 @@ class SessionMixin:
     def _aurora_note_rows(self, cursor: Any) -> None:
         """``cursor`` just produced rows: remember it until it is read to the end or closed."""
         readers = self._aurora_readers
-        if len(readers) >= _READERS_PRUNE_AT:
+        if len(readers) >= READERS_PRUNE_AT:
             for key, ref in list(readers.items()):
                 if ref() is None or not has_unread_rows(ref()):
                     readers.pop(key, None)
         readers[id(cursor)] = weakref.ref(cursor)
-
-    def _aurora_forget_rows(self, cursor: Any) -> None:
-        self._aurora_readers.pop(id(cursor), None)
-        self._aurora_iterating.pop(id(cursor), None)
 
     def aurora_session_state(self) -> List[str]:
         """What the current connection holds, e.g. ``["advisory_lock 42", "set search_path"]``

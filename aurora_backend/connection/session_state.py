@@ -43,20 +43,21 @@ _INTO_TEMP = re.compile(r"into\s+temp")
 
 # The answers for recent statement texts. An ORM sends the same few texts again and again
 # (parameters apart), so most statements cost one dict lookup (hashing the text).
-_known: Dict[str, Tuple[Effect, ...]] = {}
+#: ``seen.get(sql)`` is ``effects(sql)`` for a text seen before (the cursor wrapper inlines it).
+seen: Dict[str, Tuple[Effect, ...]] = {}
 _KNOWN_MAX = 2048
 _KNOWN_LONGEST = 8192  # longer texts (bulk inserts with inlined values) are not kept
 
 
 def effects(sql: str) -> Tuple[Effect, ...]:
     """What ``sql`` (one or more statements) does to session state, in order; () for most SQL."""
-    found = _known.get(sql)
+    found = seen.get(sql)
     if found is None:
         found = _effects(sql)
         if len(sql) <= _KNOWN_LONGEST:
-            if len(_known) >= _KNOWN_MAX:
-                _known.clear()
-            _known[sql] = found
+            if len(seen) >= _KNOWN_MAX:
+                seen.clear()
+            seen[sql] = found
     return found
 
 

@@ -29,8 +29,9 @@ from typing import Any, Dict, Type
 
 from django.db import Error as DjangoDatabaseError
 
-from aurora_backend.connection.session_state import effects, statement_text
-from aurora_backend.drivers import is_named_cursor, refused_before_sending, transaction_open
+from aurora_backend.connection.session import READERS_PRUNE_AT
+from aurora_backend.connection.session_state import effects, seen, statement_text
+from aurora_backend.drivers import OPEN, is_named_cursor, refused_before_sending, status_of
 from aurora_backend.errors import ErrorKind, classify, driver_error
 
 logger = logging.getLogger("aurora_backend")
@@ -66,38 +67,50 @@ class RetryingCursorMixin:
     cursor: Any
     db: Any
 
-    # The hot path is one try block: everything else happens only after an error.
+    # The hot path is one try block with no Python call but the wrapped _execute (the status
+    # read is one C call; the next _execute in the MRO is bound at class creation, not via
+    # super()): everything else happens only after an error.
+    _aurora_next_execute: Any
+    _aurora_next_executemany: Any
 
     def _execute(self, sql: Any, params: Any, *ignored: Any) -> Any:
         db = self.db
-        db._aurora_last_used = db.aurora_runtime.clock()  # in use: the idle reaper stays away
-        idle_before = not transaction_open(self.cursor.connection)
+        clock = db.aurora_runtime.clock
+        db._aurora_last_used = clock()  # in use: the idle reaper stays away
+        idle_before = status_of(self.cursor.connection) not in OPEN
         try:
-            result = super()._execute(sql, params, *ignored)  # type: ignore[misc]
+            result = self._aurora_next_execute(sql, params, *ignored)
         except DjangoDatabaseError as exc:
             if not self._prepare_rerun(exc, sql, idle_before, many=False):
                 raise
         else:
-            # Session state and unread rows (session.py): a dict lookup and an int compare.
+            # Unread rows and session state (session.py), inlined: this runs for every statement.
             cursor = self.cursor
             if cursor.rowcount > 0:
-                db._aurora_note_rows(cursor)
-            found = effects(sql) if sql.__class__ is str else effects(statement_text(sql, cursor.connection))
+                readers = db._aurora_readers
+                if len(readers) < READERS_PRUNE_AT:
+                    readers[id(cursor)] = weakref.ref(cursor)
+                else:
+                    db._aurora_note_rows(cursor)
+            found = seen.get(sql) if sql.__class__ is str else None  # effects(sql), seen before
+            if found is None:
+                found = effects(sql if sql.__class__ is str else statement_text(sql, cursor.connection))
             if found:
                 db._aurora_session.apply(found, params)
             return result
         finally:
-            db._aurora_last_used = db.aurora_runtime.clock()  # e.g. before a fetch
-        result = super()._execute(sql, params, *ignored)  # type: ignore[misc]
+            db._aurora_last_used = clock()  # e.g. before a fetch
+        result = self._aurora_next_execute(sql, params, *ignored)
         self._after_rerun(sql, params)
         return result
 
     def _executemany(self, sql: Any, param_list: Any, *ignored: Any) -> Any:
         db = self.db
-        db._aurora_last_used = db.aurora_runtime.clock()
-        idle_before = not transaction_open(self.cursor.connection)
+        clock = db.aurora_runtime.clock
+        db._aurora_last_used = clock()
+        idle_before = status_of(self.cursor.connection) not in OPEN
         try:
-            result = super()._executemany(sql, param_list, *ignored)  # type: ignore[misc]
+            result = self._aurora_next_executemany(sql, param_list, *ignored)
         except DjangoDatabaseError as exc:
             if not self._prepare_rerun(exc, sql, idle_before, many=True):
                 raise
@@ -107,8 +120,8 @@ class RetryingCursorMixin:
                 db._aurora_session.apply(found)
             return result
         finally:
-            db._aurora_last_used = db.aurora_runtime.clock()
-        result = super()._executemany(sql, param_list, *ignored)  # type: ignore[misc]
+            db._aurora_last_used = clock()
+        result = self._aurora_next_executemany(sql, param_list, *ignored)
         self._after_rerun(sql, None)
         return result
 
@@ -160,8 +173,9 @@ class RetryingCursorMixin:
     def close(self) -> None:
         # Django's CursorWrapper has no close() (its __getattr__ finds the driver's): the
         # same, and the cursor's unread rows no longer hold the connection.
-        self.db._aurora_forget_rows(self.cursor)
-        return self.cursor.close()
+        cursor = self.cursor
+        self.db._aurora_readers.pop(id(cursor), None)
+        return cursor.close()
 
     def _reopen(self, exc: BaseException, sql: Any) -> None:
         """Replace the dead driver cursor with one on a new connection."""
@@ -181,6 +195,10 @@ def retrying_cursor_class(wrapper_class: type) -> Type[Any]:
         return wrapper_class
     klass = _cursor_classes.get(wrapper_class)
     if klass is None:
-        klass = type("Aurora" + wrapper_class.__name__, (RetryingCursorMixin, wrapper_class), {})
+        klass = type("Aurora" + wrapper_class.__name__, (RetryingCursorMixin, wrapper_class), {
+            # What super()._execute would find, bound once here (the per-statement path).
+            "_aurora_next_execute": wrapper_class._execute,  # type: ignore[attr-defined]
+            "_aurora_next_executemany": wrapper_class._executemany,  # type: ignore[attr-defined]
+        })
         _cursor_classes[wrapper_class] = klass
     return klass
