@@ -27,7 +27,7 @@ from django.db.backends.utils import CursorWrapper
 from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
-from aurora_backend import signals, stats
+from aurora_backend import credentials, signals, stats
 from aurora_backend.connection.connect import Attempt, connect_with_retry
 from aurora_backend.drivers import in_recovery, input_watch, is_idle, peer_address
 from aurora_backend.errors import ErrorKind, classify, is_scale_event
@@ -69,6 +69,9 @@ class AuroraWrapperMixin(FreshnessMixin):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         self.aurora_options = AuroraOptions.from_settings(self.alias, self.settings_dict["OPTIONS"])
+        credentials.check_settings(self.alias, self.settings_dict, self.aurora_options.credentials)
+        if self.aurora_options.credentials is not None:  # dbshell logs in with the fresh credential
+            self.client = credentials.credentials_client(self)
         self.aurora_runtime = Runtime()
         self._aurora_lock = threading.Lock()
         self._aurora_expires_at: Optional[float] = None

@@ -14,6 +14,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from aurora_backend.credentials import config as credentials_config
+
 OPTIONS_KEY = "aurora"
 
 #: ``resolver(host, port) -> [address, ...]``; the default uses ``socket.getaddrinfo``.
@@ -45,6 +47,9 @@ class AuroraOptions:
     spread_addresses: bool = True
     #: Name resolver (a callable or its dotted path); None uses ``socket.getaddrinfo``.
     resolver: Optional[Resolver] = field(default=None, compare=False)
+    #: Where each login's user and password come from (IAM, Secrets Manager, a callable);
+    #: None: USER and PASSWORD. See aurora_backend/credentials.
+    credentials: Optional[credentials_config.CredentialsConfig] = None
 
     @classmethod
     def from_settings(cls, alias: str, options: Mapping[str, Any]) -> "AuroraOptions":
@@ -71,6 +76,7 @@ class AuroraOptions:
         parsed = {name: _PARSERS[name]("%s[%r]" % (where, name), value) for name, value in values.items()}
         result = cls(**parsed)
         result._check_consistency(where)
+        credentials_config.check_sslmode("%s['credentials']" % where, result.credentials, options.get("sslmode"))
         return result
 
     def _check_consistency(self, where: str) -> None:
@@ -163,4 +169,5 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "retry_reads": _bool,
     "spread_addresses": _bool,
     "resolver": _resolver,
+    "credentials": credentials_config.parse,
 }

@@ -43,6 +43,8 @@ def render_alias(report: AliasReport, paint: Paint = plain) -> List[str]:
     if report.server is not None:
         row("readers", _readers_text(report))
     row("process", _process_text(report.process))
+    if report.credentials is not None:
+        row("login", _credentials_text(report.credentials))
     if report.blockers is not None:
         items = report.blockers.items
         row("blockers", "none" if not items else paint("%d found" % len(items), "degraded"))
@@ -103,6 +105,17 @@ def _process_text(process: Any) -> str:
     return "connections %s, reconnects %s, connect retries %s, scale events %s (last: %s)" % (
         process.get("connections", 0), process.get("reconnects", 0), process.get("connect_retries", 0),
         process.get("scale_events", 0), "never" if last is None else _epoch(last),
+    )
+
+
+def _credentials_text(status: Any) -> str:
+    age = status.get("age_seconds")
+    if age is None:
+        return "%s, nothing cached yet" % status["description"]
+    refresh = status.get("refresh_in_seconds")
+    return "%s, %s fetched %s ago%s, %d fetch(es) by this process" % (
+        status["description"], status.get("label") or "credential", human_seconds(age),
+        "" if refresh is None else ", refresh in %s" % human_seconds(refresh), status.get("fetches", 0),
     )
 
 
