@@ -9,7 +9,6 @@ valid cached, the others wait for that one fetch instead of making their own.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Hashable, Optional
@@ -58,10 +57,9 @@ class CacheStatus:
 class CredentialCache:
     """The current credential of one source; thread-safe."""
 
-    def __init__(self, fetch: Fetch, refresh: Optional[float], rng: Optional[random.Random] = None) -> None:
+    def __init__(self, fetch: Fetch, refresh: Optional[float]) -> None:
         self._fetch = fetch
         self._refresh = refresh
-        self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._value: Optional[Credential] = None
         self._rejected: Optional[Credential] = None
@@ -90,6 +88,11 @@ class CredentialCache:
             current, now = self._value, runtime.clock()
             if current is not None and now < self._expires_at and (current is not value or now < self._refresh_at):
                 return current  # another thread fetched while we waited
+            return self._store(runtime, self._fetch(self._rejected))
+
+    def fetch_now(self, runtime: Runtime) -> Credential:
+        """Fetch afresh whatever is cached (dbshell: psql cannot retry a refused login)."""
+        with self._lock:
             return self._store(runtime, self._fetch(self._rejected))
 
     def reject(self, credential: Credential) -> bool:
@@ -126,7 +129,7 @@ class CredentialCache:
         if value.lifetime is not None:
             interval = min(interval if interval is not None else value.lifetime, value.lifetime)
         self._fetched_at = now
-        self._refresh_at = now + interval * self._rng.uniform(*JITTER) if interval is not None else float("inf")
+        self._refresh_at = now + interval * runtime.random.uniform(*JITTER) if interval is not None else float("inf")
         self._expires_at = now + value.lifetime if value.lifetime is not None else float("inf")
         self._value, self._rejected = value, None
         return value

@@ -16,10 +16,10 @@ _classes: Dict[type, type] = {}
 
 
 def with_credential(settings_dict: Mapping[str, Any], config: CredentialsConfig, runtime: Runtime) -> Dict[str, Any]:
-    """A copy of ``settings_dict`` whose USER and PASSWORD are the cached (or fresh) credential."""
+    """A copy of ``settings_dict`` whose USER and PASSWORD are a credential fetched now."""
     cache = login.cache(config, settings_dict.get("HOST") or None, settings_dict.get("PORT") or None,
                         settings_dict.get("USER") or None)
-    credential = cache.get(runtime)
+    credential = cache.fetch_now(runtime)
     return {**settings_dict, "USER": credential.user or settings_dict.get("USER"), "PASSWORD": credential.password}
 
 
