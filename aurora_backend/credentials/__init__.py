@@ -12,7 +12,8 @@ from typing import Any, Mapping, Optional
 
 from django.core.exceptions import ImproperlyConfigured
 
-from aurora_backend.credentials.cache import Credential, clear
+from aurora_backend.credentials import aws, cache
+from aurora_backend.credentials.cache import Credential
 from aurora_backend.credentials.client import credentials_client
 from aurora_backend.credentials.config import CredentialsConfig, check_sslmode, parse
 from aurora_backend.credentials.iam import region_from_host
@@ -22,6 +23,12 @@ __all__ = [
     "Credential", "CredentialsConfig", "CredentialsRejected", "CredentialsUnavailable", "Login",
     "check_settings", "clear", "credentials_client", "is_rejection", "parse", "status",
 ]
+
+
+def clear() -> None:
+    """Forget every cached credential and boto3 client (tests; a forked child)."""
+    cache.clear()
+    aws.clear()
 
 
 def check_settings(alias: str, settings_dict: Mapping[str, Any], config: Optional[CredentialsConfig]) -> None:
