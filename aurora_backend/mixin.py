@@ -5,7 +5,7 @@ metrics backend's): every method calls ``super()``, so behaviours compose.
 
 What it adds, each in its own module:
 
-- ``options``: our settings under ``OPTIONS["aurora"]``, parsed once, removed before psycopg2.
+- ``options``: our settings under ``OPTIONS["aurora"]``, parsed once, removed before the driver sees them.
 - ``connect``: connect with retry across resumes, failovers and scale points.
 - ``resolve``: fresh DNS per connection, spread over the endpoint's addresses.
 - ``errors``: what an error means; a dead connection is dropped as soon as it is seen.
@@ -29,7 +29,7 @@ from django.utils.functional import cached_property
 
 from aurora_backend import credentials, signals, stats
 from aurora_backend.connection.connect import Attempt, connect_with_retry
-from aurora_backend.drivers import in_recovery, input_watch, is_idle, peer_address
+from aurora_backend.drivers import in_recovery, input_watch, is_idle, is_named_cursor, peer_address
 from aurora_backend.errors import ErrorKind, classify, is_scale_event
 from aurora_backend.connection.freshness import FreshnessMixin
 from aurora_backend.connection.lifetime import draw_expiry, reaper
@@ -100,7 +100,6 @@ class AuroraWrapperMixin(FreshnessMixin):
         connection, address = connect_with_retry(
             parent, conn_params, self.aurora_options, self.aurora_runtime,
             on_retry=self._aurora_connect_retried, endpoint=self._aurora_endpoint(conn_params),
-            operational_error=self.Database.OperationalError,  # type: ignore[attr-defined]
         )
         self.aurora_address = address or peer_address(connection) or conn_params.get("host")
         now = self.aurora_runtime.clock()
@@ -173,7 +172,7 @@ class AuroraWrapperMixin(FreshnessMixin):
     # ----- cursors ------------------------------------------------------------------
 
     def make_cursor(self, cursor: Any) -> Any:
-        if cursor.name:  # a server-side cursor: see _aurora_reap_if_idle
+        if is_named_cursor(cursor):  # a server-side cursor: see _aurora_reap_if_idle
             self._aurora_named_cursors.add(cursor)
         if _plain_make_cursor(type(self)):  # nobody between us and Django: build it directly
             return _RetryingCursorWrapper(cursor, self)
@@ -182,7 +181,7 @@ class AuroraWrapperMixin(FreshnessMixin):
         return wrapped
 
     def make_debug_cursor(self, cursor: Any) -> Any:
-        if cursor.name:
+        if is_named_cursor(cursor):
             self._aurora_named_cursors.add(cursor)
         wrapped = super().make_debug_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = retrying_cursor_class(type(wrapped))

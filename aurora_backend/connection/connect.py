@@ -13,8 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, TypeVar
 
-import psycopg2
-
+from aurora_backend import drivers
 from aurora_backend.credentials.login import Login
 from aurora_backend.errors import classify, is_connect_retryable, sqlstate
 from aurora_backend.options import AuroraOptions
@@ -72,7 +71,7 @@ def connect_with_retry(
     runtime: Runtime,
     on_retry: Optional[Callable[[Attempt], None]] = None,
     endpoint: str = "database",
-    operational_error: type = psycopg2.OperationalError,
+    operational_error: Optional[type] = None,
 ) -> "tuple[Conn, Optional[str]]":
     """Call ``connect(params)`` until it succeeds, fails for good, or the deadline passes.
 
@@ -83,7 +82,9 @@ def connect_with_retry(
     delays = jittered_delays(options.backoff_base, options.backoff_max, runtime.random)
     address: Optional[str] = None
     number = 0
-    login = Login(options.credentials, runtime, operational_error, endpoint) if options.credentials else None
+    login = None
+    if options.credentials is not None:
+        login = Login(options.credentials, runtime, operational_error or drivers.OperationalError, endpoint)
     while True:
         number += 1
         attempt_params = dict(params)
@@ -108,7 +109,7 @@ def connect_with_retry(
                 raise
             delay = next(delays)
             if elapsed + delay >= options.connect_deadline:
-                raise _deadline_error(endpoint, number, elapsed, options, exc, operational_error) from exc
+                raise _deadline_error(endpoint, number, elapsed, options, exc, operational_error or drivers.OperationalError) from exc
             logger.warning(
                 "connect to %s%s failed (attempt %d, %.2fs elapsed): %s; retrying in %.2fs",
                 endpoint, " (%s)" % address if address else "", number, elapsed,

@@ -5,7 +5,8 @@ not in ``atomic()``), on an unnamed cursor, after a *disconnect*, a statement is
 once on a new connection when
 
 - it provably never reached the server: the driver refused it because the connection
-  was already closed (``InterfaceError: connection already closed``); or
+  was already closed (psycopg2 ``InterfaceError: connection already closed``, psycopg 3
+  ``OperationalError: the connection is closed``); or
 - the server rejected it as a write on a read-only server (SQLSTATE 25006, a demoted
   writer after failover): it changed nothing, and a new connection reaches the new writer; or
 - it is a read (``retry_reads``, on by default): it starts with SELECT, WITH, VALUES,
@@ -25,7 +26,7 @@ from typing import Any, Dict, Type
 
 from django.db import Error as DjangoDatabaseError
 
-from aurora_backend.drivers import transaction_open
+from aurora_backend.drivers import is_named_cursor, refused_before_sending, transaction_open
 from aurora_backend.errors import ErrorKind, classify, driver_error
 
 logger = logging.getLogger("aurora_backend")
@@ -52,11 +53,7 @@ def is_read(sql: Any) -> bool:
 
 def provably_not_sent(exc: BaseException) -> bool:
     """The driver refused the statement before sending it: the connection was closed."""
-    cause = driver_error(exc)
-    message = str(cause).lower()
-    return "InterfaceError" in {k.__name__ for k in type(cause).__mro__} and (
-        "connection already closed" in message or "cursor already closed" in message
-    )
+    return refused_before_sending(driver_error(exc))
 
 
 class RetryingCursorMixin:
@@ -98,7 +95,7 @@ class RetryingCursorMixin:
         # Healing closed the Django connection but left the transaction flags and the
         # dead driver cursor (with its connection) as they were when the statement failed.
         db = self.db
-        if db.in_atomic_block or not db.autocommit or not idle_before or getattr(self.cursor, "name", None):
+        if db.in_atomic_block or not db.autocommit or not idle_before or is_named_cursor(self.cursor):
             return False
         if not self._may_rerun(exc, sql, getattr(self.cursor, "connection", None), many):
             return False

@@ -299,4 +299,6 @@ def _is_database_error(exc: BaseException) -> bool:
     """A Django database error, or a driver error that escaped Django's translation."""
     if isinstance(exc, Error):
         return True
-    return type(exc).__module__.split(".")[0] in ("psycopg2", "psycopg")
+    from aurora_backend.drivers import Error as DriverError
+
+    return isinstance(exc, DriverError)
