@@ -17,7 +17,9 @@ _clients: Dict[Tuple[str, Optional[str], Optional[str], Optional[str]], Any] = {
 _lock = threading.Lock()
 
 
-def client(service: str, region: Optional[str], profile: Optional[str] = None, endpoint_url: Optional[str] = None) -> Any:
+def client(
+    service: str, region: Optional[str], profile: Optional[str] = None, endpoint_url: Optional[str] = None
+) -> Any:
     """The shared boto3 client for ``service`` (boto3 clients are thread-safe)."""
     key = (service, region, profile, endpoint_url)
     found = _clients.get(key)

@@ -83,7 +83,8 @@ def parse(key: str, value: Any) -> Optional[CredentialsConfig]:
             "%s has unknown key(s) %s for source %r; accepted keys are: %s."
             % (key, ", ".join(map(repr, unknown)), source, ", ".join(_KEYS[source]))
         )
-    values = {name: _text(key, name, value[name]) for name in ("region", "user", "profile", "secret_id", "endpoint_url") if name in value}
+    texts = ("region", "user", "profile", "secret_id", "endpoint_url")
+    values = {name: _text(key, name, value[name]) for name in texts if name in value}
     refresh = _refresh(key, source, value.get("refresh", DEFAULT_REFRESH[source]))
     if source == "callable":
         func, name = _callable(key, value.get("callable"))
@@ -138,7 +139,9 @@ def _callable(key: str, value: Any) -> Tuple[CredentialsCallable, str]:
         try:
             value = import_string(value)
         except ImportError as err:
-            raise ImproperlyConfigured("%s['callable'] = %r is invalid: it accepts %s." % (key, name, accepted)) from err
+            raise ImproperlyConfigured(
+                "%s['callable'] = %r is invalid: it accepts %s." % (key, name, accepted)
+            ) from err
     if not callable(value):
         raise ImproperlyConfigured("%s['callable'] = %r is invalid: it accepts %s." % (key, value, accepted))
     return value, name

@@ -46,7 +46,8 @@ _classes: Dict[Tuple[type, type], type] = {}
 def _driver_class(base: type, operational_error: type) -> type:
     klass = _classes.get((base, operational_error))
     if klass is None:
-        klass = _classes[(base, operational_error)] = type(base.__name__, (base, operational_error), {"__module__": __name__})
+        klass = type(base.__name__, (base, operational_error), {"__module__": __name__})
+        _classes[(base, operational_error)] = klass
     return klass
 
 

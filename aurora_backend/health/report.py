@@ -194,7 +194,8 @@ def check_alias(
                            runtime or Runtime(), on_retry, thresholds)
     report = AliasReport(alias, "healthy", [], endpoint, result, process=stats.snapshot(alias))
     if options.credentials is not None:
-        report.credentials = credentials.status(options.credentials, params.get("host"), params.get("port"), params.get("user"))
+        report.credentials = credentials.status(
+            options.credentials, params.get("host"), params.get("port"), params.get("user"))
     if raw is None:
         assert result.error is not None
         report.findings.append(Finding(
