@@ -264,3 +264,13 @@ def test_region_parsing():
     assert region_from_host("x.proxy-abc.us-gov-west-1.rds.amazonaws.com") == "us-gov-west-1"
     assert region_from_host("x.cluster-abc.cn-north-1.rds.amazonaws.com.cn") == "cn-north-1"
     assert region_from_host("localhost") is None and region_from_host(None) is None
+
+
+def test_the_system_check_reports_a_bad_credentials_setting_without_connecting():
+    from aurora_backend.health.checks import alias_settings_messages
+
+    settings_dict = {"ENGINE": "aurora_backend", "HOST": ENDPOINT, "USER": "app", "PASSWORD": "left-over",
+                     "OPTIONS": {"sslmode": "require", "aurora": {"credentials": {"source": "iam"}}}}
+    (message,) = alias_settings_messages("default", settings_dict)
+    assert message.id == "aurora_backend.E001" and "remove PASSWORD" in message.msg
+    assert "left-over" not in message.msg

@@ -27,7 +27,6 @@ _REJECTED_MESSAGES = (
     "password authentication failed",
     "pam authentication failed",  # RDS: a wrong or expired IAM token
     "authentication failed for user",
-    "no pg_hba.conf entry",
 )
 
 
