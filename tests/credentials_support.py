@@ -69,7 +69,8 @@ def settings_for(creds: Any, **aurora: Any) -> Dict[str, Any]:
     srv = server()
     options: Dict[str, Any] = {"aurora": {**TEST_AURORA_OPTIONS, "credentials": creds, **aurora}}
     if pool_enabled():
-        options["pool"] = {"min_size": 0, "max_size": 12, "timeout": 10}
+        # Connections live 0.3 s, so the pool keeps opening new ones through the rotation.
+        options["pool"] = {"min_size": 2, "max_size": 12, "max_lifetime": 0.3, "timeout": 10}
     return {
         **connections["default"].settings_dict, "NAME": "postgres", "USER": ROLE, "PASSWORD": "",
         "HOST": srv.host, "PORT": str(srv.port), "OPTIONS": options,
@@ -77,11 +78,14 @@ def settings_for(creds: Any, **aurora: Any) -> Dict[str, Any]:
 
 
 class Workload:
-    """Threads running ``SELECT current_user`` through the ENGINE, a new connection each time."""
+    """Threads running ``SELECT current_user`` through the ENGINE; each query on a new
+    connection (with Django's pool: on a pooled one, which lives 0.3 s)."""
 
     def __init__(self, settings_dict: Dict[str, Any], threads: int = 6) -> None:
         self.settings_dict = settings_dict
         self.done = 0
+        #: Backend pids (physical connections) in the order first seen.
+        self.pids: Dict[int, None] = {}
         self.errors: List[str] = []
         self.cond = threading.Condition()
         self.stop = threading.Event()
@@ -103,8 +107,8 @@ class Workload:
             while not self.stop.is_set():
                 try:
                     with wrapper.cursor() as cursor:
-                        cursor.execute("SELECT current_user")
-                        user = cursor.fetchone()[0]
+                        cursor.execute("SELECT current_user, pg_backend_pid()")
+                        user, pid = cursor.fetchone()
                     if user != ROLE:
                         self.errors.append("logged in as %r" % user)
                 except Exception as exc:
@@ -113,15 +117,19 @@ class Workload:
                     wrapper.close()  # the next query opens a new physical connection
                 with self.cond:
                     self.done += 1
+                    if not self.errors:
+                        self.pids.setdefault(pid, None)
                     self.cond.notify_all()
         finally:
             wrapper.close()
 
-    def wait_for(self, more: int, timeout: float = 30) -> None:
-        """Block until ``more`` further queries completed (bounded)."""
+    def wait_for(self, queries: int, logins: int = 0, timeout: float = 30) -> None:
+        """Block until ``queries`` further queries completed and ``logins`` new physical
+        connections served one (bounded)."""
         with self.cond:
-            target = self.done + more
-            assert self.cond.wait_for(lambda: self.done >= target, timeout), "workload stalled"
+            done, seen = self.done + queries, len(self.pids) + logins
+            assert self.cond.wait_for(lambda: self.done >= done and len(self.pids) >= seen, timeout), (
+                "workload stalled: %s" % self.errors[:3])
 
 
 def close_pool(settings_dict: Optional[Dict[str, Any]] = None) -> None:
