@@ -9,9 +9,10 @@ valid cached, the others wait for that one fetch instead of making their own.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Hashable, Optional
+from typing import Callable, Dict, Hashable, NamedTuple, Optional
 
 from aurora_backend.runtime import Runtime
 
@@ -54,6 +55,15 @@ class CacheStatus:
     label: Optional[str]
 
 
+class _State(NamedTuple):
+    """Replaced whole, so that a reader never sees one credential with another's times."""
+
+    value: Optional[Credential] = None
+    fetched_at: float = 0.0
+    refresh_at: float = 0.0
+    expires_at: float = 0.0
+
+
 class CredentialCache:
     """The current credential of one source; thread-safe."""
 
@@ -61,33 +71,30 @@ class CredentialCache:
         self._fetch = fetch
         self._refresh = refresh
         self._lock = threading.Lock()
-        self._value: Optional[Credential] = None
+        self._state = _State()
         self._rejected: Optional[Credential] = None
-        self._fetched_at = 0.0
-        self._refresh_at = 0.0
-        self._expires_at = 0.0
         self._clock: Callable[[], float] = Runtime().clock
         self.fetches = 0
 
     def get(self, runtime: Runtime) -> Credential:
         """The credential to log in with now, fetching only when due."""
         self._clock = runtime.clock
-        value, now = self._value, runtime.clock()
-        if value is not None and now < self._refresh_at:
-            return value
-        if value is not None and now < self._expires_at:
+        state, now = self._state, runtime.clock()
+        if state.value is not None and now < state.refresh_at:
+            return state.value
+        if state.value is not None and now < state.expires_at:
             # Due but still valid: one thread refreshes, the others go on with this one.
             if self._lock.acquire(blocking=False):
                 try:
-                    if self._value is value:
-                        self._refresh_ahead(runtime, value)
+                    if self._state is state:
+                        self._refresh_ahead(runtime, state)
                 finally:
                     self._lock.release()
-            return self._value or value
+            return self._state.value or state.value
         with self._lock:
-            current, now = self._value, runtime.clock()
-            if current is not None and now < self._expires_at and (current is not value or now < self._refresh_at):
-                return current  # another thread fetched while we waited
+            current, now = self._state, runtime.clock()
+            if current is not state and current.value is not None and now < current.expires_at:
+                return current.value  # another thread fetched while we waited
             return self._store(runtime, self._fetch(self._rejected))
 
     def fetch_now(self, runtime: Runtime) -> Credential:
@@ -102,36 +109,37 @@ class CredentialCache:
         thread saw the rejection first), so that 50 refused logins make one fetch.
         """
         with self._lock:
-            if self._value is not credential:
+            if self._state.value is not credential:
                 return False
-            self._value, self._rejected = None, credential
+            self._state, self._rejected = _State(), credential
             return True
 
     def status(self) -> CacheStatus:
-        value, now = self._value, self._clock()
-        if value is None:
+        state, now = self._state, self._clock()
+        if state.value is None:
             return CacheStatus(self.fetches, None, None, None)
-        refresh_in = None if self._refresh_at == float("inf") else round(max(self._refresh_at - now, 0.0), 3)
-        return CacheStatus(self.fetches, round(now - self._fetched_at, 3), refresh_in, value.label)
+        refresh_in = None if state.refresh_at == math.inf else round(max(state.refresh_at - now, 0.0), 3)
+        return CacheStatus(self.fetches, round(now - state.fetched_at, 3), refresh_in, state.value.label)
 
-    def _refresh_ahead(self, runtime: Runtime, value: Credential) -> None:
+    def _refresh_ahead(self, runtime: Runtime, state: _State) -> None:
         try:
             self._store(runtime, self._fetch(None))
         except Exception as exc:  # the cached credential is still valid: use it, try later
-            self._refresh_at = runtime.clock() + min(REFRESH_RETRY, max(self._expires_at - runtime.clock(), 0) / 2)
+            now = runtime.clock()
+            retry_at = now + min(REFRESH_RETRY, max(state.expires_at - now, 0.0) / 2)
+            self._state = state._replace(refresh_at=retry_at)
             logger.warning("refreshing credentials failed (%s); using the cached %s until it expires",
-                           type(exc).__name__, value.label or "credential")
+                           type(exc).__name__, state.value.label if state.value else "credential")
 
     def _store(self, runtime: Runtime, value: Credential) -> Credential:
         now = runtime.clock()
         self.fetches += 1
         interval = self._refresh
         if value.lifetime is not None:
-            interval = min(interval if interval is not None else value.lifetime, value.lifetime)
-        self._fetched_at = now
-        self._refresh_at = now + interval * runtime.random.uniform(*JITTER) if interval is not None else float("inf")
-        self._expires_at = now + value.lifetime if value.lifetime is not None else float("inf")
-        self._value, self._rejected = value, None
+            interval = value.lifetime if interval is None else min(interval, value.lifetime)
+        refresh_at = math.inf if interval is None else now + interval * runtime.random.uniform(*JITTER)
+        expires_at = math.inf if value.lifetime is None else now + value.lifetime
+        self._state, self._rejected = _State(value, now, refresh_at, expires_at), None
         return value
 
 
