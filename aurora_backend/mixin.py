@@ -69,9 +69,6 @@ class AuroraWrapperMixin(FreshnessMixin):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         self.aurora_options = AuroraOptions.from_settings(self.alias, self.settings_dict["OPTIONS"])
-        credentials.check_settings(self.alias, self.settings_dict, self.aurora_options.credentials)
-        if self.aurora_options.credentials is not None:  # dbshell logs in with the fresh credential
-            self.client = credentials.credentials_client(self)
         self.aurora_runtime = Runtime()
         self._aurora_lock = threading.Lock()
         self._aurora_expires_at: Optional[float] = None
@@ -87,6 +84,10 @@ class AuroraWrapperMixin(FreshnessMixin):
         self._aurora_input_waiting: Callable[[], bool] = lambda: True
         # Open server-side cursors: a slow consumer uses its connection between statements.
         self._aurora_named_cursors: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        # Rotating credentials: checked now, fetched per connection (credentials/login.py).
+        credentials.check_settings(self.alias, self.settings_dict, self.aurora_options.credentials)
+        if self.aurora_options.credentials is not None:  # dbshell logs in with the fresh credential
+            self.client = credentials.credentials_client(self)
 
     # ----- connecting ---------------------------------------------------------------
 
