@@ -148,8 +148,8 @@ def test_fifty_threads_make_one_fetch(clock):
         thread.join(10)
     assert len(calls) == 1 and len(got) == 50 and len({id(c) for c in got}) == 1
     # All 50 refused: one of them drops it, the 49 others find the fresh one.
-    dropped = [shared.reject(got[0]) for _ in range(50)]
-    assert dropped.count(True) == 1
+    dropped = [shared.reject(got[0], runtime) for _ in range(50)]
+    assert dropped.count("dropped") == 1 and dropped.count("replaced") == 49
     after = [shared.get(runtime) for _ in range(50)]
     assert len(calls) == 2 and all(c.password == "pw-2" for c in after)
 

@@ -22,6 +22,14 @@ logger = logging.getLogger("aurora_backend")
 REFRESH_RETRY = 30.0
 #: Refresh at a random point between these fractions of the refresh interval.
 JITTER = (0.8, 1.0)
+#: A credential fetched because a login was refused, refused in turn within this many
+#: seconds, is not fetched again: a wrong secret costs one source call per pause, not
+#: one per connection attempt (a pool retries in the background).
+REFETCH_PAUSE = 5.0
+
+#: What :meth:`CredentialCache.reject` did: dropped the credential (the next get() fetches),
+#: found it already replaced by another thread, or kept it (refetched moments ago).
+DROPPED, REPLACED, KEPT = "dropped", "replaced", "kept"
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,6 +70,8 @@ class _State(NamedTuple):
     fetched_at: float = 0.0
     refresh_at: float = 0.0
     expires_at: float = 0.0
+    #: Fetched because a login with the previous credential was refused.
+    after_rejection: bool = False
 
 
 class CredentialCache:
@@ -102,17 +112,21 @@ class CredentialCache:
         with self._lock:
             return self._store(runtime, self._fetch(self._rejected))
 
-    def reject(self, credential: Credential) -> bool:
+    def reject(self, credential: Credential, runtime: Runtime) -> str:
         """A server refused ``credential``: forget it so the next get() fetches afresh.
 
-        True when this call dropped it; False when it was already replaced (another
-        thread saw the rejection first), so that 50 refused logins make one fetch.
+        DROPPED when this call dropped it; REPLACED when another thread already did (so
+        that 50 refused logins make one fetch); KEPT when it was itself fetched after a
+        refusal less than REFETCH_PAUSE ago (the source has nothing newer yet).
         """
         with self._lock:
-            if self._state.value is not credential:
-                return False
+            state = self._state
+            if state.value is not credential:
+                return REPLACED
+            if state.after_rejection and runtime.clock() - state.fetched_at < REFETCH_PAUSE:
+                return KEPT
             self._state, self._rejected = _State(), credential
-            return True
+            return DROPPED
 
     def status(self) -> CacheStatus:
         state, now = self._state, self._clock()
@@ -139,7 +153,8 @@ class CredentialCache:
             interval = value.lifetime if interval is None else min(interval, value.lifetime)
         refresh_at = math.inf if interval is None else now + interval * runtime.random.uniform(*JITTER)
         expires_at = math.inf if value.lifetime is None else now + value.lifetime
-        self._state, self._rejected = _State(value, now, refresh_at, expires_at), None
+        self._state = _State(value, now, refresh_at, expires_at, self._rejected is not None)
+        self._rejected = None
         return value
 
 

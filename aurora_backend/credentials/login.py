@@ -15,7 +15,7 @@ from typing import Any, Dict, Hashable, Optional, Tuple
 from django.core.exceptions import ImproperlyConfigured
 
 from aurora_backend.credentials import custom, iam, secretsmanager
-from aurora_backend.credentials.cache import Credential, CredentialCache, cache_for, peek
+from aurora_backend.credentials.cache import DROPPED, KEPT, Credential, CredentialCache, cache_for, peek
 from aurora_backend.credentials.config import CredentialsConfig
 from aurora_backend.errors import driver_error, sqlstate
 from aurora_backend.runtime import Runtime
@@ -135,7 +135,10 @@ class Login:
         if self.renewed:
             raise self._rejected(exc) from exc
         self.renewed = True
-        if self._cache.reject(self.credential):
+        outcome = self._cache.reject(self.credential, self.runtime)
+        if outcome == KEPT:  # refetched after a refusal moments ago: nothing newer to try
+            raise self._rejected(exc) from exc
+        if outcome == DROPPED:
             logger.warning("%s refused the %s from %s; fetching it afresh and trying again",
                            self.endpoint, self.credential.label or "credential", self.config.describe())
         return True
