@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import psycopg2
 import pytest
@@ -132,7 +132,10 @@ class Workload:
                 "workload stalled: %s" % self.errors[:3])
 
 
-def close_pool(settings_dict: Optional[Dict[str, Any]] = None) -> None:
-    pool = DatabaseWrapper._connection_pools.pop(ALIAS, None)  # type: ignore[attr-defined]
-    if pool is not None:
-        pool.close()
+def close_pool() -> None:
+    """Close the pools (AURORA_TEST_DRIVER=pool) of the aliases these tests make."""
+    pools = DatabaseWrapper._connection_pools  # type: ignore[attr-defined]
+    for alias in [a for a in list(pools) if a.startswith((ALIAS, "iam"))]:
+        pool = pools.pop(alias, None)
+        if pool is not None:
+            pool.close()

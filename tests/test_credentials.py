@@ -154,7 +154,7 @@ def test_a_credential_refused_twice_is_a_clear_error_after_one_fresh_fetch(passw
     store = Store(wrong)
     settings_dict = settings_for(store)
     if pool_enabled():  # the pool retries in the background until its timeout
-        settings_dict["OPTIONS"]["pool"]["timeout"] = 2
+        settings_dict["OPTIONS"]["pool"]["timeout"] = 1
     for _ in range(2):
         wrapper = DatabaseWrapper(settings_dict, alias=ALIAS)
         with pytest.raises(OperationalError) as raised:
@@ -234,7 +234,10 @@ def test_secrets_never_reach_logs_errors_signals_health_or_repr(passwords, fake_
         status = json.loads(health[2])
         assert status["source"] == "secretsmanager" and status["fetches"] == 1 and status["age_seconds"] >= 0
         assert status["label"] == "AWSCURRENT"
-        bad = DatabaseWrapper(settings_for(Store(wrong)), alias="rotating_bad")
+        bad_settings = settings_for(Store(wrong))
+        if pool_enabled():
+            bad_settings["OPTIONS"]["pool"]["timeout"] = 1
+        bad = DatabaseWrapper(bad_settings, alias="rotating_bad")
         with pytest.raises(OperationalError) as raised:
             bad.ensure_connection()
         error: BaseException = raised.value
