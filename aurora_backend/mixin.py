@@ -32,6 +32,8 @@ from aurora_backend.connection.connect import Attempt, connect_with_retry
 from aurora_backend.drivers import in_recovery, input_watch, is_idle, is_named_cursor, peer_address
 from aurora_backend.errors import ErrorKind, classify, is_scale_event
 from aurora_backend.connection.freshness import FreshnessMixin
+from aurora_backend.connection.pool import pool_options
+from aurora_backend.connection.pooled import PoolMixin
 from aurora_backend.connection.lifetime import draw_expiry, reaper
 from aurora_backend.options import OPTIONS_KEY, AuroraOptions
 from aurora_backend.runtime import Runtime
@@ -51,7 +53,7 @@ class _HealingErrorWrapper(DatabaseErrorWrapper):
         super().__exit__(exc_type, exc_value, traceback)
 
 
-class AuroraWrapperMixin(FreshnessMixin):
+class AuroraWrapperMixin(PoolMixin, FreshnessMixin):
     """Aurora-aware behaviour for a PostgreSQL ``DatabaseWrapper`` (put it first in the MRO)."""
 
     #: Address (IP) the current connection went to, or None before the first connection.
@@ -69,6 +71,8 @@ class AuroraWrapperMixin(FreshnessMixin):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         self.aurora_options = AuroraOptions.from_settings(self.alias, self.settings_dict["OPTIONS"])
+        # Django's pool (OPTIONS["pool"]), validated; None without one (see connection/pooled.py).
+        self._aurora_pool_options = pool_options(self.alias, self.settings_dict)
         self.aurora_runtime = Runtime()
         self._aurora_lock = threading.Lock()
         self._aurora_expires_at: Optional[float] = None
@@ -98,15 +102,22 @@ class AuroraWrapperMixin(FreshnessMixin):
 
     def get_new_connection(self, conn_params: Dict[str, Any]) -> Any:
         parent = super().get_new_connection  # type: ignore[misc]
-        connection, address = connect_with_retry(
-            parent, conn_params, self.aurora_options, self.aurora_runtime,
-            on_retry=self._aurora_connect_retried, endpoint=self._aurora_endpoint(conn_params),
-        )
+        pooled = self.pool is not None
+        if pooled:  # a checkout: the pool opened it through _aurora_pool_connect
+            connection = self._aurora_checkout(parent, conn_params)
+            address = getattr(connection, "_aurora_address", None)
+        else:
+            connection, address = connect_with_retry(
+                parent, conn_params, self.aurora_options, self.aurora_runtime,
+                on_retry=self._aurora_connect_retried, endpoint=self._aurora_endpoint(conn_params),
+            )
         self.aurora_address = address or peer_address(connection) or conn_params.get("host")
         now = self.aurora_runtime.clock()
         self._aurora_connected_at = self._aurora_last_used = now
         self._aurora_input_waiting = input_watch(connection)
-        self._aurora_expires_at = draw_expiry(now, self.aurora_options.max_age, self.aurora_runtime.random)
+        # With a pool, the pool's max_lifetime ends connections (drawn from max_age: pool.py).
+        max_age = None if pooled else self.aurora_options.max_age
+        self._aurora_expires_at = draw_expiry(now, max_age, self.aurora_runtime.random)
         self._aurora_check_at = self._aurora_next_check(now)
         return connection
 
@@ -121,7 +132,9 @@ class AuroraWrapperMixin(FreshnessMixin):
                 sender=type(self), alias=self.alias, connection=self, reason=reason,
                 address=self.aurora_address,
             )
-        if self.aurora_options.idle_timeout is not None:
+        if self.aurora_options.idle_timeout is not None and self.pool is None:
+            # With a pool, its max_idle closes idle connections (a reaper's close would
+            # only make the pool open a replacement).
             reaper.register(self, self.aurora_options.idle_timeout)
 
     def _aurora_endpoint(self, params: Dict[str, Any]) -> str:
@@ -151,12 +164,13 @@ class AuroraWrapperMixin(FreshnessMixin):
             if is_scale_event(exc):
                 self._aurora_scale_event(exc)
             self._aurora_close("disconnect")
+            self._aurora_pool_disconnect()  # the pool's other idle connections: checked now
         elif kind is ErrorKind.READ_ONLY:
             # A write reached a read-only server. If it is a demoted writer (a reader now:
             # stale DNS after a failover), only a new connection reaches the new writer. A
             # read-only transaction on a writer is the app's choice: nothing to heal.
             self._aurora_suspect_read_only = True
-            self._aurora_check_at = 0.0  # inside a transaction: look at the next use outside
+            self._aurora_pool_suspect_read_only()  # the pool's other connections: at checkout            self._aurora_check_at = 0.0  # inside a transaction: look at the next use outside
             if not self.in_atomic_block and self.autocommit and is_idle(self.connection):
                 self._aurora_suspect_read_only = False
                 if in_recovery(self.connection):

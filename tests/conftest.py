@@ -31,3 +31,29 @@ def simulator(simulator_session):
     yield simulator_session
     connections["sim"].close()
     simulator_session.reset()
+
+
+def _close_pools(keep=()) -> None:
+    """Close Django's pools (AURORA_TEST_DRIVER=pool) except those of ``keep`` aliases."""
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    pools = getattr(DatabaseWrapper, "_connection_pools", {})
+    for alias in [a for a in list(pools) if a not in keep]:
+        pool = pools.pop(alias, None)
+        if pool is not None:
+            pool.close()
+
+
+@pytest.fixture(autouse=True)
+def _ad_hoc_pools_closed():
+    """Wrappers a test builds under its own alias leave no pool (and no connection) behind."""
+    yield
+    from django.conf import settings
+
+    _close_pools(keep=settings.DATABASES)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pools_closed_before_the_test_database_is_dropped(django_db_setup, django_db_blocker):
+    yield
+    _close_pools()

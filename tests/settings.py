@@ -55,6 +55,10 @@ DATABASES = {
     },
 }
 
+if pool_enabled():  # AURORA_TEST_DRIVER=pool: Django's pool on every alias (small: tests kill backends)
+    for _entry in DATABASES.values():
+        _entry["OPTIONS"]["pool"] = {"max_size": 4}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -16,6 +16,7 @@ from django.db import connections
 from aurora_backend import drivers, stats
 from aurora_backend.health import report as health
 from aurora_backend.testing import free_port
+from aurora_backend.testing.drivers import pool_enabled
 from tests.pg import server
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -164,7 +165,13 @@ def test_json_report_follows_the_documented_schema():
     assert alias["status"] == "healthy" and alias["connect"]["ok"] and alias["connect"]["attempts"] == 1
     assert alias["endpoint"]["addresses"] == ["127.0.0.1"]
     assert alias["server"]["aurora"] is False and alias["readers"] is None
+    pool = alias["process"].pop("pool")
     assert alias["process"] == json.loads(json.dumps(stats.snapshot("default")))
+    if pool_enabled():  # this process's pool of "default": psycopg_pool's figures
+        assert {"pool_size", "pool_available", "requests_waiting", "pool_max"} <= set(pool)
+        assert pool["pool_max"] == 4 and 0 <= pool["pool_available"] <= pool["pool_size"] <= 4
+    else:
+        assert pool is None
     assert alias["capacity"]["connections"] >= 1  # Django's own connection at least
     # The validator really checks: a missing key and a wrong type are reported.
     del alias["connect"]["latency_seconds"]

@@ -134,7 +134,10 @@ class FreshnessMixin:
 
     def _aurora_note_pending_error(self) -> None:
         """Count a scale event whose FATAL waits, unread, on the idle connection."""
-        fields = pending_error(self.connection)
+        self._aurora_count_pending_error(self.connection)
+
+    def _aurora_count_pending_error(self, connection: Any) -> None:
+        fields = pending_error(connection)
         if fields and fields.get("M"):
             error = self.Database.OperationalError(fields["M"])  # type: ignore[attr-defined]
             logger.info("server closed %r: %s %s", self.alias, fields.get("C", ""), fields["M"])
@@ -154,6 +157,7 @@ class FreshnessMixin:
         signals.connection_closed.send(sender=type(self), alias=self.alias, connection=self, reason=reason)
         self._aurora_close_reason = reason
         self._aurora_healing = True
+        self._aurora_pool_release_dead(reason)  # type: ignore[attr-defined]
         try:
             self.close()  # type: ignore[attr-defined]
         except Exception:  # closing a dead connection may complain; it is gone either way

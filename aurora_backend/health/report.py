@@ -192,7 +192,8 @@ def check_alias(
     deadline = float(wait) if wait is not None else float(options.connect_timeout)
     result, raw = _connect(wrapper, params, dataclasses.replace(options, connect_deadline=deadline),
                            runtime or Runtime(), on_retry, thresholds)
-    report = AliasReport(alias, "healthy", [], endpoint, result, process=stats.snapshot(alias))
+    process = {**stats.snapshot(alias), "pool": _pool_state(alias)}
+    report = AliasReport(alias, "healthy", [], endpoint, result, process=process)
     if options.credentials is not None:
         report.credentials = credentials.status(
             options.credentials, params.get("host"), params.get("port"), params.get("user"))
@@ -231,6 +232,8 @@ def _fresh_wrapper(alias: str, settings_dict: Optional[Mapping[str, Any]]) -> An
 
     source = connections[alias].settings_dict if settings_dict is None else settings_dict
     configured = connections.configure_settings({"default": copy.deepcopy(dict(source))})["default"]
+    configured["OPTIONS"].pop("pool", None)  # a direct connection: never one of the process's pool
+    configured["CONN_MAX_AGE"] = 0
     return load_backend(configured["ENGINE"]).DatabaseWrapper(configured, alias)
 
 
@@ -284,6 +287,18 @@ def _failure(exc: BaseException, elapsed: float, attempts: int) -> ConnectFailur
     message = "no connection in %.1f s (%d attempt%s); last error: %s" % (
         elapsed, attempts, "" if attempts == 1 else "s", describe_error(cause))
     return ConnectFailure(classify(cause).value, type(cause).__name__, message)
+
+
+def _pool_state(alias: str) -> Optional[Dict[str, int]]:
+    """This process's pool of ``alias`` (OPTIONS["pool"]): size, idle, waiting, errors; else None."""
+    from django.db import connections
+
+    from aurora_backend.connection.pooled import pool_stats
+
+    if alias not in connections.settings or not connections.settings[alias].get("OPTIONS", {}).get("pool"):
+        return None
+    pools = getattr(connections[alias], "_connection_pools", {})
+    return pool_stats(pools.get(alias))
 
 
 def _peer(raw: Any) -> Optional[str]:

@@ -1,0 +1,193 @@
+"""PoolMixin: Django's pool (``OPTIONS["pool"]``) with our connect, checks and healing.
+
+Part of :class:`~aurora_backend.mixin.AuroraWrapperMixin`. With a pool, Django's
+``get_new_connection`` checks a connection out (``getconn``) and ``close`` returns it
+(``putconn``). Here:
+
+- the pool is built by us (``pool.py``) and left where Django looks for it;
+- a connection checked out is checked like ours before Django gets it: closed, a pending
+  FATAL or EOF on the socket (one poll), unused past ``ping_after`` (``SELECT 1``), and a
+  demoted writer (``pg_is_in_recovery()``) once another connection of the pool hit 25006.
+  A failing one is closed, so the pool drops it, and the next is checked;
+- a disconnect on one connection makes the pool check all of its idle ones in the
+  background (``pool.check()``), so the dead are dropped together, not handed out one by one;
+- a connection we close on purpose (dead, stale, demoted writer) is closed for real, so
+  the pool does not take it back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import Any, Callable, Dict, Optional
+
+from django.db.backends.base.base import NO_DB_ALIAS
+
+from aurora_backend import drivers
+from aurora_backend.connection.connect import connect_with_retry
+from aurora_backend.connection.pool import connection_class, pool_arguments, pool_class
+from aurora_backend.drivers import in_recovery, input_watch, peer_address
+
+logger = logging.getLogger("aurora_backend")
+
+_sweeping: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_sweep_lock = threading.Lock()
+
+
+def sweep(pool: Any) -> bool:
+    """Check the pool's idle connections in a background thread (one sweep at a time)."""
+    with _sweep_lock:
+        if pool in _sweeping:
+            return False
+        _sweeping.add(pool)
+
+    def run() -> None:
+        try:
+            pool.check()
+        except Exception:  # a closed pool, a server still down: the next checkout tells
+            logger.debug("pool check of %r failed", getattr(pool, "name", pool), exc_info=True)
+        finally:
+            with _sweep_lock:
+                _sweeping.discard(pool)
+
+    threading.Thread(target=run, name="aurora_backend-pool-check", daemon=True).start()
+    return True
+
+
+def pool_stats(pool: Any) -> Optional[Dict[str, int]]:
+    """psycopg_pool's figures: pool_size, pool_available, requests_waiting, errors, ..."""
+    if pool is None:
+        return None
+    try:
+        return dict(pool.get_stats())
+    except Exception:
+        return None
+
+
+class PoolMixin:
+    """Django's pool, Aurora-safe (see the module doc)."""
+
+    alias: str
+    settings_dict: Dict[str, Any]
+    aurora_options: Any
+    aurora_runtime: Any
+    _connection_pools: Dict[str, Any]
+    _aurora_pool_options: Optional[Dict[str, Any]]
+
+    @property
+    def pool(self) -> Any:
+        options = self._aurora_pool_options
+        if options is None or self.alias == NO_DB_ALIAS:
+            return None
+        pools = self._connection_pools
+        pool = pools.get(self.alias)
+        if pool is None:
+            # Two threads may build one each: the first stored wins (as in Django); neither
+            # is open yet, so the other is simply dropped.
+            pool = pools.setdefault(self.alias, self._aurora_build_pool(options))
+        return pool
+
+    def _aurora_build_pool(self, options: Dict[str, Any]) -> Any:
+        """What Django's ``pool`` builds, plus our connection class, lifetimes and defaults."""
+        connect_kwargs = self.get_connection_params()  # type: ignore[attr-defined]
+        connect_kwargs["autocommit"] = True  # as Django: it sets autocommit later on
+        klass = pool_class()
+        arguments = pool_arguments(options, self.aurora_options)
+        arguments.setdefault("timeout", self.aurora_options.connect_deadline)  # ride out a resume
+        pool = klass(
+            kwargs=connect_kwargs,
+            open=False,
+            configure=self._configure_connection,  # type: ignore[attr-defined]
+            check=klass.check_connection if self.settings_dict.get("CONN_HEALTH_CHECKS") else None,
+            connection_class=connection_class(self._aurora_pool_connect),
+            **arguments,
+        )
+        pool.aurora_max_age = None if "max_lifetime" in options else self.aurora_options.max_age
+        pool.aurora_random = self.aurora_runtime.random
+        pool.aurora_suspect_since = 0.0  # a connection saw 25006: check roles at checkout
+        return pool
+
+    def _aurora_pool_connect(self, parent: Callable[[Dict[str, Any]], Any], kwargs: Dict[str, Any]) -> Any:
+        """Every physical connection the pool opens: retry, deadline, fresh address choice."""
+        connection, address = connect_with_retry(
+            parent, kwargs, self.aurora_options, self.aurora_runtime,
+            on_retry=self._aurora_connect_retried,  # type: ignore[attr-defined]
+            endpoint=self._aurora_endpoint(kwargs),  # type: ignore[attr-defined]
+        )
+        connection._aurora_address = address or peer_address(connection)
+        connection._aurora_used_at = connection._aurora_role_checked_at = self.aurora_runtime.clock()
+        return connection
+
+    def _aurora_checkout(self, parent: Callable[[Dict[str, Any]], Any], conn_params: Dict[str, Any]) -> Any:
+        """Django's checkout (``getconn``), repeated while the connection handed out is bad."""
+        pool = self.pool
+        for _ in range(pool.max_size + 1):
+            connection = parent(conn_params)
+            reason = self._aurora_checkout_problem(pool, connection)
+            if reason is None:
+                return connection
+            logger.info("pool of %r handed out a %s connection: dropped", self.alias, reason)
+            _drop(pool, connection)
+            sweep(pool)
+        return parent(conn_params)  # every try was bad: the pool's own check decides
+
+    def _aurora_checkout_problem(self, pool: Any, connection: Any) -> Optional[str]:
+        now = self.aurora_runtime.clock()
+        if drivers.is_closed(connection):
+            return "disconnect"
+        used_at = getattr(connection, "_aurora_used_at", now)
+        connection._aurora_used_at = now
+        ping_after = self.aurora_options.ping_after
+        stale = input_watch(connection)() or (ping_after is not None and now - used_at >= ping_after)
+        if stale:
+            self._aurora_count_pending_error(connection)  # type: ignore[attr-defined]
+            if not _ping(connection):
+                return "stale"
+        if getattr(connection, "_aurora_role_checked_at", 0.0) < pool.aurora_suspect_since:
+            connection._aurora_role_checked_at = now
+            if in_recovery(connection):
+                return "read_only"
+        return None
+
+    def _aurora_pool_suspect_read_only(self) -> None:
+        pool = self.pool
+        if pool is not None:
+            pool.aurora_suspect_since = self.aurora_runtime.clock()
+
+    def _aurora_pool_disconnect(self) -> None:
+        pool = self.pool
+        if pool is not None:
+            sweep(pool)
+
+    def _aurora_pool_release_dead(self, reason: str) -> None:
+        """Before Django returns the connection to the pool: close it for real unless it is
+        merely idle, so the pool drops it instead of handing it out again."""
+        connection = getattr(self, "connection", None)
+        if reason != "idle" and connection is not None and self.pool is not None:
+            try:
+                connection.close()
+            except Exception:
+                pass
+
+
+def _ping(connection: Any) -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except Exception:
+        return False
+
+
+def _drop(pool: Any, connection: Any) -> None:
+    """Close a checked-out connection and give it back: the pool replaces it."""
+    try:
+        connection.close()
+    except Exception:
+        pass
+    try:
+        pool.putconn(connection)
+    except Exception:
+        logger.debug("pool would not take back a closed connection", exc_info=True)
+
