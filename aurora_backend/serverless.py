@@ -17,12 +17,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def close_all(aliases: Optional[Sequence[str]] = None) -> None:
-    """Close the connections of ``aliases`` (default: every one opened in this thread)."""
+    """Close the connections of ``aliases`` (default: every one opened in this thread).
+
+    With Django's pool (``OPTIONS["pool"]``) closing only returns a connection to the pool,
+    so the pool of each alias is closed too: its idle connections are truly closed, and
+    the next use opens a new pool. (Lambda runs one invocation at a time per process.)
+    """
     from django.db import connections
 
     targets = [connections[a] for a in aliases] if aliases else connections.all(initialized_only=True)
     for connection in targets:
         connection.close()
+        if connection.alias in getattr(connection, "_connection_pools", ()):
+            connection.close_pool()
 
 
 @contextmanager

@@ -20,6 +20,12 @@ Afterwards the table is checked against what the app believes: "unknown-fate" wr
     python bench/bench_chaos.py            # 8 threads, 2000 transfers, 12 s per run
     python bench/bench_chaos.py --quick    # smoke setting
     python bench/bench_chaos.py --log chaos.log   # aurora_backend's INFO log to a file
+    AURORA_TEST_DRIVER=psycopg python bench/bench_chaos.py   # psycopg 3 (default: Django's pick)
+    AURORA_TEST_DRIVER=pool python bench/bench_chaos.py      # psycopg 3 + Django's pool, both runs
+
+With the pool, "connections opened" counts checkouts (Django's connection_created), and
+each run's pool is closed when its workers are done (an app shutting down) before the
+server's connections are counted.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import bench_server, configure_django, database, percentile, print_machine  # noqa: E402
+from common import POOL, bench_server, configure_django, database, percentile, print_machine  # noqa: E402
 
 APP_LOG = logging.getLogger("bench_chaos")  # the app's own error log (--log)
 ACCOUNTS = 50
@@ -218,6 +224,10 @@ def chaos_run(proc: Any, alias: str, call: Callable[..., Any], planned: List[Pla
     release.set()
     for thread in pool:
         thread.join(30)
+    if POOL:  # the app shuts down: its pool closes its connections
+        from django.db import connections
+
+        connections[alias].close_pool()
     proc.command("reset")
     after = stats.snapshot(alias)
     counters = {name: after[name] - before[name] for name in
@@ -308,11 +318,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
         proc = SimulatorProcess(upstream=(srv.host, srv.port)).start()
         try:
             host, port = proc.address
-            stock = database(srv, "django.db.backends.postgresql", host=host, port=port, conn_max_age=None)
+            pooled = {"max_size": threads} if POOL else None  # one connection per worker thread
+            stock = database(srv, "django.db.backends.postgresql", host=host, port=port, conn_max_age=None,
+                             pool=pooled)
             stock["OPTIONS"]["connect_timeout"] = 10  # aurora_backend's default per attempt; bounded
             configure_django({
                 "default": database(srv, "django.db.backends.postgresql"),
-                "aurora": database(srv, "aurora_backend", host=host, port=port, conn_max_age=None, aurora={}),
+                "aurora": database(srv, "aurora_backend", host=host, port=port, conn_max_age=None, aurora={},
+                                   pool=pooled),
                 "stock": stock,
             })
             if args.log:
@@ -330,8 +343,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
                 print("note: the scale event at %.1f s falls inside the pause: it kills the held connection "
                       "attempts (see docs/benchmarks.md, chaos run)" % (0.45 * duration))
             print("threads=%d transfers=%d over %.1f s (%.0f/s), %d accounts; failover window %.1f s, "
-                  "pause %.1f s; aurora_backend: package defaults" % (
-                      threads, transfers, duration, transfers / duration, ACCOUNTS, window, pause))
+                  "pause %.1f s; aurora_backend: package defaults; %s" % (
+                      threads, transfers, duration, transfers / duration, ACCOUNTS, window, pause,
+                      "Django's pool, max_size %d" % threads if POOL else "no pool"))
             planned = plan_transfers(transfers, args.seed)
             results = {
                 "aurora+retry_atomic": chaos_run(proc, "aurora", aurora_transfer, planned, threads, duration, events),

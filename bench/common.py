@@ -27,6 +27,8 @@ from aurora_backend.testing.drivers import select_driver  # noqa: E402
 
 #: AURORA_TEST_DRIVER (psycopg2, psycopg, pool) applies to the benchmarks too.
 DRIVER = select_driver()
+#: AURORA_TEST_DRIVER=pool: benchmarks that support it put Django's pool on their aliases.
+POOL = DRIVER == "pool"
 
 
 def _require_loopback(host: str) -> None:
@@ -80,8 +82,10 @@ def _admin(srv: ServerAddress, sql: str) -> None:
 
 
 def database(srv: ServerAddress, engine: str, host: Optional[str] = None, port: Optional[int] = None,
-             conn_max_age: Optional[int] = None, aurora: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """A DATABASES entry on ``srv`` (``host``/``port`` override, e.g. a simulator's)."""
+             conn_max_age: Optional[int] = None, aurora: Optional[Dict[str, Any]] = None,
+             pool: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """A DATABASES entry on ``srv`` (``host``/``port`` override, e.g. a simulator's); with
+    ``pool``, Django's pool (``OPTIONS["pool"]``, CONN_MAX_AGE 0 as Django requires)."""
     entry: Dict[str, Any] = {
         "ENGINE": engine,
         "NAME": srv.dbname,
@@ -94,6 +98,9 @@ def database(srv: ServerAddress, engine: str, host: Optional[str] = None, port: 
     }
     if aurora is not None:
         entry["OPTIONS"]["aurora"] = aurora
+    if pool is not None:
+        entry["OPTIONS"]["pool"] = pool
+        entry["CONN_MAX_AGE"] = 0
     return entry
 
 

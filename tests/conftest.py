@@ -7,7 +7,8 @@ session's simulator listens; it mirrors ``default``'s test database.
 from __future__ import annotations
 
 import pytest
-from django.db import connections
+
+from aurora_backend.serverless import close_all
 
 from tests.pg import server
 from tests.settings import SIM_PORT
@@ -27,9 +28,10 @@ def simulator_session():
 @pytest.fixture
 def simulator(simulator_session):
     """The simulator, healed of every fault before and after the test."""
+    close_all(["sim"])  # with OPTIONS["pool"], the pool's connections too
     simulator_session.reset()
     yield simulator_session
-    connections["sim"].close()
+    close_all(["sim"])
     simulator_session.reset()
 
 

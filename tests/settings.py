@@ -55,9 +55,13 @@ DATABASES = {
     },
 }
 
-if pool_enabled():  # AURORA_TEST_DRIVER=pool: Django's pool on every alias (small: tests kill backends)
-    for _entry in DATABASES.values():
-        _entry["OPTIONS"]["pool"] = {"max_size": 4}
+if pool_enabled():
+    # AURORA_TEST_DRIVER=pool: every connection of the suite comes from Django's pool.
+    # "default" serves concurrent threads (retry tests): 4 connections. "sim" counts the
+    # reconnects and scale events of one Django connection: a pool of one keeps those exact.
+    # Faults across a pool of several connections: tests/test_pool.py.
+    DATABASES["default"]["OPTIONS"]["pool"] = {"max_size": 4}
+    DATABASES["sim"]["OPTIONS"]["pool"] = {"max_size": 1}
 
 LOGGING = {
     "version": 1,

@@ -17,6 +17,7 @@ from django.db import OperationalError, connections
 from aurora_backend import drivers, signals, stats
 from aurora_backend.connection.connect import ClusterUnavailable
 from aurora_backend.options import AuroraOptions
+from aurora_backend.serverless import close_all
 from ledger.models import Account
 from tests.pg import server
 
@@ -71,9 +72,9 @@ def wait_until_running(marker, timeout=10.0):
 def persistent_sim(monkeypatch):
     """CONN_MAX_AGE=None on "sim", so the connection outlives a request."""
     monkeypatch.setitem(sim_db.settings_dict, "CONN_MAX_AGE", None)
-    sim_db.close()
+    close_all(["sim"])  # with OPTIONS["pool"], the pool's connections too
     yield sim_db
-    sim_db.close()
+    close_all(["sim"])
 
 
 def test_scale_event_between_requests(simulator, persistent_sim, reasons):
@@ -160,7 +161,7 @@ def test_paused_cluster_a_request_made_during_the_pause_succeeds_on_resume(simul
 
 
 def test_paused_past_the_deadline_fails_with_a_clear_error(simulator):
-    sim_db.close()
+    close_all(["sim"])
     options = sim_db.aurora_options
     sim_db.aurora_options = AuroraOptions(**{**options.__dict__, "connect_deadline": 2.5, "connect_timeout": 2})
     simulator.pause()
@@ -178,7 +179,7 @@ def test_paused_past_the_deadline_fails_with_a_clear_error(simulator):
 
 
 def test_past_serverless_scale_point_on_connect_is_retried(simulator):
-    sim_db.close()
+    close_all(["sim"])
     before = counters()
     simulator.scale_point_on_connect(2)
     assert accounts() == []
@@ -201,7 +202,7 @@ def test_failover_window_then_new_writer(simulator, reasons):
 def test_scale_event_hitting_an_attempt_held_by_a_pause_is_retried(simulator):
     """The FATAL reaches libpq after the SSL negotiation (libpq 17 drops an error sent
     in reply to SSLRequest): it is a disconnect, and the connect is retried."""
-    sim_db.close()
+    close_all(["sim"])
     simulator.pause()
     result = {}
     worker = threading.Thread(target=lambda: result.setdefault("rows", accounts()))

@@ -94,7 +94,10 @@ class PoolMixin:
         connect_kwargs["autocommit"] = True  # as Django: it sets autocommit later on
         klass = pool_class()
         arguments = pool_arguments(options, self.aurora_options)
-        arguments.setdefault("timeout", self.aurora_options.connect_deadline)  # ride out a resume
+        # getconn() waits as long as our connect retry may take (ride out a resume), then
+        # reports the connect error rather than a bare timeout (see _getconn).
+        aurora = self.aurora_options
+        arguments.setdefault("timeout", aurora.connect_deadline + aurora.connect_timeout)
         pool = klass(
             kwargs=connect_kwargs,
             open=False,
@@ -106,15 +109,24 @@ class PoolMixin:
         pool.aurora_max_age = None if "max_lifetime" in options else self.aurora_options.max_age
         pool.aurora_random = self.aurora_runtime.random
         pool.aurora_suspect_since = 0.0  # a connection saw 25006: check roles at checkout
+        pool.aurora_last_error = None  # the last failed connect, while connecting fails
         return pool
 
     def _aurora_pool_connect(self, parent: Callable[[Dict[str, Any]], Any], kwargs: Dict[str, Any]) -> Any:
         """Every physical connection the pool opens: retry, deadline, fresh address choice."""
-        connection, address = connect_with_retry(
-            parent, kwargs, self.aurora_options, self.aurora_runtime,
-            on_retry=self._aurora_connect_retried,  # type: ignore[attr-defined]
-            endpoint=self._aurora_endpoint(kwargs),  # type: ignore[attr-defined]
-        )
+        pool = self._connection_pools.get(self.alias)
+        try:
+            connection, address = connect_with_retry(
+                parent, kwargs, self.aurora_options, self.aurora_runtime,
+                on_retry=self._aurora_connect_retried,  # type: ignore[attr-defined]
+                endpoint=self._aurora_endpoint(kwargs),  # type: ignore[attr-defined]
+            )
+        except Exception as exc:
+            if pool is not None:  # why getconn() will time out: told to the waiting request
+                pool.aurora_last_error = exc
+            raise
+        if pool is not None:
+            pool.aurora_last_error = None
         connection._aurora_address = address or peer_address(connection)
         connection._aurora_used_at = connection._aurora_role_checked_at = self.aurora_runtime.clock()
         return connection
@@ -123,14 +135,14 @@ class PoolMixin:
         """Django's checkout (``getconn``), repeated while the connection handed out is bad."""
         pool = self.pool
         for _ in range(pool.max_size + 1):
-            connection = parent(conn_params)
+            connection = _getconn(pool, parent, conn_params)
             reason = self._aurora_checkout_problem(pool, connection)
             if reason is None:
                 return connection
             logger.info("pool of %r handed out a %s connection: dropped", self.alias, reason)
             _drop(pool, connection)
             sweep(pool)
-        return parent(conn_params)  # every try was bad: the pool's own check decides
+        return _getconn(pool, parent, conn_params)  # every one was bad: the pool's check decides
 
     def _aurora_checkout_problem(self, pool: Any, connection: Any) -> Optional[str]:
         now = self.aurora_runtime.clock()
@@ -169,6 +181,25 @@ class PoolMixin:
                 connection.close()
             except Exception:
                 pass
+
+
+def _getconn(pool: Any, parent: Callable[[Dict[str, Any]], Any], conn_params: Dict[str, Any]) -> Any:
+    """Django's checkout; when the pool has no connection to give because connecting
+    failed, the connect error itself (e.g. ClusterUnavailable past connect_deadline, a
+    wrong password) rather than psycopg_pool's bare "couldn't get a connection"."""
+    from psycopg_pool import PoolTimeout
+
+    try:
+        return parent(conn_params)
+    except PoolTimeout as timeout:
+        last = getattr(pool, "aurora_last_error", None)
+        if last is None:
+            raise
+        try:
+            error = type(last)(str(last))
+        except Exception:
+            raise timeout from last
+        raise error from last
 
 
 def _ping(connection: Any) -> bool:

@@ -9,6 +9,9 @@ Settings checks run with every ``manage.py check`` (and runserver, migrate...):
 - W004: server-side cursors behind RDS Proxy (DECLARE pins the session).
 - W005: ``OPTIONS["options"]`` (``-c ...``) behind RDS Proxy (refused at connect).
 - W006: no TCP keepalive settings: a dead writer is noticed only after hours.
+- E003: ``OPTIONS["pool"]`` is invalid (psycopg2 only, CONN_MAX_AGE, unknown key, versions).
+- E004: this Django or psycopg_pool lacks what makes its pool Aurora-safe (connection/pool.py).
+- W007: ``OPTIONS["pool"]["min_size"]`` > 0: the pool keeps connections open when idle.
 
 Database checks (``manage.py check --database ALIAS``): E002 unreachable, W010 long
 transaction, W011 idle in transaction, W012 temporary tables, W013 explicit table lock,
@@ -64,6 +67,8 @@ def alias_settings_messages(alias: str, settings_dict: Mapping[str, Any]) -> Lis
         return [checks.Error(str(err), hint="Fix the key named above; see README.md for every option.",
                              obj=where, id="aurora_backend.E001")]
     messages = [m for m in (_w001(where, settings_dict, aurora), _w002(where, aurora), _w006(where, options)) if m]
+    if options.get("pool"):
+        messages.extend(_pool_messages(alias, where, settings_dict))
     if behind_rds_proxy(settings_dict):
         messages.extend(_proxy_messages(where, settings_dict, options))
     return messages
@@ -101,6 +106,32 @@ def _w006(where: str, options: Mapping[str, Any]) -> Optional[checks.CheckMessag
              "'keepalives_count': 5 (AWS's recommendation for Aurora).",
         obj=where, id="aurora_backend.W006",
     )
+
+
+def _pool_messages(alias: str, where: str, settings_dict: Mapping[str, Any]) -> List[checks.CheckMessage]:
+    from aurora_backend.connection.pool import hooks_missing, pool_options
+
+    try:
+        user = pool_options(alias, dict(settings_dict))
+    except ImproperlyConfigured as err:
+        return [checks.Error(str(err), obj=where, id="aurora_backend.E003")]
+    missing = hooks_missing()
+    if missing:
+        return [checks.Error(
+            "%s: OPTIONS['pool'] cannot be made Aurora-safe with this Django/psycopg_pool: it lacks %s, "
+            "so pooled connections would skip connect retry, fresh DNS or the checks before use."
+            % (where, ", ".join(missing)),
+            hint="Use Django 5.1-6.0 with psycopg_pool 3.2-3.3, or remove OPTIONS['pool'].",
+            obj=where, id="aurora_backend.E004",
+        )]
+    if user and user.get("min_size", 0) > 0:
+        return [checks.Warning(
+            "%s: OPTIONS['pool']['min_size'] = %r keeps that many connections open while the process "
+            "is idle, so Aurora Serverless cannot pause or scale down." % (where, user["min_size"]),
+            hint="Leave min_size out (aurora_backend's default is 0) unless the cluster never pauses.",
+            obj=where, id="aurora_backend.W007",
+        )]
+    return []
 
 
 def _proxy_messages(where: str, settings_dict: Mapping[str, Any], options: Mapping[str, Any]) -> List[checks.CheckMessage]:
