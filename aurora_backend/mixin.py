@@ -186,18 +186,24 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin):
 
     # ----- cursors ------------------------------------------------------------------
 
+    def chunked_cursor(self) -> Any:
+        # Django's only way to a server-side (named) cursor: QuerySet.iterator().
+        wrapped = super().chunked_cursor()  # type: ignore[misc]
+        if is_named_cursor(wrapped.cursor):  # see _aurora_cursors_open
+            self._aurora_named_cursors.add(wrapped.cursor)
+        return wrapped
+
     def make_cursor(self, cursor: Any) -> Any:
-        if is_named_cursor(cursor):  # a server-side cursor: see _aurora_reap_if_idle
-            self._aurora_named_cursors.add(cursor)
-        if _plain_make_cursor(type(self)):  # nobody between us and Django: build it directly
+        plain = _plain.get(type(self))
+        if plain is None:
+            plain = _plain_make_cursor(type(self))
+        if plain:  # nobody between us and Django: build it directly
             return _RetryingCursorWrapper(cursor, self)
         wrapped = super().make_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = _cursor_classes.get(type(wrapped)) or retrying_cursor_class(type(wrapped))
         return wrapped
 
     def make_debug_cursor(self, cursor: Any) -> Any:
-        if is_named_cursor(cursor):
-            self._aurora_named_cursors.add(cursor)
         wrapped = super().make_debug_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = retrying_cursor_class(type(wrapped))
         return wrapped

@@ -26,7 +26,7 @@ from typing import Any, Dict, Type
 
 from django.db import Error as DjangoDatabaseError
 
-from aurora_backend.drivers import is_named_cursor, refused_before_sending, transaction_open
+from aurora_backend.drivers import OPEN, is_named_cursor, refused_before_sending, status_of
 from aurora_backend.errors import ErrorKind, classify, driver_error
 
 logger = logging.getLogger("aurora_backend")
@@ -62,33 +62,39 @@ class RetryingCursorMixin:
     cursor: Any
     db: Any
 
-    # The hot path is one try block: everything else happens only after an error.
+    # The hot path is one try block with no Python call but the wrapped _execute (the status
+    # read is one C call; the next _execute in the MRO is bound at class creation, not via
+    # super()): everything else happens only after an error.
+    _aurora_next_execute: Any
+    _aurora_next_executemany: Any
 
     def _execute(self, sql: Any, params: Any, *ignored: Any) -> Any:
         db = self.db
-        db._aurora_last_used = db.aurora_runtime.clock()  # in use: the idle reaper stays away
-        idle_before = not transaction_open(self.cursor.connection)
+        clock = db.aurora_runtime.clock
+        db._aurora_last_used = clock()  # in use: the idle reaper stays away
+        idle_before = status_of(self.cursor.connection) not in OPEN
         try:
-            return super()._execute(sql, params, *ignored)  # type: ignore[misc]
+            return self._aurora_next_execute(sql, params, *ignored)
         except DjangoDatabaseError as exc:
             if not self._prepare_rerun(exc, sql, idle_before, many=False):
                 raise
         finally:
-            db._aurora_last_used = db.aurora_runtime.clock()  # e.g. before a fetch
-        return super()._execute(sql, params, *ignored)  # type: ignore[misc]
+            db._aurora_last_used = clock()  # e.g. before a fetch
+        return self._aurora_next_execute(sql, params, *ignored)
 
     def _executemany(self, sql: Any, param_list: Any, *ignored: Any) -> Any:
         db = self.db
-        db._aurora_last_used = db.aurora_runtime.clock()
-        idle_before = not transaction_open(self.cursor.connection)
+        clock = db.aurora_runtime.clock
+        db._aurora_last_used = clock()
+        idle_before = status_of(self.cursor.connection) not in OPEN
         try:
-            return super()._executemany(sql, param_list, *ignored)  # type: ignore[misc]
+            return self._aurora_next_executemany(sql, param_list, *ignored)
         except DjangoDatabaseError as exc:
             if not self._prepare_rerun(exc, sql, idle_before, many=True):
                 raise
         finally:
-            db._aurora_last_used = db.aurora_runtime.clock()
-        return super()._executemany(sql, param_list, *ignored)  # type: ignore[misc]
+            db._aurora_last_used = clock()
+        return self._aurora_next_executemany(sql, param_list, *ignored)
 
     def _prepare_rerun(self, exc: BaseException, sql: Any, idle_before: bool, many: bool) -> bool:
         """True (with a new driver cursor in place) when the failed statement may run again."""
@@ -132,6 +138,10 @@ def retrying_cursor_class(wrapper_class: type) -> Type[Any]:
         return wrapper_class
     klass = _cursor_classes.get(wrapper_class)
     if klass is None:
-        klass = type("Aurora" + wrapper_class.__name__, (RetryingCursorMixin, wrapper_class), {})
+        klass = type("Aurora" + wrapper_class.__name__, (RetryingCursorMixin, wrapper_class), {
+            # What super()._execute would find, bound once here (the per-statement path).
+            "_aurora_next_execute": wrapper_class._execute,  # type: ignore[attr-defined]
+            "_aurora_next_executemany": wrapper_class._executemany,  # type: ignore[attr-defined]
+        })
         _cursor_classes[wrapper_class] = klass
     return klass

@@ -37,6 +37,10 @@ transaction_status: Callable[[Any], int] = active.transaction_status
 #: The server holds a transaction (or runs a command) for this connection, as libpq last
 #: saw it: e.g. a raw ``BEGIN`` sent in autocommit mode, outside Django's atomic().
 transaction_open: Callable[[Any], bool] = active.transaction_open
+#: PQtransactionStatus as cheaply as the driver allows (the per-statement read; see OPEN).
+status_of: Callable[[Any], int] = active.status_of
+#: The statuses in which the server holds a transaction or runs a command.
+OPEN: tuple = (1, 2, 3)
 #: The server process id of a driver connection.
 backend_pid: Callable[[Any], int] = active.backend_pid
 #: What libpq was given to connect (host, hostaddr, sslmode, ...; never the password).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Dict, Optional
 
 import psycopg
@@ -16,6 +17,18 @@ InterfaceError = psycopg.InterfaceError
 errors = psycopg.errors
 
 _OPEN = (1, 2, 3)  # ACTIVE, INTRANS, INERROR
+
+
+def _safe_status(connection: Any) -> int:
+    try:
+        return int(connection.pgconn.transaction_status)
+    except Exception:  # a finished PGconn of the pure-Python libpq wrapper
+        return 4
+
+
+#: ``status_of(connection)``: PQtransactionStatus. With psycopg's C implementation one C
+#: call, no Python frame (4 once closed); the pure-Python one raises once closed.
+status_of = operator.attrgetter("pgconn.transaction_status") if psycopg.pq.__impl__ != "python" else _safe_status
 _ServerCursor = psycopg.ServerCursor
 
 
