@@ -30,7 +30,7 @@ from django.db.backends.utils import CursorWrapper
 from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
-from aurora_backend import signals, stats
+from aurora_backend import credentials, signals, stats
 from aurora_backend.connection.connect import Attempt, connect_with_retry
 from aurora_backend.drivers import in_recovery, input_watch, is_idle, is_named_cursor, peer_address
 from aurora_backend.errors import ErrorKind, classify, is_scale_event
@@ -97,6 +97,10 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         # Open server-side cursors: a slow consumer uses its connection between statements.
         self._aurora_named_cursors: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._aurora_session_reset()
+        # Rotating credentials: checked now, fetched per connection (credentials/login.py).
+        credentials.check_settings(self.alias, self.settings_dict, self.aurora_options.credentials)
+        if self.aurora_options.credentials is not None:  # dbshell logs in with the fresh credential
+            self.client = credentials.credentials_client(self)
 
     # ----- connecting ---------------------------------------------------------------
 

@@ -14,6 +14,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from aurora_backend.credentials import config as credentials_config
+
 OPTIONS_KEY = "aurora"
 
 #: ``resolver(host, port) -> [address, ...]``; the default uses ``socket.getaddrinfo``.
@@ -47,6 +49,9 @@ class AuroraOptions:
     resolver: Optional[Resolver] = field(default=None, compare=False)
     #: RDS Proxy mode (docs/proxy.md): True, False, or None ("auto": on when HOST contains ".proxy-").
     proxy: Optional[bool] = None
+    #: Where each login's user and password come from (IAM, Secrets Manager, a callable);
+    #: None: USER and PASSWORD. See aurora_backend/credentials.
+    credentials: Optional[credentials_config.CredentialsConfig] = None
 
     @classmethod
     def from_settings(cls, alias: str, options: Mapping[str, Any]) -> "AuroraOptions":
@@ -73,6 +78,7 @@ class AuroraOptions:
         parsed = {name: _PARSERS[name]("%s[%r]" % (where, name), value) for name, value in values.items()}
         result = cls(**parsed)
         result._check_consistency(where)
+        credentials_config.check_sslmode("%s['credentials']" % where, result.credentials, options.get("sslmode"))
         return result
 
     def _check_consistency(self, where: str) -> None:
@@ -174,4 +180,5 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "spread_addresses": _bool,
     "resolver": _resolver,
     "proxy": _proxy,
+    "credentials": credentials_config.parse,
 }

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, TypeVar
 
 from aurora_backend import drivers
+from aurora_backend.credentials.login import Login
 from aurora_backend.errors import classify, is_connect_retryable, sqlstate
 from aurora_backend.options import AuroraOptions
 from aurora_backend.connection.resolve import choose_address
@@ -81,6 +82,9 @@ def connect_with_retry(
     delays = jittered_delays(options.backoff_base, options.backoff_max, runtime.random)
     address: Optional[str] = None
     number = 0
+    login = None
+    if options.credentials is not None:
+        login = Login(options.credentials, runtime, operational_error or drivers.OperationalError, endpoint)
     while True:
         number += 1
         attempt_params = dict(params)
@@ -89,9 +93,13 @@ def connect_with_retry(
         attempt_params["connect_timeout"] = max(2, min(options.connect_timeout, math.ceil(remaining)))
         if options.spread_addresses:
             address = choose_address(attempt_params, options.resolver, runtime.random, avoid=address)
+        if login:
+            login.apply(attempt_params)  # per attempt: a rotated secret, a token near expiry
         try:
             return connect(attempt_params), address
         except Exception as exc:
+            if login and login.retry_now(exc):
+                continue  # refused: once more, at once, with a credential fetched afresh
             elapsed = runtime.clock() - start
             if not is_connect_retryable(exc):
                 logger.warning(

@@ -32,6 +32,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 from aurora_backend.connection.proxy_mode import behind_rds_proxy, proxy_enabled, timezone_advice
+from aurora_backend import credentials
 from aurora_backend.options import AuroraOptions
 
 #: A Serverless v2 resume takes ~15 s (30 s or more after a day asleep): AURORA_FACTS.md.
@@ -66,6 +67,7 @@ def alias_settings_messages(alias: str, settings_dict: Mapping[str, Any]) -> Lis
     where = "DATABASES[%r]" % alias
     try:
         aurora = AuroraOptions.from_settings(alias, options)
+        credentials.check_settings(alias, settings_dict, aurora.credentials)
     except ImproperlyConfigured as err:
         return [checks.Error(str(err), hint="Fix the key named above; see README.md for every option.",
                              obj=where, id="aurora_backend.E001")]

@@ -43,6 +43,8 @@ def render_alias(report: AliasReport, paint: Paint = plain) -> List[str]:
     if report.server is not None:
         row("readers", _readers_text(report))
     row("process", _process_text(report.process))
+    if report.credentials is not None:
+        row("login", _credentials_text(report.credentials))
     if report.blockers is not None:
         items = report.blockers.items
         row("blockers", "none" if not items else paint("%d found" % len(items), "degraded"))
@@ -109,6 +111,17 @@ def _process_text(process: Any) -> str:
         text += ("; reads routed here %s, to the writer for read-your-writes %s, fallbacks to the writer %s"
                  % tuple(routed))
     return text
+
+
+def _credentials_text(status: Any) -> str:
+    age = status.get("age_seconds")
+    if age is None:
+        return "%s, nothing cached yet" % status["description"]
+    refresh = status.get("refresh_in_seconds")
+    return "%s, %s fetched %s ago%s, %d fetch(es) by this process" % (
+        status["description"], status.get("label") or "credential", human_seconds(age),
+        "" if refresh is None else ", refresh in %s" % human_seconds(refresh), status.get("fetches", 0),
+    )
 
 
 def _epoch(value: float) -> str:

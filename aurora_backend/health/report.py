@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from django.core.exceptions import ImproperlyConfigured
 
-from aurora_backend import stats
+from aurora_backend import credentials, stats
 from aurora_backend.health import sql as health_sql
 from aurora_backend.connection.connect import Attempt, connect_with_retry
 from aurora_backend.errors import classify, driver_error
@@ -29,7 +29,7 @@ from aurora_backend.runtime import Runtime
 
 logger = logging.getLogger("aurora_backend")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SETTINGS_NAME = "AURORA_HEALTH"
 STATUS_EXIT_CODES = {"healthy": 0, "degraded": 1, "unreachable": 2}
 
@@ -112,6 +112,8 @@ class AliasReport:
     blockers: Optional[health_sql.Blockers] = None
     readers: Optional[List[health_sql.Reader]] = None
     process: Dict[str, Any] = field(default_factory=dict)
+    #: The credentials source and the age of its cached credential (never the credential).
+    credentials: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -192,6 +194,9 @@ def check_alias(
                            runtime or Runtime(), on_retry, thresholds)
     process = {**stats.snapshot(alias), "pool": _pool_state(alias)}
     report = AliasReport(alias, "healthy", [], endpoint, result, process=process)
+    if options.credentials is not None:
+        report.credentials = credentials.status(
+            options.credentials, params.get("host"), params.get("port"), params.get("user"))
     if raw is None:
         assert result.error is not None
         report.findings.append(Finding(

@@ -1,0 +1,45 @@
+"""``manage.py dbshell`` with a rotating credential: psql gets it in PGPASSWORD, never in argv.
+
+Django's postgresql client already passes PASSWORD through the environment; we hand its
+``settings_to_cmd_args_env`` a copy of the settings holding the credential of the moment.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from aurora_backend.credentials import login
+from aurora_backend.credentials.config import CredentialsConfig
+from aurora_backend.runtime import Runtime
+
+_classes: Dict[type, type] = {}
+
+
+def with_credential(settings_dict: Mapping[str, Any], config: CredentialsConfig, runtime: Runtime) -> Dict[str, Any]:
+    """A copy of ``settings_dict`` whose USER and PASSWORD are a credential fetched now."""
+    cache = login.cache(config, settings_dict.get("HOST") or None, settings_dict.get("PORT") or None,
+                        settings_dict.get("USER") or None)
+    credential = cache.fetch_now(runtime)
+    return {**settings_dict, "USER": credential.user or settings_dict.get("USER"), "PASSWORD": credential.password}
+
+
+class _CredentialsClient:
+    """Mixed in before the ENGINE's DatabaseClient (Django's postgresql one, PostGIS's...)."""
+
+    connection: Any
+
+    def settings_to_cmd_args_env(  # type: ignore[override]
+        self, settings_dict: Mapping[str, Any], parameters: List[str]
+    ) -> Tuple[List[str], Optional[Dict[str, str]]]:
+        wrapper = self.connection
+        fresh = with_credential(settings_dict, wrapper.aurora_options.credentials, wrapper.aurora_runtime)
+        return super().settings_to_cmd_args_env(fresh, parameters)  # type: ignore[misc]
+
+
+def credentials_client(wrapper: Any) -> Any:
+    """``wrapper.client`` rebuilt so that dbshell logs in with the rotating credential."""
+    base = type(wrapper.client)
+    klass = _classes.get(base)
+    if klass is None:
+        klass = _classes[base] = type(base.__name__, (_CredentialsClient, base), {"__module__": __name__})
+    return klass(wrapper)
