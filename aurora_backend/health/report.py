@@ -9,7 +9,6 @@ the database system checks are thin layers over these functions.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime
 import logging
@@ -225,8 +224,18 @@ def _fresh_wrapper(alias: str, settings_dict: Optional[Mapping[str, Any]]) -> An
     from django.db.utils import load_backend
 
     source = connections[alias].settings_dict if settings_dict is None else settings_dict
-    configured = connections.configure_settings({"default": copy.deepcopy(dict(source))})["default"]
+    configured = connections.configure_settings({"default": _copy_settings(dict(source))})["default"]
     return load_backend(configured["ENGINE"]).DatabaseWrapper(configured, alias)
+
+
+def _copy_settings(value: Any) -> Any:
+    """Copy the dicts and lists of a settings dict; share everything else (a resolver object
+    in OPTIONS, e.g. with a lock inside, cannot and need not be deep-copied)."""
+    if isinstance(value, dict):
+        return {key: _copy_settings(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copy_settings(item) for item in value)
+    return value
 
 
 def _endpoint(params: Mapping[str, Any], options: AuroraOptions) -> Endpoint:

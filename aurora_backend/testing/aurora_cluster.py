@@ -18,11 +18,13 @@ import random
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+import psycopg2
+
 from aurora_backend.simulator import AuroraSimulator
 from aurora_backend.testing import aurora_instance as ai
 from aurora_backend.testing.aurora_dns import ClusterDNS
 from aurora_backend.testing.aurora_instance import DOWN, READER, WRITER, Instance
-from aurora_backend.testing.aurora_sql import install_sql
+from aurora_backend.testing.aurora_sql import DBLINK_SQL, install_sql
 from aurora_backend.testing.cluster import PASSWORD, SUPERUSER, free_port
 from aurora_backend.testing.reaper import Reaper
 
@@ -124,6 +126,10 @@ class AuroraCluster:
         sql = install_sql({i.id: i.pg_port for i in self.instances.values()}, self.aurora_version())
         writer = self.writer
         for dbname in ADMIN_DATABASES + (self.database,):
+            try:
+                writer.query(DBLINK_SQL, dbname=dbname)
+            except psycopg2.Error as exc:  # no contrib package: lag from the writer's estimate
+                logger.info("aurora cluster: no dblink (%s); readers' lag as the writer estimates it", exc)
             writer.query(sql, dbname=dbname)
 
     def aurora_version(self) -> str:
@@ -144,7 +150,11 @@ class AuroraCluster:
         if not readers:
             return
         writer = self.writer
-        lsn = writer.scalar("SELECT pg_current_wal_lsn()::text")
+        # A commit record for every reader to replay: a fresh standby's lag is measured from
+        # pg_last_xact_replay_timestamp(), NULL until it has replayed one. (It writes nothing
+        # else, so it is not flushed at once: wait for the insert position.)
+        writer.scalar("SELECT txid_current()")
+        lsn = writer.scalar("SELECT pg_current_wal_insert_lsn()::text")
         sql = ("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND "
                "application_name = ANY(%s) AND replay_lsn >= %s::pg_lsn")
         ai.wait_until(lambda: writer.scalar(sql, [readers, lsn]) == len(readers), timeout,

@@ -102,17 +102,53 @@ class ClusterDNS:
         self._pending = keep
 
 
-class ManualClock:
-    """A clock tests move by hand: ``clock.advance(5.1)``."""
+class TestClock:
+    """Monotonic time that a test can freeze and move by hand, then let run again.
 
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = float(start)
+    ``clock.freeze()``; ``clock.advance(5.0)``; ``clock.release()``: time never goes back.
+    """
+
+    def __init__(self, base: Callable[[], float] = time.monotonic) -> None:
+        self._base = base
+        self._offset = 0.0
+        self._frozen: Optional[float] = None
         self._lock = threading.Lock()
 
     def __call__(self) -> float:
-        return self.now
+        frozen = self._frozen
+        return frozen if frozen is not None else self._base() + self._offset
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen is not None
+
+    def freeze(self) -> float:
+        with self._lock:
+            if self._frozen is None:
+                self._frozen = self._base() + self._offset
+            return self._frozen
 
     def advance(self, seconds: float) -> float:
+        """Move a frozen clock forward (a running one: shift it forward)."""
+        if seconds < 0:
+            raise ValueError("TestClock.advance() goes forward only, got %r" % seconds)
         with self._lock:
-            self.now += seconds
-            return self.now
+            if self._frozen is not None:
+                self._frozen += seconds
+                return self._frozen
+            self._offset += seconds
+            return self._base() + self._offset
+
+    def advance_to(self, when: float) -> float:
+        """Freeze the clock at ``when`` exactly (never earlier than it stands)."""
+        with self._lock:
+            now = self._frozen if self._frozen is not None else self._base() + self._offset
+            self._frozen = max(now, float(when))
+            return self._frozen
+
+    def release(self) -> None:
+        """Let the clock run again from where it stands."""
+        with self._lock:
+            if self._frozen is not None:
+                self._offset = self._frozen - self._base()
+                self._frozen = None

@@ -71,19 +71,27 @@ class Instance:
 
 def new_writer(instance_id: str) -> PostgresCluster:
     """initdb a server that will be the cluster's first writer (not started)."""
-    return PostgresCluster(settings=dict(SERVER_SETTINGS, cluster_name=instance_id))
+    server = PostgresCluster(settings=dict(SERVER_SETTINGS, cluster_name=instance_id))
+    write_passfile(server)
+    return server
+
+
+def write_passfile(server: PostgresCluster) -> str:
+    """``<base>/pgpass``: how a server reaches its peers (replication, the lag query)."""
+    passfile = os.path.join(server.base, "pgpass")
+    with open(passfile, "w") as fh:
+        fh.write("127.0.0.1:*:*:%s:%s\n" % (SUPERUSER, PASSWORD))
+    os.chmod(passfile, 0o600)
+    if server.as_postgres:
+        shutil.chown(passfile, user="postgres")
+    return passfile
 
 
 def new_reader(source: PostgresCluster, instance_id: str, port: Optional[int] = None,
                timeout: float = 120) -> PostgresCluster:
     """A hot standby of the running ``source`` (pg_basebackup), streaming as ``instance_id``."""
     standby = PostgresCluster(port=port, settings=dict(SERVER_SETTINGS, cluster_name=instance_id), initdb=False)
-    passfile = os.path.join(standby.base, "pgpass")
-    with open(passfile, "w") as fh:
-        fh.write("127.0.0.1:*:*:%s:%s\n" % (SUPERUSER, PASSWORD))
-    os.chmod(passfile, 0o600)
-    if standby.as_postgres:
-        shutil.chown(passfile, user="postgres")
+    passfile = write_passfile(standby)
     standby._run(
         "env", "PGPASSFILE=" + passfile, os.path.join(source.bin, "pg_basebackup"),
         "-h", "127.0.0.1", "-p", str(source.port), "-U", SUPERUSER, "-D", standby.datadir,

@@ -9,8 +9,9 @@ is baked into the function so a reader can name the writer it streams from
 (``pg_stat_wal_receiver.sender_port``).
 
 What a local cluster cannot know, it reports as NULL (Aurora's storage-daemon figures:
-cpu, iops, read_ios...). On the writer every streaming reader is listed, as on Aurora; on
-a reader, the writer and that reader itself (a standby cannot see its siblings).
+cpu, iops, read_ios...). The writer lists itself and every streaming reader; a lagging
+reader's lag is asked of the reader itself (dblink). A reader answers what the writer
+answers (dblink), or, without dblink or writer, the writer and itself only.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ SELECT {server_id}, {session_id}, {durable}, {received}, {replayed},
        {replayed}, NULL::bigint, NULL::bigint, NULL::bigint, NULL::real
 """
 
+# How far this reader's replay is behind (ms): 0 when it has replayed all it received.
+_OWN_LAG = ("CASE WHEN NOT pg_is_in_recovery() THEN NULL WHEN pg_last_wal_receive_lsn() IS NULL "
+            "OR pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn() THEN 0 "
+            "ELSE 1000 * extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END")
+
 _ACTIVE = ("(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
            "AND backend_xid IS NOT NULL)::bigint")
 
@@ -71,8 +77,9 @@ _WRITER_ROWS = _ROW.format(
     latency_usec="(extract(epoch FROM coalesce(r.replay_lag, '0'::interval)) * 1e6)::bigint",
     active="NULL::bigint", updated="coalesce(r.reply_time, now())", feedback_xmin="r.backend_xmin::text::bigint",
     lag_ms="CASE WHEN r.replay_lsn >= pg_current_wal_lsn() THEN 0 "
-           "ELSE 1000 * extract(epoch FROM coalesce(r.replay_lag, r.write_lag, '0'::interval)) END",
-) + " FROM pg_stat_replication r WHERE r.application_name IN (SELECT id FROM instances)"
+           "ELSE coalesce(public.aurora_local_reader_lag(i.port), "
+           "1000 * extract(epoch FROM coalesce(r.replay_lag, r.write_lag, '0'::interval))) END",
+) + " FROM pg_stat_replication r JOIN instances i ON i.id = r.application_name"
 
 # A reader: the writer it streams from (by port) and itself, its lag measured here.
 _READER_ROWS = _ROW.format(
@@ -86,8 +93,7 @@ WHERE w.status = 'streaming' UNION ALL """ + _ROW.format(
     durable=_LSN % "pg_last_wal_replay_lsn()", received=_LSN % "pg_last_wal_receive_lsn()",
     replayed=_LSN % "pg_last_wal_replay_lsn()", latency_usec="NULL::bigint", active=_ACTIVE,
     updated="NULL::timestamptz", feedback_xmin="NULL::bigint",
-    lag_ms="CASE WHEN pg_last_wal_receive_lsn() IS NULL OR pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn() "
-           "THEN 0 ELSE 1000 * extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END",
+    lag_ms=_OWN_LAG,
 )
 
 
@@ -102,10 +108,42 @@ CREATE OR REPLACE FUNCTION public.aurora_version() RETURNS text
   LANGUAGE sql STABLE AS $$ SELECT %(version)s::text $$;
 CREATE OR REPLACE FUNCTION public.aurora_db_instance_identifier() RETURNS text
   LANGUAGE sql STABLE AS $$ SELECT current_setting('cluster_name') $$;
+CREATE OR REPLACE FUNCTION public.aurora_local_conninfo(port integer) RETURNS text
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+  SELECT format('host=127.0.0.1 port=%%s dbname=postgres user=postgres connect_timeout=2 passfile=%%s',
+                port, regexp_replace(current_setting('data_directory'), '/[^/]*$', '') || '/pgpass')
+$fn$;
+REVOKE ALL ON FUNCTION public.aurora_local_conninfo(integer) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION public.aurora_local_own_lag() RETURNS real
+  LANGUAGE sql STABLE AS $fn$ SELECT (%(own_lag)s)::real $fn$;
+CREATE OR REPLACE FUNCTION public.aurora_local_reader_lag(port integer) RETURNS real
+  LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+DECLARE
+  lag real;
+BEGIN
+  -- Ask the reader itself (dblink, only when it is behind): the writer's replay_lag only
+  -- moves when the reader reports, so it cannot tell how long a paused replay has waited.
+  SELECT t.lag INTO lag FROM aurora_local.dblink(
+    public.aurora_local_conninfo(port),
+    'SELECT public.aurora_local_own_lag()') AS t(lag real);
+  RETURN lag;
+EXCEPTION WHEN OTHERS THEN
+  RETURN NULL;  -- no dblink here, or the reader is unreachable: the writer's own estimate
+END $fn$;
 CREATE OR REPLACE FUNCTION public.aurora_replica_status() RETURNS TABLE (%(columns)s)
   LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $fn$
 BEGIN
   IF pg_is_in_recovery() THEN
+    BEGIN  -- the whole cluster, as the writer sees it (dblink), as on Aurora
+      RETURN QUERY SELECT * FROM aurora_local.dblink(
+        public.aurora_local_conninfo((SELECT sender_port FROM pg_stat_wal_receiver WHERE status = 'streaming')),
+        'SELECT * FROM public.aurora_replica_status()') AS t(%(columns)s);
+      IF FOUND THEN
+        RETURN;
+      END IF;
+    EXCEPTION WHEN OTHERS THEN
+      NULL;  -- no dblink, or the writer is unreachable: what this reader knows itself
+    END;
     RETURN QUERY WITH instances(id, port) AS (VALUES %(values)s) %(reader)s;
   ELSE
     RETURN QUERY WITH instances(id, port) AS (VALUES %(values)s) %(writer)s;
@@ -113,7 +151,14 @@ BEGIN
 END $fn$;
 GRANT EXECUTE ON FUNCTION public.aurora_replica_status() TO PUBLIC;
 """ % {"version": _literal(version), "columns": columns, "values": values,
-       "reader": _READER_ROWS, "writer": _WRITER_ROWS}
+       "reader": _READER_ROWS, "writer": _WRITER_ROWS, "own_lag": _OWN_LAG}
+
+
+#: Optional (postgresql-contrib): lets the writer ask a lagging reader for its own lag.
+DBLINK_SQL = """
+CREATE SCHEMA IF NOT EXISTS aurora_local;
+CREATE EXTENSION IF NOT EXISTS dblink SCHEMA aurora_local;
+"""
 
 
 def _literal(text: str) -> str:
