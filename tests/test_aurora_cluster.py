@@ -277,3 +277,43 @@ def test_aurora_health_shows_writer_readers_and_lag(db):
     assert rows[lagging.id]["replica_lag_ms"] > 200
     assert report["server"]["aurora"] and report["server"]["instance_id"] == cluster.writer.id
     assert any(f["code"] == "replica_lag" and lagging.id in f["message"] for f in report["findings"])
+
+
+def test_cli_serves_a_cluster_until_sigterm_and_leaves_nothing_running():
+    import os
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    from aurora_backend.simulator import ControlClient
+    from aurora_backend.simulator.cluster_cli import remote_resolve
+    from aurora_backend.simulator.control import parse_address
+
+    name = "cli-%d" % os.getpid()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aurora_backend.simulator", "cluster", "--readers", "1", "--name", name,
+         "--ttl", "0.2", "--dns-delay", "0.2"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert select.select([proc.stdout], [], [], 60)[0], "the cluster CLI printed nothing in 60 s"
+        info = json.loads(proc.stdout.readline())
+        control = parse_address(info["control"], "control")
+        writer = next(i for i, v in info["instances"].items() if v["role"] == "writer")
+        address = remote_resolve(control, info["cluster_endpoint"])[0]
+        assert address == info["instances"][writer]["address"]
+        conn = psycopg2.connect(host=address, port=info["port"], user=SUPERUSER, password=PASSWORD,
+                                dbname=info["database"], connect_timeout=5)
+        with conn.cursor() as cur:
+            cur.execute("SELECT aurora_db_instance_identifier()")
+            assert cur.fetchone()[0] == writer
+        conn.close()
+        with ControlClient(control, timeout=60) as client:
+            answer = client.command("failover")
+        assert answer["result"]["old_writer"] == writer
+        assert answer["endpoints"]["instances"][answer["result"]["new_writer"]]["role"] == "writer"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        proc.stdout.close()
+    left = subprocess.run(["pgrep", "-f", "cluster_name=%s-instance" % name], capture_output=True, text=True)
+    assert left.stdout == ""  # every server of the cluster stopped
