@@ -27,6 +27,7 @@ EXPECTED = {
     "bench_storm.py": ["connection attempts per 100 ms", "aurora  attempts", "expo    attempts",
                        "fixed   attempts"],
     "bench_simulator.py": ["SELECT 1 round trip", "direct ", "in-process ", "subprocess "],
+    "bench_cluster.py": ["cluster start:", "failover timeline", "first successful write after the kill"],
     "bench_chaos.py": ["chaos run", "aurora+retry_atomic", "stock+atomic", "transfers requested",
                        "unknown-fate writes", "ledger total after", "server connections left open"],
 }
