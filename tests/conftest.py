@@ -12,7 +12,6 @@ from django.db import connections
 from aurora_backend.testing.fixtures import (  # noqa: F401 (session fixtures: a local Aurora cluster)
     aurora_cluster,
     aurora_cluster_options,
-    aurora_databases,
 )
 from tests.pg import server
 from tests.settings import SIM_PORT

@@ -2,7 +2,8 @@
 
 One cluster for the session (tests/conftest.py: a writer and two readers, TTL and DNS
 delay 0.5 s instead of Aurora's 5 s, a TestClock for the DNS). Aliases "aurora" (cluster
-endpoint) and "aurora_ro" (reader endpoint) go through the ENGINE and its resolver hook.
+endpoint) and "aurora_ro" (reader endpoint), registered for this module, go through the
+ENGINE and its resolver hook.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from django.db import DatabaseError, connections
 from aurora_backend import retry_atomic
 from aurora_backend.testing import PASSWORD, SUPERUSER
 from aurora_backend.testing.aurora_sql import COLUMNS
+from aurora_backend.testing.fixtures import cluster_aliases
 from ledger import services
 from ledger.models import Account, Transfer
 
@@ -31,14 +33,18 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture(scope="module")
-def cluster(aurora_cluster, aurora_databases, django_db_blocker):
-    with django_db_blocker.unblock():
+def cluster(aurora_cluster, django_db_blocker):
+    """The session's cluster, with aliases "aurora" and "aurora_ro" for this module only."""
+    options = {"connect_deadline": 10, "connect_timeout": 2, "backoff_base": 0.02, "backoff_max": 0.2}
+    with cluster_aliases(aurora_cluster, **options), django_db_blocker.unblock():
         with connections["aurora"].schema_editor() as editor:
             editor.execute("CREATE TABLE IF NOT EXISTS cluster_probe (v text)")
             for model in (Account, Transfer):
                 editor.create_model(model)
         connections["aurora"].close()
         yield aurora_cluster
+        connections["aurora"].close()
+        connections["aurora_ro"].close()
 
 
 @pytest.fixture
