@@ -8,6 +8,7 @@ What it adds, each in its own module:
 - ``options``: our settings under ``OPTIONS["aurora"]``, parsed once, removed before psycopg2.
 - ``connect``: connect with retry across resumes, failovers and scale points.
 - ``resolve``: fresh DNS per connection, spread over the endpoint's addresses.
+- ``topology``: after a failover, the new writer found from aurora_replica_status(), not DNS.
 - ``errors``: what an error means; a dead connection is dropped as soon as it is seen.
 - ``statements``: a read whose connection died outside a transaction is re-run.
 - ``lifetime`` and ``freshness``: jittered max age, idle close, and a check before use that
@@ -28,6 +29,7 @@ from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
 from aurora_backend import signals, stats
+from aurora_backend.connection import topology
 from aurora_backend.connection.connect import Attempt, connect_with_retry
 from aurora_backend.drivers import in_recovery, input_watch, is_idle, peer_address
 from aurora_backend.errors import ErrorKind, classify, is_scale_event
@@ -94,11 +96,15 @@ class AuroraWrapperMixin(FreshnessMixin):
 
     def get_new_connection(self, conn_params: Dict[str, Any]) -> Any:
         parent = super().get_new_connection  # type: ignore[misc]
+        router = topology.router_for(self, conn_params)
         connection, address = connect_with_retry(
-            parent, conn_params, self.aurora_options, self.aurora_runtime,
+            router.wrap(parent) if router else parent, conn_params, self.aurora_options, self.aurora_runtime,
             on_retry=self._aurora_connect_retried, endpoint=self._aurora_endpoint(conn_params),
             operational_error=self.Database.OperationalError,  # type: ignore[attr-defined]
         )
+        if router is not None:
+            address = router.routed[1] if router.routed else address
+            router.learn(connection)
         self.aurora_address = address or peer_address(connection) or conn_params.get("host")
         now = self.aurora_runtime.clock()
         self._aurora_connected_at = self._aurora_last_used = now
@@ -144,6 +150,8 @@ class AuroraWrapperMixin(FreshnessMixin):
         if self.connection is None or self._aurora_healing:
             return
         kind = classify(exc, self.connection)
+        if kind in (ErrorKind.DISCONNECT, ErrorKind.READ_ONLY) and getattr(self, "_aurora_router", None):
+            self._aurora_router.suspect(kind.value)
         if kind is ErrorKind.DISCONNECT:
             if is_scale_event(exc):
                 self._aurora_scale_event(exc)

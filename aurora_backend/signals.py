@@ -11,6 +11,9 @@ arguments ``alias`` and ``connection`` (the DatabaseWrapper), plus:
 - ``statement_retried``: ``sql``, ``error`` (a read re-run on a new connection).
 - ``transaction_retry``: ``attempt``, ``error``, ``delay`` (retry_atomic re-runs a block).
 - ``connection_closed``: ``reason`` ("expired", "idle"): closed on purpose, not replaced yet.
+- ``topology_failover``: ``old_writer``, ``new_writer`` (instance identifiers), ``how``
+  ("topology": found by probing instance endpoints; "dns": the endpoint moved), ``seconds``
+  (from the first sign of trouble to the new writer's connection, or None).
 """
 
 from django.dispatch import Signal
@@ -21,3 +24,4 @@ scale_event = Signal()
 statement_retried = Signal()
 transaction_retry = Signal()
 connection_closed = Signal()
+topology_failover = Signal()

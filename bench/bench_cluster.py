@@ -33,8 +33,9 @@ from aurora_backend.testing.aurora_cluster import AuroraCluster  # noqa: E402
 class Writer(threading.Thread):
     """Writes in a loop; records (time, instance) of each acknowledged write and each error."""
 
-    def __init__(self) -> None:
+    def __init__(self, alias: str = "default") -> None:
         super().__init__(daemon=True)
+        self.alias = alias
         self.acks: List[Tuple[float, str]] = []
         self.errors: List[Tuple[float, str]] = []
         self.stop = threading.Event()
@@ -44,30 +45,34 @@ class Writer(threading.Thread):
 
         while not self.stop.is_set():
             try:
-                with connections["default"].cursor() as cur:
+                with connections[self.alias].cursor() as cur:
                     cur.execute("INSERT INTO bench_writes DEFAULT VALUES RETURNING aurora_db_instance_identifier()")
                     self.acks.append((time.monotonic(), cur.fetchone()[0]))
             except Error as exc:
                 self.errors.append((time.monotonic(), type(exc).__name__))
-                connections["default"].close()
+                connections[self.alias].close()
                 time.sleep(0.01)
             time.sleep(0.005)
-        connections["default"].close()
+        connections[self.alias].close()
 
 
 def one_failover(cluster: AuroraCluster, writer: Writer, wait: float) -> Dict[str, Any]:
     began = time.monotonic()
     timeline = cluster.failover()
-    new = timeline["new_writer"]
+    timeline["dns_move"] = round(timeline["promoted"] + timeline["dns_moves_after_promotion"], 3)
+    timeline.update(first_write(writer, timeline["new_writer"], began, wait))
+    return timeline
+
+
+def first_write(writer: Writer, new: str, began: float, wait: float) -> Dict[str, Any]:
+    """When ``writer`` first got a write acknowledged by ``new`` after ``began``, and its errors."""
     deadline = time.monotonic() + wait
     first: Optional[float] = None
     while first is None and time.monotonic() < deadline:
         first = next((t for t, who in list(writer.acks) if t >= began and who == new), None)
         time.sleep(0.01)
-    timeline["first_write"] = None if first is None else round(first - began, 3)
-    timeline["app_errors"] = sum(1 for t, _ in writer.errors if t >= began)
-    timeline["dns_move"] = round(timeline["promoted"] + timeline["dns_moves_after_promotion"], 3)
-    return timeline
+    return {"first_write": None if first is None else round(first - began, 3),
+            "app_errors": sum(1 for t, _ in writer.errors if t >= began)}
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 One cluster for the session (tests/conftest.py: a writer and two readers, TTL and DNS
 delay 0.5 s instead of Aurora's 5 s, a TestClock for the DNS). Aliases "aurora" (cluster
 endpoint) and "aurora_ro" (reader endpoint), registered for this module, go through the
-ENGINE and its resolver hook.
+ENGINE and its resolver hook. Topology routing is off here: these tests are the DNS path.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture(scope="module")
 def cluster(aurora_cluster, django_db_blocker):
     """The session's cluster, with aliases "aurora" and "aurora_ro" for this module only."""
-    options = {"connect_deadline": 10, "connect_timeout": 2, "backoff_base": 0.02, "backoff_max": 0.2}
+    options = {"connect_deadline": 10, "connect_timeout": 2, "backoff_base": 0.02, "backoff_max": 0.2,
+               "topology": False}
     with cluster_aliases(aurora_cluster, **options), django_db_blocker.unblock():
         with connections["aurora"].schema_editor() as editor:
             editor.execute("CREATE TABLE IF NOT EXISTS cluster_probe (v text)")

@@ -1,0 +1,310 @@
+"""Failover faster than DNS: find the new writer from the cluster's topology.
+
+After an Aurora failover the cluster endpoint's DNS names the old writer until Aurora
+updates the record and the TTL runs out; a reconnect meanwhile is refused or lands on a
+reader (25006). This module learns the cluster's instances from
+``aurora_replica_status()`` (at connect time, at most every ``topology_refresh`` seconds:
+never on the statement path) and, after a writer disconnect, a refused connect or a
+25006, connects to the instance endpoints directly, in parallel, and keeps the one
+connection whose server says ``pg_is_in_recovery() = false``. Each candidate is a real
+connection with the app's parameters and ``host`` = the instance endpoint's name, so TLS
+still verifies a name the certificate holds.
+
+Safety: a connection is handed over only after its own server said it is the writer (a
+reader alias: a reader). No instance, no answer, an unknown topology (plain PostgreSQL,
+no permission) or two instances claiming to be the writer (split brain: never guess)
+fall back silently to the DNS path, exactly as without this module.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from aurora_backend import signals
+from aurora_backend.connection.resolve import default_resolver, resolvable_host
+from aurora_backend.errors import ErrorKind, classify
+
+logger = logging.getLogger("aurora_backend")
+
+#: ``<cluster>.cluster-[ro-|custom-]<suffix>``: Aurora's cluster, reader and custom endpoints.
+AURORA_ENDPOINT = re.compile(r"^[^.]+\.cluster-(?P<kind>ro-|custom-)?(?P<suffix>[^.]+\..+)$", re.IGNORECASE)
+TOPOLOGY_SQL = ("SELECT server_id::text, session_id::text = 'MASTER_SESSION_ID' FROM aurora_replica_status() "
+                "ORDER BY 2 DESC, 1")
+MAX_PARALLEL = 8
+PROBE_TIMEOUT = 2  # libpq's minimum connect_timeout: a probe never waits longer per instance
+
+
+@dataclass
+class Failover:
+    """The last failover this process saw on a cluster."""
+
+    old_writer: Optional[str]
+    new_writer: str
+    how: str  # "topology": found by probing instance endpoints; "dns": the endpoint moved
+    seconds: Optional[float]  # from the first sign of trouble to the new writer's connection
+    at: float = field(default_factory=time.time)
+
+
+@dataclass
+class Topology:
+    """What this process knows of one cluster (shared by every alias and thread)."""
+
+    instances: List[str] = field(default_factory=list)
+    writer: Optional[str] = None
+    learned_at: Optional[float] = None
+    unknown_until: float = 0.0  # aurora_replica_status() failed: do not ask again before
+    suspect_since: Optional[float] = None
+    suspect_until: float = 0.0
+    last_failover: Optional[Failover] = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def snapshot(self) -> Dict[str, Any]:
+        failover = self.last_failover
+        return {
+            "instances": list(self.instances), "writer": self.writer,
+            "learned_seconds_ago": None if self.learned_at is None else round(time.monotonic() - self.learned_at, 3),
+            "last_failover": None if failover is None else dict(vars(failover)),
+        }
+
+
+_registry: Dict[Tuple[str, int], Topology] = {}
+_registry_lock = threading.Lock()
+
+
+def topology_for(template: str, port: int) -> Topology:
+    with _registry_lock:
+        return _registry.setdefault((template.lower(), port), Topology())
+
+
+def snapshot() -> Dict[str, Dict[str, Any]]:
+    """Every topology this process learned, keyed by "template:port" (aurora_health)."""
+    with _registry_lock:
+        return {"%s:%d" % key: topo.snapshot() for key, topo in _registry.items()}
+
+
+def instance_template(host: str, configured: Optional[str]) -> Optional[str]:
+    """``{instance}.<suffix>`` for an Aurora cluster/reader endpoint, or the configured template."""
+    if configured:
+        return configured
+    match = AURORA_ENDPOINT.match(host)
+    return "{instance}." + match.group("suffix") if match else None
+
+
+class Router:
+    """Topology routing of one DatabaseWrapper's connects (``wrap(parent)`` is the connect function)."""
+
+    def __init__(self, wrapper: Any, host: str, port: int, template: str, want_writer: bool) -> None:
+        self.wrapper = wrapper
+        self.host = host
+        self.port = port
+        self.template = template
+        self.want_writer = want_writer
+        self.topology = topology_for(template, port)
+        self.routed: Optional[Tuple[str, str]] = None  # (instance, address) of the last routed connect
+        self.current: Optional[str] = None
+
+    @property
+    def options(self) -> Any:
+        return self.wrapper.aurora_options
+
+    def clock(self) -> float:
+        return self.wrapper.aurora_runtime.clock()
+
+    # -- suspicion ---------------------------------------------------------------------
+
+    def suspect(self, reason: str) -> None:
+        """A sign that the instance behind the endpoint changed role: route the next connects."""
+        now = self.clock()
+        with self.topology.lock:
+            if self.topology.suspect_since is None or now > self.topology.suspect_until:
+                self.topology.suspect_since = now
+            self.topology.suspect_until = now + self.options.topology_refresh
+        logger.debug("topology of %s: suspecting a failover (%s)", self.host, reason)
+
+    def suspected(self) -> bool:
+        return bool(self.topology.instances) and self.clock() <= self.topology.suspect_until
+
+    # -- connecting --------------------------------------------------------------------
+
+    def wrap(self, parent: Callable[[Dict[str, Any]], Any]) -> Callable[[Dict[str, Any]], Any]:
+        def connect(params: Dict[str, Any]) -> Any:
+            self.routed = None
+            if self.suspected():
+                found = self._route(parent, params)
+                if found is not None:
+                    return found
+            try:
+                return parent(params)
+            except Exception as exc:
+                if classify(exc) in (ErrorKind.CONNECT_RETRYABLE, ErrorKind.DISCONNECT):
+                    self.suspect("connect failed")
+                raise
+        return connect
+
+    def _route(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any]) -> Any:
+        """Probe the instances (bounded rounds) for the one to use; None: take the DNS path."""
+        began = self.clock()
+        budget = float(min(self.options.connect_timeout, 5))
+        avoid = None if self.want_writer else self.wrapper.aurora_address
+        while True:
+            results = self._probe_all(parent, params)
+            choice = self._choose(results, avoid)
+            for instance, conn, _, _ in results:
+                if conn is not None and (choice is None or conn is not choice[1]):
+                    _close(conn)
+            if choice is not None:
+                instance, conn, address = choice
+                self._found(instance, address, began)
+                return conn
+            answered = [r for r in results if r[2] is not None]
+            writers = [r for r in answered if r[2] is False]
+            if not answered or len(writers) > 1 or self.clock() - began >= budget:
+                if len(writers) > 1:
+                    logger.warning("topology of %s: %d instances claim to be the writer (%s): not guessing, "
+                                   "using DNS", self.host, len(writers), ", ".join(w[0] for w in writers))
+                return None
+            self.wrapper.aurora_runtime.sleep(0.05)  # a promotion in progress: no writer yet
+
+    def _choose(self, results: List[Tuple[str, Any, Optional[bool], Optional[str]]],
+                avoid: Optional[str]) -> Optional[Tuple[str, Any, str]]:
+        if self.want_writer:
+            writers = [r for r in results if r[2] is False]
+            return (writers[0][0], writers[0][1], writers[0][3] or "") if len(writers) == 1 else None
+        readers = [r for r in results if r[2] is True]
+        others = [r for r in readers if r[3] != avoid] or readers
+        if not others:
+            return None
+        pick = others[self.wrapper.aurora_runtime.random.randrange(len(others))]
+        return pick[0], pick[1], pick[3] or ""
+
+    def _probe_all(self, parent: Callable[[Dict[str, Any]], Any],
+                   params: Dict[str, Any]) -> List[Tuple[str, Any, Optional[bool], Optional[str]]]:
+        instances = list(self.topology.instances)
+        workers = min(MAX_PARALLEL, len(instances))
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="aurora-probe") as pool:
+            futures = [pool.submit(self._probe, parent, params, name) for name in instances]
+            return [f.result() for f in futures]
+
+    def _probe(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any],
+               instance: str) -> Tuple[str, Any, Optional[bool], Optional[str]]:
+        """Connect to one instance endpoint; (instance, connection or None, in_recovery, address)."""
+        host = self.template.format(instance=instance)
+        probe = dict(params, host=host, connect_timeout=PROBE_TIMEOUT)
+        probe.pop("hostaddr", None)
+        try:
+            addresses = list((self.options.resolver or default_resolver)(host, self.port))
+        except (OSError, UnicodeError) as exc:
+            logger.debug("topology: %s does not resolve (%s)", host, exc)
+            return instance, None, None, None
+        if not addresses:
+            return instance, None, None, None
+        probe["hostaddr"] = addresses[0]
+        try:
+            conn = parent(probe)
+        except Exception as exc:
+            logger.debug("topology: %s (%s) did not answer: %s", instance, addresses[0], exc)
+            return instance, None, None, addresses[0]
+        recovering = _ask(conn, "SELECT pg_is_in_recovery()")
+        if recovering is None:
+            _close(conn)
+            return instance, None, None, addresses[0]
+        return instance, conn, bool(recovering[0][0]), addresses[0]
+
+    def _found(self, instance: str, address: str, began: float) -> None:
+        self.routed = (instance, address)
+        self.current = instance
+        if not self.want_writer:
+            return
+        now = self.clock()
+        with self.topology.lock:
+            old = self.topology.writer
+            since = self.topology.suspect_since
+            self.topology.writer = instance
+        if old != instance:
+            self._record(Failover(old, instance, "topology", None if since is None else round(now - since, 3)))
+        logger.info("topology of %s: writer is %s (%s), found in %.3fs", self.host, instance, address, now - began)
+
+    def _record(self, failover: Failover) -> None:
+        self.topology.last_failover = failover
+        logger.warning("failover on %r: writer %s -> %s (found by %s%s)", self.wrapper.alias,
+                       failover.old_writer, failover.new_writer, failover.how,
+                       "" if failover.seconds is None else ", %.3fs after the first sign" % failover.seconds)
+        signals.topology_failover.send(
+            sender=type(self.wrapper), alias=self.wrapper.alias, connection=self.wrapper,
+            old_writer=failover.old_writer, new_writer=failover.new_writer, how=failover.how,
+            seconds=failover.seconds,
+        )
+
+    # -- learning ----------------------------------------------------------------------
+
+    def learn(self, conn: Any) -> None:
+        """Refresh the instance list from ``conn`` (a new raw connection) when it is stale."""
+        now = self.clock()
+        topo = self.topology
+        fresh = topo.learned_at is not None and now - topo.learned_at < self.options.topology_refresh
+        if fresh or now < topo.unknown_until:
+            return
+        rows = _ask(conn, TOPOLOGY_SQL)
+        with topo.lock:
+            if rows is None:  # not Aurora, or no permission: the DNS path only, ask later
+                topo.unknown_until = now + self.options.topology_refresh
+                return
+            old = topo.writer
+            topo.instances = [row[0] for row in rows]
+            topo.writer = next((row[0] for row in rows if row[1]), None)
+            topo.learned_at = now
+            new = topo.writer
+        if self.want_writer and old is not None and new is not None and old != new and self.routed is None:
+            since = topo.suspect_since
+            self._record(Failover(old, new, "dns", None if since is None else round(now - since, 3)))
+
+
+def _ask(conn: Any, sql: str) -> Optional[List[Tuple[Any, ...]]]:
+    """Run ``sql`` on a raw connection Django has not set up yet; leave no transaction open."""
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(sql)
+            rows = [tuple(row) for row in cursor.fetchall()]
+    except Exception:
+        rows = None
+    try:
+        conn.rollback()
+    except Exception:
+        return None
+    return rows
+
+
+def _close(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:
+        pass
+
+
+def router_for(wrapper: Any, params: Dict[str, Any]) -> Optional[Router]:
+    """A Router when topology routing applies to this alias's connects, else None."""
+    options = wrapper.aurora_options
+    if not options.topology or wrapper.settings_dict["OPTIONS"].get("pool"):
+        return None  # Django's pool builds connections from frozen parameters: not routable
+    host = resolvable_host(params)
+    if host is None:
+        return None
+    template = instance_template(host, options.topology_template)
+    if template is None:
+        return None
+    match = AURORA_ENDPOINT.match(host)
+    kind = ((match.group("kind") if match else None) or "").lower()
+    if kind == "custom-":
+        return None  # a custom endpoint's members are the user's choice: nothing to infer
+    want_writer = kind != "ro-"
+    router = getattr(wrapper, "_aurora_router", None)
+    if router is None or router.host != host or router.template != template:
+        router = Router(wrapper, host, int(params.get("port") or 5432), template, want_writer)
+        wrapper._aurora_router = router
+    return router
