@@ -150,8 +150,6 @@ class AuroraWrapperMixin(FreshnessMixin):
         if self.connection is None or self._aurora_healing:
             return
         kind = classify(exc, self.connection)
-        if kind in (ErrorKind.DISCONNECT, ErrorKind.READ_ONLY) and getattr(self, "_aurora_router", None):
-            self._aurora_router.suspect(kind.value)
         if kind is ErrorKind.DISCONNECT:
             if is_scale_event(exc):
                 self._aurora_scale_event(exc)
@@ -166,6 +164,12 @@ class AuroraWrapperMixin(FreshnessMixin):
                 self._aurora_suspect_read_only = False
                 if in_recovery(self.connection):
                     self._aurora_close("read_only")
+
+    def _aurora_close(self, reason: str) -> None:
+        router = getattr(self, "_aurora_router", None)
+        if router is not None and reason in ("disconnect", "stale", "read_only"):
+            router.suspect(reason)  # the instance behind the endpoint may have changed role
+        super()._aurora_close(reason)
 
     def _aurora_scale_event(self, exc: BaseException) -> None:
         stats.incr(self.alias, "scale_events")

@@ -88,6 +88,12 @@ def snapshot() -> Dict[str, Dict[str, Any]]:
         return {"%s:%d" % key: topo.snapshot() for key, topo in _registry.items()}
 
 
+def reset() -> None:
+    """Forget every topology (tests)."""
+    with _registry_lock:
+        _registry.clear()
+
+
 def instance_template(host: str, configured: Optional[str]) -> Optional[str]:
     """``{instance}.<suffix>`` for an Aurora cluster/reader endpoint, or the configured template."""
     if configured:
@@ -105,9 +111,12 @@ class Router:
         self.port = port
         self.template = template
         self.want_writer = want_writer
-        self.topology = topology_for(template, port)
         self.routed: Optional[Tuple[str, str]] = None  # (instance, address) of the last routed connect
         self.current: Optional[str] = None
+
+    @property
+    def topology(self) -> Topology:
+        return topology_for(self.template, self.port)
 
     @property
     def options(self) -> Any:

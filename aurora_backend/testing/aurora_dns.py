@@ -51,6 +51,13 @@ class ClusterDNS:
             self._apply_due()
         return due
 
+    def remove(self, name: str) -> None:
+        """Delete ``name``'s record (and cached answers): it no longer resolves."""
+        with self._lock:
+            self._records.pop(name.lower(), None)
+            self._cache.pop(name.lower(), None)
+            self._pending = [p for p in self._pending if p[1] != name.lower()]
+
     def authoritative(self, name: str) -> List[str]:
         """What the record says now (no resolver cache in between)."""
         with self._lock:
