@@ -6,8 +6,9 @@ Two aliases on the same cluster endpoint of ``aurora_backend.testing.AuroraClust
 thread per alias writes in a loop (``INSERT ... RETURNING aurora_db_instance_identifier()``,
 outside any transaction); ``--failovers`` real failovers (``pg_promote()``) follow one
 another. Printed per failover and as median / max: the first write acknowledged by the
-new writer, in seconds after the promotion, and the write errors each alias's application
-saw.
+new writer, in seconds after ``pg_promote()`` was called, and the write errors each alias's
+application saw (a plain INSERT in flight when the writer dies is an error on either path:
+the ENGINE re-runs reads only).
 
     python bench/bench_topology.py              # 5 failovers
     python bench/bench_topology.py --quick      # 1 failover, TTL and delay 1 s
@@ -75,16 +76,16 @@ def one(cluster: AuroraCluster, writers: Dict[str, Writer], wait: float) -> Dict
     began = time.monotonic()
     timeline = cluster.failover()
     row: Dict[str, Any] = {"old": timeline["old_writer"], "new": timeline["new_writer"],
-                           "promoted": timeline["promoted"]}
+                           "promote": timeline["promote"]}
     for path, writer in writers.items():
         seen = first_write(writer, timeline["new_writer"], began, wait)
-        row[path] = None if seen["first_write"] is None else round(seen["first_write"] - timeline["promoted"], 3)
+        row[path] = None if seen["first_write"] is None else round(seen["first_write"] - timeline["promote"], 3)
         row[path + "_errors"] = seen["app_errors"]
     return row
 
 
 def report(rows: List[Dict[str, Any]]) -> None:
-    print("first write acknowledged by the new writer, seconds after the promotion:")
+    print("first write acknowledged by the new writer, seconds after pg_promote() was called:")
     print("  %-3s %-27s %-10s %-12s %-10s %-12s" % ("#", "old -> new", "dns", "dns errors", "topology", "topo errors"))
     for i, row in enumerate(rows, 1):
         print("  %-3d %-27s %-10s %-12d %-10s %-12d" % (
@@ -92,7 +93,7 @@ def report(rows: List[Dict[str, Any]]) -> None:
             row["topology"], row["topology_errors"]))
     for path in PATHS:
         values = [r[path] for r in rows if r[path] is not None]
-        print("%-8s path: median %.3f s, max %.3f s after the promotion (%d/%d failovers); app errors %d"
+        print("%-8s path: median %.3f s, max %.3f s after the promotion call (%d/%d failovers); app errors %d"
               % (path, median(values), max(values) if values else 0.0, len(values), len(rows),
                  sum(r[path + "_errors"] for r in rows)))
 

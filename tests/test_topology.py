@@ -66,6 +66,18 @@ def where(using: str = "topo") -> tuple:
         return tuple(cursor.fetchone())
 
 
+def health_report() -> dict:
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    with pytest.raises(SystemExit):  # unreachable: DNS (frozen) names the old writer, which is down
+        call_command("aurora_health", "--database", "topo", "--json", stdout=out)
+    return json.loads(out.getvalue())["databases"][0]
+
+
 def test_new_writer_found_while_dns_still_names_the_old_one(db):
     cluster, failovers = db
     old = cluster.writer
@@ -83,6 +95,9 @@ def test_new_writer_found_while_dns_still_names_the_old_one(db):
         assert connections["topo"].settings_dict["HOST"] == cluster.cluster_endpoint
         assert [(f["old_writer"], f["new_writer"], f["how"]) for f in failovers] == [(old.id, target.id, "topology")]
         assert failovers[0]["seconds"] is not None and failovers[0]["seconds"] < 5
+        shown = health_report()["topology"]
+        assert shown["writer"] == target.id and set(shown["instances"]) == set(cluster.instances)
+        assert shown["last_failover"]["new_writer"] == target.id and shown["last_failover"]["how"] == "topology"
     finally:
         cluster.dns.set(unresolvable.endpoint, [unresolvable.address])
         cluster.restore(old.id)

@@ -296,6 +296,17 @@ def _close(conn: Any) -> None:
         pass
 
 
+def describe(options: Any, params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """What aurora_health shows: the instance endpoint template and this process's knowledge."""
+    host = resolvable_host(params)
+    template = instance_template(host, options.topology_template) if host else None
+    if not options.topology or template is None:
+        return None
+    with _registry_lock:
+        known = _registry.get((template.lower(), int(params.get("port") or 5432)))
+    return {"template": template, **(known or Topology()).snapshot()}
+
+
 def router_for(wrapper: Any, params: Dict[str, Any]) -> Optional[Router]:
     """A Router when topology routing applies to this alias's connects, else None."""
     options = wrapper.aurora_options

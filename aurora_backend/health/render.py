@@ -43,6 +43,8 @@ def render_alias(report: AliasReport, paint: Paint = plain) -> List[str]:
     if report.server is not None:
         row("readers", _readers_text(report))
     row("process", _process_text(report.process))
+    if report.topology is not None:
+        row("topology", _topology_text(report.topology))
     if report.blockers is not None:
         items = report.blockers.items
         row("blockers", "none" if not items else paint("%d found" % len(items), "degraded"))
@@ -104,6 +106,17 @@ def _process_text(process: Any) -> str:
         process.get("connections", 0), process.get("reconnects", 0), process.get("connect_retries", 0),
         process.get("scale_events", 0), "never" if last is None else _epoch(last),
     )
+
+
+def _topology_text(topo: Any) -> str:
+    instances = ", ".join(topo.get("instances") or []) or "not learned yet"
+    text = "writer %s; instances %s; endpoints %s" % (topo.get("writer") or "?", instances, topo.get("template"))
+    last = topo.get("last_failover")
+    if last:
+        took = "" if last.get("seconds") is None else " in %.3f s" % last["seconds"]
+        text += "; last failover %s -> %s (found by %s%s, %s)" % (
+            last.get("old_writer") or "?", last["new_writer"], last["how"], took, _epoch(last["at"]))
+    return text
 
 
 def _epoch(value: float) -> str:

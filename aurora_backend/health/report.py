@@ -19,6 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from aurora_backend import stats
 from aurora_backend.health import sql as health_sql
+from aurora_backend.connection import topology
 from aurora_backend.connection.connect import Attempt, connect_with_retry
 from aurora_backend.errors import classify, driver_error
 from aurora_backend.health.sql import Finding
@@ -111,6 +112,8 @@ class AliasReport:
     blockers: Optional[health_sql.Blockers] = None
     readers: Optional[List[health_sql.Reader]] = None
     process: Dict[str, Any] = field(default_factory=dict)
+    #: Topology routing (connection/topology.py): None when it does not apply to the alias.
+    topology: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -207,8 +210,18 @@ def check_alias(
             "connecting took %.1f s over %d attempt(s): the cluster was probably resuming, "
             "scaling or failing over" % (result.latency_seconds, result.attempts),
         ))
+    report.topology = _topology(options, params, report.readers)
     report.status = _status(report.findings)
     return report
+
+
+def _topology(options: AuroraOptions, params: Mapping[str, Any], readers: Any) -> Optional[Dict[str, Any]]:
+    described = topology.describe(options, dict(params))
+    if described is not None and not described["instances"] and readers:
+        # This process has not needed it yet: what aurora_replica_status() just said.
+        described["instances"] = [r.server_id for r in readers]
+        described["writer"] = next((r.server_id for r in readers if r.role == "writer"), None)
+    return described
 
 
 def _status(findings: Sequence[Finding]) -> str:

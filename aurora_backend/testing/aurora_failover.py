@@ -57,6 +57,7 @@ def failover(cluster: "AuroraCluster", target: Optional[str], old_writer: str) -
     ai.wait_until(lambda: _replayed(new, end_lsn), 30, "%s replaying the old writer's WAL" % new.id)
     mark("caught_up")
     new.sim.drop_all(silent=False)
+    mark("promote")
     new.scalar("SELECT pg_promote(true, 30)")
     new.role = WRITER
     mark("promoted")
