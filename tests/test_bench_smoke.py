@@ -28,6 +28,8 @@ EXPECTED = {
                        "fixed   attempts"],
     "bench_simulator.py": ["SELECT 1 round trip", "direct ", "in-process ", "subprocess "],
     "bench_cluster.py": ["cluster start:", "failover timeline", "first successful write after the kill"],
+    "bench_topology.py": ["first write acknowledged by the new writer", "dns      path: median",
+                          "topology path: median"],
     "bench_chaos.py": ["chaos run", "aurora+retry_atomic", "stock+atomic", "transfers requested",
                        "unknown-fate writes", "ledger total after", "server connections left open"],
 }

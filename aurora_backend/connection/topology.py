@@ -38,6 +38,7 @@ TOPOLOGY_SQL = ("SELECT server_id::text, session_id::text = 'MASTER_SESSION_ID' 
                 "ORDER BY 2 DESC, 1")
 MAX_PARALLEL = 8
 PROBE_TIMEOUT = 2  # libpq's minimum connect_timeout: a probe never waits longer per instance
+FORGET_AFTER = 10  # an instance missing from this many refresh periods is dropped
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Topology:
     """What this process knows of one cluster (shared by every alias and thread)."""
 
     instances: List[str] = field(default_factory=list)
+    seen: Dict[str, float] = field(default_factory=dict)  # instance -> when last listed
     writer: Optional[str] = None
     learned_at: Optional[float] = None
     unknown_until: float = 0.0  # aurora_replica_status() failed: do not ask again before
@@ -131,7 +133,7 @@ class Router:
         """A sign that the instance behind the endpoint changed role: route the next connects."""
         now = self.clock()
         with self.topology.lock:
-            if self.topology.suspect_since is None or now > self.topology.suspect_until:
+            if self.topology.suspect_since is None:
                 self.topology.suspect_since = now
             self.topology.suspect_until = now + self.options.topology_refresh
         logger.debug("topology of %s: suspecting a failover (%s)", self.host, reason)
@@ -235,6 +237,7 @@ class Router:
             old = self.topology.writer
             since = self.topology.suspect_since
             self.topology.writer = instance
+            self.topology.suspect_since = None  # routing stays on; the next sign starts a new clock
         if old != instance:
             self._record(Failover(old, instance, "topology", None if since is None else round(now - since, 3)))
         logger.info("topology of %s: writer is %s (%s), found in %.3fs", self.host, instance, address, now - began)
@@ -265,7 +268,13 @@ class Router:
                 topo.unknown_until = now + self.options.topology_refresh
                 return
             old = topo.writer
-            topo.instances = [row[0] for row in rows]
+            # A reader reconnecting (e.g. just after a promotion) is briefly missing from the
+            # answer: keep what was seen recently; an instance that is gone costs one probe.
+            for row in rows:
+                topo.seen[row[0]] = now
+            keep = FORGET_AFTER * self.options.topology_refresh
+            topo.seen = {name: at for name, at in topo.seen.items() if now - at < keep}
+            topo.instances = sorted(topo.seen, key=lambda name: (name not in [r[0] for r in rows], name))
             topo.writer = next((row[0] for row in rows if row[1]), None)
             topo.learned_at = now
             new = topo.writer
