@@ -40,6 +40,8 @@ def cluster(aurora_cluster, django_db_blocker):
     with cluster_aliases(aurora_cluster, **options), django_db_blocker.unblock():
         with connections["aurora"].schema_editor() as editor:
             editor.execute("CREATE TABLE IF NOT EXISTS cluster_probe (v text)")
+            for model in (Account, Transfer):  # the cluster is the session's: start this module afresh
+                editor.execute("DROP TABLE IF EXISTS %s CASCADE" % model._meta.db_table)
             for model in (Account, Transfer):
                 editor.create_model(model)
         connections["aurora"].close()
@@ -167,7 +169,6 @@ class _LostCommits(logging.Handler):
 
 def test_ledger_holds_under_repeated_failovers(db):
     cluster = db
-    Account.objects.using("aurora").all().delete()
     accounts = [a.pk for a in Account.objects.using("aurora").bulk_create(
         [Account(name="acct-%d" % i, balance=1000) for i in range(8)])]
     acknowledged: List[uuid.UUID] = []
