@@ -23,7 +23,7 @@ import psycopg2
 from aurora_backend.simulator import AuroraSimulator
 from aurora_backend.testing import aurora_instance as ai
 from aurora_backend.testing.aurora_dns import ClusterDNS
-from aurora_backend.testing.aurora_instance import DOWN, READER, WRITER, Instance
+from aurora_backend.testing.aurora_instance import READER, WRITER, Instance
 from aurora_backend.testing.aurora_sql import DBLINK_SQL, install_sql
 from aurora_backend.testing.cluster import PASSWORD, SUPERUSER, free_port
 from aurora_backend.testing.reaper import Reaper
