@@ -17,13 +17,12 @@ import uuid
 from collections import Counter
 from typing import Any, List
 
-import psycopg2
 import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connections
 
 from aurora_backend import retry_atomic
-from aurora_backend.testing import PASSWORD, SUPERUSER
+from aurora_backend.testing.aurora_instance import connect
 from aurora_backend.testing.aurora_sql import COLUMNS
 from aurora_backend.testing.fixtures import cluster_aliases
 from ledger import services
@@ -76,8 +75,7 @@ def where(using: str = "aurora") -> tuple:
 
 
 def through_endpoint(cluster, instance) -> tuple:
-    conn = psycopg2.connect(host=instance.address, port=cluster.port, user=SUPERUSER, password=PASSWORD,
-                            dbname=cluster.database, connect_timeout=5)
+    conn = connect(instance.address, cluster.port, cluster.database)  # through the instance's simulator
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT aurora_db_instance_identifier(), pg_is_in_recovery()")
@@ -309,8 +307,7 @@ def test_cli_serves_a_cluster_until_sigterm_and_leaves_nothing_running():
         writer = next(i for i, v in info["instances"].items() if v["role"] == "writer")
         address = remote_resolve(control, info["cluster_endpoint"])[0]
         assert address == info["instances"][writer]["address"]
-        conn = psycopg2.connect(host=address, port=info["port"], user=SUPERUSER, password=PASSWORD,
-                                dbname=info["database"], connect_timeout=5)
+        conn = connect(address, info["port"], info["database"])
         with conn.cursor() as cur:
             cur.execute("SELECT aurora_db_instance_identifier()")
             assert cur.fetchone()[0] == writer

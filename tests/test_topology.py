@@ -158,10 +158,9 @@ def test_plain_postgresql_behind_an_aurora_like_name_falls_back_to_dns(db, djang
         with connections["plain"].cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
             pid = cursor.fetchone()[0]
-        import psycopg2
+        from aurora_backend.testing.aurora_instance import connect
 
-        admin = psycopg2.connect(srv.dsn, connect_timeout=5)
-        admin.autocommit = True
+        admin = connect(srv.host, srv.port, srv.dbname, user=srv.user, password=srv.password)
         admin.cursor().execute("SELECT pg_terminate_backend(%s)", [pid])
         admin.close()
         with connections["plain"].cursor() as cursor:

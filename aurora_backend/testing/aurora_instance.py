@@ -50,10 +50,7 @@ class Instance:
 
     def admin(self, dbname: str = "postgres", timeout: int = 5) -> Any:
         """A direct autocommit superuser connection to this instance's server (not through the simulator)."""
-        conn = psycopg2.connect(host="127.0.0.1", port=self.pg_port, user=SUPERUSER, password=PASSWORD,
-                                dbname=dbname, connect_timeout=timeout, application_name="aurora-local-admin")
-        conn.autocommit = True
-        return conn
+        return connect("127.0.0.1", self.pg_port, dbname, timeout)
 
     def query(self, sql: str, params: Any = None, dbname: str = "postgres") -> list:
         conn = self.admin(dbname)
@@ -67,6 +64,16 @@ class Instance:
     def scalar(self, sql: str, params: Any = None, dbname: str = "postgres") -> Any:
         rows = self.query(sql, params, dbname)
         return rows[0][0] if rows else None
+
+
+def connect(host: str, port: int, dbname: str = "postgres", timeout: int = 5,
+            user: str = SUPERUSER, password: str = PASSWORD) -> Any:
+    """An autocommit superuser connection (psycopg2, a dependency of the package: the harness's
+    own connections, whatever driver the application under test uses)."""
+    conn = psycopg2.connect(host=host, port=port, user=user, password=password, dbname=dbname,
+                            connect_timeout=timeout, application_name="aurora-local-admin")
+    conn.autocommit = True
+    return conn
 
 
 def new_writer(instance_id: str) -> PostgresCluster:
