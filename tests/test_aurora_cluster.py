@@ -322,3 +322,30 @@ def test_cli_serves_a_cluster_until_sigterm_and_leaves_nothing_running():
         proc.stdout.close()
     left = subprocess.run(["pgrep", "-f", "cluster_name=%s-instance" % name], capture_output=True, text=True)
     assert left.stdout == ""  # every server of the cluster stopped
+
+
+def test_a_killed_test_process_leaves_no_server_running():
+    """pg_ctl daemonizes the servers: the reaper stops them when their owner dies (SIGKILL here)."""
+    import os
+    import select
+    import subprocess
+    import sys
+    import time
+
+    name = "killed-%d" % os.getpid()
+    code = ("import sys; from aurora_backend.testing import AuroraCluster; "
+            "c = AuroraCluster(readers=1, name=%r).start(); print('up', flush=True); sys.stdin.read()" % name)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+    try:
+        assert select.select([proc.stdout], [], [], 60)[0] and proc.stdout.readline() == b"up\n"
+        running = subprocess.run(["pgrep", "-f", "cluster_name=%s-instance" % name], capture_output=True, text=True)
+        assert len(running.stdout.split()) >= 2  # the writer and the reader's postmasters (and children)
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stdin.close()
+    deadline = time.monotonic() + 30
+    while subprocess.run(["pgrep", "-f", "cluster_name=%s-instance" % name], capture_output=True).stdout:
+        assert time.monotonic() < deadline, "servers still running 30 s after their owner was killed"
+        time.sleep(0.1)

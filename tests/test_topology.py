@@ -214,3 +214,23 @@ def test_ledger_holds_with_zero_app_errors_under_repeated_failovers(db):
     assert len(applied) == len(set(applied)) == len(acknowledged) and set(applied) == set(acknowledged)
     assert sum(Account.objects.using("topo").filter(pk__in=accounts).values_list("balance", flat=True)) == 8000
     assert len(failovers) >= 3 and {f["how"] for f in failovers} == {"topology"}
+
+
+@pytest.mark.parametrize("value", ["abc.example.com", "{instance}.{region}.example.com", 42])
+def test_a_bad_instance_template_names_the_setting(value):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from aurora_backend.options import AuroraOptions
+
+    with pytest.raises(ImproperlyConfigured, match=r"\['topology_template'\].*\{instance\}"):
+        AuroraOptions.from_settings("default", {"aurora": {"topology_template": value}})
+
+
+def test_only_aurora_endpoints_are_routed():
+    from aurora_backend.connection.topology_state import instance_template
+
+    suffix = "abc123.us-east-1.rds.amazonaws.com"
+    assert instance_template("prod.cluster-" + suffix, None) == "{instance}." + suffix
+    assert instance_template("prod.cluster-ro-" + suffix, None) == "{instance}." + suffix
+    assert instance_template("db.example.com", None) is None
+    assert instance_template("db.example.com", "{instance}.internal") == "{instance}.internal"
