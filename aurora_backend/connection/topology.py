@@ -45,6 +45,7 @@ TOPOLOGY_SQL = ("SELECT server_id::text, session_id::text = 'MASTER_SESSION_ID' 
 MAX_PARALLEL = 8
 PROBE_TIMEOUT = 2  # libpq's minimum connect_timeout: a probe never waits longer per instance
 FORGET_AFTER = 10  # an instance missing from this many refresh periods is dropped
+DECISION_TTL = 1.0  # seconds a full probe round's choice of writer is reused (then: all again)
 
 
 class Router:
@@ -106,6 +107,16 @@ class Router:
         began = self.clock()
         budget = float(min(self.options.connect_timeout, 5))
         avoid = None if self.want_writer else self.wrapper.aurora_address
+        decided = self.topology.decided
+        if self.want_writer and decided is not None and began - decided[1] < DECISION_TTL:
+            # A full round chose this writer a moment ago (no second writer then): the many
+            # connects of a pool after a failover probe one instance each, not all of them.
+            instance, conn, recovering, address = self._probe(parent, params, decided[0])
+            if conn is not None and recovering is False:
+                self._found(instance, address or "", began)
+                return conn
+            if conn is not None:
+                _close(conn)
         while True:
             results = self._probe_all(parent, params)
             choice = self._choose(results, avoid)
@@ -114,6 +125,8 @@ class Router:
                     _close(conn)
             if choice is not None:
                 instance, conn, address = choice
+                if self.want_writer:
+                    self.topology.decided = (instance, self.clock())
                 self._found(instance, address, began)
                 return conn
             answered = [r for r in results if r[2] is not None]

@@ -41,6 +41,7 @@ class Topology:
     suspect_since: Optional[float] = None
     suspect_until: float = 0.0
     last_failover: Optional[Failover] = None
+    decided: Optional[Tuple[str, float]] = None  # (writer, when) chosen by the last full probe round
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def snapshot(self) -> Dict[str, Any]:
