@@ -12,6 +12,8 @@ from __future__ import annotations
 import enum
 from typing import Any, Optional
 
+from aurora_backend.drivers import is_closed
+
 
 class ErrorKind(str, enum.Enum):
     #: The connection is dead; any open transaction was rolled back by the server.
@@ -134,13 +136,8 @@ def _class_names(exc: BaseException) -> set[str]:
 
 
 def connection_is_closed(connection: Any) -> bool:
-    """True when a driver connection says it is closed (psycopg2: int flag, psycopg 3: bool)."""
-    if connection is None:
-        return False
-    try:
-        return bool(getattr(connection, "closed", False))
-    except Exception:  # a half-torn-down connection object
-        return True
+    """True when a driver connection says it is closed or dead (see ``drivers.is_closed``)."""
+    return is_closed(connection)
 
 
 def classify(exc: BaseException, connection: Any = None) -> ErrorKind:

@@ -5,7 +5,7 @@ metrics backend's): every method calls ``super()``, so behaviours compose.
 
 What it adds, each in its own module:
 
-- ``options``: our settings under ``OPTIONS["aurora"]``, parsed once, removed before psycopg2.
+- ``options``: our settings under ``OPTIONS["aurora"]``, parsed once, removed before the driver sees them.
 - ``connect``: connect with retry across resumes, failovers and scale points.
 - ``resolve``: fresh DNS per connection, spread over the endpoint's addresses.
 - ``topology``: after a failover, the new writer found from aurora_replica_status(), not DNS.
@@ -13,6 +13,7 @@ What it adds, each in its own module:
 - ``statements``: a read whose connection died outside a transaction is re-run.
 - ``lifetime`` and ``freshness``: jittered max age, idle close, and a check before use that
   finds a dead connection before a statement is sent to it.
+- ``proxy_mode``: behind RDS Proxy, nothing the ENGINE sends pins the session.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from django.utils.functional import cached_property
 from aurora_backend import signals, stats
 from aurora_backend.connection import topology
 from aurora_backend.connection.connect import Attempt, connect_with_retry
-from aurora_backend.drivers import in_recovery, input_watch, is_idle, peer_address
+from aurora_backend.drivers import in_recovery, input_watch, is_idle, is_named_cursor, peer_address
 from aurora_backend.errors import ErrorKind, classify, is_scale_event
 from aurora_backend.connection.freshness import FreshnessMixin
 from aurora_backend.connection.lifetime import draw_expiry, reaper
+from aurora_backend.connection.proxy_mode import ProxyModeMixin, pin_free_operations, proxy_enabled, proxy_options
 from aurora_backend.options import OPTIONS_KEY, AuroraOptions
 from aurora_backend.runtime import Runtime
 from aurora_backend.connection.statements import _cursor_classes, retrying_cursor_class
@@ -53,7 +55,7 @@ class _HealingErrorWrapper(DatabaseErrorWrapper):
         super().__exit__(exc_type, exc_value, traceback)
 
 
-class AuroraWrapperMixin(FreshnessMixin):
+class AuroraWrapperMixin(FreshnessMixin, ProxyModeMixin):
     """Aurora-aware behaviour for a PostgreSQL ``DatabaseWrapper`` (put it first in the MRO)."""
 
     #: Address (IP) the current connection went to, or None before the first connection.
@@ -70,7 +72,11 @@ class AuroraWrapperMixin(FreshnessMixin):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
-        self.aurora_options = AuroraOptions.from_settings(self.alias, self.settings_dict["OPTIONS"])
+        options = AuroraOptions.from_settings(self.alias, self.settings_dict["OPTIONS"])
+        self.aurora_proxy_mode = proxy_enabled(options, self.settings_dict)
+        self.aurora_options = proxy_options(options, self.settings_dict)
+        if self.aurora_proxy_mode:
+            pin_free_operations(self.ops)  # type: ignore[attr-defined]
         self.aurora_runtime = Runtime()
         self._aurora_lock = threading.Lock()
         self._aurora_expires_at: Optional[float] = None
@@ -86,6 +92,7 @@ class AuroraWrapperMixin(FreshnessMixin):
         self._aurora_input_waiting: Callable[[], bool] = lambda: True
         # Open server-side cursors: a slow consumer uses its connection between statements.
         self._aurora_named_cursors: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._aurora_session_reset()
 
     # ----- connecting ---------------------------------------------------------------
 
@@ -100,7 +107,6 @@ class AuroraWrapperMixin(FreshnessMixin):
         connection, address = connect_with_retry(
             router.wrap(parent) if router else parent, conn_params, self.aurora_options, self.aurora_runtime,
             on_retry=self._aurora_connect_retried, endpoint=self._aurora_endpoint(conn_params),
-            operational_error=self.Database.OperationalError,  # type: ignore[attr-defined]
         )
         if router is not None:
             address = router.routed[1] if router.routed else address
@@ -111,6 +117,7 @@ class AuroraWrapperMixin(FreshnessMixin):
         self._aurora_input_waiting = input_watch(connection)
         self._aurora_expires_at = draw_expiry(now, self.aurora_options.max_age, self.aurora_runtime.random)
         self._aurora_check_at = self._aurora_next_check(now)
+        self._aurora_session_reset()
         return connection
 
     def connect(self) -> None:
@@ -160,7 +167,9 @@ class AuroraWrapperMixin(FreshnessMixin):
             # read-only transaction on a writer is the app's choice: nothing to heal.
             self._aurora_suspect_read_only = True
             self._aurora_check_at = 0.0  # inside a transaction: look at the next use outside
-            if not self.in_atomic_block and self.autocommit and is_idle(self.connection):
+            if self._aurora_holds_state("read_only"):
+                self._aurora_announce_kept()  # a new connection would lose the app's session state
+            elif not self.in_atomic_block and self.autocommit and is_idle(self.connection):
                 self._aurora_suspect_read_only = False
                 if in_recovery(self.connection):
                     self._aurora_close("read_only")
@@ -182,7 +191,7 @@ class AuroraWrapperMixin(FreshnessMixin):
     # ----- cursors ------------------------------------------------------------------
 
     def make_cursor(self, cursor: Any) -> Any:
-        if cursor.name:  # a server-side cursor: see _aurora_reap_if_idle
+        if is_named_cursor(cursor):  # a server-side cursor: see _aurora_reap_if_idle
             self._aurora_named_cursors.add(cursor)
         if _plain_make_cursor(type(self)):  # nobody between us and Django: build it directly
             return _RetryingCursorWrapper(cursor, self)
@@ -191,7 +200,7 @@ class AuroraWrapperMixin(FreshnessMixin):
         return wrapped
 
     def make_debug_cursor(self, cursor: Any) -> Any:
-        if cursor.name:
+        if is_named_cursor(cursor):
             self._aurora_named_cursors.add(cursor)
         wrapped = super().make_debug_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = retrying_cursor_class(type(wrapped))

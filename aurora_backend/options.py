@@ -52,6 +52,8 @@ class AuroraOptions:
     topology_template: Optional[str] = None
     #: Re-read the topology at connect time at most this often (seconds).
     topology_refresh: float = 30.0
+    #: RDS Proxy mode (docs/proxy.md): True, False, or None ("auto": on when HOST contains ".proxy-").
+    proxy: Optional[bool] = None
 
     @classmethod
     def from_settings(cls, alias: str, options: Mapping[str, Any]) -> "AuroraOptions":
@@ -146,6 +148,14 @@ def _bool(key: str, value: Any) -> bool:
     return value
 
 
+def _proxy(key: str, value: Any) -> Optional[bool]:
+    if value is None or value == "auto":
+        return None
+    if not isinstance(value, bool):
+        raise _key_error(key, value, '"auto" (on for hosts containing ".proxy-"), True or False')
+    return value
+
+
 def _resolver(key: str, value: Any) -> Optional[Resolver]:
     if value is None:
         return None
@@ -182,4 +192,5 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "topology": _bool,
     "topology_template": _template,
     "topology_refresh": _positive,
+    "proxy": _proxy,
 }

@@ -11,6 +11,11 @@ arguments ``alias`` and ``connection`` (the DatabaseWrapper), plus:
 - ``statement_retried``: ``sql``, ``error`` (a read re-run on a new connection).
 - ``transaction_retry``: ``attempt``, ``error``, ``delay`` (retry_atomic re-runs a block).
 - ``connection_closed``: ``reason`` ("expired", "idle"): closed on purpose, not replaced yet.
+- ``session_state_kept``: ``reason``, ``state``, ``error``: the connection holds session state
+  the app set (``state``: e.g. ``["advisory_lock 42", "set search_path"]``), so it was kept
+  past ``reason`` ("expired", "idle", "read_only"; once per connection and reason, ``error``
+  None), or (``reason`` "rerun") the statement that failed with ``error`` on a dead
+  connection was not re-run on a new one: the app gets the error.
 - ``topology_failover``: ``old_writer``, ``new_writer`` (instance identifiers), ``how``
   ("topology": found by probing instance endpoints; "dns": the endpoint moved), ``seconds``
   (from the first sign of trouble to the new writer's connection, or None).
@@ -24,4 +29,5 @@ scale_event = Signal()
 statement_retried = Signal()
 transaction_retry = Signal()
 connection_closed = Signal()
+session_state_kept = Signal()
 topology_failover = Signal()

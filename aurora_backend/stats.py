@@ -20,6 +20,8 @@ COUNTERS = (
     "transactions_retried",
     "expired",
     "idle_closed",
+    "session_state_kept",
+    "session_state_errors",
 )
 
 _lock = threading.Lock()

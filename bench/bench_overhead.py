@@ -1,4 +1,4 @@
-"""Overhead of aurora_backend against Django's stock backend and raw psycopg2 (the floor).
+"""Overhead of aurora_backend against Django's stock backend and the raw driver (the floor).
 
 Three ORM workloads on a warm connection: a get by primary key, a 100-row list and an
 insert in ``atomic()``. Each (workload, engine) runs N operations per round, engines
@@ -75,12 +75,12 @@ def retry_ops(alias: str) -> Dict[str, Op]:
 
 
 def raw_ops(dsn: str) -> Dict[str, Op]:
-    """The same SQL as the ORM sends, on a bare psycopg2 connection: the floor."""
-    import psycopg2
+    """The same SQL as the ORM sends, on a bare driver connection: the floor."""
+    from aurora_backend import drivers
 
-    conn = psycopg2.connect(dsn)
+    conn = drivers.connect(dsn)
     conn.autocommit = True
-    pin_backend(conn.get_backend_pid())
+    pin_backend(drivers.backend_pid(conn))
     cur = conn.cursor()
     cur.execute("SELECT id FROM ledger_account ORDER BY id LIMIT 2")
     source, destination = (row[0] for row in cur.fetchall())
@@ -114,11 +114,13 @@ def _reopener(alias: str) -> Op:
     """Close the alias's connection and open a new one (a new server backend)."""
     from django.db import connections
 
+    from aurora_backend import drivers
+
     def reopen() -> None:
         connection = connections[alias]
         connection.close()
         connection.ensure_connection()
-        pin_backend(connection.connection.get_backend_pid())
+        pin_backend(drivers.backend_pid(connection.connection))
 
     return reopen
 

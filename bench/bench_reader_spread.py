@@ -65,13 +65,13 @@ DNS = SimulatedDNS(READERS[:2])
 
 def readers_reachable(host_port: int, user: str, password: str, dbname: str) -> bool:
     """True when the server answers on all three reader addresses."""
-    import psycopg2
+    from aurora_backend import drivers
 
     for address in READERS:
         try:
-            psycopg2.connect(host=address, port=host_port, user=user, password=password,
+            drivers.connect(host=address, port=host_port, user=user, password=password,
                              dbname=dbname, connect_timeout=2).close()
-        except psycopg2.OperationalError:
+        except drivers.OperationalError:
             return False
     return True
 

@@ -68,9 +68,9 @@ def bench_server(dbname: Optional[str] = None) -> Iterator[ServerAddress]:
 
 
 def _admin(srv: ServerAddress, sql: str) -> None:
-    import psycopg2
+    from aurora_backend import drivers
 
-    conn = psycopg2.connect(dsn=srv.dsn, connect_timeout=5)
+    conn = drivers.connect(srv.dsn, connect_timeout=5)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -127,7 +127,8 @@ def configure_django(databases: Dict[str, Dict[str, Any]], migrate: Sequence[str
 def machine() -> Dict[str, str]:
     """nproc, CPU model and the versions that matter for the figures."""
     import django
-    import psycopg2
+
+    from aurora_backend import drivers
 
     cpu = platform.processor() or "?"
     try:
@@ -143,8 +144,8 @@ def machine() -> Dict[str, str]:
         "cpu": cpu,
         "python": platform.python_version(),
         "django": django.get_version(),
-        "psycopg2": psycopg2.__version__.split()[0],
-        "libpq": str(psycopg2.extensions.libpq_version()),
+        "driver": "%s %s%s" % (drivers.NAME, drivers.version(), " + Django's pool" if DRIVER == "pool" else ""),
+        "libpq": str(drivers.libpq_version()),
     }
 
 
@@ -160,7 +161,7 @@ def print_machine(alias: str = "default") -> None:
     info = machine()
     info["postgresql"] = server_version(alias)
     print("machine: nproc=%(nproc)s cpu=%(cpu)s" % info)
-    print("versions: Python %(python)s, Django %(django)s, psycopg2 %(psycopg2)s (libpq %(libpq)s), "
+    print("versions: Python %(python)s, Django %(django)s, %(driver)s (libpq %(libpq)s), "
           "PostgreSQL %(postgresql)s" % info)
     print("command: python %s" % " ".join(sys.argv))
 

@@ -16,6 +16,8 @@ from typing import Any, Dict, List
 from django.test.runner import DiscoverRunner
 
 RESULTS_ENV = "DJANGO_SUITE_RESULTS"
+#: ``host:port`` of an RDS Proxy-mode simulator's control endpoint (run_django_suite --rds-proxy-sim).
+SIM_CONTROL_ENV = "DJANGO_SUITE_SIM_CONTROL"
 
 
 class RecordingResult(unittest.TextTestResult):
@@ -97,7 +99,29 @@ class RecordingResult(unittest.TextTestResult):
 
 
 class RecordingRunner(DiscoverRunner):
-    """DiscoverRunner whose result class records outcomes (see the module docstring)."""
+    """DiscoverRunner whose result class records outcomes (see the module docstring).
+
+    Behind an RDS Proxy-mode simulator it also splits the pinning report: once the test
+    databases exist it closes every connection, saves what the setup (migrate, post_migrate
+    signals) pinned to ``<results>.setup_pinning.json`` and clears the report, so what is
+    left at the end is the tests' own traffic.
+    """
+
+    def setup_databases(self, **kwargs: Any) -> Any:
+        config = super().setup_databases(**kwargs)
+        control = os.environ.get(SIM_CONTROL_ENV)
+        if control:
+            from django.db import connections
+
+            from aurora_backend.simulator.control import ControlClient, parse_address
+
+            connections.close_all()
+            with ControlClient(parse_address(control, SIM_CONTROL_ENV)) as client:
+                setup = client.command("pinning")["result"]
+                client.command("clear_pinning")
+            with open(os.environ[RESULTS_ENV] + ".setup_pinning.json", "w") as fh:
+                json.dump(setup, fh, indent=1)
+        return config
 
     def get_resultclass(self) -> Any:
         base = super().get_resultclass()

@@ -53,9 +53,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _create_database(cluster) -> None:
-    import psycopg2
+    from aurora_backend.testing.drivers import select_driver
 
-    conn = psycopg2.connect(cluster.address.dsn)
+    select_driver()  # AURORA_TEST_DRIVER, before the driver is imported (as settings.py does)
+    from aurora_backend import drivers
+
+    conn = drivers.connect(cluster.address.dsn)
     conn.autocommit = True
     conn.cursor().execute("CREATE DATABASE ledger")
     conn.close()

@@ -57,10 +57,10 @@ def test_bench_runs_quick(script: str) -> None:
 
 def test_bench_databases_are_dropped() -> None:
     """A benchmark leaves no database of its own behind on the shared server."""
-    import psycopg2
+    from aurora_backend import drivers
 
     run_bench("bench_overhead.py")
-    with psycopg2.connect(server().dsn, connect_timeout=5) as conn, conn.cursor() as cur:
+    with drivers.connect(server().dsn, connect_timeout=5) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'aurora_bench_%%'")
         assert cur.fetchone()[0] == 0
     conn.close()

@@ -54,22 +54,48 @@ def test_w002_connect_deadline_shorter_than_a_resume():
     assert ids(good(OPTIONS={"aurora": {"connect_deadline": 15}, **KEEPALIVES})) == []
 
 
-def test_w003_isolation_level_only_behind_rds_proxy():
-    options = {"aurora": {"connect_deadline": 30}, "isolation_level": 3, **KEEPALIVES}
-    assert ids(good(HOST=PROXY_HOST, DISABLE_SERVER_SIDE_CURSORS=True, OPTIONS=options)) == ["aurora_backend.W003"]
-    assert ids(good(OPTIONS=options)) == []
+def _proxy_opts(proxy: Any = "auto", **extra: Any) -> Dict[str, Any]:
+    return {"aurora": {"connect_deadline": 30, "proxy": proxy}, **extra, **KEEPALIVES}
 
 
-def test_w004_server_side_cursors_behind_rds_proxy():
-    assert ids(good(HOST=PROXY_HOST)) == ["aurora_backend.W004"]
-    assert ids(good(HOST=PROXY_HOST, DISABLE_SERVER_SIDE_CURSORS=True)) == []
+def test_w003_isolation_level_behind_rds_proxy_unless_proxy_mode_handles_it():
+    off = _proxy_opts(False, isolation_level=3)
+    assert ids(good(HOST=PROXY_HOST, DISABLE_SERVER_SIDE_CURSORS=True, OPTIONS=off)) == ["aurora_backend.W003"]
+    assert ids(good(OPTIONS=off)) == []
+    # Proxy mode (auto on a ".proxy-" host, or forced) puts the level in each BEGIN.
+    assert ids(good(HOST=PROXY_HOST, OPTIONS=_proxy_opts(isolation_level=3))) == []
+    assert ids(good(OPTIONS=_proxy_opts(True, isolation_level=3))) == []
+
+
+def test_w004_server_side_cursors_behind_rds_proxy_unless_proxy_mode_handles_it():
+    assert ids(good(HOST=PROXY_HOST, OPTIONS=_proxy_opts(False))) == ["aurora_backend.W004"]
+    assert ids(good(HOST=PROXY_HOST, DISABLE_SERVER_SIDE_CURSORS=True, OPTIONS=_proxy_opts(False))) == []
     assert ids(good(DISABLE_SERVER_SIDE_CURSORS=False)) == []
+    assert ids(good(HOST=PROXY_HOST)) == []  # proxy mode: client-side cursors
 
 
 def test_w005_command_line_options_behind_rds_proxy():
-    options = {"aurora": {"connect_deadline": 30}, "options": "-c search_path=app", **KEEPALIVES}
-    assert ids(good(HOST=PROXY_HOST, DISABLE_SERVER_SIDE_CURSORS=True, OPTIONS=options)) == ["aurora_backend.W005"]
+    options = _proxy_opts(options="-c search_path=app")
+    assert ids(good(HOST=PROXY_HOST, OPTIONS=options)) == ["aurora_backend.W005"]  # proxy mode cannot help
+    assert ids(good(OPTIONS=_proxy_opts(True, options="-c search_path=app"))) == ["aurora_backend.W005"]
     assert ids(good(OPTIONS=options)) == []
+
+
+def test_w007_proxy_mode_and_a_timezone_it_will_not_set():
+    with override_settings(USE_TZ=True):
+        [message] = alias_settings_messages("x", good(HOST=PROXY_HOST, USER="app", TIME_ZONE="Europe/Paris"))
+        assert message.id == "aurora_backend.W007"
+        assert "ALTER ROLE app SET timezone TO 'Europe/Paris'" in message.hint
+        assert ids(good(HOST=PROXY_HOST)) == []  # UTC: Aurora's default, nothing to SET
+        assert ids(good(HOST=PROXY_HOST, TIME_ZONE="Europe/Paris", OPTIONS=_proxy_opts(False))) == [
+            "aurora_backend.W004"]
+    with override_settings(USE_TZ=False, TIME_ZONE="America/Chicago"):
+        assert ids(good(HOST=PROXY_HOST)) == ["aurora_backend.W007"]
+
+
+def test_w008_assume_role_behind_rds_proxy():
+    assert ids(good(HOST=PROXY_HOST, OPTIONS=_proxy_opts(assume_role="owner"))) == ["aurora_backend.W008"]
+    assert ids(good(OPTIONS=_proxy_opts(assume_role="owner"))) == []
 
 
 def test_w006_no_tcp_keepalives():

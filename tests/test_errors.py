@@ -1,7 +1,8 @@
 """Error classification: every message and SQLSTATE of AURORA_FACTS.md, and real server errors."""
 
-import psycopg2
 import pytest
+
+from aurora_backend import drivers
 
 from aurora_backend.errors import (
     ErrorKind,
@@ -58,14 +59,14 @@ MESSAGES = [
 
 @pytest.mark.parametrize("message,kind,scale", MESSAGES)
 def test_messages_without_sqlstate(message, kind, scale):
-    exc = psycopg2.OperationalError(message)
+    exc = drivers.OperationalError(message)
     assert sqlstate(exc) is None
     assert classify(exc) is kind
     assert is_scale_event(exc) is scale
 
 
 def test_dead_connection_objects_are_disconnects():
-    assert classify(psycopg2.InterfaceError("connection already closed")) is D
+    assert classify(drivers.InterfaceError("connection already closed")) is D
 
 
 class _Psycopg3Style(Exception):
@@ -111,14 +112,14 @@ def _connect(**overrides):
     srv = server()
     params = dict(host=srv.host, port=srv.port, user=srv.user, password=srv.password, dbname="postgres")
     params.update(overrides)
-    return psycopg2.connect(**params)
+    return drivers.connect(**params)
 
 
 def test_real_bad_password_and_missing_database_are_never_retried():
-    with pytest.raises(psycopg2.OperationalError) as bad_password:
+    with pytest.raises(drivers.OperationalError) as bad_password:
         _connect(password="wrong")
     assert classify(bad_password.value) is N
-    with pytest.raises(psycopg2.OperationalError) as missing:
+    with pytest.raises(drivers.OperationalError) as missing:
         _connect(dbname="no_such_database")
     assert classify(missing.value) is N
 
@@ -126,7 +127,7 @@ def test_real_bad_password_and_missing_database_are_never_retried():
 def test_real_refused_connection_is_retryable():
     from aurora_backend.testing import free_port
 
-    with pytest.raises(psycopg2.OperationalError) as refused:
+    with pytest.raises(drivers.OperationalError) as refused:
         _connect(port=free_port())
     assert classify(refused.value) is C
 
@@ -135,14 +136,14 @@ def test_real_terminated_backend_is_a_disconnect():
     victim, killer = _connect(), _connect()
     victim.autocommit = killer.autocommit = True
     with killer.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(%s)", [victim.get_backend_pid()])
-    with pytest.raises(psycopg2.Error) as dead:
+        cur.execute("SELECT pg_terminate_backend(%s)", [drivers.backend_pid(victim)])
+    with pytest.raises(drivers.Error) as dead:
         victim.cursor().execute("SELECT 1")
     # libpq 17 reports it without SQLSTATE; an older libpq as AdminShutdown (57P01).
     assert sqlstate(dead.value) in (None, "57P01")
     assert classify(dead.value, victim) is D
-    with pytest.raises(psycopg2.InterfaceError) as closed:
-        victim.cursor()
+    with pytest.raises(drivers.Error) as closed:  # psycopg2: InterfaceError, psycopg 3: OperationalError
+        victim.cursor().execute("SELECT 1")
     assert classify(closed.value, victim) is D
     killer.close()
 
@@ -154,14 +155,14 @@ def test_real_read_only_serialization_and_integrity_errors():
     cur.execute("DROP TABLE IF EXISTS aurora_errors_t")
     cur.execute("CREATE TABLE aurora_errors_t (id int PRIMARY KEY)")
     cur.execute("INSERT INTO aurora_errors_t VALUES (1)")
-    with pytest.raises(psycopg2.Error) as dup:
+    with pytest.raises(drivers.Error) as dup:
         cur.execute("INSERT INTO aurora_errors_t VALUES (1)")
     assert (sqlstate(dup.value), classify(dup.value, conn)) == ("23505", N)
     cur.execute("SET default_transaction_read_only = on")
-    with pytest.raises(psycopg2.Error) as read_only:
+    with pytest.raises(drivers.Error) as read_only:
         cur.execute("INSERT INTO aurora_errors_t VALUES (2)")
     assert (sqlstate(read_only.value), classify(read_only.value, conn)) == ("25006", R)
-    with pytest.raises(psycopg2.Error) as syntax:
+    with pytest.raises(drivers.Error) as syntax:
         cur.execute("SELEC 1")
     assert classify(syntax.value, conn) is N
     cur.execute("SET default_transaction_read_only = off")

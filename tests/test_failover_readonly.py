@@ -71,9 +71,9 @@ def writer(pair, django_db_blocker):
 
 
 def primary_rows(pair) -> list[str]:
-    import psycopg2
+    from aurora_backend import drivers
 
-    conn = psycopg2.connect(host=PRIMARY, port=pair.port, user=SUPERUSER, password=PASSWORD, dbname="postgres")
+    conn = drivers.connect(host=PRIMARY, port=pair.port, user=SUPERUSER, password=PASSWORD, dbname="postgres")
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT v FROM failover_t ORDER BY v")
@@ -84,9 +84,9 @@ def primary_rows(pair) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def table(pair):
-    import psycopg2
+    from aurora_backend import drivers
 
-    conn = psycopg2.connect(host=PRIMARY, port=pair.port, user=SUPERUSER, password=PASSWORD, dbname="postgres")
+    conn = drivers.connect(host=PRIMARY, port=pair.port, user=SUPERUSER, password=PASSWORD, dbname="postgres")
     conn.autocommit = True
     conn.cursor().execute("DROP TABLE IF EXISTS failover_t; CREATE TABLE failover_t (v text)")
     conn.close()

@@ -9,12 +9,11 @@ import time
 from importlib import resources
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-import psycopg2
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connections
 
-from aurora_backend import stats
+from aurora_backend import drivers, stats
 from aurora_backend.health import report as health
 from aurora_backend.testing import free_port
 from tests.pg import server
@@ -44,9 +43,9 @@ def run_json(*args: str) -> Tuple[int, Dict[str, Any]]:
 
 @contextlib.contextmanager
 def raw_session(application: str = BLOCKER_APP, **params: Any) -> Iterator[Any]:
-    """A second, raw psycopg2 session on the test database (not Django's)."""
+    """A second, raw driver session on the test database (not Django's)."""
     srv = server()
-    conn = psycopg2.connect(
+    conn = drivers.connect(
         host=srv.host, port=srv.port, user=params.pop("user", srv.user), password=params.pop("password", srv.password),
         dbname=connections["default"].settings_dict["NAME"], application_name=application, **params,
     )
@@ -214,7 +213,7 @@ def test_paused_cluster_without_wait_is_unreachable(simulator):
 def test_open_transaction_temp_table_and_lock_are_blockers_exit_1():
     thresholds = ("--long-transaction-seconds", "0.2", "--idle-in-transaction-seconds", "0.2")
     with blocking_session() as other:
-        pid = other.get_backend_pid()
+        pid = drivers.backend_pid(other)
         code, doc = run_json("--database", "default", *thresholds)
         _, table, _ = run("--database", "default", *thresholds)
     assert code == 1 and doc["status"] == "degraded"

@@ -9,11 +9,10 @@ from __future__ import annotations
 import random
 import time
 
-import psycopg2
 import pytest
 from django.db import connection, transaction
 
-from aurora_backend import signals, stats
+from aurora_backend import drivers, signals, stats
 from aurora_backend.base import DatabaseWrapper
 from aurora_backend.connection.lifetime import draw_expiry, reaper
 from aurora_backend.runtime import Runtime
@@ -107,7 +106,7 @@ def test_expiry_and_idle_close_never_happen_inside_atomic():
     wrapper = make_wrapper(dns, clock, max_age=10, idle_timeout=5)
     try:
         wrapper.ensure_connection()
-        pid = wrapper.connection.get_backend_pid()
+        pid = drivers.backend_pid(wrapper.connection)
         from django.db import connections
 
         connections["reader"] = wrapper
@@ -137,7 +136,7 @@ def test_idle_connection_is_closed_by_the_reaper_and_reopened_on_use():
     closed = []
     signals.reconnected.connect(lambda sender, reason, **kw: closed.append(reason), weak=False, dispatch_uid="t-idle")
     try:
-        pid = (wrapper.ensure_connection(), wrapper.connection.get_backend_pid())[1]
+        pid = (wrapper.ensure_connection(), drivers.backend_pid(wrapper.connection))[1]
         clock.now += 29
         assert reaper.reap() == 0
         clock.now += 1
@@ -160,14 +159,14 @@ def test_the_reaper_thread_closes_an_idle_connection_with_nobody_calling_it():
     wrapper = make_wrapper(dns, time.monotonic, max_age=None, idle_timeout=0.3)
     try:
         wrapper.ensure_connection()
-        assert_backend_gone(wrapper.connection.get_backend_pid(), timeout=5)
+        assert_backend_gone(drivers.backend_pid(wrapper.connection), timeout=5)
     finally:
         wrapper.close()
 
 
 def assert_backend_gone(pid, timeout=5.0):
     srv = server()
-    admin = psycopg2.connect(host=srv.host, port=srv.port, user=srv.user, password=srv.password, dbname="postgres")
+    admin = drivers.connect(host=srv.host, port=srv.port, user=srv.user, password=srv.password, dbname="postgres")
     admin.autocommit = True  # pg_stat_activity is a snapshot per transaction
     try:
         deadline = time.monotonic() + timeout
@@ -246,7 +245,7 @@ def test_expiry_waits_for_an_open_iterator():
             clock.now += 100  # past the max age
             Account.objects.using("reader").filter(pk=account.pk).update(balance=0)  # another cursor
         assert names == ["x%d" % i for i in range(6)]
-        pid = wrapper.connection.get_backend_pid()
+        pid = drivers.backend_pid(wrapper.connection)
         with wrapper.cursor() as cursor:  # the iterator is done: now it rotates
             cursor.execute("SELECT pg_backend_pid()")
             assert cursor.fetchone()[0] != pid

@@ -9,11 +9,10 @@ from __future__ import annotations
 import threading
 import time
 
-import psycopg2
 import pytest
 from django.db import OperationalError, connection, transaction
 
-from aurora_backend import signals, stats
+from aurora_backend import drivers, signals, stats
 from aurora_backend.base import DatabaseWrapper
 from aurora_backend.connection.connect import ClusterUnavailable
 from aurora_backend.runtime import Runtime
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def admin():
     """A superuser connection outside Django, to terminate backends and look at the server."""
     srv = server()
-    conn = psycopg2.connect(host=srv.host, port=srv.port, user=srv.user, password=srv.password, dbname="postgres")
+    conn = drivers.connect(host=srv.host, port=srv.port, user=srv.user, password=srv.password, dbname="postgres")
     conn.autocommit = True
     yield conn
     conn.close()
@@ -77,7 +76,7 @@ def terminate_when_running(admin, pid, marker, timeout=10.0):
 
 def backend_pid():
     connection.ensure_connection()
-    return connection.connection.get_backend_pid()
+    return drivers.backend_pid(connection.connection)
 
 
 def test_terminated_while_idle_in_a_worker_loop_next_query_succeeds(admin, received):
@@ -170,7 +169,7 @@ def test_connection_lost_inside_a_raw_begin_is_reported_not_split(admin, receive
     with connection.cursor() as cursor:
         cursor.execute("BEGIN")
         cursor.execute("INSERT INTO ledger_account (name, balance) VALUES ('first half', 1)")
-        terminate(admin, connection.connection.get_backend_pid())
+        terminate(admin, drivers.backend_pid(connection.connection))
         with pytest.raises(OperationalError):
             with connection.cursor() as again:  # the pre-use check must not reconnect silently
                 again.execute("INSERT INTO ledger_account (name, balance) VALUES ('second half', 1)")

@@ -10,12 +10,11 @@ from __future__ import annotations
 import threading
 import time
 
-import psycopg2
 import pytest
 from django.core.signals import request_finished, request_started
 from django.db import OperationalError, connections
 
-from aurora_backend import signals, stats
+from aurora_backend import drivers, signals, stats
 from aurora_backend.connection.connect import ClusterUnavailable
 from aurora_backend.options import AuroraOptions
 from ledger.models import Account
@@ -50,7 +49,7 @@ def counters():
 def wait_until_running(marker, timeout=10.0):
     """Block until some backend runs a statement containing ``marker`` (seen on the server)."""
     srv = server()
-    admin = psycopg2.connect(host=srv.host, port=srv.port, user=srv.user, password=srv.password, dbname="postgres")
+    admin = drivers.connect(host=srv.host, port=srv.port, user=srv.user, password=srv.password, dbname="postgres")
     admin.autocommit = True
     try:
         deadline = time.monotonic() + timeout

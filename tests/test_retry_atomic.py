@@ -15,11 +15,10 @@ import time
 import warnings
 from typing import Any, Callable, List
 
-import psycopg2
 import pytest
 from django.db import IntegrityError, OperationalError, connection, connections, transaction
 
-from aurora_backend import CommitOutcomeUnknown, retry_atomic, retrying, signals, stats
+from aurora_backend import CommitOutcomeUnknown, drivers, retry_atomic, retrying, signals, stats
 from aurora_backend.errors import sqlstate
 from aurora_backend.transactions.retry import NestedRetryWarning
 from aurora_backend.runtime import Runtime, jittered_delays
@@ -49,9 +48,9 @@ DROP_SQL = "DROP TABLE IF EXISTS retry_probe, retry_counter; DROP FUNCTION IF EX
 
 @pytest.fixture
 def admin():
-    """A raw autocommit psycopg2 connection to the test database, outside Django."""
+    """A raw autocommit driver connection to the test database, outside Django."""
     srv = server()
-    conn = psycopg2.connect(
+    conn = drivers.connect(
         host=srv.host, port=srv.port, user=srv.user, password=srv.password,
         dbname=connections["default"].settings_dict["NAME"],
     )
@@ -284,7 +283,7 @@ def test_final_failure_raises_the_last_database_error_unchanged(probe, recorder)
 
     with pytest.raises(OperationalError) as info:
         doomed()
-    assert type(info.value) is OperationalError and isinstance(info.value.__cause__, psycopg2.OperationalError)
+    assert type(info.value) is OperationalError and isinstance(info.value.__cause__, drivers.OperationalError)
     assert len(calls) == 3 and len(recorder.slept) == 2
     assert scalar(probe, "SELECT count(*) FROM retry_probe") == 0
 

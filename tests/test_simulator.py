@@ -1,8 +1,9 @@
-"""Aurora faults through the simulator: the exact bytes on the wire and what psycopg2 raises.
+"""Aurora faults through the simulator: the exact bytes on the wire and what the driver raises.
 
-Measured with psycopg2-binary 2.9.13 / libpq 17: a FATAL then close on an established
-connection surfaces as a plain OperationalError "server closed the connection
-unexpectedly", pgcode None, conn.closed == 2 (the server's text is lost); FATALs during
+Measured with psycopg2-binary 2.9.13 and psycopg 3.3 / libpq 17: a FATAL then close on an
+established connection surfaces as a plain OperationalError "server closed the connection
+unexpectedly", no SQLSTATE, the connection closed (psycopg2 ``closed == 2``, psycopg 3
+``closed``/``broken``; the server's text is lost); FATALs during
 startup keep their text ("connection to server at ... failed: FATAL:  ...").
 """
 
@@ -12,11 +13,9 @@ import struct
 import threading
 import time
 
-import psycopg2
-import psycopg2.errors
 import pytest
 
-from aurora_backend import errors
+from aurora_backend import drivers, errors
 from aurora_backend.simulator import AuroraSimulator, SimulatorError
 from aurora_backend.simulator import protocol as p
 from aurora_backend.simulator.wire_client import WireClient
@@ -37,7 +36,7 @@ def sim(srv):
 
 
 def connect(srv, address, **kwargs):
-    return psycopg2.connect(host=address[0], port=address[1], user=srv.user,
+    return drivers.connect(host=address[0], port=address[1], user=srv.user,
                             password=srv.password, dbname=srv.dbname, **kwargs)
 
 
@@ -69,11 +68,22 @@ def wait_until(predicate, timeout=5.0):
         time.sleep(0.005)
 
 
-def assert_closed_unexpectedly(exc, conn):
-    assert type(exc) is psycopg2.OperationalError
-    assert CLOSED_TEXT in str(exc)
-    assert exc.pgcode is None
-    assert conn.closed == 2
+def assert_closed_unexpectedly(exc, conn, fatal=None):
+    """What each driver makes of a FATAL then close on an established connection.
+
+    psycopg2 (libpq 17) loses the server's text: a plain OperationalError "server closed
+    the connection unexpectedly" without SQLSTATE. psycopg 3 reads the FATAL before the EOF:
+    the server's own message (``fatal``) with its SQLSTATE 57P01 (AdminShutdown).
+    """
+    assert isinstance(exc, drivers.OperationalError)
+    if drivers.NAME == "psycopg2":
+        assert type(exc) is drivers.OperationalError
+        assert CLOSED_TEXT in str(exc)
+        assert errors.sqlstate(exc) is None
+    else:
+        assert isinstance(exc, drivers.errors.AdminShutdown) and errors.sqlstate(exc) == "57P01"
+        assert fatal is None or fatal in str(exc)
+    assert drivers.is_closed(conn)
     assert errors.is_disconnect(exc, conn)
 
 
@@ -125,12 +135,12 @@ def test_scale_event_mid_result_lands_on_a_message_boundary(srv, sim):
     assert len(messages) < 20000
 
 
-def test_scale_event_psycopg2_idle_and_mid_query(srv, sim):
+def test_scale_event_idle_and_mid_query(srv, sim):
     idle = connect(srv, sim.address)
     busy = connect(srv, sim.address)
-    pid = busy.get_backend_pid()
+    pid = drivers.backend_pid(busy)
     thread, box = in_thread(lambda: busy.cursor().execute("SELECT pg_sleep(30)"))
-    watcher = psycopg2.connect(srv.dsn)
+    watcher = drivers.connect(srv.dsn)
     watcher.autocommit = True
     cur = watcher.cursor()
     try:
@@ -138,10 +148,10 @@ def test_scale_event_psycopg2_idle_and_mid_query(srv, sim):
                    or cur.fetchone() == ("active",))
         assert sim.scale_event() == 2
         thread.join(10)
-        assert_closed_unexpectedly(box["error"], busy)
-        with pytest.raises(psycopg2.OperationalError) as info:
+        assert_closed_unexpectedly(box["error"], busy, p.SCALE_EVENT[1])
+        with pytest.raises(drivers.OperationalError) as info:
             idle.cursor().execute("SELECT 1")
-        assert_closed_unexpectedly(info.value, idle)
+        assert_closed_unexpectedly(info.value, idle, p.SCALE_EVENT[1])
         # the killed backend's query is cancelled too, so the backend goes away
         wait_until(lambda: cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
                                        [pid]) or cur.fetchone() == (0,))
@@ -152,14 +162,14 @@ def test_scale_event_psycopg2_idle_and_mid_query(srv, sim):
 
 # -- scale point at startup -----------------------------------------------------------
 
-def test_scale_point_on_connect_bytes_and_psycopg2(srv, sim):
+def test_scale_point_on_connect_bytes_and_driver(srv, sim):
     sim.scale_point_on_connect(count=2)
     with WireClient(sim.address) as client:
         client.send_startup(srv.user, srv.dbname)
         assert client.read_to_eof() == p.fatal(p.SCALE_POINT)
-    with pytest.raises(psycopg2.OperationalError) as info:
+    with pytest.raises(drivers.OperationalError) as info:
         connect(srv, sim.address)
-    assert type(info.value) is psycopg2.OperationalError and info.value.pgcode is None
+    assert type(info.value) is drivers.OperationalError and errors.sqlstate(info.value) is None
     assert ("FATAL:  terminating connection because backend initialization completed past "
             "serverless scale point") in str(info.value)
     assert errors.is_connect_retryable(info.value)
@@ -178,11 +188,13 @@ def test_pause_holds_startup_until_resume(srv, sim):
     assert sim.resume() == 1
     thread.join(10)
     conn = box["result"]
-    assert conn.cursor().execute("SELECT 1") is None
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
     with pytest.raises(SimulatorError, match="pause\\(force=True\\)"):
         sim.pause()
     assert sim.pause(force=True) == 1
-    with pytest.raises(psycopg2.OperationalError):
+    with pytest.raises(drivers.OperationalError):
         conn.cursor().execute("SELECT 1")
     sim.resume()
 
@@ -206,7 +218,7 @@ def test_resume_fails_some_held_attempts_with_57p03(srv, sim):
 def test_pause_hang_hits_connect_timeout_and_resume_fail_text(srv, sim):
     sim.pause()
     started = time.monotonic()
-    with pytest.raises(psycopg2.OperationalError, match="timeout expired"):
+    with pytest.raises(drivers.OperationalError, match="timeout expired"):
         connect(srv, sim.address, connect_timeout=1)
     assert time.monotonic() - started >= 0.9
     thread, box = in_thread(lambda: connect(srv, sim.address, connect_timeout=20))
@@ -214,7 +226,7 @@ def test_pause_hang_hits_connect_timeout_and_resume_fail_text(srv, sim):
     sim.resume(fail=5)
     thread.join(10)
     exc = box["error"]
-    assert type(exc) is psycopg2.OperationalError and exc.pgcode is None
+    assert type(exc) is drivers.OperationalError and errors.sqlstate(exc) is None
     assert "FATAL:  the database system is starting up" in str(exc)
     assert errors.is_connect_retryable(exc)
 

@@ -9,9 +9,9 @@ import os
 import threading
 import tracemalloc
 
-import psycopg2
-import psycopg2.errors
 import pytest
+
+from aurora_backend import drivers
 
 from aurora_backend.simulator import SimulatorProcess
 from aurora_backend.simulator.wire_client import WireClient
@@ -22,6 +22,24 @@ from tests.test_simulator import (  # noqa: F401  fixtures and helpers
 )
 
 
+def copy_in(cur, sql, text):
+    """COPY ... FROM STDIN with either driver's API (psycopg 3: cursor.copy())."""
+    if hasattr(cur, "copy"):
+        with cur.copy(sql) as copy:
+            copy.write(text)
+    else:
+        cur.copy_expert(sql, io.StringIO(text))
+
+
+def copy_out(cur, sql):
+    if hasattr(cur, "copy"):
+        with cur.copy(sql) as copy:
+            return b"".join(bytes(chunk) for chunk in copy).decode()
+    out = io.StringIO()
+    cur.copy_expert(sql, out)
+    return out.getvalue()
+
+
 def test_queries_transactions_copy_and_large_results(srv, sim):
     conn = connect(srv, sim.address)  # default sslmode=prefer: the simulator answers 'N'
     cur = conn.cursor()
@@ -30,11 +48,9 @@ def test_queries_transactions_copy_and_large_results(srv, sim):
     conn.rollback()
     cur.execute("CREATE TEMP TABLE t (id int, body text)")
     conn.commit()
-    cur.copy_from(io.StringIO("".join("%d\trow %d\n" % (i, i) for i in range(5000))), "t")
+    copy_in(cur, "COPY t FROM STDIN", "".join("%d\trow %d\n" % (i, i) for i in range(5000)))
     conn.commit()
-    out = io.StringIO()
-    cur.copy_to(out, "t")
-    assert out.getvalue().count("\n") == 5000
+    assert copy_out(cur, "COPY t TO STDOUT").count("\n") == 5000
     cur.execute("SELECT repeat('x', 1048576) FROM generate_series(1, 10)")  # 10 MB
     rows = cur.fetchall()
     assert len(rows) == 10 and all(r[0] == "x" * 1048576 for r in rows)
@@ -44,25 +60,25 @@ def test_queries_transactions_copy_and_large_results(srv, sim):
     assert sum(1 for _ in named) == 5000
     named.close()
     conn.commit()
-    with pytest.raises(psycopg2.OperationalError, match="does not support SSL"):
+    with pytest.raises(drivers.OperationalError, match="does not support SSL"):
         connect(srv, sim.address, sslmode="require")
     conn.close()
 
 
 def test_cancel_is_forwarded(srv, sim):
-    """In process through a raw CancelRequest: psycopg2's conn.cancel() holds the GIL while
+    """In process through a raw CancelRequest: the driver's cancel (psycopg2's conn.cancel()) holds the GIL while
     libpq waits for the server to close, so it would deadlock an in-process simulator (see
     the out-of-process test below for conn.cancel())."""
     conn = connect(srv, sim.address)
     key = next(iter(sim._sessions)).framer.backend_key
-    assert key is not None and int.from_bytes(key[:4], "big") == conn.get_backend_pid()
+    assert key is not None and int.from_bytes(key[:4], "big") == drivers.backend_pid(conn)
     def cancel():
         with WireClient(sim.address) as client:
             client.send(p.build_request(p.CANCEL_REQUEST, key))
             client.read_to_eof()
     timer = threading.Timer(0.3, cancel)
     timer.start()
-    with pytest.raises(psycopg2.errors.QueryCanceled):
+    with pytest.raises(drivers.errors.QueryCanceled):
         conn.cursor().execute("SELECT pg_sleep(20)")
     timer.join()
     conn.rollback()
@@ -120,11 +136,11 @@ def test_process_driven_by_control_endpoint(srv):
     with SimulatorProcess(upstream=(srv.host, srv.port)) as proc:
         conn = connect(srv, proc.address)
         assert proc.command("scale")["result"] == 1
-        with pytest.raises(psycopg2.OperationalError) as info:
+        with pytest.raises(drivers.OperationalError) as info:
             conn.cursor().execute("SELECT 1")
-        assert_closed_unexpectedly(info.value, conn)
+        assert_closed_unexpectedly(info.value, conn, p.SCALE_EVENT[1])
         proc.command("scale_point 1")
-        with pytest.raises(psycopg2.OperationalError, match="past serverless scale point"):
+        with pytest.raises(drivers.OperationalError, match="past serverless scale point"):
             connect(srv, proc.address)
         status = proc.status()
         assert status["counters"]["scale_events"] == 1
@@ -132,9 +148,9 @@ def test_process_driven_by_control_endpoint(srv):
         with pytest.raises(RuntimeError, match="unknown command 'explode'"):
             proc.command("explode")
         conn = connect(srv, proc.address)
-        timer = threading.Timer(0.3, conn.cancel)  # psycopg2's own cancel, out of process
+        timer = threading.Timer(0.3, drivers.cancel, [conn])  # the driver's own cancel, out of process
         timer.start()
-        with pytest.raises(psycopg2.errors.QueryCanceled):
+        with pytest.raises(drivers.errors.QueryCanceled):
             conn.cursor().execute("SELECT pg_sleep(20)")
         timer.join()
         conn.close()

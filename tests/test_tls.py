@@ -19,6 +19,7 @@ from typing import List, Tuple
 import pytest
 from django.db import OperationalError, connections
 
+from aurora_backend import drivers
 from aurora_backend.base import DatabaseWrapper
 from aurora_backend.errors import ErrorKind, classify
 from aurora_backend.runtime import Runtime
@@ -171,9 +172,9 @@ def test_verify_full_checks_the_name_while_connecting_to_the_chosen_address(tls_
         assert wrapper.aurora_address == ADDRESS
         assert resolver.calls == [(NAME, tls_cluster.port)]
         # What libpq was given: the name to verify and the address to dial.
-        params = wrapper.connection.info.dsn_parameters
+        params = drivers.connection_parameters(wrapper.connection)
         assert (params["host"], params["hostaddr"], params["sslmode"]) == (NAME, ADDRESS, "verify-full")
-        assert wrapper.connection.info.ssl_in_use
+        assert drivers.ssl_in_use(wrapper.connection)
         assert sleeps == []
     finally:
         wrapper.close()

@@ -13,8 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, TypeVar
 
-import psycopg2
-
+from aurora_backend import drivers
 from aurora_backend.errors import classify, is_connect_retryable, sqlstate
 from aurora_backend.options import AuroraOptions
 from aurora_backend.connection.resolve import choose_address
@@ -71,7 +70,7 @@ def connect_with_retry(
     runtime: Runtime,
     on_retry: Optional[Callable[[Attempt], None]] = None,
     endpoint: str = "database",
-    operational_error: type = psycopg2.OperationalError,
+    operational_error: Optional[type] = None,
 ) -> "tuple[Conn, Optional[str]]":
     """Call ``connect(params)`` until it succeeds, fails for good, or the deadline passes.
 
@@ -102,7 +101,7 @@ def connect_with_retry(
                 raise
             delay = next(delays)
             if elapsed + delay >= options.connect_deadline:
-                raise _deadline_error(endpoint, number, elapsed, options, exc, operational_error) from exc
+                raise _deadline_error(endpoint, number, elapsed, options, exc, operational_error or drivers.OperationalError) from exc
             logger.warning(
                 "connect to %s%s failed (attempt %d, %.2fs elapsed): %s; retrying in %.2fs",
                 endpoint, " (%s)" % address if address else "", number, elapsed,

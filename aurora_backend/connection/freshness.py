@@ -16,12 +16,13 @@ from aurora_backend import signals, stats
 from aurora_backend.drivers import in_recovery, is_idle, transaction_open
 from aurora_backend.errors import connection_is_closed, is_scale_event
 from aurora_backend.connection.lifetime import reason_to_close
+from aurora_backend.connection.session import SessionMixin
 from aurora_backend.connection.wire import pending_error
 
 logger = logging.getLogger("aurora_backend")
 
 
-class FreshnessMixin:
+class FreshnessMixin(SessionMixin):
     """Expiry, idle close, and dead-connection detection before use (see the module doc)."""
 
     # State owned by AuroraWrapperMixin.__init__ / get_new_connection, and Django's.
@@ -63,6 +64,8 @@ class FreshnessMixin:
                 self._aurora_check_at = horizon if expires is None or expires > horizon else expires
             if reason is not None:
                 self._aurora_close(reason)
+            elif self._aurora_kept_news:  # kept for session state: say so, outside the lock
+                self._aurora_announce_kept()
         super().close_if_health_check_failed()  # type: ignore[misc]
 
     def close_if_unusable_or_obsolete(self) -> None:
@@ -72,6 +75,8 @@ class FreshnessMixin:
             if reason is not None:
                 self._aurora_close(reason)
                 return
+            if self._aurora_kept_news:
+                self._aurora_announce_kept()
         super().close_if_unusable_or_obsolete()  # type: ignore[misc]
 
     def _aurora_reason_to_close(self, now: float) -> Optional[str]:
@@ -79,8 +84,10 @@ class FreshnessMixin:
         if connection_is_closed(connection):
             return "disconnect"
         reason = reason_to_close(now, self._aurora_expires_at, self._aurora_last_used, self.aurora_options.idle_timeout)
-        if reason is not None and (transaction_open(connection) or self._aurora_cursors_open()):
-            return None  # expiry and idle close wait for a raw transaction or an iterator to end
+        if reason is not None and (
+            transaction_open(connection) or self._aurora_cursors_open() or self._aurora_holds_state(reason)
+        ):
+            return None  # expiry and idle close wait for a raw transaction, an iterator or session state to end
         return reason
 
     def _aurora_cursors_open(self) -> bool:
@@ -90,9 +97,9 @@ class FreshnessMixin:
     def _aurora_full_check(self, now: float) -> Optional[str]:
         """Why a connection about to be used outside a transaction must be closed, if it must."""
         reason = self._aurora_reason_to_close(now)
-        if reason is not None or transaction_open(self.connection):
-            # A transaction opened with a raw BEGIN belongs to the app: no ping inside it and
-            # no silent reconnect; its next statement reports a dead connection, as Django's.
+        if reason is not None or transaction_open(self.connection) or self._aurora_holds_state():
+            # A transaction opened with a raw BEGIN, or session state, belongs to the app: no
+            # ping and no silent reconnect; its next statement reports a dead connection, as Django's.
             return reason
         if self._aurora_suspect_read_only:
             self._aurora_suspect_read_only = False
@@ -167,6 +174,7 @@ class FreshnessMixin:
         # Never wait for the owner: it may be pinging a connection that hangs.
         if idle_timeout is None or not self._aurora_lock.acquire(blocking=False):
             return False
+        kept = False
         try:
             connection = self.connection
             if (
@@ -175,6 +183,9 @@ class FreshnessMixin:
                 or self.aurora_runtime.clock() - self._aurora_last_used < idle_timeout
                 or not is_idle(connection) or self._aurora_cursors_open()
             ):
+                return False
+            if self._aurora_holds_state("idle"):
+                kept = True
                 return False
             logger.info("closing idle connection %r to %s", self.alias, self.aurora_address)
             stats.incr(self.alias, "idle_closed")
@@ -186,3 +197,5 @@ class FreshnessMixin:
             return True
         finally:
             self._aurora_lock.release()
+            if kept and self._aurora_kept_news:
+                self._aurora_announce_kept()

@@ -5,7 +5,8 @@ not in ``atomic()``), on an unnamed cursor, after a *disconnect*, a statement is
 once on a new connection when
 
 - it provably never reached the server: the driver refused it because the connection
-  was already closed (``InterfaceError: connection already closed``); or
+  was already closed (psycopg2 ``InterfaceError: connection already closed``, psycopg 3
+  ``OperationalError: the connection is closed``); or
 - the server rejected it as a write on a read-only server (SQLSTATE 25006, a demoted
   writer after failover): it changed nothing, and a new connection reaches the new writer; or
 - it is a read (``retry_reads``, on by default): it starts with SELECT, WITH, VALUES,
@@ -14,18 +15,22 @@ once on a new connection when
   locks, ...).
 
 Anything else, a write whose fate is unknown above all, is never re-run: the caller
-gets the error, and the connection has already been replaced for the next call.
+gets the error, and the connection has already been replaced for the next call. Nothing
+is re-run while the connection holds session state the app set (``session.py``): a new
+connection would run the statement without it.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import weakref
 from typing import Any, Dict, Type
 
 from django.db import Error as DjangoDatabaseError
 
-from aurora_backend.drivers import transaction_open
+from aurora_backend.connection.session_state import effects, statement_text
+from aurora_backend.drivers import is_named_cursor, refused_before_sending, transaction_open
 from aurora_backend.errors import ErrorKind, classify, driver_error
 
 logger = logging.getLogger("aurora_backend")
@@ -52,11 +57,7 @@ def is_read(sql: Any) -> bool:
 
 def provably_not_sent(exc: BaseException) -> bool:
     """The driver refused the statement before sending it: the connection was closed."""
-    cause = driver_error(exc)
-    message = str(cause).lower()
-    return "InterfaceError" in {k.__name__ for k in type(cause).__mro__} and (
-        "connection already closed" in message or "cursor already closed" in message
-    )
+    return refused_before_sending(driver_error(exc))
 
 
 class RetryingCursorMixin:
@@ -72,36 +73,56 @@ class RetryingCursorMixin:
         db._aurora_last_used = db.aurora_runtime.clock()  # in use: the idle reaper stays away
         idle_before = not transaction_open(self.cursor.connection)
         try:
-            return super()._execute(sql, params, *ignored)  # type: ignore[misc]
+            result = super()._execute(sql, params, *ignored)  # type: ignore[misc]
         except DjangoDatabaseError as exc:
             if not self._prepare_rerun(exc, sql, idle_before, many=False):
                 raise
+        else:
+            # Session state and unread rows (session.py): a dict lookup and an int compare.
+            cursor = self.cursor
+            if cursor.rowcount > 0:
+                db._aurora_note_rows(cursor)
+            found = effects(sql) if sql.__class__ is str else effects(statement_text(sql, cursor.connection))
+            if found:
+                db._aurora_session.apply(found, params)
+            return result
         finally:
             db._aurora_last_used = db.aurora_runtime.clock()  # e.g. before a fetch
-        return super()._execute(sql, params, *ignored)  # type: ignore[misc]
+        result = super()._execute(sql, params, *ignored)  # type: ignore[misc]
+        self._after_rerun(sql, params)
+        return result
 
     def _executemany(self, sql: Any, param_list: Any, *ignored: Any) -> Any:
         db = self.db
         db._aurora_last_used = db.aurora_runtime.clock()
         idle_before = not transaction_open(self.cursor.connection)
         try:
-            return super()._executemany(sql, param_list, *ignored)  # type: ignore[misc]
+            result = super()._executemany(sql, param_list, *ignored)  # type: ignore[misc]
         except DjangoDatabaseError as exc:
             if not self._prepare_rerun(exc, sql, idle_before, many=True):
                 raise
+        else:
+            found = effects(sql) if sql.__class__ is str else effects(statement_text(sql, self.cursor.connection))
+            if found:  # parameters may have been an iterator, consumed: keys stay unresolved
+                db._aurora_session.apply(found)
+            return result
         finally:
             db._aurora_last_used = db.aurora_runtime.clock()
-        return super()._executemany(sql, param_list, *ignored)  # type: ignore[misc]
+        result = super()._executemany(sql, param_list, *ignored)  # type: ignore[misc]
+        self._after_rerun(sql, None)
+        return result
 
     def _prepare_rerun(self, exc: BaseException, sql: Any, idle_before: bool, many: bool) -> bool:
         """True (with a new driver cursor in place) when the failed statement may run again."""
         # Healing closed the Django connection but left the transaction flags and the
         # dead driver cursor (with its connection) as they were when the statement failed.
         db = self.db
-        if db.in_atomic_block or not db.autocommit or not idle_before or getattr(self.cursor, "name", None):
+        if db.in_atomic_block or not db.autocommit or not idle_before or is_named_cursor(self.cursor):
             return False
         if not self._may_rerun(exc, sql, getattr(self.cursor, "connection", None), many):
             return False
+        if db._aurora_state_blocks_rerun(exc):
+            return False  # the app's session state died with the connection: it gets the error
         self._reopen(exc, sql)
         return True
 
@@ -116,6 +137,31 @@ class RetryingCursorMixin:
         if kind is not ErrorKind.DISCONNECT:
             return False
         return provably_not_sent(exc) or (self.db.aurora_options.retry_reads and is_read(sql))
+
+    def _after_rerun(self, sql: Any, params: Any) -> None:
+        """What the hot path of _execute does after a statement, for a re-run one."""
+        cursor = self.cursor
+        if cursor.rowcount > 0:
+            self.db._aurora_note_rows(cursor)
+        found = effects(statement_text(sql, cursor.connection))
+        if found:  # a statement that never left the first time may be a SET
+            self.db._aurora_session.apply(found, params)
+
+    def __iter__(self) -> Any:
+        # Until the loop ends, its cursor holds the connection even after the last row: the
+        # loop's final next() must find the cursor open (session.py).
+        cursor, iterating = self.cursor, self.db._aurora_iterating
+        iterating[id(cursor)] = weakref.ref(cursor)
+        try:
+            yield from super().__iter__()  # type: ignore[misc]
+        finally:
+            iterating.pop(id(cursor), None)
+
+    def close(self) -> None:
+        # Django's CursorWrapper has no close() (its __getattr__ finds the driver's): the
+        # same, and the cursor's unread rows no longer hold the connection.
+        self.db._aurora_forget_rows(self.cursor)
+        return self.cursor.close()
 
     def _reopen(self, exc: BaseException, sql: Any) -> None:
         """Replace the dead driver cursor with one on a new connection."""

@@ -1,17 +1,77 @@
-"""What aurora_backend asks of a driver connection, in one place.
+"""The driver seam: everything aurora_backend asks of psycopg2 or psycopg 3, in one place.
 
-Only attributes psycopg2 and psycopg 3 share: ``fileno()``, ``info.host_addr`` and
-``info.transaction_status`` (0 = idle in both).
+Django's postgresql backend uses psycopg 3 when it is importable and psycopg2 otherwise;
+``active`` is the module (``drivers/psycopg2.py`` or ``drivers/psycopg.py``) for the same
+choice. Code elsewhere asks these functions, never the driver's own API, so a driver
+difference is one function here, not an ``if`` in every module.
 """
 
 from __future__ import annotations
 
 import functools
 import select
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
+
+from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+if is_psycopg3:
+    from aurora_backend.drivers import psycopg as active
+else:
+    from aurora_backend.drivers import psycopg2 as active  # type: ignore[no-redef]
+
+#: "psycopg2" or "psycopg": the driver Django uses in this process.
+NAME: str = active.NAME
+#: The driver's exception classes (Django re-raises them as django.db's).
+Error: type = active.Error
+OperationalError: type = active.OperationalError
+InterfaceError: type = active.InterfaceError
+#: The driver's per-SQLSTATE exception module (``errors.QueryCanceled``, ...).
+errors: Any = active.errors
 
 _IDLE = 0  # PQTRANS_IDLE: no command running, no transaction open
-_OPEN = (1, 2, 3)  # ACTIVE (a command runs), INTRANS, INERROR; 4 is UNKNOWN (connection bad)
+
+#: ``connect(conninfo="", **kwargs)``: a raw driver connection (tools, tests, benchmarks).
+connect: Callable[..., Any] = active.connect
+#: libpq's PQtransactionStatus: 0 idle, 1 active, 2 in transaction, 3 in error, 4 unknown.
+transaction_status: Callable[[Any], int] = active.transaction_status
+#: The server holds a transaction (or runs a command) for this connection, as libpq last
+#: saw it: e.g. a raw ``BEGIN`` sent in autocommit mode, outside Django's atomic().
+transaction_open: Callable[[Any], bool] = active.transaction_open
+#: The server process id of a driver connection.
+backend_pid: Callable[[Any], int] = active.backend_pid
+#: What libpq was given to connect (host, hostaddr, sslmode, ...; never the password).
+connection_parameters: Callable[[Any], Dict[str, str]] = active.connection_parameters
+ssl_in_use: Callable[[Any], bool] = active.ssl_in_use
+server_version: Callable[[Any], int] = active.server_version
+#: Ask the server to cancel the connection's running statement.
+cancel: Callable[[Any], None] = active.cancel
+#: The driver refused a statement before sending it (connection or cursor already closed).
+refused_before_sending: Callable[[BaseException], bool] = active.refused_before_sending
+#: A server-side cursor (``DECLARE``; Django's ``QuerySet.iterator()``).
+is_named_cursor: Callable[[Any], bool] = active.is_named_cursor
+#: ``(cursor, tz)``: aware timestamps keep the server's instant when the session's timezone
+#: is not Django's (proxy mode does not SET it).
+keep_server_instants: Callable[[Any, Any], None] = active.keep_server_instants
+
+
+def version() -> str:
+    """The driver's version, e.g. "2.9.13" or "3.3.9"."""
+    return active.version()
+
+
+def libpq_version() -> int:
+    return active.libpq_version()
+
+
+def is_closed(connection: Any) -> bool:
+    """The driver connection is closed or known dead (psycopg2 ``closed``; psycopg 3
+    ``closed``/``broken``). None (no connection) is not closed."""
+    if connection is None:
+        return False
+    try:
+        return active.is_closed(connection)
+    except Exception:  # a half-torn-down connection object
+        return True
 
 
 def input_watch(connection: Any) -> Callable[[], Any]:
@@ -37,34 +97,14 @@ def input_watch(connection: Any) -> Callable[[], Any]:
 def peer_address(connection: Any) -> Optional[str]:
     """The IP address the connection actually went to, if the driver can tell."""
     try:
-        return connection.info.host_addr or None
+        return active.peer_address(connection)
     except Exception:
         return None
-
-
-def transaction_status(connection: Any) -> int:
-    """libpq's PQtransactionStatus: 0 idle, 1 active, 2 in transaction, 3 in error, 4 unknown."""
-    # Read before every statement: psycopg2's method first, the cheapest way to ask.
-    try:
-        return int(connection.get_transaction_status())
-    except AttributeError:  # psycopg 3
-        try:
-            return int(connection.info.transaction_status)
-        except Exception:
-            return 4
-    except Exception:  # closed
-        return 4
 
 
 def is_idle(connection: Any) -> bool:
     """No command running and no transaction open on the connection."""
     return transaction_status(connection) == _IDLE
-
-
-def transaction_open(connection: Any) -> bool:
-    """The server holds a transaction (or runs a command) for this connection, as libpq last
-    saw it: e.g. a raw ``BEGIN`` sent in autocommit mode, outside Django's atomic()."""
-    return transaction_status(connection) in _OPEN
 
 
 def in_recovery(connection: Any) -> Optional[bool]:

@@ -5,10 +5,16 @@ Settings checks run with every ``manage.py check`` (and runserver, migrate...):
 - aurora_backend.E001: ``OPTIONS["aurora"]`` is invalid (the ImproperlyConfigured text).
 - W001: persistent connections (CONN_MAX_AGE None or > 0) with ``max_age`` None.
 - W002: ``connect_deadline`` shorter than a Serverless resume (15 s).
-- W003: ``OPTIONS["isolation_level"]`` behind RDS Proxy (each atomic() sends SET: pins).
-- W004: server-side cursors behind RDS Proxy (DECLARE pins the session).
+- W003: ``OPTIONS["isolation_level"]`` behind RDS Proxy without proxy mode (each atomic()
+  sends SET: pins). Proxy mode (docs/proxy.md) puts the level in each BEGIN instead.
+- W004: server-side cursors behind RDS Proxy without proxy mode (DECLARE pins the session).
 - W005: ``OPTIONS["options"]`` (``-c ...``) behind RDS Proxy (refused at connect).
 - W006: no TCP keepalive settings: a dead writer is noticed only after hours.
+- W007: proxy mode, and Django expects a session timezone other than UTC: the ENGINE does
+  not SET it (that pins), so the role or database must have it.
+- W008: ``OPTIONS["assume_role"]`` behind RDS Proxy (SET ROLE at connect pins every session).
+
+"Behind RDS Proxy": HOST contains ".proxy-", or ``OPTIONS["aurora"]["proxy"]`` is True.
 
 Database checks (``manage.py check --database ALIAS``): E002 unreachable, W010 long
 transaction, W011 idle in transaction, W012 temporary tables, W013 explicit table lock,
@@ -22,6 +28,7 @@ from typing import Any, List, Mapping, Optional, Sequence
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
+from aurora_backend.connection.proxy_mode import behind_rds_proxy, proxy_enabled, timezone_advice
 from aurora_backend.options import AuroraOptions
 
 #: A Serverless v2 resume takes ~15 s (30 s or more after a day asleep): AURORA_FACTS.md.
@@ -33,9 +40,7 @@ DATABASE_CHECK_IDS = {
 }
 
 
-def behind_rds_proxy(settings_dict: Mapping[str, Any]) -> bool:
-    """RDS Proxy endpoints (default and custom) contain ".proxy-" in their host name."""
-    return ".proxy-" in str(settings_dict.get("HOST") or "")
+__all__ = ["alias_settings_messages", "behind_rds_proxy", "check_databases", "check_settings", "database_messages"]
 
 
 @checks.register()
@@ -62,8 +67,9 @@ def alias_settings_messages(alias: str, settings_dict: Mapping[str, Any]) -> Lis
         return [checks.Error(str(err), hint="Fix the key named above; see README.md for every option.",
                              obj=where, id="aurora_backend.E001")]
     messages = [m for m in (_w001(where, settings_dict, aurora), _w002(where, aurora), _w006(where, options)) if m]
-    if behind_rds_proxy(settings_dict):
-        messages.extend(_proxy_messages(where, settings_dict, options))
+    mode = proxy_enabled(aurora, settings_dict)
+    if mode or behind_rds_proxy(settings_dict):
+        messages.extend(_proxy_messages(where, settings_dict, options, mode))
     return messages
 
 
@@ -101,20 +107,26 @@ def _w006(where: str, options: Mapping[str, Any]) -> Optional[checks.CheckMessag
     )
 
 
-def _proxy_messages(where: str, settings_dict: Mapping[str, Any], options: Mapping[str, Any]) -> List[checks.CheckMessage]:
+def _proxy_messages(
+    where: str, settings_dict: Mapping[str, Any], options: Mapping[str, Any], mode: bool
+) -> List[checks.CheckMessage]:
+    """Behind RDS Proxy; ``mode``: the ENGINE's proxy mode handles W003/W004 itself."""
     messages = []
-    if options.get("isolation_level") is not None:
+    turn_on = " or turn on proxy mode: OPTIONS['aurora']['proxy'] = True (docs/proxy.md)"
+    if options.get("isolation_level") is not None and not mode:
         messages.append(checks.Warning(
             "%s sets OPTIONS['isolation_level'] behind RDS Proxy: each atomic() then sends "
             "SET default_transaction_isolation, which pins the client to one server connection." % where,
-            hint="Remove it and set the level per transaction or on the role (ALTER ROLE ... SET).",
+            hint="Remove it and set the level per transaction or on the role (ALTER ROLE ... SET),"
+                 + turn_on + ", which puts it in each BEGIN.",
             obj=where, id="aurora_backend.W003",
         ))
-    if not settings_dict.get("DISABLE_SERVER_SIDE_CURSORS", False):
+    if not settings_dict.get("DISABLE_SERVER_SIDE_CURSORS", False) and not mode:
         messages.append(checks.Warning(
             "%s uses server-side cursors (QuerySet.iterator()) behind RDS Proxy: DECLARE pins the "
             "session, and a transaction-pooled proxy may drop the cursor." % where,
-            hint="Set DISABLE_SERVER_SIDE_CURSORS = True for this alias.", obj=where, id="aurora_backend.W004",
+            hint="Set DISABLE_SERVER_SIDE_CURSORS = True for this alias," + turn_on + ".",
+            obj=where, id="aurora_backend.W004",
         ))
     if options.get("options"):
         messages.append(checks.Warning(
@@ -123,7 +135,35 @@ def _proxy_messages(where: str, settings_dict: Mapping[str, Any], options: Mappi
             hint="Remove it; set these parameters on the role or in the DB parameter group.",
             obj=where, id="aurora_backend.W005",
         ))
+    messages.extend(m for m in (_w007(where, settings_dict, mode), _w008(where, options)) if m)
     return messages
+
+
+def _w007(where: str, settings_dict: Mapping[str, Any], mode: bool) -> Optional[checks.CheckMessage]:
+    from django.conf import settings
+
+    wanted = settings_dict.get("TIME_ZONE") or "UTC" if settings.USE_TZ else settings.TIME_ZONE
+    if not mode or not wanted or wanted == "UTC":
+        return None
+    return checks.Warning(
+        "%s: proxy mode does not SET the session timezone at connect (it pins the session), and "
+        "Django expects %s: sessions start in the role's or database's timezone (Aurora's default "
+        "is UTC)." % (where, wanted),
+        hint="Run %s, then silence this check (SILENCED_SYSTEM_CHECKS)."
+             % timezone_advice(str(settings_dict.get("USER") or ""), wanted),
+        obj=where, id="aurora_backend.W007",
+    )
+
+
+def _w008(where: str, options: Mapping[str, Any]) -> Optional[checks.CheckMessage]:
+    if not options.get("assume_role"):
+        return None
+    return checks.Warning(
+        "%s sets OPTIONS['assume_role'] behind RDS Proxy: Django sends SET ROLE on every new "
+        "connection, which pins every session to one server connection." % where,
+        hint="Connect as that role instead (the proxy's Secrets Manager secret for it).",
+        obj=where, id="aurora_backend.W008",
+    )
 
 
 @checks.register(checks.Tags.database)

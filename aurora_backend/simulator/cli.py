@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --pause-after-idle: hold a connection attempt S seconds (15)")
     parser.add_argument("--resume-fail", type=int, default=0, metavar="K",
                         help="with --pause-after-idle: K held attempts fail with 57P03 on resume")
+    parser.add_argument("--rds-proxy", action="store_true",
+                        help="RDS Proxy mode: report which sessions RDS Proxy would pin (docs/proxy.md)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log events to stderr")
     return parser
 
@@ -61,7 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         require_loopback(host, "--listen")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(message)s", stream=sys.stderr)
-    sim = AuroraSimulator(upstream=args.upstream, listen=args.listen).start()
+    sim = AuroraSimulator(upstream=args.upstream, listen=args.listen, rds_proxy=args.rds_proxy).start()
     control = serve_control(sim, *args.control) if args.control else None
     if args.scale_every:
         schedule.start(sim, schedule.scale_every, args.scale_every)

@@ -20,7 +20,8 @@ if TYPE_CHECKING:  # pragma: no cover
 Address = tuple[str, int]
 HELP = ("status | scale | scale_point [N] | pause [force] | resume [FAIL] | pause_for S [FAIL] | "
         "failover [WINDOW] [starting_up|refuse] [HOST:PORT] | refuse on|off | blackhole on|off | "
-        "read_only on|off | drop [N] [message] | drop_all [message] | reset")
+        "read_only on|off | drop [N] [message] | drop_all [message] | reset | rds_proxy on|off | "
+        "pinning [pinned] | clear_pinning")
 
 
 def parse_address(text: str, argument: str) -> Address:
@@ -47,6 +48,7 @@ def status(sim: "AuroraSimulator") -> dict[str, Any]:
         "connections": {"%s:%d" % a: n for a, n in sim.connection_counts().items()},
         "addresses": ["%s:%d" % a for a in sim.addresses],
         "upstream": "%s:%d" % sim.upstream,
+        "rds_proxy": sim.rds_proxy_mode,
     }
 
 
@@ -72,7 +74,16 @@ def _commands(sim: "AuroraSimulator") -> dict[str, Callable[..., Any]]:
         "drop": lambda n="1", how="": sim.drop(int(n), silent=how != "message"),
         "drop_all": lambda how="": sim.drop_all(silent=how != "message"),
         "reset": sim.reset,
+        "rds_proxy": lambda on="on": sim.rds_proxy(_on(on)),
+        "pinning": lambda which="all": sim.pinning(only_pinned=_pinned_only(which)),
+        "clear_pinning": sim.clear_pinning,
     }
+
+
+def _pinned_only(word: str) -> bool:
+    if word not in ("all", "pinned"):
+        raise ValueError("expected all or pinned, got %r" % word)
+    return word == "pinned"
 
 
 def execute(sim: "AuroraSimulator", line: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from aurora_backend.simulator import protocol as p
 from aurora_backend.simulator.faults import Faults, SimulatorError
+from aurora_backend.simulator.rds_proxy import RdsProxyMode
 from aurora_backend.simulator.session import Session
 
 logger = logging.getLogger("aurora_backend")
@@ -25,7 +26,7 @@ COUNTER_NAMES = (
     "accepted", "startups", "forwarded_bytes", "scale_events", "scale_event_kills",
     "scale_points", "pauses", "resumes", "held", "resume_failures", "failovers",
     "starting_up_rejections", "refused", "blackholed", "dropped", "cancels",
-    "read_only_rejections", "upstream_failures",
+    "read_only_rejections", "upstream_failures", "pinned_sessions",
 )
 
 
@@ -38,12 +39,17 @@ def _address(value: Any, argument: str) -> Address:
                          % (argument, value)) from None
 
 
-class AuroraSimulator(Faults):
-    """Proxy in front of ``upstream`` listening on every ``listen`` address; see docs/simulator.md."""
+class AuroraSimulator(Faults, RdsProxyMode):
+    """Proxy in front of ``upstream`` listening on every ``listen`` address; see docs/simulator.md.
+
+    ``rds_proxy=True`` starts it in RDS Proxy mode (pinning detection, docs/proxy.md).
+    """
 
     upstream_timeout = 10.0
 
-    def __init__(self, upstream: Address, listen: Optional[Iterable[Address]] = None) -> None:
+    def __init__(self, upstream: Address, listen: Optional[Iterable[Address]] = None,
+                 rds_proxy: bool = False) -> None:
+        self._init_rds_proxy(rds_proxy)
         self._original_upstream = _address(upstream, "upstream")
         self._upstream = self._original_upstream
         self._listen = [_address(a, "listen[]") for a in (listen or [("127.0.0.1", 0)])]

@@ -17,6 +17,7 @@ from aurora_backend.simulator import protocol as p
 
 if TYPE_CHECKING:  # pragma: no cover
     from aurora_backend.simulator.proxy import AuroraSimulator
+    from aurora_backend.simulator.rds_proxy import SessionPins
 
 logger = logging.getLogger("aurora_backend")
 
@@ -43,6 +44,7 @@ class Session:
         self.idle = True  # the server's last chunk ended with ReadyForQuery
         self._release: Optional[asyncio.Future] = None
         self._kill_message: Optional[bytes] = None
+        self.pins: Optional["SessionPins"] = None  # RDS Proxy mode's tracker of this session
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -120,6 +122,8 @@ class Session:
             return
         self.up_writer.write(packet)
         self.state = "established"
+        peer = self.writer.get_extra_info("peername") or ("?", 0)
+        self.pins = self.sim._track_session("%s:%s" % peer[:2], p.startup_parameters(packet[4:]))
         pump = asyncio.ensure_future(self._client_to_server())
         try:
             await self._server_to_client(up_reader)
@@ -157,6 +161,8 @@ class Session:
                 break
             self.idle = False
             counters["forwarded_bytes"] += len(data)
+            if self.pins is not None:
+                sim._inspect(self.pins, data)
             if sim._read_only or buffer:
                 data, buffer = self._rewrite_writes(buffer + data)
             framer.feed(data)
@@ -225,6 +231,8 @@ class Session:
         self._close_all()
 
     def _close_all(self) -> None:
+        if self.pins is not None:
+            self.pins.open = False
         if self.state == "closed":
             return
         self.state = "closed"
@@ -240,6 +248,8 @@ class Session:
     def abort(self) -> None:
         """Close both sockets at once (simulator shutdown)."""
         self.state = "closed"
+        if self.pins is not None:
+            self.pins.open = False
         for writer in (self.writer, self.up_writer):
             if writer is not None:
                 writer.transport.abort()

@@ -5,17 +5,19 @@ server committed. Re-running the transaction could apply it twice; giving up cou
 an acknowledged write. PostgreSQL (10+) keeps the fate of every recent transaction id:
 ``txid_status(txid)`` answers 'committed', 'aborted' or 'in progress' (NULL once the id
 is too old to know). retry_atomic records the id just before COMMIT and asks after a
-lost COMMIT, on a new connection.
+lost COMMIT, on a new connection, and trusts the answer only from the same database
+(``server_identity.py``): any other server's answer is about an unrelated transaction.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from django.db import DatabaseError, OperationalError
 
 from aurora_backend.runtime import Runtime
+from aurora_backend.transactions.server_identity import IDENTITY_COLUMNS, ServerIdentity, identity_from_row
 
 logger = logging.getLogger("aurora_backend")
 
@@ -55,30 +57,37 @@ def current_txid(connection: Any) -> Optional[int]:
     return None if row is None or row[0] is None else int(row[0])
 
 
-def txid_status(connection: Any, txid: int) -> Optional[str]:
-    """The server's answer for ``txid``, asked outside any transaction (reconnects if needed)."""
+def txid_status(connection: Any, txid: int) -> Tuple[Optional[str], ServerIdentity]:
+    """The server's answer for ``txid`` and who answered, asked outside any transaction
+    (reconnects if needed), in one round trip."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT txid_status(%s)", [txid])
+        cursor.execute("SELECT txid_status(%s), " + IDENTITY_COLUMNS, [txid])
         row = cursor.fetchone()
-    return None if row is None else row[0]
+    return row[0], identity_from_row(row)
 
 
 def resolve_lost_commit(
-    connection: Any, txid: int, runtime: Runtime, check_time: float, commit_error: BaseException
+    connection: Any, txid: int, runtime: Runtime, check_time: float, commit_error: BaseException,
+    server: Optional[ServerIdentity],
 ) -> str:
     """COMMITTED or ABORTED for ``txid``; raise CommitOutcomeUnknown when it cannot be known.
 
-    'in progress' is re-checked with growing waits for at most ``check_time`` seconds: a
-    server can still be committing (a slow deferred trigger, fsync) after the client lost
-    the socket.
+    ``server`` is the identity of the server the transaction ran on: only the same server's
+    answer counts (None, not recorded: no answer counts). 'in progress' is re-checked with
+    growing waits for at most ``check_time`` seconds: a server can still be committing (a
+    slow deferred trigger, fsync) after the client lost the socket.
     """
     deadline = runtime.clock() + check_time
     wait = _RECHECK_FIRST
     while True:
         try:
-            status = txid_status(connection, txid)
+            status, answered_by = txid_status(connection, txid)
         except DatabaseError as exc:
             raise _unknown(connection.alias, txid, None, "could not ask the server: %s" % exc) from commit_error
+        if server is None or answered_by != server:
+            reason = "the database that answered (%s) is not the one the transaction ran on (%s)" % (
+                answered_by, server or "not recorded")
+            raise _unknown(connection.alias, txid, None, reason) from commit_error
         logger.info("txid_status(%s) on %r after a lost COMMIT: %s", txid, connection.alias, status)
         if status in (COMMITTED, ABORTED):
             return status

@@ -24,6 +24,7 @@ from aurora_backend.transactions.commit_outcome import (
     current_txid,
     resolve_lost_commit,
 )
+from aurora_backend.transactions.server_identity import recorded_identity, remember_server
 from aurora_backend.errors import ErrorKind, TRANSACTION_RETRYABLE, classify, driver_error
 from aurora_backend.transactions.options import (
     Callsite,
@@ -149,6 +150,8 @@ class Retrying:
                 "retry_atomic cannot retry on %r: autocommit is off, so the transaction belongs to "
                 "whoever turned it off. Turn autocommit back on, or use atomic()." % self.alias
             )
+        if self.options.record_txid:
+            remember_server(connection)  # once per connection: see server_identity.py
         return True
 
     def next_delay(self, attempt: "Attempt") -> Optional[float]:
@@ -279,7 +282,9 @@ class Attempt:
         if txid is None:
             self._succeed(callbacks)  # it wrote nothing: committed or not, the outcome is the same
             return True
-        status = resolve_lost_commit(self.connection, txid, self._retrying._runtime, options.commit_check_time, exc)
+        status = resolve_lost_commit(
+            self.connection, txid, self._retrying._runtime, options.commit_check_time, exc, recorded_identity(raw),
+        )
         if status == COMMITTED:
             self._succeed(callbacks)
             return True
@@ -299,4 +304,6 @@ def _is_database_error(exc: BaseException) -> bool:
     """A Django database error, or a driver error that escaped Django's translation."""
     if isinstance(exc, Error):
         return True
-    return type(exc).__module__.split(".")[0] in ("psycopg2", "psycopg")
+    from aurora_backend.drivers import Error as DriverError
+
+    return isinstance(exc, DriverError)

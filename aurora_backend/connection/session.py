@@ -1,0 +1,126 @@
+"""SessionMixin: a connection holding session state the app set is the app's.
+
+Part of :class:`~aurora_backend.mixin.AuroraWrapperMixin`. The cursor wrapper
+(``statements.py``) reports every statement that succeeded; its effects on session state
+(``session_state.py``: SET, SET ROLE, advisory locks, temp tables, LISTEN, PREPARE, WITH
+HOLD cursors) add up here, per connection, and so do client cursors with rows still
+unread. While anything is held:
+
+- expiry, the idle reaper, the stale-connection ping and the read-only check never close
+  or replace the connection (``freshness.py``);
+- a statement whose connection died is never re-run on a new one (``statements.py``):
+  the app gets the error, as with Django's own backend.
+
+Each connection starts with nothing held (Django's own connect-time SETs go around the
+cursor wrapper). README, "Session state belongs to the app".
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any, Dict, List, Optional, Set
+
+from aurora_backend import signals, stats
+from aurora_backend.connection.session_state import SessionState
+
+logger = logging.getLogger("aurora_backend")
+
+#: More registered client cursors than this and the ones read to the end are forgotten.
+_READERS_PRUNE_AT = 32
+
+
+def has_unread_rows(cursor: Any) -> bool:
+    """A client cursor whose result still has rows the app has not fetched (DB-API attributes)."""
+    try:
+        if cursor.description is None:  # no result set: a write, or closed by the app
+            return False
+        return (cursor.rownumber or 0) < cursor.rowcount
+    except Exception:  # a driver that cannot say: nothing to protect
+        return False
+
+
+class SessionMixin:
+    """Session state held by the current connection (see the module docstring)."""
+
+    alias: str
+    connection: Any
+
+    def _aurora_session_reset(self) -> None:
+        """A new connection: nothing held. (Called from __init__ and get_new_connection.)"""
+        self._aurora_session = SessionState()
+        #: id(driver cursor) -> weak reference, for cursors that produced rows.
+        self._aurora_readers: Dict[int, Any] = {}
+        #: The same, for cursors a ``for`` loop is reading (its last row read, the loop not ended).
+        self._aurora_iterating: Dict[int, Any] = {}
+        self._aurora_kept_for: Set[str] = set()
+        self._aurora_kept_news: List[Any] = []
+
+    def _aurora_note_rows(self, cursor: Any) -> None:
+        """``cursor`` just produced rows: remember it until it is read to the end or closed."""
+        readers = self._aurora_readers
+        if len(readers) >= _READERS_PRUNE_AT:
+            for key, ref in list(readers.items()):
+                if ref() is None or not has_unread_rows(ref()):
+                    readers.pop(key, None)
+        readers[id(cursor)] = weakref.ref(cursor)
+
+    def _aurora_forget_rows(self, cursor: Any) -> None:
+        self._aurora_readers.pop(id(cursor), None)
+        self._aurora_iterating.pop(id(cursor), None)
+
+    def aurora_session_state(self) -> List[str]:
+        """What the current connection holds, e.g. ``["advisory_lock 42", "set search_path"]``
+        (``"cursor with unread rows"`` for a client cursor not read to the end); [] when nothing."""
+        held = self._aurora_session.describe()
+        if self._aurora_reading():
+            held.append("cursor with unread rows")
+        return held
+
+    def _aurora_reading(self) -> bool:
+        """A client cursor has rows unread, or a ``for`` loop over one has not ended."""
+        if any(ref() is not None for ref in list(self._aurora_iterating.values())):
+            return True
+        return any(has_unread_rows(ref()) for ref in list(self._aurora_readers.values()) if ref() is not None)
+
+    def _aurora_holds_state(self, reason: Optional[str] = None) -> bool:
+        """True while the connection holds session state; with ``reason`` ("expired", "idle",
+        "read_only"), note that the connection is kept for it (announced once per connection
+        and reason by :meth:`_aurora_announce_kept`, outside any lock)."""
+        # Cheap first: a connection past its max age holding a SET takes this path on every use.
+        if not self._aurora_session.held and not (
+            (self._aurora_readers or self._aurora_iterating) and self._aurora_reading()
+        ):
+            return False
+        if reason is not None and reason not in self._aurora_kept_for:
+            self._aurora_kept_for.add(reason)
+            self._aurora_kept_news.append((reason, self.aurora_session_state(), None))
+        return True
+
+    def _aurora_announce_kept(self) -> None:
+        """Count, log and signal what :meth:`_aurora_holds_state` noted."""
+        news = self._aurora_kept_news  # the reaper thread may announce too: pop() is atomic
+        while news:
+            try:
+                reason, held, error = news.pop(0)
+            except IndexError:
+                break
+            counter = "session_state_errors" if error is not None else "session_state_kept"
+            stats.incr(self.alias, counter)
+            if error is not None:
+                logger.info("%r: the connection held session state (%s): the error is not healed by a re-run",
+                            self.alias, ", ".join(held))
+            else:
+                logger.info("keeping connection %r past %s: it holds session state (%s)",
+                            self.alias, reason, ", ".join(held))
+            signals.session_state_kept.send(
+                sender=type(self), alias=self.alias, connection=self, reason=reason, state=held, error=error,
+            )
+
+    def _aurora_state_blocks_rerun(self, exc: BaseException) -> bool:
+        """A statement failed on a connection that died: True (announced) when it held state."""
+        if not self._aurora_holds_state():
+            return False
+        self._aurora_kept_news.append(("rerun", self.aurora_session_state(), exc))
+        self._aurora_announce_kept()
+        return True

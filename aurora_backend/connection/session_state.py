@@ -1,0 +1,154 @@
+"""Session state a SQL statement sets or clears, known from its text alone.
+
+A PostgreSQL session keeps state between statements: settings (``SET``), the current
+role, session advisory locks, temporary tables, ``LISTEN`` channels, prepared
+statements and ``WITH HOLD`` cursors. A new connection has none of it, so a connection
+carrying it must not be silently replaced. :func:`effects` says what one statement does
+to that state; :class:`SessionState` adds the effects up for one connection.
+
+The same list is what makes RDS Proxy pin a session (SET, PREPARE, DECLARE, temp
+tables, LISTEN, advisory locks, nextval/setval), so :func:`effects` also reports, as
+``NOTE`` effects, statements that hold nothing beyond their transaction but that a proxy
+cares about (``SET LOCAL``, transaction-level advisory locks, sequences, cursors without
+``WITH HOLD``). Statement size is the caller's business (``len(sql)``).
+
+Cost: :func:`effects` runs on every statement. The answer for a text is kept, so a text
+the ORM sent before costs one dict lookup; a new one costs an anchored match of its first
+word and a few substring tests; only a statement that may touch session state is parsed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any, Dict, Iterable, List, Tuple
+
+from aurora_backend.connection.session_sql import (
+    HOLD, NOTE, RELEASE, RELEASE_ALL, STATE_KINDS, Effect, parse, resolve,
+)
+
+__all__ = [
+    "Effect", "SessionState", "effects", "statement_text",
+    "HOLD", "RELEASE", "RELEASE_ALL", "NOTE", "STATE_KINDS",
+]
+
+# ----- the pre-filter -------------------------------------------------------------------
+
+# A statement whose first word may set or clear session state (or that starts with a comment).
+_FIRST_WORD = re.compile(
+    r"\s*(?:/\*|--|(?:SET|RESET|CREATE|DROP|LISTEN|UNLISTEN|PREPARE|DEALLOCATE|DECLARE|CLOSE|DISCARD)\b)",
+    re.I,
+)
+_INTO_TEMP = re.compile(r"into\s+temp")
+
+# The answers for recent statement texts. An ORM sends the same few texts again and again
+# (parameters apart), so most statements cost one dict lookup (hashing the text).
+_known: Dict[str, Tuple[Effect, ...]] = {}
+_KNOWN_MAX = 2048
+_KNOWN_LONGEST = 8192  # longer texts (bulk inserts with inlined values) are not kept
+
+
+def effects(sql: str) -> Tuple[Effect, ...]:
+    """What ``sql`` (one or more statements) does to session state, in order; () for most SQL."""
+    found = _known.get(sql)
+    if found is None:
+        found = _effects(sql)
+        if len(sql) <= _KNOWN_LONGEST:
+            if len(_known) >= _KNOWN_MAX:
+                _known.clear()
+            _known[sql] = found
+    return found
+
+
+def _effects(sql: str) -> Tuple[Effect, ...]:
+    if _FIRST_WORD.match(sql) is None:
+        # Anywhere: functions with session effects, SELECT INTO TEMP, a second statement.
+        # Generous on purpose: a false alarm costs one parse, once per text.
+        low = sql.lower()
+        if not ("advisory" in low or "set_config" in low or "nextval" in low or "setval" in low
+                or ";" in low or ("temp" in low and _INTO_TEMP.search(low))):
+            return ()
+    return tuple(parse(sql))
+
+
+def statement_text(sql: Any, connection: Any = None) -> str:
+    """``sql`` as text: a str as is, bytes decoded, a psycopg ``sql.Composable`` rendered."""
+    if isinstance(sql, str):
+        return sql
+    if isinstance(sql, (bytes, bytearray, memoryview)):
+        return bytes(sql).decode("utf-8", "replace")
+    as_string = getattr(sql, "as_string", None)
+    if as_string is not None:
+        try:
+            return str(as_string(connection))
+        except Exception:
+            pass
+    return str(sql)
+
+
+# ----- the tracker ------------------------------------------------------------------------
+
+
+class SessionState:
+    """The session state one connection holds, from the effects of the statements it ran.
+
+    Start a new one (or :meth:`clear`) for every new connection.
+    """
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held: Dict[str, "Counter[str]"] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._held)
+
+    @property
+    def held(self) -> bool:
+        """True while the connection holds any state (the hot-path test: a dict's truth)."""
+        return bool(self._held)
+
+    def clear(self) -> None:
+        self._held.clear()
+
+    def apply(self, found: Iterable[Effect], params: Any = None) -> None:
+        """Add the effects of a statement that succeeded (run with ``params``)."""
+        for effect in found:
+            if effect.op == NOTE:
+                continue
+            resolved = resolve(effect, params)
+            if resolved is not None:  # None: a set_config(..., %s) whose is_local was true
+                self._change(resolved)
+
+    def _change(self, effect: Effect) -> None:
+        held, key = self._held, effect.key
+        if effect.op == HOLD:
+            counts = held.setdefault(effect.name, Counter())
+            if effect.name == "advisory_lock":
+                counts[key] += 1  # advisory locks stack: each lock needs its unlock
+            else:
+                counts[key] = 1
+        elif effect.op == RELEASE_ALL:
+            if effect.name == "discard_all":
+                held.clear()
+            else:
+                held.pop(effect.name, None)
+        else:
+            counts = held.get(effect.name)
+            if counts is not None and key in counts:
+                counts[key] -= 1
+                if counts[key] <= 0:
+                    del counts[key]
+                if not counts:
+                    del held[effect.name]
+
+    def describe(self) -> List[str]:
+        """What is held, e.g. ``["advisory_lock 42", "set search_path"]`` (for logs and signals)."""
+        return sorted(
+            "%s %s" % (name, key) if key else name
+            for name, counts in self._held.items() for key in counts
+        )
+
+    def kinds(self) -> Tuple[str, ...]:
+        """The kinds of state held, e.g. ``("advisory_lock", "set")``."""
+        return tuple(sorted(self._held))

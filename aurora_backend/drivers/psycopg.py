@@ -1,0 +1,115 @@
+"""The psycopg 3 side of the driver seam (see ``aurora_backend.drivers``)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import psycopg
+import psycopg.errors
+import psycopg.pq
+
+NAME = "psycopg"
+module = psycopg
+Error = psycopg.Error
+OperationalError = psycopg.OperationalError
+InterfaceError = psycopg.InterfaceError
+errors = psycopg.errors
+
+_OPEN = (1, 2, 3)  # ACTIVE, INTRANS, INERROR
+_ServerCursor = psycopg.ServerCursor
+
+
+def version() -> str:
+    return psycopg.__version__
+
+
+def libpq_version() -> int:
+    return int(psycopg.pq.version())
+
+
+def connect(conninfo: str = "", **kwargs: Any) -> Any:
+    """A raw driver connection (autocommit off, as the driver's default)."""
+    return psycopg.connect(conninfo, **kwargs)
+
+
+def transaction_status(connection: Any) -> int:
+    try:
+        return int(connection.pgconn.transaction_status)
+    except Exception:
+        return 4
+
+
+def transaction_open(connection: Any) -> bool:
+    # On every statement: libpq's status straight from the PGconn (4 = UNKNOWN once closed).
+    try:
+        return connection.pgconn.transaction_status in _OPEN
+    except Exception:  # a finished PGconn (pure-Python libpq wrapper)
+        return False
+
+
+def is_closed(connection: Any) -> bool:
+    """psycopg 3: ``closed`` once closed or found dead, ``broken`` once an error proved it dead."""
+    return bool(connection.closed or connection.broken)
+
+
+def backend_pid(connection: Any) -> int:
+    return int(connection.info.backend_pid)
+
+
+def peer_address(connection: Any) -> Optional[str]:
+    try:
+        return connection.info.hostaddr or None  # PQhostaddr: the IP actually dialled
+    except Exception:
+        return None
+
+
+def connection_parameters(connection: Any) -> Dict[str, str]:
+    """What libpq was given (without the password)."""
+    return dict(connection.info.get_parameters())
+
+
+def ssl_in_use(connection: Any) -> bool:
+    return bool(connection.pgconn.ssl_in_use)
+
+
+def server_version(connection: Any) -> int:
+    return int(connection.info.server_version)
+
+
+def cancel(connection: Any) -> None:
+    cancel_safe = getattr(connection, "cancel_safe", None)  # psycopg 3.2+
+    (cancel_safe or connection.cancel)()
+
+
+# Raised by psycopg 3 before anything is sent: the connection was closed (or found dead
+# by an earlier statement: libpq status BAD), or the cursor was closed.
+_REFUSED = {(OperationalError, "the connection is closed"), (InterfaceError, "the cursor is closed")}
+
+
+def refused_before_sending(exc: BaseException) -> bool:
+    """psycopg 3 refused the statement because the connection or cursor was already closed:
+    nothing reached the server."""
+    return (type(exc), str(exc)) in _REFUSED
+
+
+def is_named_cursor(cursor: Any) -> bool:
+    """A server-side cursor (``DECLARE``): psycopg 3's ServerCursor (client cursors have no name)."""
+    return isinstance(cursor, _ServerCursor)
+
+
+_tz_loaders: Dict[Any, type] = {}
+
+
+def keep_server_instants(cursor: Any, timezone: Any) -> None:
+    """Aware timestamps read on ``cursor`` converted to ``timezone`` (Django's own loader
+    replaces the tzinfo, trusting that the session's timezone is Django's)."""
+    loader = _tz_loaders.get(timezone)
+    if loader is None:
+        from psycopg.types.datetime import TimestamptzLoader
+
+        class ConvertingTzLoader(TimestamptzLoader):
+            def load(self, data: Any) -> Any:
+                return super().load(data).astimezone(timezone)
+
+        loader = _tz_loaders[timezone] = ConvertingTzLoader
+    cursor.adapters.register_loader("timestamptz", loader)

@@ -1,0 +1,1 @@
+"""``"ENGINE": "aurora_backend.postgis"``: GeoDjango's PostGIS backend, Aurora-aware."""

@@ -1,0 +1,144 @@
+"""Cost of tracking session state (issue 17) on every statement.
+
+1. ``effects(sql)`` alone (timeit, best of 7): an ORM text seen before (the usual case: a
+   dict lookup), a text never seen before (the pre-filter), a SET (parsed once, then
+   looked up).
+2. Client instructions per ORM operation (bench_overhead.py's get, list100, insert),
+   counted by valgrind's callgrind in a child process: the stock backend, aurora_backend
+   with the tracking switched off in the child (the cursor wrapper's hooks patched) and
+   as shipped. Instruction counts do not move with the load of a shared machine, unlike
+   time. Each figure is (count after N operations - count after 0) / N, with a fixed hash
+   seed and the garbage collector off during the N operations.
+
+    python bench/bench_session_state.py [--quick] [-n N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import re
+import shutil
+import subprocess
+import sys
+import timeit
+from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import bench_server, configure_django, database  # noqa: E402
+
+ORM_GET = ('SELECT "ledger_account"."id", "ledger_account"."name", "ledger_account"."balance" '
+           'FROM "ledger_account" WHERE "ledger_account"."id" = %s LIMIT 21')
+ENGINES = {"stock": "django.db.backends.postgresql", "untracked": "aurora_backend", "tracked": "aurora_backend"}
+
+
+def time_effects() -> None:
+    from aurora_backend.connection import session_state
+
+    def best(stmt: Any, number: int = 200000) -> float:
+        return min(timeit.repeat(stmt, number=number, repeat=7)) / number * 1e9
+
+    # Django builds a new string for every query, so its hash is computed every time: so here.
+    head, tail = ORM_GET[:40], ORM_GET[40:]
+    counter = iter(range(10 ** 9))
+    build = best(lambda: head + tail)
+    seen = best(lambda: session_state.effects(head + tail)) - build
+    build_unique = best(lambda: head + str(next(counter)) + tail, 50000)
+    unseen = best(lambda: session_state._effects(head + str(next(counter)) + tail), 50000) - build_unique
+    set_sql = "SET search_path TO tenant_a"
+    parsed = best(lambda: session_state._effects(set_sql), 20000) - best(lambda: None)
+    print("\neffects(sql), ns per call (best of 7; building the text, %.0f ns, subtracted)" % build)
+    print("  ORM text seen before (dict lookup)   %7.0f" % seen)
+    print("  ORM text never seen (pre-filter)     %7.0f" % unseen)
+    print("  SET parsed (once per distinct text)  %7.0f" % parsed)
+
+
+def switch_off() -> None:
+    """No session-state tracking for any aurora cursor in this process."""
+    from aurora_backend.connection import session, statements
+
+    statements.effects = lambda sql: ()  # type: ignore[assignment]
+    session.SessionMixin._aurora_note_rows = lambda self, cursor: None  # type: ignore[assignment]
+
+
+def child() -> None:
+    """Run N operations of one workload on one engine (under valgrind, from the parent)."""
+    from aurora_backend.testing import ServerAddress
+
+    variant, workload, n = os.environ["SS_VARIANT"], os.environ["SS_WORKLOAD"], int(os.environ["SS_N"])
+    srv = ServerAddress.from_dsn(os.environ["SS_DSN"])
+    configure_django({"bench": database(srv, ENGINES[variant], aurora={} if variant != "stock" else None)}, migrate=())
+    if variant == "untracked":
+        switch_off()
+    from bench_overhead import orm_ops
+
+    op = orm_ops("bench")[workload]
+    for _ in range(20):  # warm: connection, caches
+        op()
+    gc.collect()
+    gc.disable()  # a collection falls on some runs and not others: it would be noise
+    for _ in range(n):
+        op()
+
+
+def instructions(dsn: str, variant: str, workload: str, n: int) -> int:
+    env = dict(os.environ, PYTHONHASHSEED="0", SS_DSN=dsn, SS_VARIANT=variant, SS_WORKLOAD=workload, SS_N=str(n))
+    done = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+         os.path.abspath(__file__), "--child"],
+        env=env, capture_output=True, text=True, timeout=1800,
+    )
+    match = re.search(r"Collected\s*:\s*(\d+)", done.stderr)
+    if done.returncode or match is None:
+        raise SystemExit("valgrind child failed:\n" + done.stderr[-3000:])
+    return int(match.group(1))
+
+
+def count_instructions(n: int, workloads: List[str]) -> Dict[str, Dict[str, float]]:
+    with bench_server() as srv:
+        configure_django({"aurora": database(srv, "aurora_backend", aurora={})}, migrate=("aurora",))
+        from bench_overhead import ACCOUNTS
+        from ledger.models import Account
+
+        Account.objects.using("aurora").bulk_create([Account(name="a%d" % i, balance=1000) for i in range(ACCOUNTS)])
+        from django.db import connections
+
+        connections.close_all()
+        per_op: Dict[str, Dict[str, float]] = {}
+        for workload in workloads:
+            for variant in ENGINES:
+                base = instructions(srv.dsn, variant, workload, 0)
+                total = instructions(srv.dsn, variant, workload, n)
+                per_op.setdefault(workload, {})[variant] = (total - base) / n
+    return per_op
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny setting for the smoke test")
+    parser.add_argument("-n", type=int, default=None, help="operations per count (default 300)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child()
+    time_effects()
+    if shutil.which("valgrind") is None:
+        print("\nvalgrind not found: no instruction counts (apt-get install valgrind)")
+        return None
+    n = args.n or (20 if args.quick else 300)
+    workloads = ["get"] if args.quick else ["get", "list100", "insert"]
+    per_op = count_instructions(n, workloads)
+    print("\nclient instructions per operation (callgrind; (N=%d ops - 0 ops) / N)" % n)
+    print("%-9s %12s %12s %12s %12s %11s" % ("workload", "stock", "untracked", "tracked", "tracked-un", "% of stock"))
+    for workload, by in per_op.items():
+        cost = by["tracked"] - by["untracked"]
+        print("%-9s %12.0f %12.0f %12.0f %12.0f %10.2f%%" % (
+            workload, by["stock"], by["untracked"], by["tracked"], cost, 100.0 * cost / by["stock"]))
+    print("command: python bench/bench_session_state.py%s" % (" --quick" if args.quick else ""))
+    return None
+
+
+if __name__ == "__main__":
+    main()

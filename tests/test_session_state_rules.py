@@ -1,0 +1,141 @@
+"""The statement rules of aurora_backend.connection.session_state (pure: no database)."""
+
+from __future__ import annotations
+
+import pytest
+
+from aurora_backend.connection.session_state import (
+    HOLD, NOTE, RELEASE, RELEASE_ALL, Effect, SessionState, effects, statement_text,
+)
+
+
+def ops(sql: str):
+    return [(e.name, e.op, e.key) for e in effects(sql)]
+
+
+@pytest.mark.parametrize("sql", [
+    'SELECT "t"."id" FROM "t" WHERE "t"."id" = %s LIMIT 21',
+    'UPDATE "t" SET "x" = %s WHERE "id" = %s',
+    'INSERT INTO "t" ("a") VALUES (%s) RETURNING "t"."id"',
+    'DELETE FROM "t" WHERE "id" IN (%s, %s)',
+    "SELECT 'pg_advisory_lock(1)', 'SET x = 1'",
+    "-- SELECT pg_advisory_lock(1)\nSELECT 1",
+    "SELECT $$;SET x=1$$",
+    "INSERT INTO t (a) VALUES ('x;y')",
+    "CREATE TABLE baz (i int)",
+    "SET CONSTRAINTS ALL IMMEDIATE",
+    "SELECT attempts FROM template",
+    "INSERT INTO temp VALUES (1)",
+])
+def test_ordinary_statements_hold_nothing(sql):
+    assert [e for e in effects(sql) if e.op != NOTE] == []
+
+
+@pytest.mark.parametrize("sql, expected", [
+    ("SET search_path TO tenant_a", ("set", HOLD, "search_path")),
+    ("set Search_Path = 'a', public", ("set", HOLD, "search_path")),
+    ("SET SESSION statement_timeout = 5", ("set", HOLD, "statement_timeout")),
+    ("SET myapp.tenant TO 'a'", ("set", HOLD, "myapp.tenant")),
+    ("SET TIME ZONE 'UTC'", ("set", HOLD, "timezone")),
+    ("SET SCHEMA 'a'", ("set", HOLD, "search_path")),
+    ("SET search_path TO DEFAULT", ("set", RELEASE, "search_path")),
+    ("RESET search_path", ("set", RELEASE, "search_path")),
+    ("RESET ALL", ("set", RELEASE_ALL, "")),
+    ("SET LOCAL search_path TO a", ("set_local", NOTE, "search_path")),
+    ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", ("set_transaction", NOTE, "")),
+    ("SET ROLE tenant_a_role", ("set_role", HOLD, "role")),
+    ("SET role = x", ("set_role", HOLD, "role")),
+    ("SET ROLE NONE", ("set_role", RELEASE, "role")),
+    ("RESET ROLE", ("set_role", RELEASE, "role")),
+    ("SET SESSION AUTHORIZATION bob", ("session_authorization", HOLD, "session_authorization")),
+    ("RESET SESSION AUTHORIZATION", ("session_authorization", RELEASE, "session_authorization")),
+    ("SELECT set_config('search_path', 'a', false)", ("set", HOLD, "search_path")),
+    ("SELECT set_config('role', 'a', false)", ("set_role", HOLD, "role")),
+    ("SELECT set_config('search_path', %s, true)", ("set_local", NOTE, "search_path")),
+    ("SELECT set_config('work_mem', '1MB', current_setting('x') = 'y')", ("set", HOLD, "work_mem")),
+    ("SET synchronous_commit TO local", ("set", HOLD, "synchronous_commit")),
+    ("SET TIME ZONE LOCAL", ("set", RELEASE, "timezone")),
+    ("SELECT pg_advisory_lock(42)", ("advisory_lock", HOLD, "42")),
+    ("SELECT PG_TRY_ADVISORY_LOCK(1, 2)", ("advisory_lock", HOLD, "1,2")),
+    ("SELECT pg_advisory_lock_shared(42)", ("advisory_lock", HOLD, "shared:42")),
+    ("SELECT pg_advisory_unlock(42)", ("advisory_lock", RELEASE, "42")),
+    ("SELECT pg_advisory_unlock_all()", ("advisory_lock", RELEASE_ALL, "")),
+    ("SELECT pg_advisory_xact_lock(1)", ("advisory_xact_lock", NOTE, "1")),
+    ("CREATE TEMP TABLE foo (id int)", ("temp_table", HOLD, "foo")),
+    ('CREATE GLOBAL TEMPORARY TABLE IF NOT EXISTS "Foo" AS SELECT 1', ("temp_table", HOLD, "Foo")),
+    ("CREATE TABLE pg_temp.bar (i int)", ("temp_table", HOLD, "bar")),
+    ("CREATE TEMP TABLE x (i int) ON COMMIT DROP", ("temp_table", NOTE, "x")),
+    ("SELECT 1 AS a INTO TEMPORARY TABLE t2", ("temp_table", HOLD, "t2")),
+    ("DROP TABLE IF EXISTS foo CASCADE", ("temp_table", RELEASE, "foo")),
+    ("DISCARD TEMP", ("temp_table", RELEASE_ALL, "")),
+    ("LISTEN jobs", ("listen", HOLD, "jobs")),
+    ("UNLISTEN jobs", ("listen", RELEASE, "jobs")),
+    ("UNLISTEN *", ("listen", RELEASE_ALL, "")),
+    ("PREPARE p (int) AS SELECT $1", ("prepare", HOLD, "p")),
+    ("DEALLOCATE PREPARE p", ("prepare", RELEASE, "p")),
+    ("DEALLOCATE ALL", ("prepare", RELEASE_ALL, "")),
+    ("DECLARE c NO SCROLL CURSOR WITH HOLD FOR SELECT 1", ("cursor", HOLD, "c")),
+    ("DECLARE c CURSOR FOR SELECT 1", ("cursor", NOTE, "c")),
+    ("CLOSE c", ("cursor", RELEASE, "c")),
+    ("CLOSE ALL", ("cursor", RELEASE_ALL, "")),
+    ("DISCARD ALL", ("discard_all", RELEASE_ALL, "*")),
+    ("DISCARD PLANS", ("discard", NOTE, "plans")),
+    ("SELECT nextval('s')", ("sequence", NOTE, "'s'")),
+    ("/* tenant */ SET search_path TO a", ("set", HOLD, "search_path")),
+])
+def test_statement_rules(sql, expected):
+    assert ops(sql) == [expected]
+
+
+def test_several_statements_in_one_text_in_order():
+    assert ops("SET a = 1; SELECT pg_advisory_lock(1); RESET a") == [
+        ("set", HOLD, "a"), ("advisory_lock", HOLD, "1"), ("set", RELEASE, "a"),
+    ]
+
+
+def test_tracker_adds_up_and_releases():
+    state = SessionState()
+    assert not state.held
+    for sql in ("SET search_path TO a", "SELECT pg_advisory_lock(42)", "SELECT pg_advisory_lock(42)"):
+        state.apply(effects(sql))
+    assert state.describe() == ["advisory_lock 42", "set search_path"]
+    state.apply(effects("RESET ALL"))
+    state.apply(effects("SELECT pg_advisory_unlock(42)"))
+    assert state.describe() == ["advisory_lock 42"]  # advisory locks stack
+    state.apply(effects("SELECT pg_advisory_unlock(42)"))
+    assert not state.held
+
+
+def test_reset_all_keeps_the_role():
+    state = SessionState()
+    state.apply(effects("SET ROLE r"))
+    state.apply(effects("RESET ALL"))
+    assert state.kinds() == ("set_role",)
+    state.apply(effects("DISCARD ALL"))
+    assert not state.held
+
+
+def test_parameters_fill_keys():
+    state = SessionState()
+    state.apply(effects("SELECT pg_advisory_lock(%s)"), [42])
+    assert state.describe() == ["advisory_lock 42"]
+    state.apply(effects("SELECT %s, pg_advisory_unlock(%s)"), ["x", 42])
+    assert not state.held
+    state.apply(effects("SELECT set_config(%s, %s, %s)"), ["work_mem", "1MB", True])
+    assert not state.held  # is_local true: nothing outlives the transaction
+    state.apply(effects("SELECT set_config(%(n)s, %(v)s, false)"), {"n": "search_path", "v": "a"})
+    assert state.describe() == ["set search_path"]
+
+
+def test_unknown_unlock_keeps_the_lock():
+    state = SessionState()
+    state.apply(effects("SELECT pg_advisory_lock(1)"))
+    state.apply(effects("SELECT pg_advisory_unlock(2)"))
+    assert state.held
+
+
+def test_statement_text():
+    assert statement_text(b"SET a = 1") == "SET a = 1"
+    assert statement_text("x") == "x"
+    assert isinstance(effects("SELECT 1")[:0], tuple)
+    assert Effect("set", HOLD).key == ""
