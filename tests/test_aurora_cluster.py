@@ -57,6 +57,7 @@ def db(cluster, django_db_blocker):
         for alias in ("aurora", "aurora_ro"):
             connections[alias].close()
     cluster.clock.release()
+    cluster.clock.advance(cluster.dns_delay + cluster.dns.ttl)  # every DNS move of the test has happened
     for reader in cluster.readers:
         if reader.replay_paused:
             cluster.resume_replay(reader.id)
