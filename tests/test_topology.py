@@ -15,7 +15,7 @@ from typing import Any, List
 import pytest
 from django.db import connections
 
-from aurora_backend import signals
+from aurora_backend import drivers, signals
 from aurora_backend.connection import topology
 from aurora_backend.testing.fixtures import cluster_aliases, register_alias, unregister_alias
 from ledger import services
@@ -92,6 +92,9 @@ def test_new_writer_found_while_dns_still_names_the_old_one(db):
             cursor.execute("INSERT INTO cluster_probe VALUES ('topology')")
         assert where() == (target.id, False)
         assert connections["topo"].aurora_address == target.address
+        # libpq was given the instance endpoint's name (what sslmode=verify-full checks) and its address
+        given = drivers.connection_parameters(connections["topo"].connection)
+        assert (given["host"], given["hostaddr"]) == (target.endpoint, target.address)
         assert connections["topo"].settings_dict["HOST"] == cluster.cluster_endpoint
         assert [(f["old_writer"], f["new_writer"], f["how"]) for f in failovers] == [(old.id, target.id, "topology")]
         assert failovers[0]["seconds"] is not None and failovers[0]["seconds"] < 5
