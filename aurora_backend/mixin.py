@@ -8,6 +8,7 @@ What it adds, each in its own module:
 - ``options``: our settings under ``OPTIONS["aurora"]``, parsed once, removed before the driver sees them.
 - ``connect``: connect with retry across resumes, failovers and scale points.
 - ``resolve``: fresh DNS per connection, spread over the endpoint's addresses.
+- ``topology``: after a failover, the new writer found from aurora_replica_status(), not DNS.
 - ``errors``: what an error means; a dead connection is dropped as soon as it is seen.
 - ``statements``: a read whose connection died outside a transaction is re-run.
 - ``lifetime`` and ``freshness``: jittered max age, idle close, and a check before use that
@@ -31,6 +32,7 @@ from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
 from aurora_backend import credentials, signals, stats
+from aurora_backend.connection import topology
 from aurora_backend.connection.connect import Attempt, connect_with_retry
 from aurora_backend.drivers import in_recovery, input_watch, is_idle, is_named_cursor, peer_address
 from aurora_backend.errors import ErrorKind, classify, is_scale_event
@@ -116,10 +118,14 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
             connection = self._aurora_checkout(parent, conn_params)
             address = getattr(connection, "_aurora_address", None)
         else:
+            router = topology.router_for(self, conn_params)
             connection, address = connect_with_retry(
-                parent, conn_params, self.aurora_options, self.aurora_runtime,
+                router.wrap(parent) if router else parent, conn_params, self.aurora_options, self.aurora_runtime,
                 on_retry=self._aurora_connect_retried, endpoint=self._aurora_endpoint(conn_params),
             )
+            if router is not None:
+                address = router.routed[1] if router.routed else address
+                router.learn(connection)
         self.aurora_address = address or peer_address(connection) or conn_params.get("host")
         now = self.aurora_runtime.clock()
         self._aurora_connected_at = self._aurora_last_used = now
@@ -188,6 +194,12 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
                 self._aurora_suspect_read_only = False
                 if in_recovery(self.connection):
                     self._aurora_close("read_only")
+
+    def _aurora_close(self, reason: str) -> None:
+        router = getattr(self, "_aurora_router", None)
+        if router is not None and reason in ("disconnect", "stale", "read_only"):
+            router.suspect(reason)  # the instance behind the endpoint may have changed role
+        super()._aurora_close(reason)
 
     def _aurora_scale_event(self, exc: BaseException) -> None:
         stats.incr(self.alias, "scale_events")

@@ -47,6 +47,13 @@ class AuroraOptions:
     spread_addresses: bool = True
     #: Name resolver (a callable or its dotted path); None uses ``socket.getaddrinfo``.
     resolver: Optional[Resolver] = field(default=None, compare=False)
+    #: After a failover, find the new writer through aurora_replica_status() and the
+    #: instance endpoints instead of waiting for DNS (docs/topology.md). Aurora endpoints only.
+    topology: bool = True
+    #: Instance endpoint name, "{instance}.<suffix>"; None: derived from the cluster endpoint.
+    topology_template: Optional[str] = None
+    #: Re-read the topology at connect time at most this often (seconds).
+    topology_refresh: float = 30.0
     #: RDS Proxy mode (docs/proxy.md): True, False, or None ("auto": on when HOST contains ".proxy-").
     proxy: Optional[bool] = None
     #: Where each login's user and password come from (IAM, Secrets Manager, a callable);
@@ -168,6 +175,15 @@ def _resolver(key: str, value: Any) -> Optional[Resolver]:
     return value
 
 
+def _template(key: str, value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str) or "{instance}" not in value or value.count("{") != 1:
+        raise _key_error(key, value, "None or a host name containing {instance}, e.g. "
+                         "'{instance}.abc123.us-east-1.rds.amazonaws.com'")
+    return value
+
+
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "connect_timeout": _connect_timeout,
     "connect_deadline": _positive,
@@ -179,6 +195,9 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "retry_reads": _bool,
     "spread_addresses": _bool,
     "resolver": _resolver,
+    "topology": _bool,
+    "topology_template": _template,
+    "topology_refresh": _positive,
     "proxy": _proxy,
     "credentials": credentials_config.parse,
 }

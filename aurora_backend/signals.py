@@ -19,6 +19,9 @@ arguments ``alias`` and ``connection`` (the DatabaseWrapper), plus:
 - ``reader_fallback``: ``reason`` ("unreachable", "lagging"), ``lag`` (seconds or None),
   ``error``: reader routing sends the reader alias's reads to the writer from now on.
 - ``reader_restored``: ``reason`` (of the episode that ended): reads go to the reader again.
+- ``topology_failover``: ``old_writer``, ``new_writer`` (instance identifiers), ``how``
+  ("topology": found by probing instance endpoints; "dns": the endpoint moved), ``seconds``
+  (from the first sign of trouble to the new writer's connection, or None).
 """
 
 from django.dispatch import Signal
@@ -32,3 +35,4 @@ connection_closed = Signal()
 session_state_kept = Signal()
 reader_fallback = Signal()
 reader_restored = Signal()
+topology_failover = Signal()

@@ -10,6 +10,10 @@ import pytest
 
 from aurora_backend.serverless import close_all
 
+from aurora_backend.testing.fixtures import (  # noqa: F401 (session fixtures: a local Aurora cluster)
+    aurora_cluster,
+    aurora_cluster_options,
+)
 from tests.pg import server
 from tests.settings import SIM_PORT
 

@@ -29,6 +29,9 @@ EXPECTED = {
     "bench_routing.py": ["read share", "naive ", "window-15s ", "aurora ", "stale ", "added latency per read", "hot path"],
     "bench_simulator.py": ["SELECT 1 round trip", "direct ", "in-process ", "subprocess "],
     "bench_session_state.py": ["effects(sql), ns per call", "ORM text seen before", "the children ran"],
+    "bench_cluster.py": ["cluster start:", "failover timeline", "first successful write after the kill"],
+    "bench_topology.py": ["first write acknowledged by the new writer", "dns      path: median",
+                          "topology path: median"],
     "bench_chaos.py": ["chaos run", "aurora+retry_atomic", "stock+atomic", "transfers requested",
                        "unknown-fate writes", "ledger total after", "server connections left open"],
 }

@@ -45,6 +45,8 @@ def render_alias(report: AliasReport, paint: Paint = plain) -> List[str]:
     row("process", _process_text(report.process))
     if report.credentials is not None:
         row("login", _credentials_text(report.credentials))
+    if report.topology is not None:
+        row("topology", _topology_text(report.topology))
     if report.blockers is not None:
         items = report.blockers.items
         row("blockers", "none" if not items else paint("%d found" % len(items), "degraded"))
@@ -122,6 +124,17 @@ def _credentials_text(status: Any) -> str:
         status["description"], status.get("label") or "credential", human_seconds(age),
         "" if refresh is None else ", refresh in %s" % human_seconds(refresh), status.get("fetches", 0),
     )
+
+
+def _topology_text(topo: Any) -> str:
+    instances = ", ".join(topo.get("instances") or []) or "not learned yet"
+    text = "writer %s; instances %s; endpoints %s" % (topo.get("writer") or "?", instances, topo.get("template"))
+    last = topo.get("last_failover")
+    if last:
+        took = "" if last.get("seconds") is None else " in %.3f s" % last["seconds"]
+        text += "; last failover %s -> %s (found by %s%s, %s)" % (
+            last.get("old_writer") or "?", last["new_writer"], last["how"], took, _epoch(last["at"]))
+    return text
 
 
 def _epoch(value: float) -> str:

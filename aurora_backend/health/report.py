@@ -9,7 +9,6 @@ the database system checks are thin layers over these functions.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime
 import logging
@@ -20,6 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from aurora_backend import credentials, stats
 from aurora_backend.health import sql as health_sql
+from aurora_backend.connection import topology
 from aurora_backend.connection.connect import Attempt, connect_with_retry
 from aurora_backend.errors import classify, driver_error
 from aurora_backend.health.sql import Finding
@@ -114,6 +114,8 @@ class AliasReport:
     process: Dict[str, Any] = field(default_factory=dict)
     #: The credentials source and the age of its cached credential (never the credential).
     credentials: Optional[Dict[str, Any]] = None
+    #: Topology routing (connection/topology.py): None when it does not apply to the alias.
+    topology: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -217,8 +219,18 @@ def check_alias(
             "connecting took %.1f s over %d attempt(s): the cluster was probably resuming, "
             "scaling or failing over" % (result.latency_seconds, result.attempts),
         ))
+    report.topology = _topology(options, params, report.readers)
     report.status = _status(report.findings)
     return report
+
+
+def _topology(options: AuroraOptions, params: Mapping[str, Any], readers: Any) -> Optional[Dict[str, Any]]:
+    described = topology.describe(options, dict(params))
+    if described is not None and not described["instances"] and readers:
+        # This process has not needed it yet: what aurora_replica_status() just said.
+        described["instances"] = [r.server_id for r in readers]
+        described["writer"] = next((r.server_id for r in readers if r.role == "writer"), None)
+    return described
 
 
 def _status(findings: Sequence[Finding]) -> str:
@@ -234,10 +246,20 @@ def _fresh_wrapper(alias: str, settings_dict: Optional[Mapping[str, Any]]) -> An
     from django.db.utils import load_backend
 
     source = connections[alias].settings_dict if settings_dict is None else settings_dict
-    configured = connections.configure_settings({"default": copy.deepcopy(dict(source))})["default"]
+    configured = connections.configure_settings({"default": _copy_settings(dict(source))})["default"]
     configured["OPTIONS"].pop("pool", None)  # a direct connection: never one of the process's pool
     configured["CONN_MAX_AGE"] = 0
     return load_backend(configured["ENGINE"]).DatabaseWrapper(configured, alias)
+
+
+def _copy_settings(value: Any) -> Any:
+    """Copy the dicts and lists of a settings dict; share everything else (a resolver object
+    in OPTIONS, e.g. with a lock inside, cannot and need not be deep-copied)."""
+    if isinstance(value, dict):
+        return {key: _copy_settings(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copy_settings(item) for item in value)
+    return value
 
 
 def _endpoint(params: Mapping[str, Any], options: AuroraOptions) -> Endpoint:

@@ -1,5 +1,8 @@
 """Command line: ``python -m aurora_backend.simulator --listen H:P --upstream H:P [schedule]``.
 
+``python -m aurora_backend.simulator cluster ...`` runs a local Aurora cluster instead
+(aurora_backend/simulator/cluster_cli.py).
+
 Prints one JSON line ``{"addresses": [...], "control": "h:p" or null}`` once it listens
 (SimulatorProcess reads it), then serves until SIGINT/SIGTERM.
 """
@@ -50,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["cluster"]:  # a local Aurora cluster: simulator/cluster_cli.py
+        from aurora_backend.simulator.cluster_cli import main as cluster_main
+
+        return cluster_main(argv[1:])
     args = build_parser().parse_args(argv)
     for host, _ in args.listen:
         require_loopback(host, "--listen")

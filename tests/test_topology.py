@@ -1,0 +1,239 @@
+"""Topology routing on the local Aurora cluster: the new writer found while DNS still lags.
+
+The DNS clock is frozen in these tests, so the cluster endpoint keeps naming the old writer
+for as long as a test runs: whatever reaches the new writer got there through topology.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import uuid
+from typing import Any, List
+
+import pytest
+from django.db import connections
+
+from aurora_backend import drivers, signals
+from aurora_backend.connection import topology
+from aurora_backend.testing.fixtures import cluster_aliases, register_alias, unregister_alias
+from ledger import services
+from ledger.models import Account, Transfer
+
+pytestmark = pytest.mark.timeout(90)
+OPTIONS = {"connect_deadline": 10, "connect_timeout": 2, "backoff_base": 0.02, "backoff_max": 0.2}
+
+
+@pytest.fixture(scope="module")
+def cluster(aurora_cluster, django_db_blocker):
+    with cluster_aliases(aurora_cluster, writer="topo", reader="topo_ro", **OPTIONS), django_db_blocker.unblock():
+        with connections["topo"].schema_editor() as editor:
+            editor.execute("CREATE TABLE IF NOT EXISTS cluster_probe (v text)")
+            for model in (Account, Transfer):
+                editor.execute("DROP TABLE IF EXISTS %s CASCADE" % model._meta.db_table)
+            for model in (Account, Transfer):
+                editor.create_model(model)
+        yield aurora_cluster
+        connections["topo"].close()
+        connections["topo_ro"].close()
+
+
+@pytest.fixture
+def db(cluster, django_db_blocker):
+    topology.reset()
+    failovers: List[dict] = []
+
+    def on_failover(sender: Any, **kwargs: Any) -> None:
+        failovers.append(kwargs)
+
+    signals.topology_failover.connect(on_failover, dispatch_uid="test-topology")
+    with django_db_blocker.unblock():
+        for alias in ("topo", "topo_ro"):
+            connections[alias].close()  # the next connect learns the topology afresh
+        yield cluster, failovers
+        for alias in ("topo", "topo_ro"):
+            connections[alias].close()
+    signals.topology_failover.disconnect(dispatch_uid="test-topology")
+    cluster.clock.release()
+    cluster.clock.advance(cluster.dns_delay + cluster.dns.ttl)  # every DNS move of the test has happened
+    cluster.dns.flush()
+
+
+def where(using: str = "topo") -> tuple:
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT aurora_db_instance_identifier(), pg_is_in_recovery()")
+        return tuple(cursor.fetchone())
+
+
+def health_report() -> dict:
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    with pytest.raises(SystemExit):  # unreachable: DNS (frozen) names the old writer, which is down
+        call_command("aurora_health", "--database", "topo", "--json", stdout=out)
+    return json.loads(out.getvalue())["databases"][0]
+
+
+def test_new_writer_found_while_dns_still_names_the_old_one(db):
+    cluster, failovers = db
+    old = cluster.writer
+    target, unresolvable = cluster.readers[0], cluster.readers[1]
+    assert where() == (old.id, False)  # connected through DNS: the topology is learned
+    cluster.clock.freeze()
+    cluster.dns.remove(unresolvable.endpoint)  # stale topology: an instance that no longer resolves
+    try:
+        cluster.failover(target.id, old_writer="down")  # the old writer's endpoint refuses
+        assert cluster.dns.resolve(cluster.cluster_endpoint) == [old.address]  # DNS still stale
+        with connections["topo"].cursor() as cursor:
+            cursor.execute("INSERT INTO cluster_probe VALUES ('topology')")
+        assert where() == (target.id, False)
+        assert connections["topo"].aurora_address == target.address
+        # libpq was given the instance endpoint's name (what sslmode=verify-full checks) and its address
+        given = drivers.connection_parameters(connections["topo"].connection)
+        assert (given["host"], given["hostaddr"]) == (target.endpoint, target.address)
+        assert connections["topo"].settings_dict["HOST"] == cluster.cluster_endpoint
+        assert [(f["old_writer"], f["new_writer"], f["how"]) for f in failovers] == [(old.id, target.id, "topology")]
+        assert failovers[0]["seconds"] is not None and failovers[0]["seconds"] < 5
+        shown = health_report()["topology"]
+        assert shown["writer"] == target.id and set(shown["instances"]) == set(cluster.instances)
+        assert shown["last_failover"]["new_writer"] == target.id and shown["last_failover"]["how"] == "topology"
+    finally:
+        cluster.dns.set(unresolvable.endpoint, [unresolvable.address])
+        cluster.restore(old.id)
+
+
+def test_reader_alias_moves_to_another_reader(db):
+    cluster, _ = db
+    cluster.clock.freeze()
+    first = where("topo_ro")
+    assert first[1] is True
+    lost = cluster.instances[first[0]]
+    assert lost.sim is not None
+    lost.sim.refuse(True)
+    lost.sim.drop_all(silent=False)  # the reader goes away; the reader endpoint's cached answer names it
+    try:
+        moved = where("topo_ro")
+        assert moved[1] is True and moved[0] != lost.id
+    finally:
+        lost.sim.refuse(False)
+
+
+def test_two_writers_claiming_the_role_are_not_guessed_between(db, caplog):
+    cluster, failovers = db
+    writer, rogue = cluster.writer, cluster.readers[0]
+    assert where() == (writer.id, False)
+    rogue.scalar("SELECT pg_promote(true, 30)")  # split brain: a second server answers as writer
+    cluster.clock.freeze()
+    try:
+        with caplog.at_level(logging.WARNING, logger="aurora_backend"):
+            assert writer.sim is not None
+            writer.sim.drop_all(silent=False)
+            where()
+        # not rerouted: the connection went where DNS said, as without topology
+        assert connections["topo"].aurora_address == cluster.dns.resolve(cluster.cluster_endpoint)[0]
+        assert any("claim to be the writer" in r.getMessage() for r in caplog.records)
+        assert failovers == []
+    finally:
+        from aurora_backend.testing.aurora_instance import DOWN
+
+        rogue.role = DOWN
+        assert rogue.sim is not None
+        rogue.sim.refuse(True)
+        cluster.restore(rogue.id)
+
+
+def test_plain_postgresql_behind_an_aurora_like_name_falls_back_to_dns(db, django_db_blocker):
+    from aurora_backend.testing.aurora_dns import ClusterDNS
+    from tests.pg import server
+
+    srv = server()
+    dns = ClusterDNS(ttl=0)
+    name = "plain.cluster-abc123.local-1.rds.localhost"
+    dns.set(name, [srv.host])
+    register_alias("plain", {"ENGINE": "aurora_backend", "NAME": srv.dbname, "USER": srv.user,
+                             "PASSWORD": srv.password, "HOST": name, "PORT": str(srv.port),
+                             "OPTIONS": {"aurora": {"resolver": dns, **OPTIONS}}})
+    try:
+        with connections["plain"].cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = cursor.fetchone()[0]
+        from aurora_backend.testing.aurora_instance import connect
+
+        admin = connect(srv.host, srv.port, srv.dbname, user=srv.user, password=srv.password)
+        admin.cursor().execute("SELECT pg_terminate_backend(%s)", [pid])
+        admin.close()
+        with connections["plain"].cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            assert cursor.fetchone()[0] != pid
+        snap = topology.snapshot()
+        assert snap["{instance}.abc123.local-1.rds.localhost:%d" % srv.port]["instances"] == []
+    finally:
+        unregister_alias("plain")
+
+
+def test_ledger_holds_with_zero_app_errors_under_repeated_failovers(db):
+    """Default retry_atomic settings (services.transfer), DNS frozen on the first writer."""
+    cluster, failovers = db
+    accounts = [a.pk for a in Account.objects.using("topo").bulk_create(
+        [Account(name="t-%s" % uuid.uuid4(), balance=1000) for _ in range(8)])]
+    acknowledged: List[uuid.UUID] = []
+    errors: List[BaseException] = []
+    lock, stop = threading.Lock(), threading.Event()
+
+    def worker(k: int) -> None:
+        rng = random.Random(k)
+        try:
+            while not stop.is_set():
+                source, destination = rng.sample(accounts, 2)
+                request_id = uuid.uuid4()
+                services.transfer(source, destination, rng.randint(1, 5), request_id=request_id, using="topo")
+                with lock:
+                    acknowledged.append(request_id)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections["topo"].close()
+
+    where()  # learn the topology
+    cluster.clock.freeze()
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(3):
+            stop.wait(0.4)
+            cluster.failover()
+        stop.wait(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert errors == []
+    applied = list(Transfer.objects.using("topo").filter(source_id__in=accounts).values_list("request_id", flat=True))
+    assert len(applied) == len(set(applied)) == len(acknowledged) and set(applied) == set(acknowledged)
+    assert sum(Account.objects.using("topo").filter(pk__in=accounts).values_list("balance", flat=True)) == 8000
+    assert len(failovers) >= 3 and {f["how"] for f in failovers} == {"topology"}
+
+
+@pytest.mark.parametrize("value", ["abc.example.com", "{instance}.{region}.example.com", 42])
+def test_a_bad_instance_template_names_the_setting(value):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from aurora_backend.options import AuroraOptions
+
+    with pytest.raises(ImproperlyConfigured, match=r"\['topology_template'\].*\{instance\}"):
+        AuroraOptions.from_settings("default", {"aurora": {"topology_template": value}})
+
+
+def test_only_aurora_endpoints_are_routed():
+    from aurora_backend.connection.topology_state import instance_template
+
+    suffix = "abc123.us-east-1.rds.amazonaws.com"
+    assert instance_template("prod.cluster-" + suffix, None) == "{instance}." + suffix
+    assert instance_template("prod.cluster-ro-" + suffix, None) == "{instance}." + suffix
+    assert instance_template("db.example.com", None) is None
+    assert instance_template("db.example.com", "{instance}.internal") == "{instance}.internal"
