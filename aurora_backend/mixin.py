@@ -3,19 +3,22 @@
 Put it first in the bases of any PostgreSQL DatabaseWrapper (Django's, PostGIS's, a
 metrics backend's): every method calls ``super()``, so behaviours compose.
 
-What it adds, each in its own module:
+What it adds, one concern per subpackage (the tree reads like the README):
 
 - ``options``: our settings under ``OPTIONS["aurora"]``, parsed once, removed before the driver sees them.
-- ``connect``: connect with retry across resumes, failovers and scale points.
-- ``resolve``: fresh DNS per connection, spread over the endpoint's addresses.
-- ``topology``: after a failover, the new writer found from aurora_replica_status(), not DNS.
+- ``drivers``: the one seam between psycopg2 and psycopg 3.
+- ``connection``: connect with retry (``connect``), fresh DNS spread over addresses
+  (``resolve``), jittered max age and idle close (``lifetime``), a check before use that
+  finds a dead connection before a statement is sent to it (``freshness``), re-run of a
+  read whose connection died (``statements``), and session state the app set, never
+  closed, replaced or re-run past (``session``, ``session_state``).
 - ``errors``: what an error means; a dead connection is dropped as soon as it is seen.
-- ``statements``: a read whose connection died outside a transaction is re-run.
-- ``lifetime`` and ``freshness``: jittered max age, idle close, and a check before use that
-  finds a dead connection before a statement is sent to it.
-- ``proxy_mode``: behind RDS Proxy, nothing the ENGINE sends pins the session.
-- ``session``: a connection holding session state the app set is never closed, replaced
-  or re-run past (``session_state`` says what a statement sets).
+- ``pool``: Django's pool (``OPTIONS["pool"]``) with our connect, checks and healing.
+- ``credentials``: IAM tokens and rotating secrets, fetched per physical connection.
+- ``topology``: after a failover, the new writer found from aurora_replica_status(), not DNS.
+- ``proxy``: behind RDS Proxy, nothing the ENGINE sends pins the session.
+- ``transactions`` (``retry_atomic``), ``routing``, ``health``, ``simulator``, ``testing``:
+  used by the app, not by this mixin.
 """
 
 from __future__ import annotations
@@ -32,15 +35,15 @@ from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
 from aurora_backend import credentials, signals, stats
-from aurora_backend.connection import topology
+from aurora_backend.topology import router as topology
 from aurora_backend.connection.connect import Attempt, connect_with_retry
 from aurora_backend.drivers import in_recovery, input_watch, is_idle, is_named_cursor, peer_address
 from aurora_backend.errors import ErrorKind, classify, is_scale_event
 from aurora_backend.connection.freshness import FreshnessMixin
-from aurora_backend.connection.pool import pool_options
-from aurora_backend.connection.pooled import PoolMixin
+from aurora_backend.pool.config import pool_options
+from aurora_backend.pool.mixin import PoolMixin
 from aurora_backend.connection.lifetime import draw_expiry, reaper
-from aurora_backend.connection.proxy_mode import ProxyModeMixin, pin_free_operations, proxy_enabled, proxy_options
+from aurora_backend.proxy.mode import ProxyModeMixin, pin_free_operations, proxy_enabled, proxy_options
 from aurora_backend.options import OPTIONS_KEY, AuroraOptions
 from aurora_backend.runtime import Runtime
 from aurora_backend.connection.statements import _cursor_classes, retrying_cursor_class
@@ -81,7 +84,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         self.aurora_options = proxy_options(options, self.settings_dict)
         if self.aurora_proxy_mode:
             pin_free_operations(self.ops)  # type: ignore[attr-defined]
-        # Django's pool (OPTIONS["pool"]), validated; None without one (see connection/pooled.py).
+        # Django's pool (OPTIONS["pool"]), validated; None without one (see pool/mixin.py).
         self._aurora_pool_options = pool_options(self.alias, self.settings_dict)
         self.aurora_runtime = Runtime()
         self._aurora_lock = threading.Lock()
@@ -130,7 +133,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         now = self.aurora_runtime.clock()
         self._aurora_connected_at = self._aurora_last_used = now
         self._aurora_input_waiting = input_watch(connection)
-        # With a pool, the pool's max_lifetime ends connections (drawn from max_age: pool.py).
+        # With a pool, the pool's max_lifetime ends connections (drawn from max_age: pool/config.py).
         max_age = None if pooled else self.aurora_options.max_age
         self._aurora_expires_at = draw_expiry(now, max_age, self.aurora_runtime.random)
         self._aurora_check_at = self._aurora_next_check(now)

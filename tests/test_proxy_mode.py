@@ -61,7 +61,7 @@ def test_pinning_rules(sql, reasons):
 def test_proxy_option_auto_true_false_and_the_idle_cap():
     from django.core.exceptions import ImproperlyConfigured
 
-    from aurora_backend.connection.proxy_mode import PROXY_IDLE_CLOSE, proxy_enabled, proxy_options
+    from aurora_backend.proxy.mode import PROXY_IDLE_CLOSE, proxy_enabled, proxy_options
     from aurora_backend.options import AuroraOptions
 
     proxy_host = {"HOST": "app.proxy-abc.eu-west-1.rds.amazonaws.com"}

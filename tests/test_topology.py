@@ -16,7 +16,7 @@ import pytest
 from django.db import connections
 
 from aurora_backend import drivers, signals
-from aurora_backend.connection import topology
+from aurora_backend.topology import router as topology
 from aurora_backend.testing.fixtures import cluster_aliases, register_alias, unregister_alias
 from ledger import services
 from ledger.models import Account, Transfer
@@ -230,7 +230,7 @@ def test_a_bad_instance_template_names_the_setting(value):
 
 
 def test_only_aurora_endpoints_are_routed():
-    from aurora_backend.connection.topology_state import instance_template
+    from aurora_backend.topology.state import instance_template
 
     suffix = "abc123.us-east-1.rds.amazonaws.com"
     assert instance_template("prod.cluster-" + suffix, None) == "{instance}." + suffix

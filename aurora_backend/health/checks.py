@@ -14,7 +14,7 @@ Settings checks run with every ``manage.py check`` (and runserver, migrate...):
   not SET it (that pins), so the role or database must have it.
 - W008: ``OPTIONS["assume_role"]`` behind RDS Proxy (SET ROLE at connect pins every session).
 - E003: ``OPTIONS["pool"]`` is invalid (psycopg2 only, CONN_MAX_AGE, unknown key, versions).
-- E004: this Django or psycopg_pool lacks what makes its pool Aurora-safe (connection/pool.py).
+- E004: this Django or psycopg_pool lacks what makes its pool Aurora-safe (pool/config.py).
 - W009: ``OPTIONS["pool"]["min_size"]`` > 0: the pool keeps connections open when idle.
 
 "Behind RDS Proxy": HOST contains ".proxy-", or ``OPTIONS["aurora"]["proxy"]`` is True.
@@ -31,7 +31,7 @@ from typing import Any, List, Mapping, Optional, Sequence
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from aurora_backend.connection.proxy_mode import behind_rds_proxy, proxy_enabled, timezone_advice
+from aurora_backend.proxy.mode import behind_rds_proxy, proxy_enabled, timezone_advice
 from aurora_backend import credentials
 from aurora_backend.options import AuroraOptions
 
@@ -115,7 +115,7 @@ def _w006(where: str, options: Mapping[str, Any]) -> Optional[checks.CheckMessag
 
 
 def _pool_messages(alias: str, where: str, settings_dict: Mapping[str, Any]) -> List[checks.CheckMessage]:
-    from aurora_backend.connection.pool import hooks_missing, pool_options
+    from aurora_backend.pool.config import hooks_missing, pool_options
 
     try:
         user = pool_options(alias, dict(settings_dict))

@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from aurora_backend import credentials, stats
 from aurora_backend.health import sql as health_sql
-from aurora_backend.connection import topology
+from aurora_backend.topology import router as topology
 from aurora_backend.connection.connect import Attempt, connect_with_retry
 from aurora_backend.errors import classify, driver_error
 from aurora_backend.health.sql import Finding
@@ -114,7 +114,7 @@ class AliasReport:
     process: Dict[str, Any] = field(default_factory=dict)
     #: The credentials source and the age of its cached credential (never the credential).
     credentials: Optional[Dict[str, Any]] = None
-    #: Topology routing (connection/topology.py): None when it does not apply to the alias.
+    #: Topology routing (topology/router.py): None when it does not apply to the alias.
     topology: Optional[Dict[str, Any]] = None
 
 
@@ -318,7 +318,7 @@ def _pool_state(alias: str) -> Optional[Dict[str, int]]:
     """This process's pool of ``alias`` (OPTIONS["pool"]): size, idle, waiting, errors; else None."""
     from django.db import connections
 
-    from aurora_backend.connection.pooled import pool_stats
+    from aurora_backend.pool.mixin import pool_stats
 
     if alias not in connections.settings or not connections.settings[alias].get("OPTIONS", {}).get("pool"):
         return None

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Iterator, List, NamedTuple, Optional, Tuple
 
-from aurora_backend.connection.proxy_mode import PROXY_MAX_STATEMENT_BYTES
+from aurora_backend.proxy.mode import PROXY_MAX_STATEMENT_BYTES
 from aurora_backend.connection.session_state import HOLD, NOTE, RELEASE, RELEASE_ALL, effects
 
 #: "Any statement with a text size greater than 16 KB causes the proxy to pin the session."

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from aurora_backend import signals
 from aurora_backend.connection.resolve import default_resolver, resolvable_host
-from aurora_backend.connection.topology_state import (
+from aurora_backend.topology.state import (
     AURORA_ENDPOINT,
     Failover,
     Topology,

@@ -1,6 +1,6 @@
 """What a process knows of each Aurora cluster's topology, shared by aliases and threads.
 
-Keyed by the instance endpoint template and port. connection/topology.py routes connects
+Keyed by the instance endpoint template and port. topology/router.py routes connects
 with it; aurora_health shows it (:func:`describe`).
 """
 

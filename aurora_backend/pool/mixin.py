@@ -4,7 +4,7 @@ Part of :class:`~aurora_backend.mixin.AuroraWrapperMixin`. With a pool, Django's
 ``get_new_connection`` checks a connection out (``getconn``) and ``close`` returns it
 (``putconn``). Here:
 
-- the pool is built by us (``pool.py``) and left where Django looks for it;
+- the pool is built by us (``pool/config.py``) and left where Django looks for it;
 - a connection checked out is checked like ours before Django gets it: closed, a pending
   FATAL or EOF on the socket (one poll), unused past ``ping_after`` (``SELECT 1``), and a
   demoted writer (``pg_is_in_recovery()``) once another connection of the pool hit 25006.
@@ -26,7 +26,7 @@ from django.db.backends.base.base import NO_DB_ALIAS
 
 from aurora_backend import drivers
 from aurora_backend.connection.connect import connect_with_retry
-from aurora_backend.connection.pool import connection_class, pool_arguments, pool_class
+from aurora_backend.pool.config import connection_class, pool_arguments, pool_class
 from aurora_backend.drivers import in_recovery, input_watch, peer_address
 
 logger = logging.getLogger("aurora_backend")
