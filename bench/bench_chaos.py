@@ -318,7 +318,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
         proc = SimulatorProcess(upstream=(srv.host, srv.port)).start()
         try:
             host, port = proc.address
-            pooled = {"max_size": threads} if POOL else None  # one connection per worker thread
+            pooled = {"min_size": 0, "max_size": threads} if POOL else None  # one per worker thread
             stock = database(srv, "django.db.backends.postgresql", host=host, port=port, conn_max_age=None,
                              pool=pooled)
             stock["OPTIONS"]["connect_timeout"] = 10  # aurora_backend's default per attempt; bounded

@@ -39,7 +39,7 @@ def child(n: int) -> None:
     from common import POOL, bench_server, configure_django, database
 
     with bench_server() as srv:
-        pool = {"max_size": 1} if POOL else None
+        pool = {"min_size": 0, "max_size": 1} if POOL else None
         configure_django({
             "stock": database(srv, "django.db.backends.postgresql", conn_max_age=None, pool=pool),
             "aurora": database(srv, "aurora_backend", conn_max_age=None, aurora={}, pool=pool),

@@ -110,3 +110,23 @@ def test_the_mixin_composes_with_another_backend_that_wraps_cursors():
             assert isinstance(plain, RetryingCursorMixin)
     finally:
         wrapper.close()
+
+
+def test_execute_wrappers_still_see_every_statement():
+    """Django's connection.execute_wrapper() hooks run as with the stock backend (the
+    statement path only skips Django's wrapper loop when no wrapper is installed)."""
+    seen = []
+    wrapper = connections["default"]
+
+    def recorder(execute, sql, params, many, context):
+        seen.append((sql, many, context["connection"] is wrapper))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(recorder):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT %s", [1])
+            assert cursor.fetchone() == (1,)
+            cursor.executemany("SELECT %s", [[1], [2]])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 2")
+    assert seen == [("SELECT %s", False, True), ("SELECT %s", True, True)]

@@ -17,8 +17,7 @@ from django.db import connection
 
 from aurora_backend import drivers, stats
 from aurora_backend.base import DatabaseWrapper
-from aurora_backend.connection import pool as aurora_pool
-from tests.test_reconnect import admin  # noqa: F401  fixture
+from tests.test_reconnect import admin, terminate  # noqa: F401  fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 needs_psycopg3 = pytest.mark.skipif(drivers.NAME != "psycopg", reason="Django's pool is psycopg 3 only")
@@ -201,22 +200,28 @@ def test_terminated_pool_connections_are_dropped_together_not_handed_out(admin):
 
 
 @needs_psycopg3
-def test_a_disconnect_mid_statement_makes_the_pool_check_its_idle_ones(admin):  # noqa: F811
+def test_a_disconnect_mid_statement_drops_the_pools_other_dead_connection(admin):  # noqa: F811
     wrapper = _pooled(pool={"min_size": 2, "max_size": 2})
-    wrapper.pool.open(wait=True, timeout=10)
+    pool = wrapper.pool
+    pool.open(wait=True, timeout=10)
     wrapper.ensure_connection()
     mine = drivers.backend_pid(wrapper.connection)
     other = next(pid for pid, _ in _backends(admin, wrapper) if pid != mine)
-    # The idle one is killed silently (as a network drop would): no FATAL waits on its socket
-    # for a poll to see, so only a check finds it.
-    admin.cursor().execute("SELECT pg_terminate_backend(%s)", [other])
-    lost = wrapper.pool.get_stats().get("connections_lost", 0)
-    admin.cursor().execute("SELECT pg_terminate_backend(%s)", [mine])
-    with wrapper.cursor() as cursor:  # a read: re-run on a new connection
-        cursor.execute("SELECT 1")
-        assert cursor.fetchone() == (1,)
+    terminate(admin, other)  # the idle one in the pool
+    stats_before = pool.get_stats()
+    terminate(admin, mine)
+    with wrapper.cursor() as cursor:  # a read: re-run on a new connection, never on `other`
+        cursor.execute("SELECT pg_backend_pid()")
+        assert cursor.fetchone()[0] not in (mine, other)
     wrapper.close()
-    _wait(lambda: wrapper.pool.get_stats().get("connections_lost", 0) > lost)
+
+    def dropped() -> int:  # by the background check (lost) or at checkout / on return (bad)
+        now = pool.get_stats()
+        return sum(now.get(k, 0) - stats_before.get(k, 0) for k in ("connections_lost", "returns_bad"))
+
+    _wait(lambda: dropped() >= 2)
+    for _ in range(3):
+        assert _query(wrapper) not in (mine, other)
 
 
 @needs_psycopg3

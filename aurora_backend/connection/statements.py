@@ -28,6 +28,7 @@ import weakref
 from typing import Any, Dict, Type
 
 from django.db import Error as DjangoDatabaseError
+from django.db.backends.utils import CursorWrapper
 
 from aurora_backend.connection.session import READERS_PRUNE_AT
 from aurora_backend.connection.session_state import effects, seen, statement_text
@@ -189,16 +190,44 @@ class RetryingCursorMixin:
 _cursor_classes: Dict[type, Type[Any]] = {}
 
 
+def _direct_execute(self: Any, sql: Any, params: Any = None) -> Any:
+    """Django's CursorWrapper.execute, one frame shorter when no execute wrapper is installed.
+
+    Django's ``_execute_with_wrappers`` only builds a context and wraps the executor in each
+    of ``db.execute_wrappers``; with none, it calls ``self._execute(sql, params, many,
+    context)``, which ignores the last two. So does this; with wrappers, Django's path runs.
+    """
+    if self.db.execute_wrappers:
+        return self._execute_with_wrappers(sql, params, many=False, executor=self._execute)
+    return self._execute(sql, params)
+
+
+def _direct_executemany(self: Any, sql: Any, param_list: Any) -> Any:
+    if self.db.execute_wrappers:
+        return self._execute_with_wrappers(sql, param_list, many=True, executor=self._executemany)
+    return self._executemany(sql, param_list)
+
+
 def retrying_cursor_class(wrapper_class: type) -> Type[Any]:
     """``wrapper_class`` (a Django CursorWrapper class) with statement re-run mixed in."""
     if issubclass(wrapper_class, RetryingCursorMixin):
         return wrapper_class
     klass = _cursor_classes.get(wrapper_class)
     if klass is None:
-        klass = type("Aurora" + wrapper_class.__name__, (RetryingCursorMixin, wrapper_class), {
+        namespace: Dict[str, Any] = {
             # What super()._execute would find, bound once here (the per-statement path).
             "_aurora_next_execute": wrapper_class._execute,  # type: ignore[attr-defined]
             "_aurora_next_executemany": wrapper_class._executemany,  # type: ignore[attr-defined]
-        })
+        }
+        # Django's own execute() in front of its own _execute_with_wrappers(): the statement
+        # path can skip one frame (our _execute takes its place). Any other execute() (the
+        # debug wrapper's, another library's) is kept as it is.
+        if (
+            wrapper_class.execute is CursorWrapper.execute  # type: ignore[attr-defined]
+            and wrapper_class.executemany is CursorWrapper.executemany  # type: ignore[attr-defined]
+            and wrapper_class._execute_with_wrappers is CursorWrapper._execute_with_wrappers  # type: ignore[attr-defined]
+        ):
+            namespace.update(execute=_direct_execute, executemany=_direct_executemany)
+        klass = type("Aurora" + wrapper_class.__name__, (RetryingCursorMixin, wrapper_class), namespace)
         _cursor_classes[wrapper_class] = klass
     return klass
