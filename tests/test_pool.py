@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 
+import django
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
@@ -20,7 +21,10 @@ from aurora_backend.base import DatabaseWrapper
 from tests.test_reconnect import admin, terminate  # noqa: F401  fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
-needs_psycopg3 = pytest.mark.skipif(drivers.NAME != "psycopg", reason="Django's pool is psycopg 3 only")
+needs_psycopg3 = pytest.mark.skipif(
+    drivers.NAME != "psycopg" or django.VERSION < (5, 1),
+    reason="Django's pool needs psycopg 3 and Django 5.1+",
+)
 
 
 class Resolver:
@@ -80,6 +84,12 @@ def test_pool_with_psycopg2_only_names_the_setting_and_the_fix():
         _pooled(alias="p2")
     message = str(err.value)
     assert "DATABASES['p2']['OPTIONS']['pool']" in message and "aurora_backend[psycopg]" in message
+
+
+@pytest.mark.skipif(django.VERSION >= (5, 1), reason="Django 5.1+ has a pool")
+def test_pool_on_a_django_without_one_names_the_setting_and_the_fix():
+    with pytest.raises(ImproperlyConfigured, match=r"\['pool'\] needs (psycopg 3|Django 5\.1 or newer)"):
+        _pooled(alias="nopool")
 
 
 @needs_psycopg3
@@ -255,9 +265,9 @@ def test_system_checks_report_pool_settings():
 
     bad = [m for m in alias_settings_messages("p", _settings(pool={"max_sise": 1})) if m.id.startswith("aurora_backend.E")]
     assert [m.id for m in bad] == ["aurora_backend.E003"]
-    expected = "needs psycopg 3" if drivers.NAME == "psycopg2" else "unknown key 'max_sise'"
-    assert expected in bad[0].msg
-    if drivers.NAME == "psycopg":
+    assert "needs psycopg 3" in bad[0].msg or "needs Django 5.1" in bad[0].msg or "unknown key 'max_sise'" in bad[0].msg
+    if drivers.NAME == "psycopg" and django.VERSION >= (5, 1):
+        assert "unknown key 'max_sise'" in bad[0].msg
         kept = alias_settings_messages("p", _settings(pool={"min_size": 2, "max_size": 4}))
         assert "aurora_backend.W007" in [m.id for m in kept]
         fine = alias_settings_messages("p", _settings(pool={"max_size": 4}))
