@@ -63,21 +63,22 @@ def switch_off() -> None:
     """No session-state tracking in this process: the cursor wrapper as it was before it
     (issue 17), i.e. its _execute without the tracking lines and Django's close/__iter__."""
     from aurora_backend.connection import statements
-    from aurora_backend.drivers import transaction_open
+    from aurora_backend.drivers import OPEN, status_of
     from django.db import Error as DjangoDatabaseError
 
     def _execute(self: Any, sql: Any, params: Any, *ignored: Any) -> Any:
         db = self.db
-        db._aurora_last_used = db.aurora_runtime.clock()
-        idle_before = not transaction_open(self.cursor.connection)
+        clock = db.aurora_runtime.clock
+        db._aurora_last_used = clock()
+        idle_before = status_of(self.cursor.connection) not in OPEN
         try:
-            return super(statements.RetryingCursorMixin, self)._execute(sql, params, *ignored)
+            return self._aurora_next_execute(sql, params, *ignored)
         except DjangoDatabaseError as exc:
             if not self._prepare_rerun(exc, sql, idle_before, many=False):
                 raise
         finally:
-            db._aurora_last_used = db.aurora_runtime.clock()
-        return super(statements.RetryingCursorMixin, self)._execute(sql, params, *ignored)
+            db._aurora_last_used = clock()
+        return self._aurora_next_execute(sql, params, *ignored)
 
     statements.RetryingCursorMixin._execute = _execute  # type: ignore[method-assign]
     del statements.RetryingCursorMixin.close

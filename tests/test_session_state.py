@@ -311,9 +311,11 @@ def other_database(admin):
             cursor.execute(PROBE_DROP)
 
 
-def test_a_lost_commit_answered_by_another_database_is_commit_outcome_unknown(admin, other_database):
-    settings = connection.settings_dict
-    home = (settings["HOST"], settings["PORT"])
+def test_a_lost_commit_answered_by_another_database_is_commit_outcome_unknown(admin, other_database, wrapper):
+    # ``wrapper`` (an alias of its own, never pooled): its next connection goes where its
+    # settings say, as a reconnect through DNS does.
+    settings = wrapper.settings_dict
+    wrapper.aurora_runtime = Runtime()  # real time: commit_check_time must be able to run out
     calls: List[int] = []
 
     def in_commit(pid: int) -> bool:
@@ -325,19 +327,16 @@ def test_a_lost_commit_answered_by_another_database_is_commit_outcome_unknown(ad
         settings["HOST"], settings["PORT"] = other_database.address.host, str(other_database.address.port)
         scalar(admin, "SELECT pg_terminate_backend(%s)", [pid])  # ...and the COMMIT here is lost.
 
-    @retry_atomic(commit_check_time=1)
+    @retry_atomic(using=ALIAS, commit_check_time=1)
     def transfer() -> None:
         calls.append(1)
-        run(connection, "INSERT INTO session_probe (tag) VALUES ('paid')")
-        run(connection, "SELECT set_config('session_probe.commit_sleep', '5', true)")
-        threading.Thread(target=switch_then_kill, args=(pid_of(connection),), daemon=True).start()
+        run(wrapper, "INSERT INTO session_probe (tag) VALUES ('paid')")
+        run(wrapper, "SELECT set_config('session_probe.commit_sleep', '5', true)")
+        threading.Thread(target=switch_then_kill, args=(pid_of(wrapper),), daemon=True).start()
 
-    try:
-        with pytest.raises(CommitOutcomeUnknown) as info:
-            transfer()
-    finally:
-        settings["HOST"], settings["PORT"] = home
-        connections.close_all()
+    with pytest.raises(CommitOutcomeUnknown) as info:
+        transfer()
+    wrapper.close()
     assert calls == [1]  # never re-run on a guess
     assert "not the one the transaction ran on" in str(info.value)
     txid = info.value.txid

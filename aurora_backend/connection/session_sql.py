@@ -29,7 +29,9 @@ STATE_KINDS: Dict[str, str] = {
     "prepare": "PREPARE (key: the statement name)",
     "cursor": "DECLARE ... WITH HOLD (key: the cursor name)",
 }
-#: NOTE effect names: "set_local", "set_transaction", "advisory_xact_lock", "sequence",
+#: Other names: "discard_all" (RELEASE_ALL of every kind); "set_config" (HOLD, when the
+#: setting or is_local is a query parameter: SessionState.apply resolves it to "set" or
+#: nothing); NOTE effects "set_local", "set_transaction", "advisory_xact_lock", "sequence",
 #: "cursor" (without hold), "temp_table" (ON COMMIT DROP), "discard" (PLANS, SEQUENCES).
 
 
