@@ -323,6 +323,10 @@ def test_a_lost_commit_answered_by_another_database_is_commit_outcome_unknown(ad
         wait_for(lambda: in_commit(pid))
         # Another database now answers behind the same name (Blue/Green, a restored snapshot)...
         settings["HOST"], settings["PORT"] = other_database.address.host, str(other_database.address.port)
+        pool = getattr(connection, "pool", None)
+        if pool is not None:  # a pool opens what it was built with: the name now leads to the other
+            pool.kwargs.update(host=settings["HOST"], port=settings["PORT"])
+            pool.drain()  # and no idle connection to the old one is handed out for the check
         scalar(admin, "SELECT pg_terminate_backend(%s)", [pid])  # ...and the COMMIT here is lost.
 
     @retry_atomic(commit_check_time=1)
@@ -338,6 +342,8 @@ def test_a_lost_commit_answered_by_another_database_is_commit_outcome_unknown(ad
     finally:
         settings["HOST"], settings["PORT"] = home
         connections.close_all()
+        if getattr(connection, "pool", None) is not None:
+            connection.close_pool()  # the next one is built from the restored settings
     assert calls == [1]  # never re-run on a guess
     assert "not the one the transaction ran on" in str(info.value)
     txid = info.value.txid
