@@ -94,6 +94,7 @@ _DISCONNECT_MESSAGES = (
     "terminating current active connection",
     "forced scale event",
     "could not receive data from server",
+    "connection socket closed",  # psycopg 3's wait: the socket failed (POLLERR/POLLHUP/POLLNVAL)
     "could not send data to server",
     "no connection to the server",
     "connection not open",

@@ -89,6 +89,23 @@ def test_a_read_with_server_side_binding_is_rerun_after_a_disconnect(admin):
         wrapper.close()
 
 
+@pytest.mark.skipif(drivers.NAME != "psycopg", reason="libpq state read through psycopg 3's PGconn")
+def test_a_connection_left_mid_command_counts_as_dead():
+    """A call that raised before libpq read its command's end leaves libpq OK and ACTIVE;
+    every later statement fails with "another command is already in progress" (seen after
+    a backend died under a named cursor's FETCH). The seam calls that dead, so it is replaced."""
+    raw = _raw(autocommit=True)
+    try:
+        assert not drivers.is_closed(raw)
+        raw.pgconn.send_query(b"SELECT 1")  # sent; its result is never read
+        assert drivers.is_closed(raw)
+        with pytest.raises(drivers.OperationalError, match="another command is already in progress"):
+            raw.execute("SELECT 1")
+        assert classify(drivers.OperationalError("connection socket closed"), raw) is ErrorKind.DISCONNECT
+    finally:
+        raw.close()
+
+
 def test_a_server_side_cursor_is_tracked_and_never_rerun(admin):
     """QuerySet.iterator() reads through a named (server-side) cursor: the connection is
     in use between chunks, and a disconnect under it is reported, not re-run half-read."""

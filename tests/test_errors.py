@@ -40,6 +40,7 @@ MESSAGES = [
     ("server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally", D, False),
     ("SSL connection has been closed unexpectedly", D, False),
     ("SSL SYSCALL error: EOF detected", D, False),
+    ("connection socket closed", D, False),  # psycopg 3's wait: the socket failed
     ('connection to server at "h" (10.0.0.1), port 5432 failed: Connection refused\n\tIs the server running', C, False),
     ('connection to server at "h" (10.0.0.1), port 5432 failed: timeout expired', C, False),
     ("server sent an error response during SSL exchange", C, False),

@@ -61,8 +61,22 @@ def transaction_open(connection: Any) -> bool:
 
 
 def is_closed(connection: Any) -> bool:
-    """psycopg 3: ``closed`` once closed or found dead, ``broken`` once an error proved it dead."""
-    return bool(connection.closed or connection.broken)
+    """psycopg 3: ``closed`` once closed or found dead, ``broken`` once an error proved it dead;
+    or stuck mid-command: dead too (see ``_stuck``)."""
+    return bool(connection.closed or connection.broken) or _stuck(connection)
+
+
+def _stuck(connection: Any) -> bool:
+    """libpq still ACTIVE (a command in progress) while nobody is running one, outside
+    pipeline mode: a call raised before libpq read the command's end, and libpq has not
+    read EOF, so the connection still says OK. Seen after a backend died under a named
+    cursor's FETCH: every later statement failed with "another command is already in
+    progress". No statement can succeed on it again: dead."""
+    try:
+        pgconn = connection.pgconn
+        return pgconn.transaction_status == 1 and pgconn.pipeline_status == 0
+    except Exception:  # a finished PGconn (pure-Python libpq wrapper)
+        return False
 
 
 def backend_pid(connection: Any) -> int:
