@@ -23,6 +23,7 @@ connection would run the statement without it.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import weakref
 from typing import Any, Dict, Type
@@ -69,41 +70,11 @@ class RetryingCursorMixin:
     db: Any
 
     # The hot path is one try block with no Python call but the wrapped _execute (the status
-    # read is one C call; the next _execute in the MRO is bound at class creation, not via
-    # super()): everything else happens only after an error.
+    # read is one C call): everything else happens only after an error. The _execute of each
+    # class is made by _execute_over() with the next _execute in the MRO bound in it.
     _aurora_next_execute: Any
     _aurora_next_executemany: Any
-
-    def _execute(self, sql: Any, params: Any, *ignored: Any) -> Any:
-        db = self.db
-        clock = db.aurora_runtime.clock
-        db._aurora_last_used = clock()  # in use: the idle reaper stays away
-        idle_before = status_of(self.cursor.connection) not in OPEN
-        try:
-            result = self._aurora_next_execute(sql, params, *ignored)
-        except DjangoDatabaseError as exc:
-            if not self._prepare_rerun(exc, sql, idle_before, many=False):
-                raise
-        else:
-            # Unread rows and session state (session.py), inlined: this runs for every statement.
-            cursor = self.cursor
-            if cursor.rowcount > 0:
-                readers = db._aurora_readers
-                if len(readers) < READERS_PRUNE_AT:
-                    readers[id(cursor)] = weakref.ref(cursor)
-                else:
-                    db._aurora_note_rows(cursor)
-            found = seen.get(sql) if sql.__class__ is str else None  # effects(sql), seen before
-            if found is None:
-                found = effects(sql if sql.__class__ is str else statement_text(sql, cursor.connection))
-            if found:
-                db._aurora_session.apply(found, params)
-            return result
-        finally:
-            db._aurora_last_used = clock()  # e.g. before a fetch
-        result = self._aurora_next_execute(sql, params, *ignored)
-        self._after_rerun(sql, params)
-        return result
+    _execute: Any
 
     def _executemany(self, sql: Any, param_list: Any, *ignored: Any) -> Any:
         db = self.db
@@ -187,6 +158,46 @@ class RetryingCursorMixin:
             self.cursor = self.db.create_cursor()
 
 
+#: ``_aurora_last_used`` while a statement runs: the idle reaper (``now - last_used <
+#: idle_timeout``) stays away, as it would with the clock read at the start, without the read.
+IN_USE = math.inf
+
+
+def _execute_over(next_execute: Any) -> Any:
+    """The ``_execute`` of a cursor class whose next ``_execute`` in the MRO is ``next_execute``."""
+
+    def _execute(self: Any, sql: Any, params: Any, *ignored: Any) -> Any:
+        db, cursor = self.db, self.cursor  # (each self.X goes through CursorWrapper.__getattr__'s hook)
+        db._aurora_last_used = IN_USE  # in use: the idle reaper stays away
+        idle_before = status_of(cursor.connection) not in OPEN
+        try:
+            result = next_execute(self, sql, params, *ignored) if ignored else next_execute(self, sql, params)
+        except DjangoDatabaseError as exc:
+            if not self._prepare_rerun(exc, sql, idle_before, many=False):
+                raise
+        else:
+            # Unread rows and session state (session.py), inlined: this runs for every statement.
+            if cursor.rowcount > 0:
+                readers = db._aurora_readers
+                if len(readers) < READERS_PRUNE_AT:
+                    readers[id(cursor)] = weakref.ref(cursor)
+                else:
+                    db._aurora_note_rows(cursor)
+            found = seen.get(sql) if sql.__class__ is str else None  # effects(sql), seen before
+            if found is None:
+                found = effects(sql if sql.__class__ is str else statement_text(sql, cursor.connection))
+            if found:
+                db._aurora_session.apply(found, params)
+            return result
+        finally:
+            db._aurora_last_used = db.aurora_runtime.clock()  # e.g. before a fetch
+        result = next_execute(self, sql, params, *ignored)
+        self._after_rerun(sql, params)
+        return result
+
+    return _execute
+
+
 _cursor_classes: Dict[type, Type[Any]] = {}
 
 
@@ -217,6 +228,7 @@ def retrying_cursor_class(wrapper_class: type) -> Type[Any]:
         namespace: Dict[str, Any] = {
             # What super()._execute would find, bound once here (the per-statement path).
             "_aurora_next_execute": wrapper_class._execute,  # type: ignore[attr-defined]
+            "_execute": _execute_over(wrapper_class._execute),  # type: ignore[attr-defined]
             "_aurora_next_executemany": wrapper_class._executemany,  # type: ignore[attr-defined]
         }
         # Django's own execute() in front of its own _execute_with_wrappers(): the statement
