@@ -43,6 +43,7 @@ from aurora_backend.connection.lifetime import draw_expiry, reaper
 from aurora_backend.connection.proxy_mode import ProxyModeMixin, pin_free_operations, proxy_enabled, proxy_options
 from aurora_backend.options import OPTIONS_KEY, AuroraOptions
 from aurora_backend.runtime import Runtime
+from aurora_backend.connection.session import READERS_PRUNE_AT
 from aurora_backend.connection.statements import _cursor_classes, retrying_cursor_class
 
 logger = logging.getLogger("aurora_backend")
@@ -216,12 +217,19 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         wrapped = super().chunked_cursor()  # type: ignore[misc]
         if is_named_cursor(wrapped.cursor):  # see _aurora_cursors_open
             self._aurora_named_cursors.add(wrapped.cursor)
+            self._aurora_readers.pop(id(wrapped.cursor), None)  # not a client cursor
         return wrapped
 
     def make_cursor(self, cursor: Any) -> Any:
         plain = _plain.get(type(self))
         if plain is None:
             plain = _plain_make_cursor(type(self))
+        # Its unread rows will hold the connection (session.py): _aurora_note_cursor, inlined.
+        readers = self._aurora_readers
+        if len(readers) < READERS_PRUNE_AT:
+            readers[id(cursor)] = weakref.ref(cursor)
+        else:
+            self._aurora_note_cursor(cursor)
         if plain:  # nobody between us and Django: build it directly
             return _RetryingCursorWrapper(cursor, self)
         wrapped = super().make_cursor(cursor)  # type: ignore[misc]
@@ -229,6 +237,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         return wrapped
 
     def make_debug_cursor(self, cursor: Any) -> Any:
+        self._aurora_note_cursor(cursor)
         wrapped = super().make_debug_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = retrying_cursor_class(type(wrapped))
         return wrapped

@@ -31,7 +31,6 @@ from typing import Any, Dict, Type
 from django.db import Error as DjangoDatabaseError
 from django.db.backends.utils import CursorWrapper
 
-from aurora_backend.connection.session import READERS_PRUNE_AT
 from aurora_backend.connection.session_state import effects, seen, statement_text
 from aurora_backend.drivers import OPEN, is_named_cursor, refused_before_sending, status_of
 from aurora_backend.errors import ErrorKind, classify, driver_error
@@ -125,9 +124,7 @@ class RetryingCursorMixin:
 
     def _after_rerun(self, sql: Any, params: Any) -> None:
         """What the hot path of _execute does after a statement, for a re-run one."""
-        cursor = self.cursor
-        if cursor.rowcount > 0:
-            self.db._aurora_note_rows(cursor)
+        cursor = self.cursor  # (registered by _reopen: see session.py)
         found = effects(statement_text(sql, cursor.connection))
         if found:  # a statement that never left the first time may be a SET
             self.db._aurora_session.apply(found, params)
@@ -156,6 +153,7 @@ class RetryingCursorMixin:
         self.db.ensure_connection()
         with self.db.wrap_database_errors:
             self.cursor = self.db.create_cursor()
+        self.db._aurora_note_cursor(self.cursor)
 
 
 #: ``_aurora_last_used`` while a statement runs: the idle reaper (``now - last_used <
@@ -176,13 +174,8 @@ def _execute_over(next_execute: Any) -> Any:
             if not self._prepare_rerun(exc, sql, idle_before, many=False):
                 raise
         else:
-            # Unread rows and session state (session.py), inlined: this runs for every statement.
-            if cursor.rowcount > 0:
-                readers = db._aurora_readers
-                if len(readers) < READERS_PRUNE_AT:
-                    readers[id(cursor)] = weakref.ref(cursor)
-                else:
-                    db._aurora_note_rows(cursor)
+            # Session state (session.py), inlined: this runs for every statement. (Unread rows
+            # need nothing here: the cursor was registered when it was made.)
             found = seen.get(sql) if sql.__class__ is str else None  # effects(sql), seen before
             if found is None:
                 found = effects(sql if sql.__class__ is str else statement_text(sql, cursor.connection))
