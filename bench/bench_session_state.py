@@ -80,9 +80,10 @@ def switch_off() -> None:
         return super(statements.RetryingCursorMixin, self)._execute(sql, params, *ignored)
 
     statements.RetryingCursorMixin._execute = _execute  # type: ignore[method-assign]
-    for klass in statements._cursor_classes.values():  # each class's own _execute (_execute_over)
-        if "_execute" in vars(klass):
-            delattr(klass, "_execute")
+    for klass in statements._cursor_classes.values():  # each class's own execute/_execute (statements.py)
+        for name in ("execute", "_execute"):
+            if name in vars(klass):
+                delattr(klass, name)
     del statements.RetryingCursorMixin.close
     del statements.RetryingCursorMixin.__iter__
 

@@ -191,19 +191,45 @@ def _execute_over(next_execute: Any) -> Any:
     return _execute
 
 
-_cursor_classes: Dict[type, Type[Any]] = {}
+def _direct_execute_over(next_execute: Any) -> Any:
+    """Django's CursorWrapper.execute, with our ``_execute`` in place of its wrapper loop.
 
-
-def _direct_execute(self: Any, sql: Any, params: Any = None) -> Any:
-    """Django's CursorWrapper.execute, one frame shorter when no execute wrapper is installed.
-
-    Django's ``_execute_with_wrappers`` only builds a context and wraps the executor in each
-    of ``db.execute_wrappers``; with none, it calls ``self._execute(sql, params, many,
-    context)``, which ignores the last two. So does this; with wrappers, Django's path runs.
+    Django's ``execute`` calls ``_execute_with_wrappers``, which only builds a context and
+    wraps the executor in each of ``db.execute_wrappers``; with none, it calls
+    ``self._execute(sql, params, many, context)``, which ignores the last two. With wrappers,
+    Django's path runs; without, the body of our ``_execute`` (a copy of the one above, for
+    one Python frame less per statement: keep the two the same) runs here.
     """
-    if self.db.execute_wrappers:
-        return self._execute_with_wrappers(sql, params, many=False, executor=self._execute)
-    return self._execute(sql, params)
+
+    def execute(self: Any, sql: Any, params: Any = None) -> Any:
+        db = self.db
+        if db.execute_wrappers:
+            return self._execute_with_wrappers(sql, params, many=False, executor=self._execute)
+        cursor = self.cursor
+        db._aurora_last_used = IN_USE
+        idle_before = status_of(cursor.connection) not in OPEN
+        try:
+            result = next_execute(self, sql, params)
+        except DjangoDatabaseError as exc:
+            if not self._prepare_rerun(exc, sql, idle_before, many=False):
+                raise
+        else:
+            found = seen.get(sql) if sql.__class__ is str else None
+            if found is None:
+                found = effects(sql if sql.__class__ is str else statement_text(sql, cursor.connection))
+            if found:
+                db._aurora_session.apply(found, params)
+            return result
+        finally:
+            db._aurora_last_used = db.aurora_runtime.clock()
+        result = next_execute(self, sql, params)
+        self._after_rerun(sql, params)
+        return result
+
+    return execute
+
+
+_cursor_classes: Dict[type, Type[Any]] = {}
 
 
 def _direct_executemany(self: Any, sql: Any, param_list: Any) -> Any:
@@ -225,14 +251,14 @@ def retrying_cursor_class(wrapper_class: type) -> Type[Any]:
             "_aurora_next_executemany": wrapper_class._executemany,  # type: ignore[attr-defined]
         }
         # Django's own execute() in front of its own _execute_with_wrappers(): the statement
-        # path can skip one frame (our _execute takes its place). Any other execute() (the
+        # path can skip two frames (our execute does what our _execute does). Any other execute() (the
         # debug wrapper's, another library's) is kept as it is.
         if (
             wrapper_class.execute is CursorWrapper.execute  # type: ignore[attr-defined]
             and wrapper_class.executemany is CursorWrapper.executemany  # type: ignore[attr-defined]
             and wrapper_class._execute_with_wrappers is CursorWrapper._execute_with_wrappers  # type: ignore[attr-defined]
         ):
-            namespace.update(execute=_direct_execute, executemany=_direct_executemany)
+            namespace.update(execute=_direct_execute_over(wrapper_class._execute), executemany=_direct_executemany)
         klass = type("Aurora" + wrapper_class.__name__, (RetryingCursorMixin, wrapper_class), namespace)
         _cursor_classes[wrapper_class] = klass
     return klass
