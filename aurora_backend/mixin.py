@@ -36,7 +36,7 @@ from aurora_backend.connection import topology
 from aurora_backend.connection.connect import Attempt, connect_with_retry
 from aurora_backend.drivers import in_recovery, input_watch, is_idle, is_named_cursor, peer_address
 from aurora_backend.errors import ErrorKind, classify, is_scale_event
-from aurora_backend.connection.freshness import FreshnessMixin
+from aurora_backend.connection.freshness import FreshnessMixin, plain_health_hooks
 from aurora_backend.connection.pool import pool_options
 from aurora_backend.connection.pooled import PoolMixin
 from aurora_backend.connection.lifetime import draw_expiry, reaper
@@ -99,6 +99,10 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         self._aurora_input_waiting: Callable[[], bool] = lambda: True
         # Open server-side cursors: a slow consumer uses its connection between statements.
         self._aurora_named_cursors: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        # Per class, read per cursor: nobody between us and Django's make_cursor (see
+        # make_cursor), or its close_if_health_check_failed (see freshness.py).
+        self._aurora_plain_make_cursor = _plain_make_cursor(type(self))
+        self._aurora_plain_health_hooks = plain_health_hooks(type(self))
         self._aurora_session_reset()
         # Rotating credentials: checked now, fetched per connection (credentials/login.py).
         credentials.check_settings(self.alias, self.settings_dict, self.aurora_options.credentials)
@@ -221,16 +225,13 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         return wrapped
 
     def make_cursor(self, cursor: Any) -> Any:
-        plain = _plain.get(type(self))
-        if plain is None:
-            plain = _plain_make_cursor(type(self))
         # Its unread rows will hold the connection (session.py): _aurora_note_cursor, inlined.
         readers = self._aurora_readers
         if len(readers) < READERS_PRUNE_AT:
             readers[id(cursor)] = weakref.ref(cursor)
         else:
             self._aurora_note_cursor(cursor)
-        if plain:  # nobody between us and Django: build it directly
+        if self._aurora_plain_make_cursor:  # nobody between us and Django: build it directly
             return _RetryingCursorWrapper(cursor, self)
         wrapped = super().make_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = _cursor_classes.get(type(wrapped)) or retrying_cursor_class(type(wrapped))

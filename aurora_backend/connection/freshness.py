@@ -44,6 +44,7 @@ class FreshnessMixin(SessionMixin):
     _aurora_suspect_read_only: bool
     _aurora_named_cursors: Any
     _aurora_input_waiting: Any
+    _aurora_plain_health_hooks: bool
 
     def close_if_health_check_failed(self) -> None:
         # Django's own pre-use hook: it runs before every cursor and when atomic() starts a
@@ -69,10 +70,7 @@ class FreshnessMixin(SessionMixin):
         # Django's own hooks after ours (postgresql's, then the base one) do nothing unless
         # CONN_HEALTH_CHECKS asks for a check not yet done: then, or with any other hook in
         # between (another mixin), they run. Skipping them saves three frames per cursor.
-        plain = _plain_hooks.get(type(self))
-        if plain is None:
-            plain = _plain_hooks_after(type(self))
-        if not plain or (self.health_check_enabled and not self.health_check_done):  # type: ignore[attr-defined]
+        if not self._aurora_plain_health_hooks or (self.health_check_enabled and not self.health_check_done):  # type: ignore[attr-defined]
             super().close_if_health_check_failed()  # type: ignore[misc]
 
     def close_if_unusable_or_obsolete(self) -> None:
@@ -227,15 +225,15 @@ def _django_hooks() -> Set[Any]:
     return hooks
 
 
-def _plain_hooks_after(klass: type) -> bool:
+def plain_health_hooks(klass: type) -> bool:
     """True when every close_if_health_check_failed after FreshnessMixin in ``klass``'s MRO
     is one of Django's own (which return at once without CONN_HEALTH_CHECKS)."""
-    mro = klass.__mro__
-    after = mro[mro.index(FreshnessMixin) + 1:]
-    known = _django_hooks()
-    plain = all(
-        vars(k)["close_if_health_check_failed"] in known
-        for k in after if "close_if_health_check_failed" in vars(k)
-    )
-    _plain_hooks[klass] = plain
+    plain = _plain_hooks.get(klass)
+    if plain is None:
+        mro = klass.__mro__
+        known = _django_hooks()
+        plain = _plain_hooks[klass] = all(
+            vars(k)["close_if_health_check_failed"] in known
+            for k in mro[mro.index(FreshnessMixin) + 1:] if "close_if_health_check_failed" in vars(k)
+        )
     return plain
