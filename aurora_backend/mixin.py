@@ -39,13 +39,14 @@ from aurora_backend.topology import router as topology
 from aurora_backend.connection.connect import Attempt, connect_with_retry
 from aurora_backend.drivers import in_recovery, input_watch, is_idle, is_named_cursor, peer_address
 from aurora_backend.errors import ErrorKind, classify, is_scale_event
-from aurora_backend.connection.freshness import FreshnessMixin
+from aurora_backend.connection.freshness import FreshnessMixin, plain_health_hooks
 from aurora_backend.pool.config import pool_options
 from aurora_backend.pool.mixin import PoolMixin
 from aurora_backend.connection.lifetime import draw_expiry, reaper
 from aurora_backend.proxy.mode import ProxyModeMixin, pin_free_operations, proxy_enabled, proxy_options
 from aurora_backend.options import OPTIONS_KEY, AuroraOptions
 from aurora_backend.runtime import Runtime
+from aurora_backend.connection.session import READERS_PRUNE_AT
 from aurora_backend.connection.statements import _cursor_classes, retrying_cursor_class
 
 logger = logging.getLogger("aurora_backend")
@@ -101,6 +102,10 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         self._aurora_input_waiting: Callable[[], bool] = lambda: True
         # Open server-side cursors: a slow consumer uses its connection between statements.
         self._aurora_named_cursors: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        # Per class, read per cursor: nobody between us and Django's make_cursor (see
+        # make_cursor), or its close_if_health_check_failed (see freshness.py).
+        self._aurora_plain_make_cursor = _plain_make_cursor(type(self))
+        self._aurora_plain_health_hooks = plain_health_hooks(type(self))
         self._aurora_session_reset()
         # Rotating credentials: checked now, fetched per connection (credentials/login.py).
         credentials.check_settings(self.alias, self.settings_dict, self.aurora_options.credentials)
@@ -219,19 +224,24 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         wrapped = super().chunked_cursor()  # type: ignore[misc]
         if is_named_cursor(wrapped.cursor):  # see _aurora_cursors_open
             self._aurora_named_cursors.add(wrapped.cursor)
+            self._aurora_readers.pop(id(wrapped.cursor), None)  # not a client cursor
         return wrapped
 
     def make_cursor(self, cursor: Any) -> Any:
-        plain = _plain.get(type(self))
-        if plain is None:
-            plain = _plain_make_cursor(type(self))
-        if plain:  # nobody between us and Django: build it directly
+        # Its unread rows will hold the connection (session.py): _aurora_note_cursor, inlined.
+        readers = self._aurora_readers
+        if len(readers) < READERS_PRUNE_AT:
+            readers[id(cursor)] = weakref.ref(cursor)
+        else:
+            self._aurora_note_cursor(cursor)
+        if self._aurora_plain_make_cursor:  # nobody between us and Django: build it directly
             return _RetryingCursorWrapper(cursor, self)
         wrapped = super().make_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = _cursor_classes.get(type(wrapped)) or retrying_cursor_class(type(wrapped))
         return wrapped
 
     def make_debug_cursor(self, cursor: Any) -> Any:
+        self._aurora_note_cursor(cursor)
         wrapped = super().make_debug_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = retrying_cursor_class(type(wrapped))
         return wrapped

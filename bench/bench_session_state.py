@@ -81,6 +81,10 @@ def switch_off() -> None:
         return self._aurora_next_execute(sql, params, *ignored)
 
     statements.RetryingCursorMixin._execute = _execute  # type: ignore[method-assign]
+    for klass in statements._cursor_classes.values():  # each class's own execute/_execute (statements.py)
+        for name in ("execute", "_execute"):
+            if name in vars(klass):
+                delattr(klass, name)
     del statements.RetryingCursorMixin.close
     del statements.RetryingCursorMixin.__iter__
 

@@ -130,3 +130,36 @@ def test_execute_wrappers_still_see_every_statement():
     with connection.cursor() as cursor:
         cursor.execute("SELECT 2")
     assert seen == [("SELECT %s", False, True), ("SELECT %s", True, True)]
+
+
+@pytest.mark.parametrize("compose", [False, True])
+def test_conn_health_checks_still_run_django_s_check(compose):
+    """CONN_HEALTH_CHECKS: Django's own check (is_usable() once per request cycle) runs as
+    with the stock backend, also with another mixin's hook between ours and Django's."""
+    from django.db.backends.postgresql import base as pg
+
+    hooks = []
+
+    class OtherHook:
+        def close_if_health_check_failed(self):
+            hooks.append(1)
+            super().close_if_health_check_failed()
+
+    klass = type("Composed", (AuroraWrapperMixin, OtherHook, pg.DatabaseWrapper), {}) if compose else DatabaseWrapper
+    options = {k: v for k, v in connection.settings_dict["OPTIONS"].items() if k != "pool"}  # (a pool checks itself)
+    settings = dict(connection.settings_dict, CONN_HEALTH_CHECKS=True, CONN_MAX_AGE=None, OPTIONS=options)
+    wrapper = klass(settings, alias="health_checked")
+    checks = []
+    usable = wrapper.is_usable
+    wrapper.is_usable = lambda: checks.append(1) or usable()
+    try:
+        with wrapper.cursor() as cursor:  # a new connection: no check
+            cursor.execute("SELECT 1")
+        wrapper.close_if_unusable_or_obsolete()  # the end of a request: the next use checks
+        for _ in range(3):
+            with wrapper.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        assert checks == [1]
+        assert (len(hooks) >= 4) if compose else not hooks  # the other hook: every cursor (and connect)
+    finally:
+        wrapper.close()

@@ -257,6 +257,19 @@ def test_a_closed_cursor_with_unread_rows_no_longer_holds_the_connection(wrapper
     assert pid_of(wrapper) != pid
 
 
+
+def test_any_of_many_open_cursors_holds_the_connection_once_it_has_unread_rows(wrapper, clock):
+    cursors = [wrapper.cursor() for _ in range(40)]  # more than the registry keeps unpruned
+    for cursor in cursors:
+        cursor.execute("SELECT 1")
+        cursor.fetchall()
+    assert wrapper.aurora_session_state() == []
+    cursors[3].execute("SELECT id FROM generate_series(1, 3) AS id")  # made long before its rows
+    assert wrapper.aurora_session_state() == ["cursor with unread rows"]
+    for cursor in cursors:
+        cursor.close()
+    assert wrapper.aurora_session_state() == []
+
 # ----- 4. a lost COMMIT judged by another database ------------------------------------------
 
 PROBE_SQL = """

@@ -10,7 +10,7 @@ The idle reaper thread (``lifetime.py``) closes idle connections of quiet proces
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Set
 
 from aurora_backend import signals, stats
 from aurora_backend.drivers import in_recovery, is_idle, transaction_open
@@ -44,6 +44,7 @@ class FreshnessMixin(SessionMixin):
     _aurora_suspect_read_only: bool
     _aurora_named_cursors: Any
     _aurora_input_waiting: Any
+    _aurora_plain_health_hooks: bool
 
     def close_if_health_check_failed(self) -> None:
         # Django's own pre-use hook: it runs before every cursor and when atomic() starts a
@@ -66,7 +67,11 @@ class FreshnessMixin(SessionMixin):
                 self._aurora_close(reason)
             elif self._aurora_kept_news:  # kept for session state: say so, outside the lock
                 self._aurora_announce_kept()
-        super().close_if_health_check_failed()  # type: ignore[misc]
+        # Django's own hooks after ours (postgresql's, then the base one) do nothing unless
+        # CONN_HEALTH_CHECKS asks for a check not yet done: then, or with any other hook in
+        # between (another mixin), they run. Skipping them saves three frames per cursor.
+        if not self._aurora_plain_health_hooks or (self.health_check_enabled and not self.health_check_done):  # type: ignore[attr-defined]
+            super().close_if_health_check_failed()  # type: ignore[misc]
 
     def close_if_unusable_or_obsolete(self) -> None:
         if self.connection is not None and not self.in_atomic_block:
@@ -203,3 +208,32 @@ class FreshnessMixin(SessionMixin):
             self._aurora_lock.release()
             if kept and self._aurora_kept_news:
                 self._aurora_announce_kept()
+
+
+#: Per DatabaseWrapper class: only Django's own close_if_health_check_failed after ours.
+_plain_hooks: Dict[type, bool] = {}
+
+
+def _django_hooks() -> Set[Any]:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
+
+    hooks = {BaseDatabaseWrapper.__dict__["close_if_health_check_failed"]}
+    own = PostgresWrapper.__dict__.get("close_if_health_check_failed")  # Django 5.1+: "if self.pool: return"
+    if own is not None:
+        hooks.add(own)
+    return hooks
+
+
+def plain_health_hooks(klass: type) -> bool:
+    """True when every close_if_health_check_failed after FreshnessMixin in ``klass``'s MRO
+    is one of Django's own (which return at once without CONN_HEALTH_CHECKS)."""
+    plain = _plain_hooks.get(klass)
+    if plain is None:
+        mro = klass.__mro__
+        known = _django_hooks()
+        plain = _plain_hooks[klass] = all(
+            vars(k)["close_if_health_check_failed"] in known
+            for k in mro[mro.index(FreshnessMixin) + 1:] if "close_if_health_check_failed" in vars(k)
+        )
+    return plain

@@ -26,8 +26,8 @@ from aurora_backend.connection.session_state import SessionState
 
 logger = logging.getLogger("aurora_backend")
 
-#: More registered client cursors than this and the ones read to the end are forgotten
-#: (statements.py registers them itself below this number: it is the hot path).
+#: More registered client cursors than this and the closed or collected ones are forgotten
+#: (make_cursor registers them itself below this number: it is the path of every cursor).
 READERS_PRUNE_AT = 32
 
 
@@ -41,6 +41,16 @@ def has_unread_rows(cursor: Any) -> bool:
         return False
 
 
+def _gone(cursor: Any) -> bool:
+    """Collected or closed: a cursor that can never have unread rows again."""
+    if cursor is None:
+        return True
+    try:
+        return bool(cursor.closed)
+    except Exception:
+        return False
+
+
 class SessionMixin:
     """Session state held by the current connection (see the module docstring)."""
 
@@ -50,19 +60,21 @@ class SessionMixin:
     def _aurora_session_reset(self) -> None:
         """A new connection: nothing held. (Called from __init__ and get_new_connection.)"""
         self._aurora_session = SessionState()
-        #: id(driver cursor) -> weak reference, for cursors that produced rows.
+        #: id(driver cursor) -> weak reference, for the client cursors made on this connection.
         self._aurora_readers: Dict[int, Any] = {}
         #: The same, for cursors a ``for`` loop is reading (its last row read, the loop not ended).
         self._aurora_iterating: Dict[int, Any] = {}
         self._aurora_kept_for: Set[str] = set()
         self._aurora_kept_news: List[Any] = []
 
-    def _aurora_note_rows(self, cursor: Any) -> None:
-        """``cursor`` just produced rows: remember it until it is read to the end or closed."""
+    def _aurora_note_cursor(self, cursor: Any) -> None:
+        """``cursor`` was made on this connection: from now on, whenever it has rows unread it
+        holds the connection. (Registered once, when made, not after every statement: the
+        registry is read only when a connection may be closed or a statement re-run.)"""
         readers = self._aurora_readers
         if len(readers) >= READERS_PRUNE_AT:
             for key, ref in list(readers.items()):
-                if ref() is None or not has_unread_rows(ref()):
+                if _gone(ref()):
                     readers.pop(key, None)
         readers[id(cursor)] = weakref.ref(cursor)
 

@@ -23,6 +23,7 @@ connection would run the statement without it.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import weakref
 from typing import Any, Dict, Type
@@ -30,7 +31,6 @@ from typing import Any, Dict, Type
 from django.db import Error as DjangoDatabaseError
 from django.db.backends.utils import CursorWrapper
 
-from aurora_backend.connection.session import READERS_PRUNE_AT
 from aurora_backend.connection.session_state import effects, seen, statement_text
 from aurora_backend.drivers import OPEN, is_named_cursor, refused_before_sending, status_of
 from aurora_backend.errors import ErrorKind, classify, driver_error
@@ -69,41 +69,11 @@ class RetryingCursorMixin:
     db: Any
 
     # The hot path is one try block with no Python call but the wrapped _execute (the status
-    # read is one C call; the next _execute in the MRO is bound at class creation, not via
-    # super()): everything else happens only after an error.
+    # read is one C call): everything else happens only after an error. The _execute of each
+    # class is made by _execute_over() with the next _execute in the MRO bound in it.
     _aurora_next_execute: Any
     _aurora_next_executemany: Any
-
-    def _execute(self, sql: Any, params: Any, *ignored: Any) -> Any:
-        db = self.db
-        clock = db.aurora_runtime.clock
-        db._aurora_last_used = clock()  # in use: the idle reaper stays away
-        idle_before = status_of(self.cursor.connection) not in OPEN
-        try:
-            result = self._aurora_next_execute(sql, params, *ignored)
-        except DjangoDatabaseError as exc:
-            if not self._prepare_rerun(exc, sql, idle_before, many=False):
-                raise
-        else:
-            # Unread rows and session state (session.py), inlined: this runs for every statement.
-            cursor = self.cursor
-            if cursor.rowcount > 0:
-                readers = db._aurora_readers
-                if len(readers) < READERS_PRUNE_AT:
-                    readers[id(cursor)] = weakref.ref(cursor)
-                else:
-                    db._aurora_note_rows(cursor)
-            found = seen.get(sql) if sql.__class__ is str else None  # effects(sql), seen before
-            if found is None:
-                found = effects(sql if sql.__class__ is str else statement_text(sql, cursor.connection))
-            if found:
-                db._aurora_session.apply(found, params)
-            return result
-        finally:
-            db._aurora_last_used = clock()  # e.g. before a fetch
-        result = self._aurora_next_execute(sql, params, *ignored)
-        self._after_rerun(sql, params)
-        return result
+    _execute: Any
 
     def _executemany(self, sql: Any, param_list: Any, *ignored: Any) -> Any:
         db = self.db
@@ -154,9 +124,7 @@ class RetryingCursorMixin:
 
     def _after_rerun(self, sql: Any, params: Any) -> None:
         """What the hot path of _execute does after a statement, for a re-run one."""
-        cursor = self.cursor
-        if cursor.rowcount > 0:
-            self.db._aurora_note_rows(cursor)
+        cursor = self.cursor  # (registered by _reopen: see session.py)
         found = effects(statement_text(sql, cursor.connection))
         if found:  # a statement that never left the first time may be a SET
             self.db._aurora_session.apply(found, params)
@@ -185,21 +153,83 @@ class RetryingCursorMixin:
         self.db.ensure_connection()
         with self.db.wrap_database_errors:
             self.cursor = self.db.create_cursor()
+        self.db._aurora_note_cursor(self.cursor)
+
+
+#: ``_aurora_last_used`` while a statement runs: the idle reaper (``now - last_used <
+#: idle_timeout``) stays away, as it would with the clock read at the start, without the read.
+IN_USE = math.inf
+
+
+def _execute_over(next_execute: Any) -> Any:
+    """The ``_execute`` of a cursor class whose next ``_execute`` in the MRO is ``next_execute``."""
+
+    def _execute(self: Any, sql: Any, params: Any, *ignored: Any) -> Any:
+        db, cursor = self.db, self.cursor  # (each self.X goes through CursorWrapper.__getattr__'s hook)
+        db._aurora_last_used = IN_USE  # in use: the idle reaper stays away
+        idle_before = status_of(cursor.connection) not in OPEN
+        try:
+            result = next_execute(self, sql, params, *ignored) if ignored else next_execute(self, sql, params)
+        except DjangoDatabaseError as exc:
+            if not self._prepare_rerun(exc, sql, idle_before, many=False):
+                raise
+        else:
+            # Session state (session.py), inlined: this runs for every statement. (Unread rows
+            # need nothing here: the cursor was registered when it was made.)
+            found = seen.get(sql) if sql.__class__ is str else None  # effects(sql), seen before
+            if found is None:
+                found = effects(sql if sql.__class__ is str else statement_text(sql, cursor.connection))
+            if found:
+                db._aurora_session.apply(found, params)
+            return result
+        finally:
+            db._aurora_last_used = db.aurora_runtime.clock()  # e.g. before a fetch
+        result = next_execute(self, sql, params, *ignored)
+        self._after_rerun(sql, params)
+        return result
+
+    return _execute
+
+
+def _direct_execute_over(next_execute: Any) -> Any:
+    """Django's CursorWrapper.execute, with our ``_execute`` in place of its wrapper loop.
+
+    Django's ``execute`` calls ``_execute_with_wrappers``, which only builds a context and
+    wraps the executor in each of ``db.execute_wrappers``; with none, it calls
+    ``self._execute(sql, params, many, context)``, which ignores the last two. With wrappers,
+    Django's path runs; without, the body of our ``_execute`` (a copy of the one above, for
+    one Python frame less per statement: keep the two the same) runs here.
+    """
+
+    def execute(self: Any, sql: Any, params: Any = None) -> Any:
+        db = self.db
+        if db.execute_wrappers:
+            return self._execute_with_wrappers(sql, params, many=False, executor=self._execute)
+        cursor = self.cursor
+        db._aurora_last_used = IN_USE
+        idle_before = status_of(cursor.connection) not in OPEN
+        try:
+            result = next_execute(self, sql, params)
+        except DjangoDatabaseError as exc:
+            if not self._prepare_rerun(exc, sql, idle_before, many=False):
+                raise
+        else:
+            found = seen.get(sql) if sql.__class__ is str else None
+            if found is None:
+                found = effects(sql if sql.__class__ is str else statement_text(sql, cursor.connection))
+            if found:
+                db._aurora_session.apply(found, params)
+            return result
+        finally:
+            db._aurora_last_used = db.aurora_runtime.clock()
+        result = next_execute(self, sql, params)
+        self._after_rerun(sql, params)
+        return result
+
+    return execute
 
 
 _cursor_classes: Dict[type, Type[Any]] = {}
-
-
-def _direct_execute(self: Any, sql: Any, params: Any = None) -> Any:
-    """Django's CursorWrapper.execute, one frame shorter when no execute wrapper is installed.
-
-    Django's ``_execute_with_wrappers`` only builds a context and wraps the executor in each
-    of ``db.execute_wrappers``; with none, it calls ``self._execute(sql, params, many,
-    context)``, which ignores the last two. So does this; with wrappers, Django's path runs.
-    """
-    if self.db.execute_wrappers:
-        return self._execute_with_wrappers(sql, params, many=False, executor=self._execute)
-    return self._execute(sql, params)
 
 
 def _direct_executemany(self: Any, sql: Any, param_list: Any) -> Any:
@@ -217,17 +247,18 @@ def retrying_cursor_class(wrapper_class: type) -> Type[Any]:
         namespace: Dict[str, Any] = {
             # What super()._execute would find, bound once here (the per-statement path).
             "_aurora_next_execute": wrapper_class._execute,  # type: ignore[attr-defined]
+            "_execute": _execute_over(wrapper_class._execute),  # type: ignore[attr-defined]
             "_aurora_next_executemany": wrapper_class._executemany,  # type: ignore[attr-defined]
         }
         # Django's own execute() in front of its own _execute_with_wrappers(): the statement
-        # path can skip one frame (our _execute takes its place). Any other execute() (the
+        # path can skip two frames (our execute does what our _execute does). Any other execute() (the
         # debug wrapper's, another library's) is kept as it is.
         if (
             wrapper_class.execute is CursorWrapper.execute  # type: ignore[attr-defined]
             and wrapper_class.executemany is CursorWrapper.executemany  # type: ignore[attr-defined]
             and wrapper_class._execute_with_wrappers is CursorWrapper._execute_with_wrappers  # type: ignore[attr-defined]
         ):
-            namespace.update(execute=_direct_execute, executemany=_direct_executemany)
+            namespace.update(execute=_direct_execute_over(wrapper_class._execute), executemany=_direct_executemany)
         klass = type("Aurora" + wrapper_class.__name__, (RetryingCursorMixin, wrapper_class), namespace)
         _cursor_classes[wrapper_class] = klass
     return klass

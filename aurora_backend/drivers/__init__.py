@@ -39,8 +39,9 @@ transaction_status: Callable[[Any], int] = active.transaction_status
 transaction_open: Callable[[Any], bool] = active.transaction_open
 #: PQtransactionStatus as cheaply as the driver allows (the per-statement read; see OPEN).
 status_of: Callable[[Any], int] = active.status_of
-#: The statuses in which the server holds a transaction or runs a command.
-OPEN: tuple = (1, 2, 3)
+#: The statuses in which the server holds a transaction or runs a command (a frozenset: one
+#: hash lookup per statement instead of up to three comparisons).
+OPEN: frozenset = frozenset((1, 2, 3))
 #: The server process id of a driver connection.
 backend_pid: Callable[[Any], int] = active.backend_pid
 #: What libpq was given to connect (host, hostaddr, sslmode, ...; never the password).
