@@ -85,8 +85,8 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         self.aurora_options = proxy_options(options, self.settings_dict)
         if self.aurora_proxy_mode:
             pin_free_operations(self.ops)  # type: ignore[attr-defined]
-        # Django's pool (OPTIONS["pool"]), validated; None without one (see pool/mixin.py).
-        self._aurora_pool_options = pool_options(self.alias, self.settings_dict)
+        # Django's pool (OPTIONS["pool"]): bad settings fail here; built in pool/mixin.py.
+        pool_options(self.alias, self.settings_dict)
         self.aurora_runtime = Runtime()
         self._aurora_lock = threading.Lock()
         self._aurora_expires_at: Optional[float] = None

@@ -92,10 +92,19 @@ class RecordingResult(unittest.TextTestResult):
             "expected_failures": len(self.expectedFailures),
             "unexpected_successes": len(self.unexpectedSuccesses),
             "seconds": round(time.monotonic() - self.started, 1),
+            "driver": _driver(),
         }
         with open(path, "w") as fh:
             json.dump({"summary": summary, "outcomes": self.outcomes, "details": self.details,
                        "durations": self.durations}, fh, indent=1)
+
+
+def _driver() -> str:
+    """The driver the ``default`` alias used: ``psycopg2``, ``psycopg`` or ``psycopg+pool``."""
+    from django.db import connection
+
+    name = connection.Database.__name__
+    return name + "+pool" if connection.settings_dict.get("OPTIONS", {}).get("pool") else name
 
 
 class RecordingRunner(DiscoverRunner):

@@ -107,6 +107,23 @@ def test_bad_pool_settings_name_the_setting_and_the_fix(changes, pool, expected)
 
 
 @needs_psycopg3
+def test_pool_settings_changed_after_init_take_effect_as_in_django():
+    """Django reads OPTIONS["pool"] when ``pool`` is used (Django's own tests rely on it)."""
+    wrapper = _pooled(alias="late", pool=False)
+    assert wrapper.pool is None
+    wrapper.settings_dict["OPTIONS"]["pool"] = {"min_size": 0, "max_size": 2}
+    try:
+        assert wrapper.pool is not None and wrapper.pool.max_size == 2
+        assert wrapper.pool.min_size == 0
+        assert _query(wrapper) > 0  # a checkout from that pool
+    finally:
+        wrapper.close_pool()
+    wrapper.settings_dict["CONN_MAX_AGE"] = 10
+    with pytest.raises(ImproperlyConfigured, match="Pooling doesn't support persistent connections"):
+        wrapper.pool
+
+
+@needs_psycopg3
 def test_a_psycopg_too_old_for_the_pool_is_refused(monkeypatch):
     monkeypatch.setattr(drivers, "version", lambda: "3.1.8")
     with pytest.raises(ImproperlyConfigured, match=r"needs psycopg >= 3\.1\.12 \(installed: 3\.1\.8\)"):

@@ -95,8 +95,8 @@ def pool_options(alias: str, settings_dict: Dict[str, Any]) -> Optional[Dict[str
     max_age = settings_dict.get("CONN_MAX_AGE", 0)
     if max_age != 0:
         raise ImproperlyConfigured(
-            "DATABASES[%r]['CONN_MAX_AGE'] = %r cannot be used with %s: the pool keeps the "
-            "connections. Fix: set CONN_MAX_AGE to 0 (or remove it), or remove %s."
+            "DATABASES[%r]['CONN_MAX_AGE'] = %r cannot be used with %s: Pooling doesn't support "
+            "persistent connections. Fix: set CONN_MAX_AGE to 0 (or remove it), or remove %s."
             % (alias, max_age, where, where)
         )
     if raw is True:

@@ -26,7 +26,7 @@ from django.db.backends.base.base import NO_DB_ALIAS
 
 from aurora_backend import drivers
 from aurora_backend.connection.connect import connect_with_retry
-from aurora_backend.pool.config import connection_class, pool_arguments, pool_class
+from aurora_backend.pool.config import POOL_KEY, connection_class, pool_arguments, pool_class, pool_options
 from aurora_backend.drivers import in_recovery, input_watch, peer_address
 
 logger = logging.getLogger("aurora_backend")
@@ -73,16 +73,17 @@ class PoolMixin:
     aurora_options: Any
     aurora_runtime: Any
     _connection_pools: Dict[str, Any]
-    _aurora_pool_options: Optional[Dict[str, Any]]
 
     @property
     def pool(self) -> Any:
-        options = self._aurora_pool_options
-        if options is None or self.alias == NO_DB_ALIAS:
+        # As Django: OPTIONS["pool"] is read on each access and validated when the pool is
+        # built, so settings changed after __init__ (Django's own tests do) take effect.
+        if self.alias == NO_DB_ALIAS or not self.settings_dict["OPTIONS"].get(POOL_KEY):
             return None
         pools = self._connection_pools
         pool = pools.get(self.alias)
         if pool is None:
+            options = pool_options(self.alias, self.settings_dict) or {}
             # Two threads may build one each: the first stored wins (as in Django); neither
             # is open yet, so the other is simply dropped.
             pool = pools.setdefault(self.alias, self._aurora_build_pool(options))
