@@ -223,7 +223,10 @@ def test_transactions_select_for_update_raw_writes_and_rollbacks(paused):
             with transaction.atomic(using=W):
                 Account.objects.create(name="rolled-back", balance=1)
                 1 / 0
-        assert token.current() is None  # a rolled-back write marks nothing
+        # Marked at the write (before any on_commit callback could run), pending: a rollback
+        # cannot be told from a commit without asking, so it counts (the fail-safe side).
+        assert token.current().pending
+        token.clear()
         with CaptureQueriesContext(connections[R]) as on_reader:
             assert Account.objects.get(name="seed").balance == 7
         assert len(on_reader) == 1

@@ -28,6 +28,10 @@ STATE_KINDS: Dict[str, str] = {
     "listen": "LISTEN (key: the channel)",
     "prepare": "PREPARE (key: the statement name)",
     "cursor": "DECLARE ... WITH HOLD (key: the cursor name)",
+    "temp_object": "CREATE of a temporary function, type, domain or other object (key: the name)",
+    "unknown": "a statement that may change session state in a way the text does not show: a DO "
+               "block, CALL, a function outside the known built-ins, a quoted session function, "
+               "dblink (key: what)",
 }
 #: Other names: "discard_all" (RELEASE_ALL of every kind); "set_config" (HOLD, when the
 #: setting or is_local is a query parameter: SessionState.apply resolves it to "set" or
@@ -87,6 +91,72 @@ _FUNCTION = re.compile(
     r"|set_config|nextval|setval)\s*\(",
     re.I,
 )
+_CREATE_TEMP_OBJECT = re.compile(
+    r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:(?:GLOBAL|LOCAL)\s+)?(?:(?:TEMP|TEMPORARY)\s+(?:\w+\s+)+?|"
+    r"(?:\w+\s+)+?(?=pg_temp\s*\.))(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>" + _NAME + ")",
+    re.I,
+)
+#: Statements that run code the text does not show (which may SET, set_config, lock...).
+_OPAQUE = frozenset(("DO", "CALL", "EXECUTE", "LOAD", "IMPORT"))
+# A call: a name (quoted or not, maybe qualified) and "(".
+_CALL = re.compile(r'(?P<name>"(?:[^"]|"")+"|[A-Za-z_][\w$]*)\s*\(')
+# The word before a (maybe qualified) name: "INTO", "ON", "FUNCTION"...
+_BEFORE = re.compile(r'(?P<word>[A-Za-z_]+)\s*(?:(?:"(?:[^"]|"")+"|[\w$]+)\s*\.\s*)*$')
+#: Words followed by "(" that are not calls (SQL syntax, type modifiers).
+_NOT_CALLS = frozenset("""
+    all and any array as between bit by case cast char character check collate constraint cube
+    decimal default distinct double else except exists extract fetch filter float from group grouping
+    having ilike in include intersect interval is join key lateral like limit not numeric offset on
+    or over overlay partition position precision primary references returning rollup row select
+    sets some substring table then time timestamp to trim union unique using values varchar varying
+    when where window with within
+""".split())
+#: Words after which "name (" is an object name, not a call (INSERT INTO t (...), DDL).
+_NAMES_AFTER = frozenset("""
+    into table references index on view function procedure aggregate type trigger constraint key
+    using as with sequence domain cursor prepare
+""".split())
+#: Built-in functions (lower case) that change no session state, beyond the prefixes below.
+_BUILTINS = frozenset("""
+    abs acos asin atan atan2 avg bool_and bool_or bit_and bit_or btrim cbrt ceil ceiling chr coalesce
+    concat concat_ws cos cot count cume_dist degrees dense_rank div encode decode every exp first_value
+    floor format generate_series gen_random_uuid greatest initcap lag last_value lead least left length
+    ln log lower lpad ltrim max md5 min mod now nth_value ntile nullif octet_length percent_rank pi
+    power radians random rank repeat replace reverse right round row_number rpad rtrim sha224 sha256
+    sha384 sha512 sign sin sqrt statement_timestamp stddev stddev_pop stddev_samp strpos substr sum tan
+    trunc unnest upper uuid_generate_v4 var_pop var_samp variance version clock_timestamp
+    transaction_timestamp timeofday age isfinite justify_days justify_hours make_date make_interval
+    make_time make_timestamp make_timestamptz quote_ident quote_literal quote_nullable split_part
+    translate starts_with ascii bit_length char_length character_length current_setting
+    currval lastval obj_description col_description format_type setweight plainto_tsquery
+    phraseto_tsquery websearch_to_tsquery similarity word_similarity unaccent currval
+""".split())
+_BUILTIN_PREFIXES = ("array_", "json_", "jsonb_", "to_", "ts_", "date_", "regexp_", "string_", "st_",
+                     "has_", "int4", "int8", "num", "range", "lower_", "upper_", "isempty",
+                     "pg_get_", "pg_is_", "pg_last_", "pg_current_wal", "pg_backend_pid", "pg_sleep",
+                     "pg_table_", "pg_type_", "pg_column_", "pg_relation_", "pg_total_", "pg_size_",
+                     "pg_postmaster", "pg_encoding", "pg_typeof", "pg_function_is", "pg_index", "pg_wal_lsn")
+_SESSION_FUNCTIONS = re.compile(r"advisory|set_config|dblink|lo_", re.I)
+
+
+def _unknown_calls(masked: str, start: int, end: int, found: List[Effect]) -> None:
+    """Calls of functions not known to leave session state alone: "unknown" (held). A user
+    function may call set_config() or take an advisory lock, and the text cannot show it."""
+    for call in _CALL.finditer(masked, start, end):
+        raw = call.group("name")
+        quoted = raw.startswith('"')
+        name = raw[1:-1].replace('""', '"') if quoted else raw.lower()
+        if not quoted and (name in _NOT_CALLS or name in _BUILTINS or name.startswith(_BUILTIN_PREFIXES)):
+            if not _SESSION_FUNCTIONS.search(name):
+                continue
+        if not quoted and _FUNCTION.match(masked, call.start()):
+            continue  # set_config, nextval, advisory locks: parsed by _function()
+        before = _BEFORE.search(masked, max(start, call.start() - 80), call.start())
+        if before is not None and before.group("word").lower() in _NAMES_AFTER:
+            continue  # INSERT INTO t (...), CREATE INDEX i ON t (...): names, not calls
+        found.append(Effect("unknown", HOLD, "call %s()" % name))
+
+
 _SPECIAL_SETTINGS = {"tz": "timezone", "schema": "search_path", "names": "client_encoding", "xml": "xmloption"}
 _TRUE = {"true", "t", "on", "1", "yes"}
 
@@ -104,7 +174,11 @@ def parse(sql: str) -> List[Effect]:
 def _statement(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
     word = _KEYWORD.match(masked, start, end)
     if word is not None:
-        rule = _RULES.get(word.group(1).upper())
+        first = word.group(1).upper()
+        if first in _OPAQUE:  # code that may run SET/set_config/advisory locks unseen
+            found.append(Effect("unknown", HOLD, first))
+            return
+        rule = _RULES.get(first)
         if rule is not None:
             rule(sql, masked, word.start(1), end, found)
     if word is None or word.group(1).upper() in ("SELECT", "WITH"):  # SELECT ... INTO TEMP t
@@ -113,6 +187,8 @@ def _statement(sql: str, masked: str, start: int, end: int, found: List[Effect])
             found.append(Effect("temp_table", HOLD, _ident(into.group("name")), _params_before(sql, into.start())))
     for call in _FUNCTION.finditer(masked, start, end):
         _function(sql, masked, call, end, found)
+    if "(" in masked[start:end]:
+        _unknown_calls(masked, start, end, found)
 
 
 def _set(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
@@ -173,6 +249,9 @@ def _reset(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> 
 def _create(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
     m = _CREATE_TEMP.match(masked, start, end)
     if m is None:
+        other = _CREATE_TEMP_OBJECT.match(masked, start, end)
+        if other is not None:  # a function, type, domain, ... in pg_temp: gone with the session
+            found.append(Effect("temp_object", HOLD, _ident(other.group("name"))))
         return
     name = _ident(m.group("name"))
     if not m.group("temp"):

@@ -36,7 +36,8 @@ __all__ = [
 
 # A statement whose first word may set or clear session state (or that starts with a comment).
 _FIRST_WORD = re.compile(
-    r"\s*(?:/\*|--|(?:SET|RESET|CREATE|DROP|LISTEN|UNLISTEN|PREPARE|DEALLOCATE|DECLARE|CLOSE|DISCARD)\b)",
+    r"\s*(?:/\*|--|(?:SET|RESET|CREATE|DROP|LISTEN|UNLISTEN|PREPARE|DEALLOCATE|DECLARE|CLOSE|DISCARD"
+    r"|DO|CALL|EXECUTE|LOAD|IMPORT)\b)",
     re.I,
 )
 _INTO_TEMP = re.compile(r"into\s+temp")
@@ -63,12 +64,13 @@ def effects(sql: str) -> Tuple[Effect, ...]:
 
 def _effects(sql: str) -> Tuple[Effect, ...]:
     if _FIRST_WORD.match(sql) is None:
-        # Anywhere: functions with session effects, SELECT INTO TEMP, a second statement.
-        # Generous on purpose: a false alarm costs one parse, once per text.
-        low = sql.lower()
-        if not ("advisory" in low or "set_config" in low or "nextval" in low or "setval" in low
-                or ";" in low or ("temp" in low and _INTO_TEMP.search(low))):
-            return ()
+        # Anywhere: function calls (a user function may SET or lock: session_sql's "unknown"),
+        # SELECT INTO TEMP, a second statement. Generous on purpose: a false alarm costs one
+        # parse, once per text.
+        if "(" not in sql and ";" not in sql:
+            low = sql.lower()
+            if not ("temp" in low and _INTO_TEMP.search(low)):
+                return ()
     return tuple(parse(sql))
 
 

@@ -12,21 +12,24 @@ once on a new connection when
 - it is a read (``retry_reads``, on by default): it starts with SELECT, WITH, VALUES,
   TABLE, SHOW or EXPLAIN (not EXPLAIN ANALYZE), and names none of the words that make
   a SELECT write (INSERT, UPDATE, DELETE, MERGE, INTO, nextval, setval, advisory
-  locks, ...).
+  locks, ...), and calls no function outside the known built-ins (session_sql.py).
 
 Anything else, a write whose fate is unknown above all, is never re-run: the caller
 gets the error, and the connection has already been replaced for the next call. Nothing
 is re-run while the connection holds session state the app set (``session.py``): a new
-connection would run the statement without it.
+connection would run the statement without it. That includes state the text cannot show
+(a DO block, CALL, a user function, a temporary function or type: "unknown" and
+"temp_object" in session_sql.py): what cannot be ruled out lets the error through.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
 import weakref
-from typing import Any, Dict, Type
+from typing import Any, Dict, Iterator, Type
 
 from django.db import Error as DjangoDatabaseError
 from django.db.backends.utils import CursorWrapper
@@ -54,7 +57,10 @@ def is_read(sql: Any) -> bool:
     if not isinstance(sql, str):
         sql = str(sql)
     body = _LEADING_COMMENTS.sub("", sql, count=1)
-    return bool(_READ_START.match(body)) and not _WRITE_WORDS.search(body)
+    if not _READ_START.match(body) or _WRITE_WORDS.search(body):
+        return False
+    # A function outside the known built-ins may write, SET or lock: not a read (fail-safe).
+    return "(" not in body or not any(effect.name == "unknown" for effect in effects(body))
 
 
 def provably_not_sent(exc: BaseException) -> bool:
@@ -129,6 +135,29 @@ class RetryingCursorMixin:
         if found:  # a statement that never left the first time may be a SET
             self.db._aurora_session.apply(found, params)
 
+    # COPY goes around execute() (and so around Django's execute wrappers): a write all the
+    # same, reported to the wrappers that ask for it (the router's write tracker) once it is
+    # done. Driver methods, unwrapped, as Django's __getattr__ would return them.
+    def copy_expert(self, *args: Any, **kwargs: Any) -> Any:  # psycopg2
+        try:
+            return self.cursor.copy_expert(*args, **kwargs)
+        finally:
+            note_write(self.db)
+
+    def copy_from(self, *args: Any, **kwargs: Any) -> Any:  # psycopg2
+        try:
+            return self.cursor.copy_from(*args, **kwargs)
+        finally:
+            note_write(self.db)
+
+    @contextlib.contextmanager
+    def copy(self, *args: Any, **kwargs: Any) -> Iterator[Any]:  # psycopg 3
+        try:
+            with self.cursor.copy(*args, **kwargs) as copy:
+                yield copy
+        finally:
+            note_write(self.db)
+
     def __iter__(self) -> Any:
         # Until the loop ends, its cursor holds the connection even after the last row: the
         # loop's final next() must find the cursor open (session.py).
@@ -154,6 +183,14 @@ class RetryingCursorMixin:
         with self.db.wrap_database_errors:
             self.cursor = self.db.create_cursor()
         self.db._aurora_note_cursor(self.cursor)
+
+
+def note_write(db: Any) -> None:
+    """Tell ``db``'s execute wrappers that care (``aurora_note_write``) that a COPY ran."""
+    for wrapper in db.execute_wrappers:
+        note = getattr(wrapper, "aurora_note_write", None)
+        if note is not None:
+            note(db)
 
 
 #: ``_aurora_last_used`` while a statement runs: the idle reaper (``now - last_used <

@@ -18,6 +18,7 @@ from django.db import connections
 from aurora_backend.routing import token
 from aurora_backend.errors import ErrorKind, classify
 from aurora_backend.routing.position import PositionUnavailable, capture_writer
+from aurora_backend.routing.writes import in_transaction
 
 logger = logging.getLogger("aurora_backend")
 
@@ -32,7 +33,7 @@ def capture(current: token.Token, now: float) -> token.Token:
     window then decides, and the next read tries again.
     """
     writer = connections[current.writer]
-    if writer.in_atomic_block:
+    if in_transaction(writer):  # the write may not be committed: no position means anything yet
         return current
     if current.writer in _unsupported:  # known to have no position: the time decides
         lsn = None
@@ -49,8 +50,9 @@ def capture(current: token.Token, now: float) -> token.Token:
             logger.debug("reading the position of writer %r failed: %s", current.writer, exc)
             return current
     # With a position, the time it was read (later than the commit: on the safe side);
-    # without, the time the write was seen to commit.
-    captured = dataclasses.replace(current, at=now if lsn is not None else current.at, lsn=lsn, dirty=False)
+    # without, the time the write was seen to commit (a pending one: now, its transaction over).
+    at = now if lsn is not None or current.pending else current.at
+    captured = dataclasses.replace(current, at=at, lsn=lsn, dirty=False, pending=False)
     token.set_token(captured)
     return captured
 

@@ -1,10 +1,14 @@
 """AuroraRouter: reads to the reader alias, everything else to the writer, never a stale
 read of your own write. ``DATABASE_ROUTERS = ["aurora_backend.routers.AuroraRouter"]``.
 
-A read goes to the writer when: the writer is inside ``atomic()``; this context is
-pinned (:func:`use_writer`); the reader is unreachable or lags past ``max_lag``; or this
-context wrote and the reader instance has not replayed that write yet (WAL position, else
-Aurora's replica lag, else ``fallback_window``). Otherwise it goes to the reader.
+The fail-safe rule (docs/routing.md): a read goes to the reader only when the router can
+show that this context has no uncommitted write and no committed write the reader has not
+replayed. So a read goes to the writer when: a transaction of any kind is open on the
+writer (``atomic()``, ``set_autocommit(False)``, a raw ``BEGIN``, the driver's own); it
+is a ``raw()`` query whose SQL may write; this context is pinned (:func:`use_writer`);
+the reader is unreachable or lags past ``max_lag``; or this context wrote and the reader
+instance has not been shown to have replayed that write (WAL position, else Aurora's
+replica lag, else ``fallback_window``). Otherwise it goes to the reader.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import contextlib
 import contextvars
 import dataclasses
 import logging
+import sys
 from typing import Any, Iterator, Optional
 
 from django.core.signals import request_started
 from django.db import connections
 from django.db.backends.signals import connection_created
+from django.db.models.query import RawQuerySet
 
 from aurora_backend import stats
 from aurora_backend.drivers import peer_address
@@ -26,7 +32,7 @@ from aurora_backend.routing import availability, token
 from aurora_backend.routing.carry import capture
 from aurora_backend.routing.config import RoutingConfig
 from aurora_backend.routing.position import PositionUnavailable, ReaderState, reader_state
-from aurora_backend.routing.writes import WriteTracker
+from aurora_backend.routing.writes import WriteTracker, in_transaction, writes
 from aurora_backend.runtime import Runtime
 
 logger = logging.getLogger("aurora_backend")
@@ -71,7 +77,7 @@ class AuroraRouter:
             return None
         writer = connections[config.writer]
         self.tracker.install(writer)
-        if writer.in_atomic_block or _pinned.get():
+        if _pinned.get() or in_transaction(writer) or _raw_write():
             return config.writer
         return self._choose()
 
@@ -113,6 +119,8 @@ class AuroraRouter:
         availability.restored(reader)
         current = token.current()
         if current is not None and current.writer == config.writer:
+            if current.pending:  # its transaction has ended (in_transaction() said no)
+                current = token.settled(current, now)
             if not self._caught_up(reader, current, state, now):
                 stats.incr(config.reader, "ryw_reads")
                 return config.writer
@@ -178,6 +186,24 @@ def _foreign(hints: Any, config: RoutingConfig) -> bool:
     instance = hints.get("instance")
     db = getattr(getattr(instance, "_state", None), "db", None)
     return db is not None and db != config.writer and db != config.reader
+
+
+#: The code of ``RawQuerySet.db``: raw() asks db_for_read() whatever its SQL does.
+_RAW_DB = RawQuerySet.db.fget.__code__  # type: ignore[attr-defined]
+
+
+def _raw_write() -> bool:
+    """The read being routed is ``Model.objects.raw(sql)`` whose ``sql`` may write (INSERT ...
+    RETURNING): Django asks db_for_read() for it, from ``RawQuerySet.db`` through the
+    ConnectionRouter (two frames up). Any other caller: False, at the cost of a frame lookup."""
+    try:
+        frame = sys._getframe(3)
+    except ValueError:
+        return False
+    if frame.f_code is not _RAW_DB:
+        return False
+    raw = frame.f_locals.get("self")
+    return raw is not None and writes(raw.raw_query)
 
 
 def _address(connection: Any) -> Optional[str]:

@@ -30,6 +30,10 @@ class Token:
     lsn: Optional[int] = None
     #: A write happened after ``lsn`` was read (or none was read): capture before comparing.
     dirty: bool = True
+    #: The write was made inside an open transaction: when (or whether) it commits is not
+    #: known yet. Reads stay on the writer while the transaction is open; once it has ended,
+    #: the write is taken as committed at the time this is noticed (on the safe side).
+    pending: bool = False
 
 
 _current: contextvars.ContextVar[Optional[Token]] = contextvars.ContextVar("aurora_ryw", default=None)
@@ -49,9 +53,18 @@ def clear() -> None:
         _current.set(None)
 
 
-def mark_written(writer: str, now: float) -> None:
-    """This context committed a write on ``writer`` at ``now``: its WAL position is unknown."""
-    _current.set(Token(writer, now))
+def mark_written(writer: str, now: float, pending: bool = False) -> None:
+    """This context wrote on ``writer`` at ``now`` (committed, or ``pending`` in an open
+    transaction): its WAL position is unknown."""
+    _current.set(Token(writer, now, pending=pending))
+
+
+def settled(current: Token, now: float) -> Token:
+    """``current`` with a pending write taken as committed at ``now`` (its transaction has
+    ended: committed then at the latest, or rolled back), made this context's token."""
+    resolved = Token(current.writer, now)
+    _current.set(resolved)
+    return resolved
 
 
 def parse_lsn(text: Optional[str]) -> Optional[int]:
@@ -68,7 +81,7 @@ def format_lsn(value: int) -> str:
 
 def dumps(token: Token, now: float, wall: Clock = time.time) -> str:
     """Text form for a cookie or a task header (a captured token: no longer dirty)."""
-    written = wall() - max(0.0, now - token.at)
+    written = wall() - (0.0 if token.pending else max(0.0, now - token.at))
     return "%s:%s:%.3f" % (token.writer, "-" if token.lsn is None else format_lsn(token.lsn), written)
 
 

@@ -1,10 +1,15 @@
 """Notice the writes this context commits on the writer alias: ORM or raw SQL alike.
 
 An execute wrapper (Django's ``connection.execute_wrappers``) on each of the writer's
-connections looks at every statement after it ran. A write in autocommit is committed
-when it returns; inside ``atomic()`` the context is marked by an ``on_commit`` callback,
-so a rolled-back transaction marks nothing. A raw ``BEGIN ... COMMIT`` is marked at its
-first write: the position is read only once the connection is idle again, after COMMIT.
+connections looks at every statement after it ran, and marks the context at the write
+itself, before anything else runs (an app's ``on_commit`` callback included). A write in
+autocommit is committed when it returns. A write inside a transaction of any kind
+(``atomic()``, ``set_autocommit(False)``, a raw ``BEGIN``, the driver's own) is marked
+*pending*: its commit time is unknown, so the router keeps reads on the writer while the
+transaction is open and takes the write as committed when it first sees it ended
+(a rolled-back write too: the safe side). COPY through Django's cursor (psycopg2
+``copy_expert``/``copy_from``, psycopg 3 ``cursor.copy()``) is reported by the cursor
+wrapper through :meth:`WriteTracker.aurora_note_write`.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Dict
 
-from django.db import transaction
-
+from aurora_backend.connection.session_state import effects
 from aurora_backend.connection.statements import is_read
+from aurora_backend.drivers import OPEN, status_of
 from aurora_backend.routing import token
 
 # Statements that change no row a reader could read.
@@ -71,9 +76,10 @@ def _classify(sql: str) -> bool:
     if "UPDATE" in upper:
         sql = _ROW_LOCK.sub("", sql)
         upper = sql.upper()
-    if not any(hint in upper for hint in _HINTS):
-        return False
-    return not is_read(sql)
+    if any(hint in upper for hint in _HINTS) and not is_read(sql):
+        return True
+    # A call of a function not known to be harmless (a user function may write): a write.
+    return "(" in sql and any(effect.name == "unknown" for effect in effects(sql))
 
 
 class WriteTracker:
@@ -82,7 +88,6 @@ class WriteTracker:
     def __init__(self, writer: str, clock: Callable[[], float]) -> None:
         self.writer = writer
         self.clock = clock
-        self._on_commit = self._committed  # one bound method: on_commit entries are compared to it
 
     def __call__(self, execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: Any) -> Any:
         try:
@@ -104,11 +109,24 @@ class WriteTracker:
         if self in connection.execute_wrappers:
             connection.execute_wrappers.remove(self)
 
-    def _wrote(self, connection: Any) -> None:
-        if not connection.in_atomic_block:
-            token.mark_written(self.writer, self.clock())
-        elif not any(entry[1] is self._on_commit for entry in connection.run_on_commit):
-            transaction.on_commit(self._on_commit, using=connection.alias)
+    def aurora_note_write(self, connection: Any) -> None:
+        """A write that does not pass through execute() (COPY): the cursor wrapper says so."""
+        if connection.alias == self.writer:
+            self._wrote(connection)
 
-    def _committed(self) -> None:
-        token.mark_written(self.writer, self.clock())
+    def _wrote(self, connection: Any) -> None:
+        pending = in_transaction(connection)
+        current = token.current()
+        if pending and current is not None and current.pending and current.writer == self.writer:
+            return  # already marked in this transaction
+        token.mark_written(self.writer, self.clock(), pending)
+
+
+def in_transaction(connection: Any) -> bool:
+    """A transaction of any kind is open on ``connection`` (a Django wrapper): ``atomic()``,
+    ``set_autocommit(False)``, a raw ``BEGIN``, one the driver opened, or a command (COPY)
+    still running."""
+    raw = connection.connection
+    if raw is None:
+        return False
+    return connection.in_atomic_block or not connection.autocommit or status_of(raw) in OPEN
