@@ -199,6 +199,34 @@ def test_a_read_killed_mid_query_errors_instead_of_answering_as_someone_else(ten
     ]
 
 
+ENTER_TENANT = """CREATE OR REPLACE FUNCTION public.enter_tenant(t text) RETURNS text LANGUAGE sql
+                  AS $$ SELECT set_config('search_path', t, false) $$"""
+
+
+@pytest.mark.parametrize("setup", [
+    "DO $$BEGIN PERFORM set_config('search_path', 'tenant_a', false); END$$",
+    "SELECT enter_tenant('tenant_a')",  # a function that calls set_config: not in the text
+    'SELECT "pg_advisory_lock"(42)',  # quoted: the same function
+    "CREATE FUNCTION pg_temp.tenant() RETURNS text LANGUAGE sql AS $$ SELECT 'a' $$",
+    "CREATE TYPE pg_temp.pair AS (a int, b int)",
+    "CREATE DOMAIN pg_temp.positive AS int CHECK (VALUE > 0)",
+])
+def test_state_the_text_cannot_show_lets_the_error_through(tenants, admin, kept, setup):
+    """Fail-safe: what the app did on the session may have changed the answer (or left
+    state a new connection lacks), so a read killed mid-query is not re-run."""
+    with admin.cursor() as cursor:
+        cursor.execute(ENTER_TENANT)
+    run(connection, setup)
+    pid = pid_of(connection)
+    killer = threading.Thread(target=terminate_when_running, args=(admin, pid, "pg_sleep"))
+    killer.start()
+    with pytest.raises(OperationalError):  # stock: the same error; a re-run: public's rows
+        run(connection, READ)
+    killer.join()
+    assert [k["reason"] for k in kept] == ["rerun"]
+    assert run(connection, "SELECT current_setting('search_path')") == [('"$user", public',)]
+
+
 def test_terminated_while_idle_with_a_tenant_search_path_the_next_read_errors(tenants, admin):
     run(connection, "SET search_path TO tenant_a")
     terminate(admin, pid_of(connection))

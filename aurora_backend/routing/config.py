@@ -7,7 +7,6 @@ builds the reader alias's DATABASES entry from the writer's (the ``cluster-ro-``
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, fields
 from typing import Any, Dict, Mapping, Optional
@@ -109,22 +108,46 @@ def reader_settings(writer: Mapping[str, Any], **overrides: Any) -> Dict[str, An
     """The DATABASES entry of an Aurora cluster's reader endpoint, from the writer's entry.
 
     ``mycluster.cluster-abc.eu-west-1.rds.amazonaws.com`` becomes
-    ``mycluster.cluster-ro-abc.eu-west-1.rds.amazonaws.com``. ``overrides`` replace keys
-    of the result: ``HOST`` for any other reader host, ``TEST={"MIRROR": "default"}`` so
-    that Django's tests read the writer's test database.
+    ``mycluster.cluster-ro-abc.eu-west-1.rds.amazonaws.com`` (names compared without regard
+    to case, as DNS does). ``overrides`` replace keys of the result: ``HOST`` for any other
+    reader host, ``TEST={"MIRROR": "default"}`` so that Django's tests read the writer's
+    test database. Dicts and lists are the reader's own copies; any other object in them
+    (a resolver, a credentials provider: callables that may hold a lock or a cache) is
+    shared with the writer, never copied.
     """
     host = str(writer.get("HOST") or "")
     if "HOST" not in overrides:
-        if ".cluster-ro-" in host:
-            raise ImproperlyConfigured(
-                "reader_settings(): HOST %r is already a reader endpoint (.cluster-ro-); pass the "
-                "writer's DATABASES entry, whose HOST contains '.cluster-'." % host)
-        if ".cluster-" not in host:
-            raise ImproperlyConfigured(
-                "reader_settings(): cannot derive a reader endpoint from HOST %r: an Aurora cluster "
-                "endpoint contains '.cluster-' (e.g. app.cluster-abc123.eu-west-1.rds.amazonaws.com). "
-                "Pass HOST='...' to reader_settings() for any other reader host." % host)
-        overrides["HOST"] = host.replace(".cluster-", ".cluster-ro-", 1)
-    entry = copy.deepcopy(dict(writer))
+        overrides["HOST"] = _reader_host(host)
+    entry = _copy_containers(dict(writer))
     entry.update(overrides)
     return entry
+
+
+def _reader_host(host: str) -> str:
+    lowered = host.lower()
+    if ".cluster-ro-" in lowered:
+        raise ImproperlyConfigured(
+            "reader_settings(): HOST %r is already a reader endpoint (.cluster-ro-); pass the "
+            "writer's DATABASES entry, whose HOST contains '.cluster-'." % host)
+    if ".cluster-custom-" in lowered:
+        raise ImproperlyConfigured(
+            "reader_settings(): HOST %r is a custom endpoint (.cluster-custom-), which has no "
+            "reader endpoint of its own to derive. Pass the cluster endpoint's entry (HOST "
+            "'...cluster-...'), or HOST='...' to reader_settings() naming the reader host (for "
+            "example a custom endpoint whose members are readers)." % host)
+    at = lowered.find(".cluster-")
+    if at < 0:
+        raise ImproperlyConfigured(
+            "reader_settings(): cannot derive a reader endpoint from HOST %r: an Aurora cluster "
+            "endpoint contains '.cluster-' (e.g. app.cluster-abc123.eu-west-1.rds.amazonaws.com). "
+            "Pass HOST='...' to reader_settings() for any other reader host." % host)
+    return host[:at] + ".cluster-ro-" + host[at + len(".cluster-"):]
+
+
+def _copy_containers(value: Any) -> Any:
+    """``value`` with its dicts, lists and tuples copied, and every other object shared."""
+    if isinstance(value, dict):
+        return {key: _copy_containers(item) for key, item in value.items()}
+    if type(value) in (list, tuple):  # (a namedtuple or other sequence is shared)
+        return type(value)(_copy_containers(item) for item in value)
+    return value

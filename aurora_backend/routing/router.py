@@ -23,7 +23,7 @@ from typing import Any, Iterator, Optional
 from django.core.signals import request_started
 from django.db import connections
 from django.db.backends.signals import connection_created
-from django.db.models.query import RawQuerySet
+from django.db.models.query import QuerySet, RawQuerySet
 
 from aurora_backend import stats
 from aurora_backend.drivers import peer_address
@@ -188,22 +188,33 @@ def _foreign(hints: Any, config: RoutingConfig) -> bool:
     return db is not None and db != config.writer and db != config.reader
 
 
-#: The code of ``RawQuerySet.db``: raw() asks db_for_read() whatever its SQL does.
+#: Where Django asks db_for_read() for a raw() query, whatever its SQL does: ``QuerySet.raw``
+#: (through ``QuerySet.db``; Django 4.2-5.2) and ``RawQuerySet.db`` (one made directly).
+_QUERYSET_DB = QuerySet.db.fget.__code__  # type: ignore[attr-defined]
+_QUERYSET_RAW = QuerySet.raw.__code__
 _RAW_DB = RawQuerySet.db.fget.__code__  # type: ignore[attr-defined]
 
 
 def _raw_write() -> bool:
     """The read being routed is ``Model.objects.raw(sql)`` whose ``sql`` may write (INSERT ...
-    RETURNING): Django asks db_for_read() for it, from ``RawQuerySet.db`` through the
-    ConnectionRouter (two frames up). Any other caller: False, at the cost of a frame lookup."""
+    RETURNING). Django's router API does not pass the SQL: it is read from the caller's frame
+    (three up: db_for_read <- ConnectionRouter <- ``.db``). Any other caller: False, for a
+    frame lookup and a comparison or two."""
     try:
         frame = sys._getframe(3)
     except ValueError:
         return False
-    if frame.f_code is not _RAW_DB:
+    code = frame.f_code
+    if code is _QUERYSET_DB:
+        caller = frame.f_back
+        if caller is None or caller.f_code is not _QUERYSET_RAW:
+            return False
+        sql = caller.f_locals.get("raw_query")
+    elif code is _RAW_DB:
+        sql = getattr(frame.f_locals.get("self"), "raw_query", None)
+    else:
         return False
-    raw = frame.f_locals.get("self")
-    return raw is not None and writes(raw.raw_query)
+    return sql is not None and writes(sql)
 
 
 def _address(connection: Any) -> Optional[str]:
