@@ -82,6 +82,9 @@ def pair(django_db_blocker):
         for alias in (W, R):
             if alias in connections.settings:
                 connections[alias].close()
+                close_pool = getattr(connections[alias], "close_pool", None)
+                if close_pool is not None:  # Django's pools are kept per alias, past this module
+                    close_pool()
                 del connections[alias]
                 del connections.settings[alias]
         if standby is not None:
