@@ -95,10 +95,9 @@ class PoolMixin:
         connect_kwargs["autocommit"] = True  # as Django: it sets autocommit later on
         klass = pool_class()
         arguments = pool_arguments(options, self.aurora_options)
-        # getconn() waits as long as our connect retry may take (ride out a resume), then
-        # reports the connect error rather than a bare timeout (see _getconn).
-        aurora = self.aurora_options
-        arguments.setdefault("timeout", aurora.connect_deadline + aurora.connect_timeout)
+        # getconn()'s timeout is the app's (psycopg_pool's 30 s unless set): a busy pool's wait
+        # is its setting. Only a checkout that meets a connect riding out a resume waits
+        # longer, up to that connect's deadline (see _getconn).
         pool = klass(
             kwargs=connect_kwargs,
             open=False,
@@ -111,21 +110,31 @@ class PoolMixin:
         pool.aurora_random = self.aurora_runtime.random
         pool.aurora_suspect_since = 0.0  # a connection saw 25006: check roles at checkout
         pool.aurora_last_error = None  # the last failed connect, while connecting fails
+        pool.aurora_resuming = set()  # threads whose connect is being retried (set ops are atomic)
         return pool
 
     def _aurora_pool_connect(self, parent: Callable[[Dict[str, Any]], Any], kwargs: Dict[str, Any]) -> Any:
         """Every physical connection the pool opens: retry, deadline, fresh address choice."""
         pool = self._connection_pools.get(self.alias)
+        me = threading.get_ident()
+
+        def retried(attempt: Any) -> None:
+            if pool is not None:  # a connect meeting a resuming cluster: checkouts wait for it
+                pool.aurora_resuming.add(me)
+            self._aurora_connect_retried(attempt)  # type: ignore[attr-defined]
+
         try:
             connection, address = connect_with_retry(
                 parent, kwargs, self.aurora_options, self.aurora_runtime,
-                on_retry=self._aurora_connect_retried,  # type: ignore[attr-defined]
-                endpoint=self._aurora_endpoint(kwargs),  # type: ignore[attr-defined]
+                on_retry=retried, endpoint=self._aurora_endpoint(kwargs),  # type: ignore[attr-defined]
             )
         except Exception as exc:
             if pool is not None:  # why getconn() will time out: told to the waiting request
                 pool.aurora_last_error = exc
             raise
+        finally:
+            if pool is not None:
+                pool.aurora_resuming.discard(me)
         if pool is not None:
             pool.aurora_last_error = None
         connection._aurora_address = address or peer_address(connection)
@@ -135,15 +144,17 @@ class PoolMixin:
     def _aurora_checkout(self, parent: Callable[[Dict[str, Any]], Any], conn_params: Dict[str, Any]) -> Any:
         """Django's checkout (``getconn``), repeated while the connection handed out is bad."""
         pool = self.pool
+        aurora = self.aurora_options
+        wait = _Wait(self.aurora_runtime.clock, aurora.connect_deadline + aurora.connect_timeout)
         for _ in range(pool.max_size + 1):
-            connection = _getconn(pool, parent, conn_params)
+            connection = _getconn(pool, parent, conn_params, wait)
             reason = self._aurora_checkout_problem(pool, connection)
             if reason is None:
                 return connection
             logger.info("pool of %r handed out a %s connection: dropped", self.alias, reason)
             _drop(pool, connection)
             sweep(pool)
-        return _getconn(pool, parent, conn_params)  # every one was bad: the pool's check decides
+        return _getconn(pool, parent, conn_params, wait)  # every one was bad: the pool's check decides
 
     def _aurora_checkout_problem(self, pool: Any, connection: Any) -> Optional[str]:
         now = self.aurora_runtime.clock()
@@ -184,23 +195,42 @@ class PoolMixin:
                 pass
 
 
-def _getconn(pool: Any, parent: Callable[[Dict[str, Any]], Any], conn_params: Dict[str, Any]) -> Any:
-    """Django's checkout; when the pool has no connection to give because connecting
-    failed, the connect error itself (e.g. ClusterUnavailable past connect_deadline, a
-    wrong password) rather than psycopg_pool's bare "couldn't get a connection"."""
+class _Wait:
+    """How long a checkout may keep waiting for a connect that is riding out a resume."""
+
+    def __init__(self, clock: Callable[[], float], longest: float) -> None:
+        self.clock, self.until = clock, clock() + longest
+
+    def for_resume(self, pool: Any) -> bool:
+        return bool(getattr(pool, "aurora_resuming", None)) and self.clock() < self.until
+
+
+def _getconn(pool: Any, parent: Callable[[Dict[str, Any]], Any], conn_params: Dict[str, Any], wait: _Wait) -> Any:
+    """Django's checkout, within the pool's own ``timeout``; past it, again while a connect
+    of the pool is being retried (a resuming cluster), up to ``connect_deadline``. When the
+    pool has no connection to give because connecting failed, the connect error itself
+    (e.g. ClusterUnavailable past connect_deadline, a wrong password) rather than
+    psycopg_pool's bare "couldn't get a connection"."""
     from psycopg_pool import PoolTimeout
 
-    try:
-        return parent(conn_params)
-    except PoolTimeout as timeout:
-        last = getattr(pool, "aurora_last_error", None)
-        if last is None:
-            raise
+    while True:
         try:
-            error = type(last)(str(last))
-        except Exception:
-            raise timeout from last
-        raise error from last
+            return parent(conn_params)
+        except PoolTimeout as timeout:
+            if wait.for_resume(pool):
+                continue
+            _raise_connect_error(pool, timeout)
+
+
+def _raise_connect_error(pool: Any, timeout: BaseException) -> None:
+    last = getattr(pool, "aurora_last_error", None)
+    if last is None:
+        raise timeout
+    try:
+        error = type(last)(str(last))
+    except Exception:
+        raise timeout from last
+    raise error from last
 
 
 def _ping(connection: Any) -> bool:
