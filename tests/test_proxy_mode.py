@@ -304,3 +304,43 @@ def test_assert_no_pinning_fails_with_the_causes(proxied):
             with connections["proxy_off"].cursor() as cursor:
                 cursor.execute("DECLARE c CURSOR WITH HOLD FOR SELECT 1")
                 cursor.execute("CLOSE c")
+
+
+@pytest.mark.parametrize("server_zone, django_zone, same", [
+    ("Etc/UTC", "UTC", True), ("UTC", "Etc/UTC", True), ("Etc/Universal", "UTC", True), ("GMT", "UTC", True),
+    ("utc", "UTC", True), ("Europe/Paris", "Europe/Paris", True), ("Europe/Paris", "UTC", False),
+    ("Etc/GMT+1", "UTC", False),
+])
+def test_zone_names_of_one_zone_are_the_same_zone(server_zone, django_zone, same):
+    from aurora_backend.proxy.mode import same_zone
+
+    assert same_zone(server_zone, django_zone) is same
+
+
+def test_a_server_in_etc_utc_and_django_in_utc_is_no_difference(proxied, caplog):
+    settings_dict = {**_alias(True), "TIME_ZONE": "UTC"}
+    settings_dict["OPTIONS"] = {**settings_dict["OPTIONS"], "options": "-c TimeZone=Etc/UTC"}
+    connections.settings.update(connections.configure_settings({"default": connections.settings["default"],
+                                                                "proxy_utc": settings_dict}))
+    try:
+        with caplog.at_level(logging.WARNING, logger="aurora_backend"):
+            with proxied.assert_no_pinning():
+                with connections["proxy_utc"].cursor() as cursor:
+                    cursor.execute("SELECT current_setting('TimeZone')")
+                    assert cursor.fetchone() == ("Etc/UTC",)
+        assert "does not SET the session timezone" not in caplog.text
+        assert connections["proxy_utc"]._aurora_tz_differs is False
+    finally:
+        connections["proxy_utc"].close()
+        del connections["proxy_utc"]
+        connections.settings.pop("proxy_utc", None)
+
+
+def test_iterator_in_proxy_mode_warns_once_that_it_reads_the_whole_result(proxied, caplog):
+    from aurora_backend.proxy import mode
+
+    mode._iterator_warned.pop("proxy_on", None)
+    with caplog.at_level(logging.WARNING, logger="aurora_backend"):
+        for _ in range(2):
+            assert list(Account.objects.using("proxy_on").filter(pk=-1).iterator()) == []
+    assert caplog.text.count("the whole result is fetched at once") == 1

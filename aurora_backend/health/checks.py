@@ -31,7 +31,7 @@ from typing import Any, List, Mapping, Optional, Sequence
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from aurora_backend.proxy.mode import behind_rds_proxy, proxy_enabled, timezone_advice
+from aurora_backend.proxy.mode import behind_rds_proxy, proxy_enabled, same_zone, timezone_advice
 from aurora_backend import credentials
 from aurora_backend.options import AuroraOptions
 
@@ -176,7 +176,7 @@ def _w007(where: str, settings_dict: Mapping[str, Any], mode: bool) -> Optional[
     from django.conf import settings
 
     wanted = settings_dict.get("TIME_ZONE") or "UTC" if settings.USE_TZ else settings.TIME_ZONE
-    if not mode or not wanted or wanted == "UTC":
+    if not mode or not wanted or same_zone(wanted, "UTC"):
         return None
     return checks.Warning(
         "%s: proxy mode does not SET the session timezone at connect (it pins the session), and "

@@ -6,12 +6,13 @@ some of it on its own; in proxy mode (``OPTIONS["aurora"]["proxy"]``: on for hos
 containing ".proxy-", or True/False) the ENGINE:
 
 - sends no ``set_config('TimeZone', ...)`` at connect when the server's timezone differs
-  from Django's: it logs once how to set the role's or database's timezone instead (and
+  from Django's (``UTC``, ``Etc/UTC``, ``Zulu``, ``GMT`` ... are one zone: no difference): it logs once how to set the role's or database's timezone instead (and
   system check W007 says so). Aware datetimes read meanwhile keep the instant the server
   sent (psycopg2 gets a fixed-offset tzinfo; psycopg 3 converts); with USE_TZ = False
   naive values are in the session's timezone until the role's is set;
 - uses no server-side cursors (``QuerySet.iterator()`` reads with a client-side cursor,
-  as DISABLE_SERVER_SIDE_CURSORS does);
+  as DISABLE_SERVER_SIDE_CURSORS does: the whole result is fetched at once, and a WARNING
+  says so once per alias, docs/proxy.md);
 - under psycopg 3 uses no prepared statements (``prepare_threshold`` None) and binds
   parameters client-side;
 - puts ``OPTIONS["isolation_level"]`` in each transaction's BEGIN (the driver's isolation
@@ -34,6 +35,9 @@ from aurora_backend.drivers import keep_server_instants
 from aurora_backend.options import AuroraOptions
 
 logger = logging.getLogger("aurora_backend")
+
+#: Aliases whose .iterator() in proxy mode has been warned about (once per alias and process).
+_iterator_warned: Dict[str, bool] = {}
 
 #: "Any statement with a text size greater than 16 KB causes the proxy to pin the session."
 PROXY_MAX_STATEMENT_BYTES = 16 * 1024
@@ -113,6 +117,20 @@ def pin_free_operations(ops: Any) -> None:
     ops.__class__ = _ops_classes[klass]
 
 
+#: Names of the one zone at offset 0 without daylight saving time (IANA tzdata's links).
+_UTC_NAMES = frozenset(
+    prefix + name
+    for prefix in ("", "etc/")
+    for name in ("utc", "uct", "universal", "zulu", "gmt", "gmt0", "gmt+0", "gmt-0", "greenwich")
+)
+
+
+def same_zone(a: str, b: str) -> bool:
+    """``a`` and ``b`` name the same time zone (``Etc/UTC`` and ``UTC``; names compared without case)."""
+    a, b = (a or "").lower(), (b or "").lower()
+    return a == b or (a in _UTC_NAMES and b in _UTC_NAMES)
+
+
 def timezone_advice(role: str, wanted: str) -> str:
     """What to run so that new sessions start in ``wanted`` without a SET (shared with checks)."""
     return ("ALTER ROLE %s SET timezone TO '%s'; (or ALTER DATABASE ... SET timezone, or the "
@@ -148,7 +166,7 @@ class ProxyModeMixin:
             return super()._configure_timezone(connection)  # type: ignore[misc]
         current = connection.info.parameter_status("TimeZone")
         wanted = self.timezone_name  # type: ignore[attr-defined]
-        self._aurora_tz_differs = bool(wanted and current != wanted)
+        self._aurora_tz_differs = bool(wanted and not same_zone(current, wanted))
         if self._aurora_tz_differs and not self._aurora_tz_advised:
             self._aurora_tz_advised = True
             logger.warning(
@@ -165,6 +183,14 @@ class ProxyModeMixin:
 
     def chunked_cursor(self) -> Any:
         if self.aurora_proxy_mode:  # DECLARE pins: read .iterator() results client-side
+            if not _iterator_warned.get(self.alias):
+                _iterator_warned[self.alias] = True
+                logger.warning(
+                    "%s: proxy mode reads QuerySet.iterator() with a client-side cursor (a server-side "
+                    "cursor's DECLARE would pin the session behind RDS Proxy): the whole result is "
+                    "fetched at once, in memory. For a large export, page by primary key "
+                    "(.filter(pk__gt=last).order_by('pk')[:n]) or use an alias with proxy False.",
+                    self.alias)
             return self.cursor()  # type: ignore[attr-defined]
         return super().chunked_cursor()  # type: ignore[misc]
 
