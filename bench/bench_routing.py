@@ -5,8 +5,9 @@ A writer (127.0.0.1) and two hot standbys in streaming replication (127.0.0.2 an
 connections over them, reconnecting every 0.5-1.5 s). The standbys apply commits
 ``--apply-delay`` ms late (``recovery_min_apply_delay``): Aurora's replica lag, made
 real. Worker threads (users) each own an account; each step may update it
-(``--write-ratio``), then reads it back (stale if the value is not the one just written)
-and reads a random other account, then waits ``--think`` ms (the user's pace). Same
+(``--write-ratio``), may write it in ``atomic()`` and roll back (``--rollback-ratio``),
+then reads it back (stale if the value is not the one just written) and reads a random
+other account, then waits ``--think`` ms (the user's pace). Same
 workload, same servers, under four routers:
 
 - naive: every read to the reader;
@@ -18,7 +19,11 @@ Per router: the read time as the app sees it (routing, query and result, median 
 and the time spent choosing the database (``db_for_read``: the router's own round trips to
 read positions included, amortized; calls in which the router opened the reader's
 connection itself, every 0.5-1.5 s here as ``max_age`` rotates them, counted apart).
-Added latency per read: aurora's mean read time minus the naive router's. Threads share
+Added latency per read: aurora's mean read time minus the naive router's. The fail-safe
+cost: the reads that followed a rolled-back write (with no write since) and went to the
+writer: AuroraRouter marks a write at the write itself, and a transaction's end cannot be
+told a commit or a rollback without asking, so it counts it as a write (docs/routing.md,
+"The fail-safe rule"); a router marking commits only would have sent them to a reader. Threads share
 one GIL: a call that waits on the network may wait for the GIL after it, so time inside
 db_for_read is inflated when another thread runs; the hot-path line has one thread.
 
@@ -57,6 +62,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--write-ratio", type=float, default=0.3)
     parser.add_argument("--apply-delay", type=int, default=20, help="ms the standbys apply commits late")
     parser.add_argument("--think", type=float, default=25.0, help="ms between a user's steps")
+    parser.add_argument("--rollback-ratio", type=float, default=0.05,
+                        help="share of steps that also write in atomic() and roll back")
     parser.add_argument("--quick", action="store_true", help="2 threads x 40 steps")
     args = parser.parse_args()
     if args.quick:
@@ -111,8 +118,13 @@ class Timed:
         return getattr(self.inner, name)
 
 
-def worker(index: int, args: argparse.Namespace, stale: List[int], latency: List[float]) -> None:
-    from django.db import connections
+class RolledBack(Exception):
+    pass
+
+
+def worker(index: int, args: argparse.Namespace, stale: List[int], latency: List[float],
+           failsafe: List[List[int]]) -> None:
+    from django.db import connections, router, transaction
 
     from ledger.models import Account
 
@@ -120,10 +132,22 @@ def worker(index: int, args: argparse.Namespace, stale: List[int], latency: List
     mine = Account.objects.get(name="worker-%d" % index)  # read before any write
     expected = mine.balance
     count = 0
+    after_rollback = False
     for _ in range(args.steps):
         if rng.random() < args.write_ratio:
             expected += 1
             Account.objects.filter(pk=mine.pk).update(balance=expected)
+            after_rollback = False
+        elif rng.random() < args.rollback_ratio:  # (a step without a committed write)
+            try:
+                with transaction.atomic(using="default"):
+                    Account.objects.filter(pk=mine.pk).update(balance=expected + 1000)
+                    raise RolledBack()
+            except RolledBack:
+                after_rollback = True
+        if after_rollback:  # where the next read goes (the same call Django makes for it)
+            failsafe[index][0] += 1
+            failsafe[index][1] += router.db_for_read(Account) == "default"
         start = time.perf_counter()
         if Account.objects.filter(pk=mine.pk).values_list("balance", flat=True).first() != expected:
             count += 1
@@ -147,10 +171,12 @@ def run(name: str, router: Any, args: argparse.Namespace, log: ReadLog) -> Dict[
     log.reads.clear()
     trips = dict(position.round_trips)
     stale = [0] * args.threads
+    failsafe = [[0, 0] for _ in range(args.threads)]
     latency: List[float] = []
     with override_settings(DATABASE_ROUTERS=[timed]):
         django_router.routers  # noqa: B018 (built now, outside the timed section)
-        threads = [threading.Thread(target=worker, args=(i, args, stale, latency)) for i in range(args.threads)]
+        threads = [threading.Thread(target=worker, args=(i, args, stale, latency, failsafe))
+                   for i in range(args.threads)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -169,6 +195,11 @@ def run(name: str, router: Any, args: argparse.Namespace, log: ReadLog) -> Dict[
     if writer_trips or reader_trips:
         print("%-12s position reads: %d on the writer (after writes), %d on readers: %.3f round trips per read"
               % ("", writer_trips, reader_trips, (writer_trips + reader_trips) / reads))
+    after, on_writer = sum(f[0] for f in failsafe), sum(f[1] for f in failsafe)
+    if name == "aurora":
+        print("%-12s fail-safe cost: %d of %d reads (%.1f%%) went to the writer only because a rolled-back "
+              "write counts as a write (%d reads followed one)" % (
+                  "", on_writer, reads, 100.0 * on_writer / reads, after))
     return {"stale": sum(stale), "reads": reads, "read_mean": read_mean}
 
 
