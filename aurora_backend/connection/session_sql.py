@@ -99,7 +99,7 @@ _CREATE_TEMP_OBJECT = re.compile(
 #: Statements that run code the text does not show (which may SET, set_config, lock...).
 _OPAQUE = frozenset(("DO", "CALL", "EXECUTE", "LOAD", "IMPORT"))
 # A call: a name (quoted or not, maybe qualified) and "(".
-_CALL = re.compile(r'(?P<name>"(?:[^"]|"")+"|[A-Za-z_][\w$]*)\s*\(')
+_CALL = re.compile(r'(?P<name>"[^"]+"|(?<![\w$])[A-Za-z_][\w$]*)\s*\(')
 # The word before a (maybe qualified) name: "INTO", "ON", "FUNCTION"...
 _BEFORE = re.compile(r'(?P<word>[A-Za-z_]+)\s*(?:(?:"(?:[^"]|"")+"|[\w$]+)\s*\.\s*)*$')
 #: Words followed by "(" that are not calls (SQL syntax, type modifiers).
@@ -129,7 +129,8 @@ _BUILTINS = frozenset("""
     make_time make_timestamp make_timestamptz quote_ident quote_literal quote_nullable split_part
     translate starts_with ascii bit_length char_length character_length current_setting
     currval lastval obj_description col_description format_type setweight plainto_tsquery
-    phraseto_tsquery websearch_to_tsquery similarity word_similarity unaccent currval
+    phraseto_tsquery websearch_to_tsquery similarity word_similarity unaccent
+    int4range int8range numrange tsrange tstzrange daterange multirange geometry geography box2d
 """.split())
 _BUILTIN_PREFIXES = ("array_", "json_", "jsonb_", "to_", "ts_", "date_", "regexp_", "string_", "st_",
                      "has_", "int4", "int8", "num", "range", "lower_", "upper_", "isempty",
