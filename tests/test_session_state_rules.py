@@ -139,3 +139,35 @@ def test_statement_text():
     assert statement_text("x") == "x"
     assert isinstance(effects("SELECT 1")[:0], tuple)
     assert Effect("set", HOLD).key == ""
+
+
+@pytest.mark.parametrize("sql", [
+    'SELECT COUNT(*) AS "__count" FROM "t" WHERE ("t"."a" IN (%s, %s) AND NOT ("t"."b" = %s))',
+    'SELECT COALESCE(SUM("t"."x"), 0), MAX("t"."y"), DATE_TRUNC(%s, "t"."d" AT TIME ZONE %s) FROM "t"',
+    'SELECT ROW_NUMBER() OVER (PARTITION BY "t"."a" ORDER BY "t"."b") FROM "t"',
+    'SELECT JSONB_BUILD_OBJECT(%s, "t"."a"), LOWER("t"."n"), CAST("t"."v" AS numeric(10, 2)) FROM "t"',
+    'SELECT "t"."id" FROM "t" WHERE EXISTS(SELECT 1 FROM "u" WHERE "u"."t_id" = ("t"."id")) LIMIT 1',
+    'CREATE TABLE "t" ("id" bigint NOT NULL PRIMARY KEY, "n" varchar(100) NOT NULL)',
+    'CREATE INDEX "i" ON "t" USING gin ("c")',
+    'CREATE OR REPLACE FUNCTION public.f(a int) RETURNS int LANGUAGE sql AS $$ SELECT a $$',
+    'INSERT INTO "t" ("a", "b") VALUES ' + ", ".join(["(%s, %s)"] * 600) + ' RETURNING "t"."id"',
+    "WITH x(a) AS (SELECT 1) SELECT * FROM x",
+])
+def test_the_orms_sql_and_known_builtins_hold_nothing(sql):
+    assert [e for e in effects(sql) if e.op != NOTE] == []
+
+
+@pytest.mark.parametrize("sql, expected", [
+    ("DO $$BEGIN PERFORM set_config('search_path', 'a', false); END$$", ("unknown", HOLD, "DO")),
+    ("CALL refresh_tenant()", ("unknown", HOLD, "CALL")),
+    ("SELECT enter_tenant(%s)", ("unknown", HOLD, "call enter_tenant()")),
+    ("SELECT public.enter_tenant('a')", ("unknown", HOLD, "call enter_tenant()")),
+    ('SELECT "pg_advisory_lock"(42)', ("unknown", HOLD, "call pg_advisory_lock()")),
+    ("SELECT dblink_connect('c', 'dbname=x')", ("unknown", HOLD, "call dblink_connect()")),
+    ("CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$", ("temp_object", HOLD, "pg_temp.f")),
+    ("CREATE TYPE pg_temp.pair AS (a int, b int)", ("temp_object", HOLD, "pg_temp.pair")),
+    ("CREATE DOMAIN pg_temp.d AS int", ("temp_object", HOLD, "pg_temp.d")),
+    ('INSERT INTO "t" ("a") VALUES ' + ", ".join(["(%s)"] * 600) + ", (f(1))", ("unknown", HOLD, "call f()")),
+])
+def test_what_the_text_cannot_show_is_held(sql, expected):
+    assert expected in ops(sql)
