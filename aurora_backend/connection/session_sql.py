@@ -133,11 +133,12 @@ _BUILTINS = frozenset("""
     int4range int8range numrange tsrange tstzrange daterange multirange geometry geography box2d
 """.split())
 _BUILTIN_PREFIXES = ("array_", "json_", "jsonb_", "to_", "ts_", "date_", "regexp_", "string_", "st_",
-                     "has_", "int4", "int8", "num", "range", "lower_", "upper_", "isempty",
-                     "pg_get_", "pg_is_", "pg_last_", "pg_current_wal", "pg_backend_pid", "pg_sleep",
-                     "pg_table_", "pg_type_", "pg_column_", "pg_relation_", "pg_total_", "pg_size_",
-                     "pg_postmaster", "pg_encoding", "pg_typeof", "pg_function_is", "pg_index", "pg_wal_lsn")
-_SESSION_FUNCTIONS = re.compile(r"advisory|set_config|dblink|lo_", re.I)
+                     "has_", "int4", "int8", "num", "range", "lower_", "upper_", "isempty", "pg_",
+                     "aurora_", "current_", "inet_", "txid_", "generate_", "gen_", "uuid_", "row_to_",
+                     "convert", "cardinality", "width_bucket")
+#: Built-in names that do change session state (never taken as harmless, whatever the prefix).
+_SESSION_FUNCTIONS = re.compile(r"advisory|set_config|setseed|dblink|^lo_|replication_origin_session|"
+                                r"replication_slot", re.I)
 
 
 def _unknown_calls(masked: str, start: int, end: int, found: List[Effect]) -> None:
