@@ -96,6 +96,25 @@ def test_a_raw_begin_keeps_reads_in_the_transaction(row):
     ours.close()
 
 
+def test_a_transaction_opened_on_the_driver_connection_keeps_reads_on_the_writer(row):
+    """Around Django entirely: BEGIN and UPDATE on the driver's own connection and cursor."""
+    clock = Clock()
+    ours = router(clock, position="window", fallback_window=2.0)
+    with override_settings(DATABASE_ROUTERS=[ours]):
+        writer = connections[W]
+        writer.ensure_connection()
+        raw = writer.connection.cursor()
+        try:
+            raw.execute("BEGIN")
+            raw.execute("UPDATE ledger_account SET balance = 11 WHERE id = %s", [row])
+            clock.now += 2.5
+            assert balance(row) == 11  # stock: 11 (the same connection, in its transaction)
+        finally:
+            raw.execute("ROLLBACK")
+            raw.close()
+    ours.close()
+
+
 def test_copy_through_djangos_cursor_counts_as_a_write(row):
     ours = router()
     with override_settings(DATABASE_ROUTERS=[ours]):
