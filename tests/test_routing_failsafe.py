@@ -15,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
 
-from aurora_backend.routing import reader_settings, token
+from aurora_backend.routing import dump_token, reader_settings, token
 from ledger.models import Account
 from tests.test_routing import (  # noqa: F401 (fixtures)
     Clock, R, W, fresh, pair, paused, router, sql, wait_replayed,
@@ -59,6 +59,12 @@ def test_on_commit_callbacks_registered_before_the_first_write_read_it(row):
                 account.save()
         assert seen == [11]  # the callback's read: the writer (stock: 11)
         assert balance(row) == 11  # and every later read of the request
+        token.clear()
+        headers = []
+        with transaction.atomic(using=W):  # Celery's pattern: publish from on_commit
+            transaction.on_commit(lambda: headers.append(dump_token()), using=W)
+            Account.objects.filter(pk=row).update(balance=12)
+        assert headers and headers[0].split(":")[1] != "-"  # the writer's position after the commit
     ours.close()
 
 
