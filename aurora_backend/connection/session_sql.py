@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
+from aurora_backend.connection import pg_builtins
+
 #: The statement creates (or re-creates) session state ``kind``/``key``.
 HOLD = "hold"
 #: The statement removes session state ``kind``/``key`` (if it was there).
@@ -116,8 +118,9 @@ _NAMES_AFTER = frozenset("""
     into table references index on view function procedure aggregate type trigger constraint key
     using as with sequence domain cursor prepare
 """.split())
-#: Built-in functions (lower case) that change no session state, beyond the prefixes below.
-_BUILTINS = frozenset("""
+#: Built-in functions (lower case) that change no session state: PostgreSQL's pg_catalog
+#: (pg_builtins.py), common extensions', and the prefixes below.
+_BUILTINS = pg_builtins.NAMES | frozenset("""
     abs acos asin atan atan2 avg bool_and bool_or bit_and bit_or btrim cbrt ceil ceiling chr coalesce
     concat concat_ws cos cot count cume_dist degrees dense_rank div encode decode every exp first_value
     floor format generate_series gen_random_uuid greatest initcap lag last_value lead least left length
