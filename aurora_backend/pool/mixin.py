@@ -102,7 +102,7 @@ class PoolMixin:
         pool = klass(
             kwargs=connect_kwargs,
             open=False,
-            configure=self._configure_connection,  # type: ignore[attr-defined]
+            configure=None,  # Django's setup runs inside our retried connect: _aurora_pool_connect
             check=klass.check_connection if self.settings_dict.get("CONN_HEALTH_CHECKS") else None,
             connection_class=connection_class(self._aurora_pool_connect),
             **arguments,
@@ -118,7 +118,7 @@ class PoolMixin:
         pool = self._connection_pools.get(self.alias)
         try:
             connection, address = connect_with_retry(
-                parent, kwargs, self.aurora_options, self.aurora_runtime,
+                lambda params: self._aurora_set_up(parent(params)), kwargs, self.aurora_options, self.aurora_runtime,
                 on_retry=self._aurora_connect_retried,  # type: ignore[attr-defined]
                 endpoint=self._aurora_endpoint(kwargs),  # type: ignore[attr-defined]
             )
@@ -130,6 +130,16 @@ class PoolMixin:
             pool.aurora_last_error = None
         connection._aurora_address = address or peer_address(connection)
         connection._aurora_used_at = connection._aurora_role_checked_at = self.aurora_runtime.clock()
+        return connection
+
+    def _aurora_set_up(self, connection: Any) -> Any:
+        """Django's connect-time setup (time zone, role) of a new pooled connection, as part
+        of the connect: a connection that dies in it is one more failed connect attempt."""
+        try:
+            self._configure_connection(connection)  # type: ignore[attr-defined]
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
     def _aurora_checkout(self, parent: Callable[[Dict[str, Any]], Any], conn_params: Dict[str, Any]) -> Any:
