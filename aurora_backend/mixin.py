@@ -122,9 +122,10 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
     def get_new_connection(self, conn_params: Dict[str, Any]) -> Any:
         parent = super().get_new_connection  # type: ignore[misc]
         pooled = self.pool is not None
-        if pooled:  # a checkout: the pool opened it through _aurora_pool_connect
+        if pooled:  # a checkout: the pool opened it (and routed it) through _aurora_pool_connect
             connection = self._aurora_checkout(parent, conn_params)
             address = getattr(connection, "_aurora_address", None)
+            topology.router_for(self, conn_params)  # for _aurora_close: a failover sign routes the pool's connects
         else:
             router = topology.router_for(self, conn_params)
             connection, address = connect_with_retry(

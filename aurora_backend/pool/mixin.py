@@ -26,6 +26,7 @@ from django.db.backends.base.base import NO_DB_ALIAS
 
 from aurora_backend import drivers
 from aurora_backend.connection.connect import connect_with_retry
+from aurora_backend.topology import router as topology
 from aurora_backend.pool.config import POOL_KEY, connection_class, pool_arguments, pool_class, pool_options
 from aurora_backend.drivers import in_recovery, input_watch, peer_address
 
@@ -116,9 +117,14 @@ class PoolMixin:
     def _aurora_pool_connect(self, parent: Callable[[Dict[str, Any]], Any], kwargs: Dict[str, Any]) -> Any:
         """Every physical connection the pool opens: retry, deadline, fresh address choice."""
         pool = self._connection_pools.get(self.alias)
+        # Topology routing (topology/router.py) per connect: after a failover sign, to the
+        # instance that says it is the writer, with this attempt's parameters (fresh
+        # credentials included), not the endpoint's stale DNS.
+        router = topology.router_for(self, kwargs, own=True)
+        routed = router.wrap(parent) if router is not None else parent
         try:
             connection, address = connect_with_retry(
-                lambda params: self._aurora_set_up(parent(params)), kwargs, self.aurora_options, self.aurora_runtime,
+                lambda params: self._aurora_set_up(routed(params)), kwargs, self.aurora_options, self.aurora_runtime,
                 on_retry=self._aurora_connect_retried,  # type: ignore[attr-defined]
                 endpoint=self._aurora_endpoint(kwargs),  # type: ignore[attr-defined]
             )
@@ -128,6 +134,9 @@ class PoolMixin:
             raise
         if pool is not None:
             pool.aurora_last_error = None
+        if router is not None:
+            address = router.routed[1] if router.routed else address
+            router.learn(connection)
         connection._aurora_address = address or peer_address(connection)
         connection._aurora_used_at = connection._aurora_role_checked_at = self.aurora_runtime.clock()
         return connection
