@@ -40,6 +40,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from common import DRIVER, POOL, configure_django, machine  # noqa: E402  (this checkout's aurora_backend)
+
 DRIVERS = ("psycopg2", "psycopg", "pool")
 RESULT = "RESULT "
 
@@ -187,12 +189,8 @@ class Workers:
 
 
 def run_driver(args: argparse.Namespace) -> None:
-    from aurora_backend.testing.drivers import pool_enabled, select_driver
-
-    driver = select_driver()
+    driver = DRIVER
     count_connects(driver)
-    from common import configure_django
-
     from aurora_backend.testing.aurora_cluster import AuroraCluster
 
     with AuroraCluster(readers=2, ttl=args.ttl, dns_delay=args.dns_delay) as cluster:
@@ -200,20 +198,18 @@ def run_driver(args: argparse.Namespace) -> None:
         aurora = {"connect_deadline": 60, "connect_timeout": 2}
         databases = {"default": cluster.database_settings(**aurora),
                      "replica": cluster.database_settings(cluster.reader_endpoint, **aurora)}
-        if pool_enabled():
+        if POOL:
             for entry in databases.values():
                 entry["OPTIONS"]["pool"] = {"max_size": 4}
                 entry["CONN_MAX_AGE"] = 0
         for entry in databases.values():
-            entry["CONN_MAX_AGE"] = 0 if pool_enabled() else None
+            entry["CONN_MAX_AGE"] = 0 if POOL else None
         configure_django(databases, migrate=("default",))
         import logging
 
         logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
         logging.getLogger("psycopg.pool").propagate = False
         from django.db import connections
-
-        from common import machine
 
         info = machine()
         print("  machine: nproc=%(nproc)s cpu=%(cpu)s; Python %(python)s, Django %(django)s, %(driver)s "
@@ -232,7 +228,7 @@ def run_driver(args: argparse.Namespace) -> None:
                 found.append((time.monotonic(), seconds, how))
 
         signals.topology_failover.connect(on_failover, weak=False)
-        workers = Workers(accounts, pool_enabled())
+        workers = Workers(accounts, POOL)
         for thread in workers.threads:
             thread.start()
         time.sleep(1.0)
