@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 import uuid
 from typing import Any, List
 
@@ -16,6 +17,7 @@ import pytest
 from django.db import connections
 
 from aurora_backend import drivers, signals
+from aurora_backend.runtime import Runtime
 from aurora_backend.topology import router as topology
 from aurora_backend.testing.fixtures import cluster_aliases, register_alias, unregister_alias
 from ledger import services
@@ -217,6 +219,29 @@ def test_ledger_holds_with_zero_app_errors_under_repeated_failovers(db):
     assert len(applied) == len(set(applied)) == len(acknowledged) and set(applied) == set(acknowledged)
     assert sum(Account.objects.using("topo").filter(pk__in=accounts).values_list("balance", flat=True)) == 8000
     assert len(failovers) >= 3 and {f["how"] for f in failovers} == {"topology"}
+
+
+def test_the_second_failover_is_found_as_fast_as_the_first_after_a_reader_sign(db):
+    """The first-sign clock of a failover is the writer's: a reader alias's disconnect in
+    between (4 s before the next failover, on the ENGINE's clock) does not start it."""
+    cluster, failovers = db
+    offset = [0.0]
+    for alias in ("topo", "topo_ro"):  # the ENGINE's clock: real time plus what the test adds
+        connections[alias].aurora_runtime = Runtime(clock=lambda: time.monotonic() + offset[0])
+    assert where()[1] is False and where("topo_ro")[1] is True  # the topology is learned
+    cluster.clock.freeze()  # DNS keeps naming the first writer: every new writer is found by topology
+    cluster.failover()
+    assert where() == (cluster.writer.id, False)
+    reader = cluster.instances[where("topo_ro")[0]]
+    assert reader.sim is not None
+    reader.sim.drop_all(silent=False)  # a reader goes away and comes back (a sign for the reader alias)
+    assert where("topo_ro")[1] is True
+    offset[0] += 4.0  # four quiet seconds
+    cluster.failover()
+    assert where() == (cluster.writer.id, False)
+    assert [f["how"] for f in failovers] == ["topology", "topology"]
+    first, second = failovers[0]["seconds"], failovers[1]["seconds"]
+    assert first < 2 and second < 2, (first, second)  # on the same footing (4 s on main)
 
 
 @pytest.fixture

@@ -77,9 +77,14 @@ class Router:
         """A sign that the instance behind the endpoint changed role: route the next connects."""
         now = self.clock()
         with self.topology.lock:
-            if self.topology.suspect_since is None:
-                self.topology.suspect_since = now
-            self.topology.suspect_until = now + self.options.topology_refresh
+            # The clock of "first sign to new writer" is the writer's: a reader alias's sign
+            # (its reader restarted, went away) routes connects but says nothing of the
+            # writer; and a sign whose window ran out without a failover is old news. Either
+            # would start the next failover's clock seconds early.
+            topology = self.topology
+            if self.want_writer and (topology.suspect_since is None or now > topology.suspect_until):
+                topology.suspect_since = now
+            topology.suspect_until = now + self.options.topology_refresh
         logger.debug("topology of %s: suspecting a failover (%s)", self.host, reason)
 
     def suspected(self) -> bool:
