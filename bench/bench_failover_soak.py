@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import subprocess
@@ -101,6 +102,27 @@ def count_connects(driver: str) -> None:
 
     psycopg.connect = connect3
     psycopg.Connection.connect = classmethod(class_connect3)
+
+
+# ----- lost COMMITs, from the ENGINE's log -------------------------------------------------
+
+
+class LostCommits(logging.Handler):
+    """Each lost COMMIT retry_atomic resolved: the answer, and seconds from the lost COMMIT
+    ("COMMIT on ... got no answer") to the server's answer ("txid_status(...) after a lost COMMIT")."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.started: Dict[int, float] = {}
+        self.answers: List[Tuple[str, float]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = str(record.msg)
+        if message.startswith("COMMIT on"):
+            self.started[record.thread or 0] = record.created
+        elif message.startswith("txid_status(") and "after a lost COMMIT" in message:
+            began = self.started.pop(record.thread or 0, record.created)
+            self.answers.append((str(record.args[-1]), record.created - began))
 
 
 # ----- one driver, in its own process --------------------------------------------------
@@ -209,6 +231,9 @@ def run_driver(args: argparse.Namespace) -> None:
 
         logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
         logging.getLogger("psycopg.pool").propagate = False
+        lost_commits = LostCommits()
+        logging.getLogger("aurora_backend").addHandler(lost_commits)
+        logging.getLogger("aurora_backend").setLevel(logging.INFO)
         from django.db import connections
 
         info = machine()
@@ -269,6 +294,8 @@ def run_driver(args: argparse.Namespace) -> None:
             "unacknowledged_committed": len(set(committed) - set(acked)),
             "balance_total_ok": total == 8 * 1000, "reads": workers.reads,
             "opened": OPENED.count, "rows": rows,
+            "lost_commits": dict(Counter(answer for answer, _ in lost_commits.answers)),
+            "lost_commit_seconds": sorted(round(t, 3) for _, t in lost_commits.answers),
             "errors_seen": dict(Counter(e for _, e in workers.errors).most_common(5)),
         }
         print(RESULT + json.dumps(result), flush=True)
@@ -301,6 +328,8 @@ def report(results: List[Dict[str, Any]], args: argparse.Namespace) -> None:
             "%.2f vs %.2f" % (sum(first) / max(len(first), 1), sum(last) / max(len(last), 1)),
             "%d (%s)" % (r["opened"], _stats([float(row["opened"]) for row in r["rows"]])),
         )))
+        print("    lost COMMITs resolved by txid_status: %s; seconds from the lost COMMIT to the answer "
+              "min/med/max: %s" % (r["lost_commits"] or "none", _stats(r["lost_commit_seconds"])))
         if r["errors_seen"]:
             print("    errors:", r["errors_seen"])
 
