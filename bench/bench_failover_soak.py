@@ -21,7 +21,7 @@ settled. Printed per driver:
 
     python bench/bench_failover_soak.py --failovers 20                  # psycopg2, psycopg, pool in turn
     python bench/bench_failover_soak.py --failovers 3 --drivers pool
-    python bench/bench_failover_soak.py --quick                          # 2 failovers, TTL and delay 0.5 s
+    python bench/bench_failover_soak.py --quick                          # one driver, 2 failovers, TTL and delay 0.5 s
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import DRIVER, POOL, configure_django, machine  # noqa: E402  (this checkout's aurora_backend)
+from common import DRIVER, POOL, configure_django, machine, server_version  # noqa: E402  (this checkout's aurora_backend)
 
 DRIVERS = ("psycopg2", "psycopg", "pool")
 RESULT = "RESULT "
@@ -237,8 +237,9 @@ def run_driver(args: argparse.Namespace) -> None:
         from django.db import connections
 
         info = machine()
+        info["postgresql"] = server_version()
         print("  machine: nproc=%(nproc)s cpu=%(cpu)s; Python %(python)s, Django %(django)s, %(driver)s "
-              "(libpq %(libpq)s)" % info, flush=True)
+              "(libpq %(libpq)s), PostgreSQL %(postgresql)s" % info, flush=True)
 
         from aurora_backend import signals
         from ledger.models import Account, Transfer
@@ -337,7 +338,8 @@ def report(results: List[Dict[str, Any]], args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--failovers", type=int, default=20)
-    parser.add_argument("--drivers", default=",".join(DRIVERS))
+    parser.add_argument("--drivers", default=None, help="comma-separated; default all three "
+                        "(--quick: AURORA_TEST_DRIVER's, or the one Django picks)")
     parser.add_argument("--ttl", type=float, default=5.0)
     parser.add_argument("--dns-delay", type=float, default=5.0)
     parser.add_argument("--quick", action="store_true", help="2 failovers, TTL and DNS delay 0.5 s")
@@ -345,6 +347,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.failovers, args.ttl, args.dns_delay = 2, 0.5, 0.5
+    if args.drivers is None:
+        args.drivers = DRIVER if args.quick else ",".join(DRIVERS)
     if args.child:
         run_driver(args)
         return
