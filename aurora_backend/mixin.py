@@ -36,7 +36,7 @@ from django.utils.functional import cached_property
 
 from aurora_backend import credentials, signals, stats
 from aurora_backend.topology import router as topology
-from aurora_backend.connection.connect import Attempt, connect_with_retry
+from aurora_backend.connection.connect import Attempt, connect_with_retry, describe_error
 from aurora_backend.drivers import in_recovery, input_watch, is_idle, is_named_cursor, peer_address
 from aurora_backend.errors import ErrorKind, classify, is_scale_event
 from aurora_backend.connection.freshness import FreshnessMixin, plain_health_hooks
@@ -122,9 +122,10 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
     def get_new_connection(self, conn_params: Dict[str, Any]) -> Any:
         parent = super().get_new_connection  # type: ignore[misc]
         pooled = self.pool is not None
-        if pooled:  # a checkout: the pool opened it through _aurora_pool_connect
+        if pooled:  # a checkout: the pool opened it (and routed it) through _aurora_pool_connect
             connection = self._aurora_checkout(parent, conn_params)
             address = getattr(connection, "_aurora_address", None)
+            topology.router_for(self, conn_params)  # for _aurora_close: a failover sign routes the pool's connects
         else:
             router = topology.router_for(self, conn_params)
             connection, address = connect_with_retry(
@@ -146,7 +147,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         return connection
 
     def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
+        self._aurora_connect_through_setup()
         reason, self._aurora_close_reason = self._aurora_close_reason, None
         stats.incr(self.alias, "connections")
         logger.debug("connected %s to %s", self.alias, self.aurora_address)
@@ -160,6 +161,34 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
             # With a pool, its max_idle closes idle connections (a reaper's close would
             # only make the pool open a replacement).
             reaper.register(self, self.aurora_options.idle_timeout)
+
+    def _aurora_connect_through_setup(self) -> None:
+        """Django's connect; a new connection that dies in Django's connect-time setup (after
+        login: the time zone, the role) is dropped and another opened, like a failed connect.
+
+        Nothing of the app's ran on it yet. (With a pool, the setup runs inside the pool's
+        retried connect: pool/mixin.py.)
+        """
+        start = self.aurora_runtime.clock()
+        number = 0
+        while True:
+            number += 1
+            try:
+                super().connect()  # type: ignore[misc]
+                return
+            except Exception as exc:
+                raw = self.connection  # None: the connect itself failed (already retried)
+                elapsed = self.aurora_runtime.clock() - start
+                if (
+                    raw is None or self.pool is not None or number >= _SETUP_ATTEMPTS
+                    or elapsed >= self.aurora_options.connect_deadline
+                    or classify(exc, raw) not in (ErrorKind.DISCONNECT, ErrorKind.CONNECT_RETRYABLE)
+                ):
+                    raise
+                logger.warning("connection %r to %s died during connect-time setup: %s; connecting again",
+                               self.alias, self.aurora_address, describe_error(exc))
+                self._aurora_connect_retried(Attempt(number, exc, 0.0, elapsed, self.aurora_address))
+                self._aurora_close("disconnect")
 
     def _aurora_endpoint(self, params: Dict[str, Any]) -> str:
         return "%r (%s:%s)" % (self.alias, params.get("host") or "local socket", params.get("port") or 5432)
@@ -246,6 +275,9 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         wrapped.__class__ = retrying_cursor_class(type(wrapped))
         return wrapped
 
+
+#: Connects whose setup may die (each connect is itself retried): a bound, not a policy.
+_SETUP_ATTEMPTS = 5
 
 _RetryingCursorWrapper = retrying_cursor_class(CursorWrapper)
 _plain: Dict[type, bool] = {}

@@ -352,3 +352,28 @@ def test_a_killed_test_process_leaves_no_server_running():
     while subprocess.run(["pgrep", "-f", "cluster_name=%s-instance" % name], capture_output=True).stdout:
         assert time.monotonic() < deadline, "servers still running 30 s after their owner was killed"
         time.sleep(0.1)
+
+
+def test_aurora_health_reports_a_writer_alias_that_reaches_a_reader_as_unhealthy(db):
+    """In the DNS window after a failover (the DNS clock frozen: the cluster endpoint still
+    names the demoted writer, a reader now), a probe of the writer alias must fail."""
+    cluster = db
+    old = cluster.writer
+    cluster.clock.freeze()
+    cluster.failover()
+    assert cluster.dns.resolve(cluster.cluster_endpoint) == [old.address] and old.role == "reader"
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as exit_:
+        call_command("aurora_health", "--database", "aurora", "--json", stdout=out)
+    assert exit_.value.code != 0
+    report = json.loads(out.getvalue())["databases"][0]
+    assert report["server"]["role"] == "reader" and report["server"]["instance_id"] == old.id
+    findings = [f for f in report["findings"] if f["code"] == "writer_endpoint_reaches_reader"]
+    assert len(findings) == 1 and findings[0]["level"] == "error" and "25006" in findings[0]["message"]
+    out = io.StringIO()  # the reader alias reaching a reader is what it promises
+    try:
+        call_command("aurora_health", "--database", "aurora_ro", "--json", stdout=out)
+    except SystemExit:  # (e.g. the promoted reader's recent restart, replica lag)
+        pass
+    assert not [f for f in json.loads(out.getvalue())["databases"][0]["findings"]
+                if f["code"] == "writer_endpoint_reaches_reader"]

@@ -32,6 +32,8 @@ EXPECTED = {
     "bench_cluster.py": ["cluster start:", "failover timeline", "first successful write after the kill"],
     "bench_topology.py": ["first write acknowledged by the new writer", "dns      path: median",
                           "topology path: median"],
+    "bench_failover_soak.py": ["failover  1 ", "failover  2 ", "driver | acked | committed | app errors",
+                               "lost COMMITs resolved by txid_status"],
     "bench_chaos.py": ["chaos run", "aurora+retry_atomic", "stock+atomic", "transfers requested",
                        "unknown-fate writes", "ledger total after", "server connections left open"],
 }

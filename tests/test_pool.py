@@ -7,6 +7,7 @@ psycopg2 only the "pool needs psycopg 3" error applies.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import uuid
@@ -18,6 +19,7 @@ from django.db import connection
 
 from aurora_backend import drivers, stats
 from aurora_backend.base import DatabaseWrapper
+from aurora_backend.runtime import Runtime
 from tests.test_reconnect import admin, terminate  # noqa: F401  fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -178,13 +180,18 @@ def test_pool_connections_are_retried_across_a_scale_point(simulator):
 @needs_psycopg3
 def test_lifetimes_are_drawn_from_max_age_and_spread():
     wrapper = _pooled(pool={"min_size": 4, "max_size": 4}, aurora={"max_age": [100, 200]})
+    wrapper.aurora_runtime = Runtime(random=random.Random(20))
     pool = wrapper.pool
+    assert pool.aurora_random is wrapper.aurora_runtime.random  # the pool draws from the wrapper's
+    pool.aurora_random = random.Random(20)  # and only the lifetimes from this one
     pool.open(wait=True, timeout=10)
     assert pool.max_lifetime == 200
     with pool.connection() as a, pool.connection() as b, pool.connection() as c, pool.connection() as d:
-        lifetimes = [conn._expire_at - conn._created_at for conn in (a, b, c, d)]
-    assert all(100 <= t <= 200 for t in lifetimes)
-    assert max(lifetimes) - min(lifetimes) > 10  # not psycopg_pool's -5% jitter around 200
+        lifetimes = sorted(conn._expire_at - conn._created_at for conn in (a, b, c, d))
+    seeded = random.Random(20)
+    expected = sorted(seeded.uniform(100, 200) for _ in range(4))
+    assert lifetimes == pytest.approx(expected, abs=1e-6)  # each drawn uniformly from max_age
+    assert expected[-1] - expected[0] > 10  # (seed 20: not psycopg_pool's -5% jitter around 200)
     own = _pooled(alias="own-lifetime", pool={"max_lifetime": 50})
     assert own.pool.max_lifetime == 50 and own.pool.aurora_max_age is None  # the user's wins
 

@@ -462,3 +462,36 @@ def test_lost_commit_still_in_progress_raises_commit_outcome_unknown(probe, retr
     scalar(probe, "SELECT pg_terminate_backend(%s, 5000)", [pids[0]])
     assert scalar(probe, "SELECT txid_status(%s)", [error.txid]) == "aborted"
     assert scalar(probe, "SELECT count(*) FROM retry_probe") == 0
+
+
+def test_lost_commit_on_a_connection_replaced_as_the_transaction_started_is_resolved(probe, retries, caplog):
+    """The connection dies between attempts; atomic() finds it dead and opens another, on
+    which the transaction runs and its COMMIT is lost: the server is still known."""
+    reconnects: list = []
+
+    def on_reconnect(sender: Any, **kwargs: Any) -> None:
+        reconnects.append(kwargs["reason"])
+
+    calls, callbacks = [], []
+
+    def cut_socket_during_commit(pid: int, fd: int) -> None:
+        wait_for(lambda: _in_commit(probe, pid))
+        sock = socket.socket(fileno=os.dup(fd))
+        sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+    work = _lost_commit_work(calls, callbacks, cut_socket_during_commit, 0.5)
+    signals.reconnected.connect(on_reconnect, weak=False)
+    try:
+        for attempt in retrying(commit_check_time=10):
+            if attempt.number == 1:  # connected by retrying(); killed before atomic() starts
+                terminate_self(probe)
+            with attempt:
+                work()
+    finally:
+        signals.reconnected.disconnect(on_reconnect)
+    # The transaction ran on a connection opened by atomic(); the lost COMMIT was asked on the next.
+    assert reconnects == ["stale", "disconnect"]
+    assert calls == [1] and callbacks == [1]  # resolved as committed: acknowledged once
+    assert scalar(probe, "SELECT count(*) FROM retry_probe") == 1
+    assert retries == [] and LOST in caplog.text and ": committed" in caplog.text

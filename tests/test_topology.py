@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 import uuid
 from typing import Any, List
 
@@ -16,6 +17,7 @@ import pytest
 from django.db import connections
 
 from aurora_backend import drivers, signals
+from aurora_backend.runtime import Runtime
 from aurora_backend.topology import router as topology
 from aurora_backend.testing.fixtures import cluster_aliases, register_alias, unregister_alias
 from ledger import services
@@ -217,6 +219,115 @@ def test_ledger_holds_with_zero_app_errors_under_repeated_failovers(db):
     assert len(applied) == len(set(applied)) == len(acknowledged) and set(applied) == set(acknowledged)
     assert sum(Account.objects.using("topo").filter(pk__in=accounts).values_list("balance", flat=True)) == 8000
     assert len(failovers) >= 3 and {f["how"] for f in failovers} == {"topology"}
+
+
+def test_the_second_failover_is_found_as_fast_as_the_first_after_a_reader_sign(db):
+    """The first-sign clock of a failover is the writer's: a reader alias's disconnect in
+    between (4 s before the next failover, on the ENGINE's clock) does not start it."""
+    cluster, failovers = db
+    offset = [0.0]
+    for alias in ("topo", "topo_ro"):  # the ENGINE's clock: real time plus what the test adds
+        connections[alias].aurora_runtime = Runtime(clock=lambda: time.monotonic() + offset[0])
+    assert where()[1] is False and where("topo_ro")[1] is True  # the topology is learned
+    cluster.clock.freeze()  # DNS keeps naming the first writer: every new writer is found by topology
+    cluster.failover()
+    assert where() == (cluster.writer.id, False)
+    reader = cluster.instances[where("topo_ro")[0]]
+    assert reader.sim is not None
+    reader.sim.drop_all(silent=False)  # a reader goes away and comes back (a sign for the reader alias)
+    assert where("topo_ro")[1] is True
+    offset[0] += 4.0  # four quiet seconds
+    cluster.failover()
+    assert where() == (cluster.writer.id, False)
+    assert [f["how"] for f in failovers] == ["topology", "topology"]
+    first, second = failovers[0]["seconds"], failovers[1]["seconds"]
+    assert first < 2 and second < 2, (first, second)  # on the same footing (4 s on main)
+
+
+@pytest.fixture
+def pooled(db, django_db_blocker):
+    """Alias "topo_pool": the cluster endpoint through Django's pool (4 connections)."""
+    cluster, failovers = db
+    settings = cluster.database_settings(**OPTIONS)
+    settings["OPTIONS"]["pool"] = {"max_size": 4, "timeout": 20}
+    register_alias("topo_pool", {**settings, "CONN_MAX_AGE": 0})
+    try:
+        with django_db_blocker.unblock():
+            yield cluster, failovers
+    finally:
+        connections["topo_pool"].close_pool()
+        unregister_alias("topo_pool")
+
+
+@pytest.mark.skipif(drivers.NAME != "psycopg", reason="Django's pool needs psycopg 3")
+def test_pool_through_repeated_failovers_zero_app_errors_and_bounded_connections(pooled):
+    """3 retry_atomic writers (default settings) and 2 readers share a pool of 4; DNS is
+    frozen on the first writer, so every connection that reaches a new writer was routed."""
+    cluster, failovers = pooled
+    accounts = [a.pk for a in Account.objects.using("topo_pool").bulk_create(
+        [Account(name="p-%s" % uuid.uuid4(), balance=1000) for _ in range(8)])]
+    connections["topo_pool"].close()
+    acknowledged: List[uuid.UUID] = []
+    errors: List[BaseException] = []
+    reads = [0]
+    lock, stop = threading.Lock(), threading.Event()
+
+    def writer(k: int) -> None:
+        rng = random.Random(k)
+        try:
+            while not stop.is_set():
+                source, destination = rng.sample(accounts, 2)
+                request_id = uuid.uuid4()
+                services.transfer(source, destination, rng.randint(1, 5), request_id=request_id, using="topo_pool")
+                with lock:
+                    acknowledged.append(request_id)
+                connections["topo_pool"].close()  # back to the pool, as at the end of a request
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections["topo_pool"].close()
+
+    def reader(k: int) -> None:
+        try:
+            while not stop.is_set():
+                total = sum(Account.objects.using("topo_pool").filter(pk__in=accounts).values_list("balance", flat=True))
+                assert total == 8000
+                reads[0] += 1
+                connections["topo_pool"].close()
+                stop.wait(0.005)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections["topo_pool"].close()
+
+    pool = connections["topo_pool"].pool
+    opened_before = pool.get_stats().get("connections_num", 0)
+    cluster.clock.freeze()
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(3)]
+    threads += [threading.Thread(target=reader, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(3):
+            stop.wait(0.4)
+            cluster.failover()
+        stop.wait(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    opened = pool.get_stats().get("connections_num", 0) - opened_before
+    assert errors == []
+    applied = list(Transfer.objects.using("topo_pool").filter(source_id__in=accounts)
+                   .values_list("request_id", flat=True))
+    assert len(applied) == len(set(applied)) == len(acknowledged) and set(applied) == set(acknowledged)
+    assert len(acknowledged) > 0 and reads[0] > 0
+    assert len(failovers) >= 3 and {f["how"] for f in failovers} == {"topology"}
+    # Each failover: the pool's 4 connections die and are replaced (a few more when a
+    # replacement dies too, or finds a connection on the old writer): never a loop.
+    print("pool through %d failovers: %d transfers, %d reads, %d physical connections opened"
+          % (len(failovers), len(acknowledged), reads[0], opened))
+    assert opened <= 4 + 3 * 12, opened
 
 
 @pytest.mark.parametrize("value", ["abc.example.com", "{instance}.{region}.example.com", 42])

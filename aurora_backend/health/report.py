@@ -22,6 +22,7 @@ from aurora_backend.health import sql as health_sql
 from aurora_backend.topology import router as topology
 from aurora_backend.connection.connect import Attempt, connect_with_retry
 from aurora_backend.errors import classify, driver_error
+from aurora_backend.health.role import writer_endpoint_findings
 from aurora_backend.health.sql import Finding
 from aurora_backend.options import AuroraOptions
 from aurora_backend.connection.resolve import default_resolver, resolvable_host
@@ -208,6 +209,7 @@ def check_alias(
     else:
         try:
             _read_server(report, raw, thresholds)
+            report.findings.extend(writer_endpoint_findings(params, report.server))
             from aurora_backend.routing.health import findings as routing_findings
 
             report.findings.extend(routing_findings(alias, raw))

@@ -26,6 +26,7 @@ from django.db.backends.base.base import NO_DB_ALIAS
 
 from aurora_backend import drivers
 from aurora_backend.connection.connect import connect_with_retry
+from aurora_backend.topology import router as topology
 from aurora_backend.pool.config import POOL_KEY, connection_class, pool_arguments, pool_class, pool_options
 from aurora_backend.drivers import in_recovery, input_watch, peer_address
 
@@ -101,7 +102,7 @@ class PoolMixin:
         pool = klass(
             kwargs=connect_kwargs,
             open=False,
-            configure=self._configure_connection,  # type: ignore[attr-defined]
+            configure=None,  # Django's setup runs inside our retried connect: _aurora_pool_connect
             check=klass.check_connection if self.settings_dict.get("CONN_HEALTH_CHECKS") else None,
             connection_class=connection_class(self._aurora_pool_connect),
             **arguments,
@@ -123,9 +124,14 @@ class PoolMixin:
                 pool.aurora_resuming.add(me)
             self._aurora_connect_retried(attempt)  # type: ignore[attr-defined]
 
+        # Topology routing (topology/router.py) per connect: after a failover sign, to the
+        # instance that says it is the writer, with this attempt's parameters (fresh
+        # credentials included), not the endpoint's stale DNS.
+        router = topology.router_for(self, kwargs, own=True)
+        routed = router.wrap(parent) if router is not None else parent
         try:
             connection, address = connect_with_retry(
-                parent, kwargs, self.aurora_options, self.aurora_runtime,
+                lambda params: self._aurora_set_up(routed(params)), kwargs, self.aurora_options, self.aurora_runtime,
                 on_retry=retried, endpoint=self._aurora_endpoint(kwargs),  # type: ignore[attr-defined]
             )
         except Exception as exc:
@@ -137,8 +143,21 @@ class PoolMixin:
                 pool.aurora_resuming.discard(me)
         if pool is not None:
             pool.aurora_last_error = None
+        if router is not None:
+            address = router.routed[1] if router.routed else address
+            router.learn(connection)
         connection._aurora_address = address or peer_address(connection)
         connection._aurora_used_at = connection._aurora_role_checked_at = self.aurora_runtime.clock()
+        return connection
+
+    def _aurora_set_up(self, connection: Any) -> Any:
+        """Django's connect-time setup (time zone, role) of a new pooled connection, as part
+        of the connect: a connection that dies in it is one more failed connect attempt."""
+        try:
+            self._configure_connection(connection)  # type: ignore[attr-defined]
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
     def _aurora_checkout(self, parent: Callable[[Dict[str, Any]], Any], conn_params: Dict[str, Any]) -> Any:

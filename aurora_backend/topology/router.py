@@ -77,9 +77,14 @@ class Router:
         """A sign that the instance behind the endpoint changed role: route the next connects."""
         now = self.clock()
         with self.topology.lock:
-            if self.topology.suspect_since is None:
-                self.topology.suspect_since = now
-            self.topology.suspect_until = now + self.options.topology_refresh
+            # The clock of "first sign to new writer" is the writer's: a reader alias's sign
+            # (its reader restarted, went away) routes connects but says nothing of the
+            # writer; and a sign whose window ran out without a failover is old news. Either
+            # would start the next failover's clock seconds early.
+            topology = self.topology
+            if self.want_writer and (topology.suspect_since is None or now > topology.suspect_until):
+                topology.suspect_since = now
+            topology.suspect_until = now + self.options.topology_refresh
         logger.debug("topology of %s: suspecting a failover (%s)", self.host, reason)
 
     def suspected(self) -> bool:
@@ -261,11 +266,16 @@ def _close(conn: Any) -> None:
         pass
 
 
-def router_for(wrapper: Any, params: Dict[str, Any]) -> Optional[Router]:
-    """A Router when topology routing applies to this alias's connects, else None."""
+def router_for(wrapper: Any, params: Dict[str, Any], own: bool = False) -> Optional[Router]:
+    """A Router when topology routing applies to this alias's connects, else None.
+
+    ``own``: a Router for one connect only (a pool's connects run in its worker threads at
+    once; the wrapper's Router keeps the last routed connect of the wrapper's own thread).
+    Every Router of a cluster shares its Topology: a sign seen by one routes all.
+    """
     options = wrapper.aurora_options
-    if not options.topology or wrapper.settings_dict["OPTIONS"].get("pool"):
-        return None  # Django's pool builds connections from frozen parameters: not routable
+    if not options.topology:
+        return None
     host = resolvable_host(params)
     if host is None:
         return None
@@ -277,6 +287,8 @@ def router_for(wrapper: Any, params: Dict[str, Any]) -> Optional[Router]:
     if kind == "custom-":
         return None  # a custom endpoint's members are the user's choice: nothing to infer
     want_writer = kind != "ro-"
+    if own:
+        return Router(wrapper, host, int(params.get("port") or 5432), template, want_writer)
     router = getattr(wrapper, "_aurora_router", None)
     if router is None or router.host != host or router.template != template:
         router = Router(wrapper, host, int(params.get("port") or 5432), template, want_writer)

@@ -17,7 +17,13 @@ from typing import Any, Optional, Tuple
 from django.db import DatabaseError, OperationalError
 
 from aurora_backend.runtime import Runtime
-from aurora_backend.transactions.server_identity import IDENTITY_COLUMNS, ServerIdentity, identity_from_row
+from aurora_backend.transactions.server_identity import (
+    IDENTITY_COLUMNS,
+    ServerIdentity,
+    identity_from_row,
+    record_identity,
+    recorded_identity,
+)
 
 logger = logging.getLogger("aurora_backend")
 
@@ -49,12 +55,25 @@ class CommitOutcomeUnknown(OperationalError):
         self.status = status
 
 
-def current_txid(connection: Any) -> Optional[int]:
-    """The id of the open transaction, or None if it has written nothing (one round trip)."""
+def current_txid(connection: Any) -> Tuple[Optional[int], Optional[ServerIdentity]]:
+    """The id of the open transaction (None if it has written nothing) and the identity of
+    the server it runs on, in one round trip.
+
+    The identity is read with the id the first time a driver connection gets here and
+    remembered for it: a connection opened inside ``atomic()`` (the old one was found dead
+    when the transaction started) is known as surely as one opened before.
+    """
+    raw = connection.connection
+    known = recorded_identity(raw)
+    query = "SELECT txid_current_if_assigned()" if known is not None else (
+        "SELECT txid_current_if_assigned(), " + IDENTITY_COLUMNS)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT txid_current_if_assigned()")
+        cursor.execute(query)
         row = cursor.fetchone()
-    return None if row is None or row[0] is None else int(row[0])
+    if known is None:
+        known = identity_from_row(row)
+        record_identity(connection.connection, known)  # (the one the query ran on)
+    return (None if row[0] is None else int(row[0])), known
 
 
 def txid_status(connection: Any, txid: int) -> Tuple[Optional[str], ServerIdentity]:

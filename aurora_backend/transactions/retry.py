@@ -24,7 +24,7 @@ from aurora_backend.transactions.commit_outcome import (
     current_txid,
     resolve_lost_commit,
 )
-from aurora_backend.transactions.server_identity import recorded_identity, remember_server
+from aurora_backend.transactions.server_identity import ServerIdentity
 from aurora_backend.errors import ErrorKind, TRANSACTION_RETRYABLE, classify, driver_error
 from aurora_backend.transactions.options import (
     Callsite,
@@ -150,8 +150,6 @@ class Retrying:
                 "retry_atomic cannot retry on %r: autocommit is off, so the transaction belongs to "
                 "whoever turned it off. Turn autocommit back on, or use atomic()." % self.alias
             )
-        if self.options.record_txid:
-            remember_server(connection)  # once per connection: see server_identity.py
         return True
 
     def next_delay(self, attempt: "Attempt") -> Optional[float]:
@@ -245,7 +243,7 @@ class Attempt:
             self.succeeded = True
             return False
         try:
-            txid = current_txid(connection) if self._retrying.options.record_txid else None
+            txid, server = current_txid(connection) if self._retrying.options.record_txid else (None, None)
         except Exception as exc:
             if self._exit_failed(exc):
                 return True
@@ -257,7 +255,7 @@ class Attempt:
         try:
             self._atomic.__exit__(None, None, None)
         except Exception as exc:
-            if self._commit_failed(exc, raw, txid, callbacks):
+            if self._commit_failed(exc, raw, txid, server, callbacks):
                 return True
             raise
         self._succeed(callbacks)
@@ -268,7 +266,9 @@ class Attempt:
         self._atomic.__exit__(type(exc), exc, exc.__traceback__)
         return self.fail(exc, retryable)
 
-    def _commit_failed(self, exc: BaseException, raw: Any, txid: Optional[int], callbacks: list) -> bool:
+    def _commit_failed(
+        self, exc: BaseException, raw: Any, txid: Optional[int], server: Optional[ServerIdentity], callbacks: list,
+    ) -> bool:
         """True to retry; False to raise ``exc``; the lost-COMMIT verdict may raise instead."""
         kind = classify(exc, raw)
         if kind not in _LOST_COMMIT_KINDS:
@@ -283,7 +283,7 @@ class Attempt:
             self._succeed(callbacks)  # it wrote nothing: committed or not, the outcome is the same
             return True
         status = resolve_lost_commit(
-            self.connection, txid, self._retrying._runtime, options.commit_check_time, exc, recorded_identity(raw),
+            self.connection, txid, self._retrying._runtime, options.commit_check_time, exc, server,
         )
         if status == COMMITTED:
             self._succeed(callbacks)

@@ -4,8 +4,8 @@
 the reconnect may reach another database behind the same name (a Blue/Green switchover,
 a restored snapshot, a new cluster): there the id belongs to an unrelated transaction.
 So retry_atomic records the identity of the server a transaction runs on (once per
-connection, before its first transaction) and asks ``txid_status`` only of a server
-with the same identity.
+driver connection, in the same round trip as the transaction id: ``current_txid``) and
+asks ``txid_status`` only of a server with the same identity.
 
 The identity is PostgreSQL's system identifier (``pg_control_system()``, chosen at initdb
 and kept by every physical replica, hence by the instances of one Aurora cluster, which
@@ -65,8 +65,13 @@ def remember_server(connection: Any) -> None:
     except Error as exc:  # (InterfaceError too: not a DatabaseError)
         logger.info("could not read the server identity of %r: %s", connection.alias, exc)
         return
-    try:  # (the cursor may have opened a new connection: the identity is that one's)
-        _known[connection.connection] = identity
+    record_identity(connection.connection, identity)  # (the cursor may have opened a new one)
+
+
+def record_identity(raw_connection: Any, identity: ServerIdentity) -> None:
+    """Remember ``identity`` for a driver connection (it never moves to another server)."""
+    try:
+        _known[raw_connection] = identity
     except TypeError:  # None, or a driver connection that cannot be weakly referenced
         pass
 
