@@ -13,9 +13,10 @@ host hangs pays the grace; a hung instance whose probe answers later is taken ba
 
 The probes still running finish in their own threads (bounded by the probe's connect
 timeout and the alias's ``silent_host_timeout``; no thread outlives them) and their
-connections are closed. Split brain: two writers in a round's answers take the DNS path
-(never guess); a second writer answering after the grace is logged as a warning and makes
-the following connects of the cluster take the DNS path for ``topology_refresh`` seconds.
+connections are closed, their answers unused (they may describe a later moment). Split
+brain: two writers among a round's answers take the DNS path (never guess); a writer slower
+to answer than the grace is left out of that round, and looked for by the next ones (a
+full round at least once a second while routing, topology/router.py).
 """
 
 from __future__ import annotations

@@ -104,8 +104,6 @@ class Router:
     def _route(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any]) -> Any:
         """Probe the instances (bounded rounds) for the one to use; None: take the DNS path."""
         began = self.clock()
-        if began < self.topology.conflict_until:
-            return None  # two writers answered a recent round: never guess
         budget = float(min(self.options.connect_timeout, 5))
         avoid = None if self.want_writer else self.wrapper.aurora_address
         decided = self.topology.decided
@@ -170,17 +168,13 @@ class Router:
         return results
 
     def _late(self, result: probe.Result) -> None:
-        """A probe that finished after its round's grace (in the probing thread)."""
-        instance, conn, recovering, _ = result
-        if conn is not None:
-            _close(conn)
-        if self.want_writer and recovering is False:  # a second writer, after the round chose
-            self._split_brain([instance, "the one chosen before it answered"])
+        """A probe that finished after its round's grace (in the probing thread): its answer
+        may describe a later moment than the round's, so it is only closed. A second writer
+        slower than the grace is looked for again by the next full round (DECISION_TTL)."""
+        if result[1] is not None:
+            _close(result[1])
 
     def _split_brain(self, writers: List[str]) -> None:
-        with self.topology.lock:
-            self.topology.decided = None
-            self.topology.conflict_until = self.clock() + self.options.topology_refresh
         logger.warning("topology of %s: %d instances claim to be the writer (%s): not guessing, using DNS",
                        self.host, len(writers), ", ".join(writers))
 

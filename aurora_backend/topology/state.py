@@ -43,7 +43,6 @@ class Topology:
     last_failover: Optional[Failover] = None
     decided: Optional[Tuple[str, float]] = None  # (writer, when) chosen by the last full probe round
     hung: Dict[str, float] = field(default_factory=dict)  # instance -> left out of probe rounds until
-    conflict_until: float = 0.0  # a second writer answered a round: the DNS path until then
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def snapshot(self) -> Dict[str, Any]:
