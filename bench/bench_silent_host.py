@@ -3,6 +3,9 @@
 Needs root and iproute2: each instance's endpoint is in its own network namespace
 (aurora_backend/testing/silent_host.py) and "silent" means its veth link is set down.
 
+0. A query in flight inside ``atomic()`` when its host goes silent: seconds until the app
+   gets its error, the ENGINE's defaults against stock Django with AWS's keepalives 1/1/5
+   and a 10 s ``connect_timeout`` (stock reconnects on its way out of ``atomic()``).
 1. Hung reader + scale event on the writer: one reader silenced, then a scale event on the
    healthy writer; for ``--window`` seconds (30) new writer connections are opened one after
    another, alternating the ENGINE (cluster endpoint, topology on: every connect of the
@@ -51,7 +54,63 @@ def settings(cluster: AuroraCluster) -> Dict[str, Dict[str, Any]]:
     writer = cluster.writer
     stock = {"ENGINE": "django.db.backends.postgresql", "NAME": cluster.database, "USER": SUPERUSER,
              "PASSWORD": PASSWORD, "HOST": writer.address, "PORT": str(cluster.port)}
-    return {"default": aurora, "stock": stock}
+    reader = cluster.readers[0]
+    direct = {"ENGINE": "aurora_backend", "NAME": cluster.database, "USER": SUPERUSER, "PASSWORD": PASSWORD,
+              "HOST": reader.address, "PORT": str(cluster.port), "OPTIONS": {}}
+    stock_keepalives = dict(stock, HOST=reader.address, OPTIONS={
+        "keepalives": 1, "keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 5,
+        "connect_timeout": 10})
+    return {"default": aurora, "stock": stock, "atomic_aurora": direct, "atomic_stock": stock_keepalives}
+
+
+# -- 0. mid-query inside atomic(): how long until the app gets its error ------------------------
+
+
+def in_atomic(cluster: AuroraCluster) -> Dict[str, Tuple[float, str]]:
+    from django.db import connections, transaction
+
+    reader = cluster.readers[0]
+    seen: Dict[str, Tuple[float, str]] = {}
+    for alias, name in (("atomic_aurora", "aurora (defaults)"),
+                        ("atomic_stock", "stock (keepalives 1/1/5, connect_timeout 10)")):
+        marker = "bench-silent-%s" % alias
+        connections[alias].ensure_connection()
+        admin = reader.admin(cluster.database)
+        silenced: List[float] = []
+
+        def watch() -> None:
+            with admin.cursor() as cur:
+                for _ in range(1000):
+                    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
+                                "AND pid <> pg_backend_pid()", ["%" + marker + "%"])
+                    if cur.fetchone()[0]:
+                        cluster.silence(reader.id)
+                        silenced.append(time.monotonic())
+                        return
+                    time.sleep(0.01)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            with transaction.atomic(using=alias):
+                with connections[alias].cursor() as cursor:
+                    cursor.execute("SELECT pg_sleep(120) /* %s */" % marker)
+            error = "no error"
+        except Exception as exc:
+            error = "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[0][:70])
+        failed = time.monotonic()
+        watcher.join(10)
+        cluster.unsilence(reader.id)
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE %s "
+                        "AND pid <> pg_backend_pid()", ["%" + marker + "%"])
+        admin.close()
+        connections[alias].close()
+        seen[name] = (failed - silenced[0], error)
+    print("query in flight inside atomic() when its host goes silent: seconds from the silence to the app's error")
+    for name, (seconds, error) in seen.items():
+        print("  %-46s %6.2f s  %s" % (name, seconds, error))
+    return seen
 
 
 # -- 1. a hung reader, then a scale event on the writer ----------------------------------------
@@ -249,6 +308,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         configure_django(settings(cluster), migrate=("default",))
         print_machine()
         print("driver: %s; DNS ttl %.1f s, record moves %.1f s after a promotion" % (DRIVER, ttl, ttl))
+        in_atomic(cluster)
         if POOL:
             print("hung reader + scale event: skipped under Django's pool (topology routes no pooled connection)")
         else:

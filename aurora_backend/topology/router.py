@@ -79,10 +79,16 @@ class Router:
             if self.topology.suspect_since is None:
                 self.topology.suspect_since = now
             self.topology.suspect_until = now + self.options.topology_refresh
+            self.topology.last_sign = now
         logger.debug("topology of %s: suspecting a failover (%s)", self.host, reason)
 
     def suspected(self) -> bool:
-        return bool(self.topology.instances) and self.clock() <= self.topology.suspect_until
+        topo = self.topology
+        if not topo.instances or self.clock() > topo.suspect_until:
+            return False
+        # The writer alias: a round since the last sign found the writer unchanged and the
+        # endpoint's DNS naming it (a scale event, an idle kill): the DNS path is as good.
+        return not (self.want_writer and topo.dns_confirmed >= topo.last_sign)
 
     # -- connecting --------------------------------------------------------------------
 
@@ -222,7 +228,15 @@ class Router:
             self.topology.suspect_since = None  # routing stays on; the next sign starts a new clock
         if old != instance:
             self._record(Failover(old, instance, "topology", None if since is None else round(now - since, 3)))
+        elif address in self._dns_addresses():
+            self.topology.dns_confirmed = now
         logger.info("topology of %s: writer is %s (%s), found in %.3fs", self.host, instance, address, now - began)
+
+    def _dns_addresses(self) -> List[str]:
+        try:
+            return list((self.options.resolver or default_resolver)(self.host, self.port))
+        except (OSError, UnicodeError):
+            return []
 
     def _record(self, failover: Failover) -> None:
         self.topology.last_failover = failover
