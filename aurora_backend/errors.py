@@ -84,6 +84,15 @@ _CONNECT_RETRYABLE_MESSAGES = (
     "server sent an error response during gss encryption exchange",
 )
 
+#: A connection that was up and then failed: a "timed out" in these is a silent host found
+#: by keepalives or tcp_user_timeout mid-session, never a connect attempt to retry.
+_SESSION_LOST_MESSAGES = (
+    "could not receive data from server",
+    "could not send data to server",
+    "consuming input failed",
+    "sending query failed",
+)
+
 _DISCONNECT_MESSAGES = (
     "server closed the connection unexpectedly",
     "ssl connection has been closed unexpectedly",
@@ -179,6 +188,8 @@ def _classify_code(code: str) -> Optional[ErrorKind]:
 def _classify_message(message: str) -> Optional[ErrorKind]:
     # Order matters: "database "x" does not exist" must not be read as a retryable failure
     # just because libpq prefixed it with 'connection to server at ... failed'.
+    if _has(message, _SESSION_LOST_MESSAGES):
+        return ErrorKind.DISCONNECT
     if _has(message, _TRANSIENT_MESSAGES):
         return ErrorKind.CONNECT_RETRYABLE
     if _has(message, _NEVER_RETRY_MESSAGES):

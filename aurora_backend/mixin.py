@@ -36,6 +36,7 @@ from django.utils.functional import cached_property
 
 from aurora_backend import credentials, signals, stats
 from aurora_backend.topology import router as topology
+from aurora_backend.connection import keepalive
 from aurora_backend.connection.connect import Attempt, connect_with_retry, describe_error
 from aurora_backend.drivers import in_recovery, input_watch, is_idle, is_named_cursor, peer_address
 from aurora_backend.errors import ErrorKind, classify, is_scale_event
@@ -117,7 +118,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
     def get_connection_params(self) -> Dict[str, Any]:
         params = super().get_connection_params()  # type: ignore[misc]
         params.pop(OPTIONS_KEY, None)
-        return params
+        return keepalive.apply(params, self.aurora_options.silent_host_timeout)
 
     def get_new_connection(self, conn_params: Dict[str, Any]) -> Any:
         parent = super().get_new_connection  # type: ignore[misc]

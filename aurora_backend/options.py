@@ -56,6 +56,9 @@ class AuroraOptions:
     topology_refresh: float = 30.0
     #: RDS Proxy mode (docs/proxy.md): True, False, or None ("auto": on when HOST contains ".proxy-").
     proxy: Optional[bool] = None
+    #: A silent host (no FIN, no RST) makes a query waiting on it fail within about this
+    #: long: libpq keepalives and tcp_user_timeout (connection/keepalive.py). None: libpq's.
+    silent_host_timeout: Optional[float] = 6.0
     #: Where each login's user and password come from (IAM, Secrets Manager, a callable);
     #: None: USER and PASSWORD. See aurora_backend/credentials.
     credentials: Optional[credentials_config.CredentialsConfig] = None
@@ -148,6 +151,16 @@ def _max_age(key: str, value: Any) -> Optional[Tuple[float, float]]:
     raise _key_error(key, value, accepted)
 
 
+def _silent_host_timeout(key: str, value: Any) -> Optional[float]:
+    accepted = ("a number of seconds >= 2 (keepalives need one second idle and one probe), "
+                "or None to leave libpq's TCP settings alone")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 2:
+        raise _key_error(key, value, accepted)
+    return float(value)
+
+
 def _bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise _key_error(key, value, "True or False")
@@ -199,5 +212,6 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "topology_template": _template,
     "topology_refresh": _positive,
     "proxy": _proxy,
+    "silent_host_timeout": _silent_host_timeout,
     "credentials": credentials_config.parse,
 }

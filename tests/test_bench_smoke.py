@@ -68,3 +68,17 @@ def test_bench_databases_are_dropped() -> None:
         cur.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'aurora_bench_%%'")
         assert cur.fetchone()[0] == 0
     conn.close()
+
+
+@pytest.mark.timeout(120)
+def test_bench_silent_host_runs_quick() -> None:
+    """Not in EXPECTED: it needs network namespaces (root, iproute2) and a longer timeout."""
+    from aurora_backend.testing.silent_host import unavailable
+
+    reason = unavailable()
+    if reason:
+        pytest.skip("no silent host here: %s" % reason)
+    output = run_bench("bench_silent_host.py", timeout=110)
+    for line in ("first transfer committed on the new writer", "app errors: reads", "ledger total",
+                 "threads of ours left"):
+        assert line in output, "bench_silent_host.py printed no %r:\n%s" % (line, output[-3000:])

@@ -98,11 +98,18 @@ def test_w008_assume_role_behind_rds_proxy():
     assert ids(good(OPTIONS=_proxy_opts(assume_role="owner"))) == []
 
 
-def test_w006_no_tcp_keepalives():
-    assert ids(good(OPTIONS={"aurora": {"connect_deadline": 30}})) == ["aurora_backend.W006"]
-    assert ids(good(OPTIONS={"aurora": {"connect_deadline": 30}, "keepalives": 0, **KEEPALIVES})) == [
-        "aurora_backend.W006"]
-    assert ids(good(OPTIONS={"aurora": {"connect_deadline": 30}, "keepalives_idle": 1})) == []
+def test_w006_a_silent_host_would_hang_a_query():
+    deadline = {"connect_deadline": 30}
+    assert ids(good(OPTIONS={"aurora": deadline})) == []  # silent_host_timeout's default: 6 s
+    assert ids(good(OPTIONS={"aurora": dict(deadline, silent_host_timeout=None)})) == ["aurora_backend.W006"]
+    assert ids(good(OPTIONS={"aurora": deadline, "keepalives": 0})) == ["aurora_backend.W006"]
+    assert ids(good(OPTIONS={"aurora": deadline, "keepalives": 0, "tcp_user_timeout": 5000})) == []
+    assert ids(good(OPTIONS={"aurora": dict(deadline, silent_host_timeout=None), **KEEPALIVES})) == []
+    assert ids(good(OPTIONS={"aurora": dict(deadline, silent_host_timeout=None), "keepalives_idle": 1})) == [
+        "aurora_backend.W006"]  # interval and count left at the OS's 75 s x 9
+    [message] = alias_settings_messages("x", good(OPTIONS={"aurora": deadline, "keepalives_idle": 300,
+                                                          "tcp_user_timeout": 0}))
+    assert message.id == "aurora_backend.W006" and "for 305 s" in message.msg
 
 
 @pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")

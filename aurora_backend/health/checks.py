@@ -9,7 +9,9 @@ Settings checks run with every ``manage.py check`` (and runserver, migrate...):
   sends SET: pins). Proxy mode (docs/proxy.md) puts the level in each BEGIN instead.
 - W004: server-side cursors behind RDS Proxy without proxy mode (DECLARE pins the session).
 - W005: ``OPTIONS["options"]`` (``-c ...``) behind RDS Proxy (refused at connect).
-- W006: no TCP keepalive settings: a dead writer is noticed only after hours.
+- W006: a silent host (no FIN, no RST) would hang a query for minutes or hours: keepalives
+  off, or ``silent_host_timeout`` None without keepalives of the user's, or settings whose
+  bound is over ``SLOW_DETECTION`` seconds (connection/keepalive.py).
 - W007: proxy mode, and Django expects a session timezone other than UTC: the ENGINE does
   not SET it (that pins), so the role or database must have it.
 - W008: ``OPTIONS["assume_role"]`` behind RDS Proxy (SET ROLE at connect pins every session).
@@ -33,11 +35,14 @@ from django.core.exceptions import ImproperlyConfigured
 
 from aurora_backend.proxy.mode import behind_rds_proxy, proxy_enabled, same_zone, timezone_advice
 from aurora_backend import credentials
+from aurora_backend.connection import keepalive
 from aurora_backend.options import AuroraOptions
 
 #: A Serverless v2 resume takes ~15 s (30 s or more after a day asleep): AURORA_FACTS.md.
 RESUME_SECONDS = 15.0
-KEEPALIVE_KEYS = ("keepalives_idle", "keepalives_interval", "keepalives_count")
+SLOW_DETECTION = 60  # seconds: a silent host noticed later than this hangs workers
+#: Linux's TCP keepalive defaults (idle, interval, probes): what libpq leaves in place.
+OS_KEEPALIVE = (7200, 75, 9)
 DATABASE_CHECK_IDS = {
     "long_transaction": "W010", "idle_in_transaction": "W011", "temp_table": "W012",
     "table_lock": "W013", "capacity": "W014",
@@ -71,7 +76,7 @@ def alias_settings_messages(alias: str, settings_dict: Mapping[str, Any]) -> Lis
     except ImproperlyConfigured as err:
         return [checks.Error(str(err), hint="Fix the key named above; see README.md for every option.",
                              obj=where, id="aurora_backend.E001")]
-    messages = [m for m in (_w001(where, settings_dict, aurora), _w002(where, aurora), _w006(where, options)) if m]
+    messages = [m for m in (_w001(where, settings_dict, aurora), _w002(where, aurora), _w006(where, options, aurora)) if m]
     if options.get("pool"):
         messages.extend(_pool_messages(alias, where, settings_dict))
     mode = proxy_enabled(aurora, settings_dict)
@@ -102,16 +107,34 @@ def _w002(where: str, aurora: AuroraOptions) -> Optional[checks.CheckMessage]:
     )
 
 
-def _w006(where: str, options: Mapping[str, Any]) -> Optional[checks.CheckMessage]:
-    if str(options.get("keepalives", "1")) != "0" and any(key in options for key in KEEPALIVE_KEYS):
+def _w006(where: str, options: Mapping[str, Any], aurora: AuroraOptions) -> Optional[checks.CheckMessage]:
+    seconds = detection_bound(options, aurora)
+    if seconds is not None and seconds <= SLOW_DETECTION:
         return None
     return checks.Warning(
-        "%s has no TCP keepalive settings: a query waiting on a writer that vanished (failover, "
-        "network loss without a reset) hangs for the OS default of about two hours." % where,
-        hint="Add OPTIONS 'keepalives': 1, 'keepalives_idle': 1, 'keepalives_interval': 1, "
-             "'keepalives_count': 5 (AWS's recommendation for Aurora).",
+        "%s: a query waiting on a host that went silent (host failure, network partition: no FIN, "
+        "no RST) would hang %s." % (where, "for hours" if seconds is None else "for %d s" % seconds),
+        hint="Leave OPTIONS['aurora']['silent_host_timeout'] at its default (6 s: libpq keepalives "
+             "1/1/5 as AWS recommends for Aurora, and tcp_user_timeout), and remove 'keepalives': 0 "
+             "or slower keepalive settings from OPTIONS (docs/silent_host.md).",
         obj=where, id="aurora_backend.W006",
     )
+
+
+def detection_bound(options: Mapping[str, Any], aurora: AuroraOptions) -> Optional[float]:
+    """Seconds after which a silent host fails a waiting query, from the settings; None: ~hours."""
+    params = keepalive.apply({k: v for k, v in options.items() if k != "aurora"}, aurora.silent_host_timeout)
+    try:
+        user_timeout = int(params.get("tcp_user_timeout") or 0) / 1000.0
+        if str(params.get("keepalives", "1")).strip() == "0":
+            return user_timeout or None  # unacknowledged data only: an idle wait is never bounded
+        idle, interval, count = (int(params.get(key, default)) for key, default in zip(
+            ("keepalives_idle", "keepalives_interval", "keepalives_count"), OS_KEEPALIVE))
+    except (TypeError, ValueError):
+        return None
+    probes = idle + interval * count
+    # Linux: with tcp_user_timeout set, keepalives give up once it has passed (and a probe went out).
+    return max(user_timeout, idle + interval) if user_timeout else float(probes)
 
 
 def _pool_messages(alias: str, where: str, settings_dict: Mapping[str, Any]) -> List[checks.CheckMessage]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -48,8 +49,11 @@ class AuroraSimulator(Faults, RdsProxyMode):
     upstream_timeout = 10.0
 
     def __init__(self, upstream: Address, listen: Optional[Iterable[Address]] = None,
-                 rds_proxy: bool = False) -> None:
+                 rds_proxy: bool = False,
+                 listen_socket: Optional[Callable[[str, int], socket.socket]] = None) -> None:
         self._init_rds_proxy(rds_proxy)
+        # Makes each listening socket (e.g. inside a network namespace: testing/silent_host.py).
+        self._listen_socket = listen_socket
         self._original_upstream = _address(upstream, "upstream")
         self._upstream = self._original_upstream
         self._listen = [_address(a, "listen[]") for a in (listen or [("127.0.0.1", 0)])]
@@ -144,8 +148,11 @@ class AuroraSimulator(Faults, RdsProxyMode):
         for index, (host, port) in enumerate(self._bound):
             if self._servers[index] is not None:
                 continue
-            server = await asyncio.start_server(
-                lambda r, w, i=index: self._accept(i, r, w), host, port, reuse_address=True)
+            accept = lambda r, w, i=index: self._accept(i, r, w)  # noqa: E731
+            if self._listen_socket is not None:
+                server = await asyncio.start_server(accept, sock=self._listen_socket(host, port))
+            else:
+                server = await asyncio.start_server(accept, host, port, reuse_address=True)
             self._servers[index] = server
             self._bound[index] = server.sockets[0].getsockname()[:2]
 

@@ -40,7 +40,8 @@ class AuroraCluster:
     def __init__(self, readers: int = 2, name: str = "aurora-local", ttl: float = 5.0,
                  dns_delay: float = 5.0, database: str = "aurora", port: Optional[int] = None,
                  clock: Callable[[], float] = time.monotonic, rng: Optional[random.Random] = None,
-                 subnet: Optional[int] = None, startup_timeout: float = 120.0) -> None:
+                 subnet: Optional[int] = None, startup_timeout: float = 120.0,
+                 silent_hosts: bool = False) -> None:
         if readers < 0:
             raise ValueError("AuroraCluster(readers) needs readers >= 0, got %r" % readers)
         self.rng = rng or random.Random()
@@ -51,6 +52,9 @@ class AuroraCluster:
         self.port = port
         self.clock = clock
         self.startup_timeout = startup_timeout
+        #: Each instance's endpoint in its own network namespace, so that silence(id) can make
+        #: it a host that stops answering for real (silent_host.py; needs root and iproute2).
+        self.silent_hosts = silent_hosts
         token = "%012x" % self.rng.getrandbits(48)
         self.domain = "%s.%s" % (token, DOMAIN)
         self.cluster_endpoint = "%s.cluster-%s" % (name, self.domain)
@@ -86,8 +90,14 @@ class AuroraCluster:
     def _new_instance(self, k: int, role: str, server: Any) -> Instance:
         self._reaper.register(server.base, server.bin, server.as_postgres)
         instance_id = self._instance_id(k)
-        return Instance(instance_id, "%s.%s" % (instance_id, self.domain),
-                        "127.0.%d.%d" % (self.subnet, k + 1), role, server)
+        host = None
+        if self.silent_hosts:
+            from aurora_backend.testing.silent_host import SilentHost
+
+            host = SilentHost().start()
+        address = host.address if host else "127.0.%d.%d" % (self.subnet, k + 1)
+        return Instance(instance_id, "%s.%s" % (instance_id, self.domain), address, role, server,
+                        silent_host=host)
 
     def _start_servers(self) -> None:
         writer_server = ai.new_writer(self._instance_id(0))
@@ -108,8 +118,7 @@ class AuroraCluster:
             started: List[AuroraSimulator] = []
             try:
                 for instance in self.instances.values():
-                    sim = AuroraSimulator(upstream=("127.0.0.1", instance.pg_port), listen=[(instance.address, port)])
-                    started.append(sim.start())
+                    started.append(instance.new_simulator(port).start())
             except OSError:
                 for sim in started:
                     sim.stop()
@@ -165,6 +174,8 @@ class AuroraCluster:
         for instance in self.instances.values():
             if instance.sim is not None:
                 instance.sim.stop()
+            if instance.silent_host is not None:
+                instance.silent_host.close()
         for instance in self.instances.values():
             try:
                 instance.server.destroy()
@@ -238,6 +249,23 @@ class AuroraCluster:
             "PORT": str(self.port),
             "OPTIONS": {"aurora": {"resolver": self.dns, **aurora}},
         }
+
+    # -- silent hosts ------------------------------------------------------------------
+
+    def silence(self, instance_id: str) -> None:
+        """The instance's host stops answering: its packets are dropped, no FIN, no RST
+        (needs ``AuroraCluster(silent_hosts=True)``). The server behind it keeps running."""
+        self._silent_host(instance_id).silence()
+
+    def unsilence(self, instance_id: str) -> None:
+        """The instance's host answers again."""
+        self._silent_host(instance_id).restore()
+
+    def _silent_host(self, instance_id: str) -> Any:
+        host = self.instances[instance_id].silent_host
+        if host is None:
+            raise ValueError("silence(%r): start the cluster with AuroraCluster(silent_hosts=True)" % instance_id)
+        return host
 
     # -- replica lag -------------------------------------------------------------------
 

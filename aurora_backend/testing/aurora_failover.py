@@ -20,7 +20,6 @@ import re
 import time
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from aurora_backend.simulator import AuroraSimulator
 from aurora_backend.testing import aurora_instance as ai
 from aurora_backend.testing.aurora_instance import DOWN, READER, WRITER, Instance
 
@@ -120,8 +119,7 @@ def rebuild_as_reader(cluster: "AuroraCluster", instance: Instance) -> None:
     assert instance.sim is not None
     if moved:  # another process took the port meanwhile: a new simulator on the same endpoint
         instance.sim.stop()
-        instance.sim = AuroraSimulator(upstream=("127.0.0.1", server.port),
-                                       listen=[(instance.address, int(cluster.port or 0))]).start()
+        instance.sim = instance.new_simulator(int(cluster.port or 0)).start()
     else:
         instance.sim.reset()
     instance.role = READER

@@ -43,6 +43,14 @@ class Instance:
     server: PostgresCluster
     sim: Optional[AuroraSimulator] = None
     replay_paused: bool = field(default=False)
+    #: Its endpoint's network namespace when the cluster has silent hosts (silent_host.py).
+    silent_host: Optional[Any] = None
+
+    def new_simulator(self, port: int) -> AuroraSimulator:
+        """A simulator (not started) for this instance's endpoint, in its namespace if it has one."""
+        factory = self.silent_host.listen_socket if self.silent_host is not None else None
+        return AuroraSimulator(upstream=("127.0.0.1", self.pg_port), listen=[(self.address, port)],
+                               listen_socket=factory)
 
     @property
     def pg_port(self) -> int:

@@ -18,12 +18,12 @@ fall back silently to the DNS path, exactly as without this module.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from aurora_backend import signals
 from aurora_backend.connection.resolve import default_resolver, resolvable_host
+from aurora_backend.topology import probe
 from aurora_backend.topology.state import (
     AURORA_ENDPOINT,
     Failover,
@@ -42,7 +42,6 @@ logger = logging.getLogger("aurora_backend")
 
 TOPOLOGY_SQL = ("SELECT server_id::text, session_id::text = 'MASTER_SESSION_ID' FROM aurora_replica_status() "
                 "ORDER BY 2 DESC, 1")
-MAX_PARALLEL = 8
 PROBE_TIMEOUT = 2  # libpq's minimum connect_timeout: a probe never waits longer per instance
 FORGET_AFTER = 10  # an instance missing from this many refresh periods is dropped
 DECISION_TTL = 1.0  # seconds a full probe round's choice of writer is reused (then: all again)
@@ -85,10 +84,16 @@ class Router:
             if self.want_writer and (topology.suspect_since is None or now > topology.suspect_until):
                 topology.suspect_since = now
             topology.suspect_until = now + self.options.topology_refresh
+            topology.last_sign = now
         logger.debug("topology of %s: suspecting a failover (%s)", self.host, reason)
 
     def suspected(self) -> bool:
-        return bool(self.topology.instances) and self.clock() <= self.topology.suspect_until
+        topo = self.topology
+        if not topo.instances or self.clock() > topo.suspect_until:
+            return False
+        # The writer alias: a round since the last sign found the writer unchanged and the
+        # endpoint's DNS naming it (a scale event, an idle kill): the DNS path is as good.
+        return not (self.want_writer and topo.dns_confirmed >= topo.last_sign)
 
     # -- connecting --------------------------------------------------------------------
 
@@ -123,7 +128,7 @@ class Router:
             if conn is not None:
                 _close(conn)
         while True:
-            results = self._probe_all(parent, params)
+            results = self._race(parent, params, avoid)
             choice = self._choose(results, avoid)
             for instance, conn, _, _ in results:
                 if conn is not None and (choice is None or conn is not choice[1]):
@@ -138,13 +143,11 @@ class Router:
             writers = [r for r in answered if r[2] is False]
             if not answered or len(writers) > 1 or self.clock() - began >= budget:
                 if len(writers) > 1:
-                    logger.warning("topology of %s: %d instances claim to be the writer (%s): not guessing, "
-                                   "using DNS", self.host, len(writers), ", ".join(w[0] for w in writers))
+                    self._split_brain([w[0] for w in writers])
                 return None
             self.wrapper.aurora_runtime.sleep(0.05)  # a promotion in progress: no writer yet
 
-    def _choose(self, results: List[Tuple[str, Any, Optional[bool], Optional[str]]],
-                avoid: Optional[str]) -> Optional[Tuple[str, Any, str]]:
+    def _choose(self, results: List[probe.Result], avoid: Optional[str]) -> Optional[Tuple[str, Any, str]]:
         if self.want_writer:
             writers = [r for r in results if r[2] is False]
             return (writers[0][0], writers[0][1], writers[0][3] or "") if len(writers) == 1 else None
@@ -155,20 +158,43 @@ class Router:
         pick = others[self.wrapper.aurora_runtime.random.randrange(len(others))]
         return pick[0], pick[1], pick[3] or ""
 
-    def _probe_all(self, parent: Callable[[Dict[str, Any]], Any],
-                   params: Dict[str, Any]) -> List[Tuple[str, Any, Optional[bool], Optional[str]]]:
-        instances = list(self.topology.instances)
-        workers = min(MAX_PARALLEL, len(instances))
-        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="aurora-probe") as pool:
-            futures = [pool.submit(self._probe, parent, params, name) for name in instances]
-            return [f.result() for f in futures]
+    def _race(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any],
+              avoid: Optional[str]) -> List[probe.Result]:
+        """One round (topology/probe.py); instances that did not answer in it are remembered as hung."""
+        topo = self.topology
+        with topo.lock:
+            names = probe.candidates(list(topo.instances), topo.hung, self.clock())
+
+        def accept(result: probe.Result) -> bool:
+            return result[2] is (not self.want_writer) and (self.want_writer or result[3] != avoid)
+
+        results, silent = probe.race(names, lambda name: self._probe(parent, params, name), accept, self._late)
+        if silent:
+            with topo.lock:
+                until = self.clock() + probe.HUNG_SECONDS
+                for name in silent:
+                    topo.hung[name] = until
+            logger.info("topology of %s: %s did not answer a probe round: left out of the rounds for %gs",
+                        self.host, ", ".join(silent), probe.HUNG_SECONDS)
+        return results
+
+    def _late(self, result: probe.Result) -> None:
+        """A probe that finished after its round's grace (in the probing thread): its answer
+        may describe a later moment than the round's, so it is only closed. A second writer
+        slower than the grace is looked for again by the next full round (DECISION_TTL)."""
+        if result[1] is not None:
+            _close(result[1])
+
+    def _split_brain(self, writers: List[str]) -> None:
+        logger.warning("topology of %s: %d instances claim to be the writer (%s): not guessing, using DNS",
+                       self.host, len(writers), ", ".join(writers))
 
     def _probe(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any],
-               instance: str) -> Tuple[str, Any, Optional[bool], Optional[str]]:
+               instance: str) -> probe.Result:
         """Connect to one instance endpoint; (instance, connection or None, in_recovery, address)."""
         host = self.template.format(instance=instance)
-        probe = dict(params, host=host, connect_timeout=PROBE_TIMEOUT)
-        probe.pop("hostaddr", None)
+        attempt = dict(params, host=host, connect_timeout=PROBE_TIMEOUT)
+        attempt.pop("hostaddr", None)
         try:
             addresses = list((self.options.resolver or default_resolver)(host, self.port))
         except (OSError, UnicodeError) as exc:
@@ -176,16 +202,22 @@ class Router:
             return instance, None, None, None
         if not addresses:
             return instance, None, None, None
-        probe["hostaddr"] = addresses[0]
+        attempt["hostaddr"] = addresses[0]
+        began = self.clock()
         try:
-            conn = parent(probe)
+            conn = parent(attempt)
         except Exception as exc:
             logger.debug("topology: %s (%s) did not answer: %s", instance, addresses[0], exc)
+            if self.clock() - began >= PROBE_TIMEOUT - 0.1 or "timeout" in str(exc).lower():
+                with self.topology.lock:  # hung (no answer at all): left out of the rounds a while
+                    self.topology.hung[instance] = self.clock() + probe.HUNG_SECONDS
             return instance, None, None, addresses[0]
         recovering = _ask(conn, "SELECT pg_is_in_recovery()")
         if recovering is None:
             _close(conn)
             return instance, None, None, addresses[0]
+        with self.topology.lock:
+            self.topology.hung.pop(instance, None)
         return instance, conn, bool(recovering[0][0]), addresses[0]
 
     def _found(self, instance: str, address: str, began: float) -> None:
@@ -201,7 +233,15 @@ class Router:
             self.topology.suspect_since = None  # routing stays on; the next sign starts a new clock
         if old != instance:
             self._record(Failover(old, instance, "topology", None if since is None else round(now - since, 3)))
+        elif address in self._dns_addresses():
+            self.topology.dns_confirmed = now
         logger.info("topology of %s: writer is %s (%s), found in %.3fs", self.host, instance, address, now - began)
+
+    def _dns_addresses(self) -> List[str]:
+        try:
+            return list((self.options.resolver or default_resolver)(self.host, self.port))
+        except (OSError, UnicodeError):
+            return []
 
     def _record(self, failover: Failover) -> None:
         self.topology.last_failover = failover

@@ -42,6 +42,9 @@ class Topology:
     suspect_until: float = 0.0
     last_failover: Optional[Failover] = None
     decided: Optional[Tuple[str, float]] = None  # (writer, when) chosen by the last full probe round
+    hung: Dict[str, float] = field(default_factory=dict)  # instance -> left out of probe rounds until
+    last_sign: float = 0.0  # when the last failure sign was seen
+    dns_confirmed: float = -1.0  # when a round last found the same writer as before, where DNS points
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def snapshot(self) -> Dict[str, Any]:
