@@ -91,14 +91,13 @@ _pending = threading.local()
 
 
 def reason_of(error: Optional[BaseException]) -> Optional[str]:
-    """A bounded word for an error: its SQLSTATE, else the driver error's class name."""
+    """A bounded word for an error: its SQLSTATE, else (connect-time errors carry none) the
+    driver error's class name."""
     if error is None:
         return None
-    from aurora_backend.errors import driver_error
+    from aurora_backend.errors import driver_error, sqlstate
 
-    raw = driver_error(error)
-    code = getattr(raw, "pgcode", None) or getattr(raw, "sqlstate", None)
-    return str(code) if code else type(raw).__name__
+    return sqlstate(error) or type(driver_error(error)).__name__
 
 
 # ----- receivers ---------------------------------------------------------------------------
