@@ -153,3 +153,24 @@ def test_stats_reset_between_tests_does_not_confuse_the_reader(readers):
     stats.incr("obs_alias", "scale_events")
     assert readers.registry.get_sample_value("aurora_scale_events_total", {"alias": "obs_alias"}) == 1
     assert otel_points(readers.metrics)[("aurora.scale_events", frozenset({("alias", "obs_alias")}))] == 1
+
+
+def test_grafana_dashboard_uses_only_exported_metrics(readers):
+    import json
+    import re
+    from pathlib import Path
+
+    suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
+    exported = {"db_client_operation_duration_seconds_bucket"}  # OpenTelemetry's, exported through OTLP
+    labels = set()
+    for family in readers.registry.collect():
+        exported |= {family.name + suffix for suffix in suffixes[family.type]}
+        labels |= {label for sample in family.samples for label in sample.labels}
+    labels |= {"db_client_connection_pool_name", "db_client_connection_state"}
+    dashboard = json.loads((Path(__file__).parent.parent / "docs" / "grafana_dashboard.json").read_text())
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"\b((?:aurora|db_client)_[a-z_]+)\b", target["expr"]))
+    used -= labels
+    assert len(used) >= 15 and used <= exported, used - exported
