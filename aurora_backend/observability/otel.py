@@ -29,7 +29,7 @@ from aurora_backend.observability import catalog, events, traces
 __all__ = ["instrument", "uninstrument", "OperationTimer"]
 
 #: Semantic conventions the metric names and attributes follow.
-SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.44.0"
 
 _lock = threading.Lock()
 _state: Optional["_Instrumentation"] = None
@@ -56,7 +56,7 @@ def uninstrument() -> None:
 class _Instrumentation:
     def __init__(self, meter_provider: Any, operation_duration: bool, span_events: bool) -> None:
         self.active = True
-        self.meter = metrics.get_meter("aurora_backend", None, meter_provider, schema_url=SCHEMA_URL)
+        self.meter = metrics.get_meter("aurora_backend", _version(), meter_provider, schema_url=SCHEMA_URL)
         for counter in stats.COUNTERS:
             self._observable(catalog.stats_metric(counter), self._stats_reader(counter))
         for metric in catalog.EVENT_METRICS:
@@ -136,6 +136,15 @@ class _Instrumentation:
         assert self.timer is not None
         if hasattr(connection, "aurora_options"):
             self.timer.attach(connection)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aurora_backend")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _histogram(meter: Any, metric: catalog.Metric, bounds: Any) -> Any:

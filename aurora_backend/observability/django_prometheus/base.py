@@ -6,7 +6,7 @@ django-prometheus's counting. django-prometheus wraps the driver's cursor class
 ENGINE re-runs is counted by django-prometheus as two executions, as the server saw it.
 """
 
-from django_prometheus.db.backends.postgresql import base
+from django_prometheus.db.backends.postgresql import base  # type: ignore[import-untyped]
 
 from aurora_backend.mixin import AuroraWrapperMixin
 
