@@ -21,6 +21,7 @@ from tests.observability_support import (  # noqa: F401 (fixture)
     readers,
 )
 from tests.pg import server
+from tests.test_retry_atomic import admin, probe, retries  # noqa: F401 (fixtures: the lost-COMMIT probe)
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "sim"])
 
@@ -174,3 +175,47 @@ def test_grafana_dashboard_uses_only_exported_metrics(readers):
             used |= set(re.findall(r"\b((?:aurora|db_client)_[a-z_]+)\b", target["expr"]))
     used -= labels
     assert len(used) >= 15 and used <= exported, used - exported
+
+
+def test_transaction_that_gives_up_is_counted_as_gave_up(readers):
+    admin = admin_connection(connections["default"].settings_dict["NAME"])
+
+    @retry_atomic(max_attempts=2, backoff_base=0.001, backoff_max=0.001)
+    def work() -> None:
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = cursor.fetchone()[0]
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
+        Account.objects.count()  # on a dead connection: every attempt fails
+
+    try:
+        connections["default"].ensure_connection()
+        before = counters(readers)
+        with pytest.raises(Exception):
+            work()
+    finally:
+        admin.close()
+    moves = assert_same_moves(before, counters(readers))
+    assert moves[("transactions_retried", "default")] == 1
+    labels = {"alias": "default", "outcome": "gave_up"}
+    assert readers.registry.get_sample_value("aurora_transaction_outcomes_total", labels) == 1
+    assert otel_points(readers.metrics)[(catalog.TRANSACTION_OUTCOMES.name, frozenset(labels.items()))] == 1
+
+
+def test_lost_commit_verdict_is_counted(readers, probe, retries):
+    from tests.test_retry_atomic import _in_commit, _lost_commit_work, scalar, wait_for
+
+    calls, callbacks = [], []
+
+    def kill_during_commit(pid: int, fd: int) -> None:
+        wait_for(lambda: _in_commit(probe, pid))
+        scalar(probe, "SELECT pg_terminate_backend(%s)", [pid])
+
+    work = retry_atomic(backoff_base=0.001, backoff_max=0.01)(_lost_commit_work(calls, callbacks, kill_during_commit, 5))
+    work()
+    assert calls == [1, 2]
+    for metric, labels in ((catalog.LOST_COMMITS, {"alias": "default", "verdict": "aborted"}),
+                           (catalog.TRANSACTION_OUTCOMES, {"alias": "default", "outcome": "committed"})):
+        assert otel_points(readers.metrics)[(metric.name, frozenset(labels.items()))] == 1
+        assert readers.registry.get_sample_value(metric.prometheus_name + "_total", labels) == 1
