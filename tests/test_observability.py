@@ -56,6 +56,31 @@ def test_scale_event_moves_the_same_counters_and_marks_the_span(simulator, reade
     assert readers.registry.get_sample_value("aurora_reconnects_by_reason_total", labels) == 1
 
 
+def test_read_rerun_after_a_scale_event_is_an_event_with_its_time(simulator, readers):
+    import threading
+
+    from tests.test_reconnect_simulated import wait_until_running
+
+    Account.objects.using("sim").create(name="r", balance=1)
+    connections["sim"].ensure_connection()
+    before = counters(readers)
+    killer = threading.Thread(target=lambda: (wait_until_running("pg_sleep"), simulator.scale_event()))
+    killer.start()
+    with readers.tracer.start_as_current_span("request"):
+        rows = list(Account.objects.using("sim").extra(where=["pg_sleep(0.3) IS NOT NULL"])
+                    .values_list("name", flat=True))
+    killer.join()
+    assert rows == ["r"]
+    moves = assert_same_moves(before, counters(readers))
+    assert moves[("statements_retried", "sim")] == 1
+    (span,) = readers.spans.get_finished_spans()
+    (rerun,) = [e for e in span.events if e.name == "aurora.statement_rerun"]
+    assert rerun.attributes["aurora.alias"] == "sim" and rerun.attributes["aurora.reason"]
+    assert 0 <= rerun.attributes["aurora.seconds"] < 5
+    names = event_names(span)
+    assert names.index("aurora.statement_rerun") < names.index("aurora.reconnect")
+
+
 def test_failover_window_moves_the_same_counters_and_shows_the_wait(simulator, readers):
     Account.objects.using("sim").create(name="f", balance=1)
     before = counters(readers)
