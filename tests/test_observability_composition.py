@@ -91,18 +91,27 @@ def test_one_span_per_statement_outside_requests(traced):
 
 
 @pytest.fixture
-def prom_alias(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
-    """Alias "prom": the test database through django-prometheus's ENGINE, Aurora-aware."""
+def prom_alias() -> Iterator[Any]:
+    """A wrapper of django-prometheus's ENGINE, Aurora-aware, on the test database (alias
+    "prom", built outside ``connections``: the test's connection checks stay as they are)."""
     import copy
+
+    from aurora_backend.observability.django_prometheus.base import DatabaseWrapper
 
     settings_dict = copy.deepcopy(connections["default"].settings_dict)
     settings_dict["ENGINE"] = "aurora_backend.observability.django_prometheus"
-    register_alias("prom", settings_dict)
+    wrapper = DatabaseWrapper(connections.configure_settings({"default": settings_dict})["default"], alias="prom")
     try:
-        with django_db_blocker.unblock():
-            yield connections["prom"]
+        yield wrapper
     finally:
-        unregister_alias("prom")
+        wrapper.close()
+        close_all_pools_of(wrapper)
+
+
+def close_all_pools_of(wrapper: Any) -> None:
+    pool = getattr(type(wrapper), "_connection_pools", {}).pop("prom", None)
+    if pool is not None:
+        pool.close()
 
 
 def executions() -> float:
@@ -111,6 +120,7 @@ def executions() -> float:
     return REGISTRY.get_sample_value("django_db_execute_total", {"alias": "prom", "vendor": "postgresql"}) or 0
 
 
+@db
 def test_django_prometheus_engine_counts_and_heals(prom_alias):
     from django_prometheus.db.common import DatabaseWrapperMixin
 
@@ -129,11 +139,42 @@ def test_django_prometheus_engine_counts_and_heals(prom_alias):
     assert executions() == before + 4
     with connections["default"].cursor() as cursor:  # the backend dies between two statements
         cursor.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
-    connections["default"].close()
     reconnects = stats.snapshot("prom")["reconnects"]
     with prom_alias.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM ledger_account")
-        (count,) = cursor.fetchone()
+        assert cursor.fetchone() == (Account.objects.count(),)
     assert stats.snapshot("prom")["reconnects"] == reconnects + 1
     assert executions() >= before + 5
-    assert Account.objects.using("prom").count() == count  # the ORM, through both wrappers
+
+
+# ----- credential fetches -------------------------------------------------------------------
+
+
+def test_credential_fetches_are_counted_by_source(django_db_setup, django_db_blocker):
+    import copy
+
+    from prometheus_client import CollectorRegistry
+
+    from aurora_backend import credentials
+    from aurora_backend.observability import catalog, prometheus
+    from tests.pg import server
+
+    srv = server()
+    settings_dict = copy.deepcopy(connections["default"].settings_dict)
+    settings_dict.update(NAME="postgres", PASSWORD="")
+    settings_dict["OPTIONS"]["aurora"]["credentials"] = lambda: (srv.user, srv.password)
+    registry = CollectorRegistry()
+    credentials.clear()
+    prometheus.register(registry)
+    register_alias("credobs", settings_dict)
+    try:
+        assert catalog.credential_fetches().get("callable", 0) == 0
+        with django_db_blocker.unblock():
+            with connections["credobs"].cursor() as cursor:
+                cursor.execute("SELECT current_user")
+                assert cursor.fetchone() == (srv.user,)
+        assert registry.get_sample_value("aurora_credential_fetches_total", {"source": "callable"}) == 1
+    finally:
+        unregister_alias("credobs")
+        prometheus.unregister(registry)
+        credentials.clear()
