@@ -297,7 +297,8 @@ class Attempt:
             return True
         try:
             status = resolve_lost_commit(
-                self.connection, txid, self._retrying._runtime, options.commit_check_time, exc, recorded_identity(raw),
+                self.connection, txid, self._retrying._runtime, options.commit_check_time, exc,
+                recorded_identity(raw),
             )
         except CommitOutcomeUnknown:
             self._verdict("unknown", txid)
