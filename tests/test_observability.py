@@ -246,3 +246,17 @@ def test_lost_commit_verdict_is_counted(readers, probe, retries):
                            (catalog.TRANSACTION_OUTCOMES, {"alias": "default", "outcome": "committed"})):
         assert otel_points(readers.metrics)[(metric.name, frozenset(labels.items()))] == 1
         assert readers.registry.get_sample_value(metric.prometheus_name + "_total", labels) == 1
+
+
+def test_replica_lag_is_a_gauge_per_reader_instance(readers):
+    from aurora_backend.routing import position
+
+    state = position.reader_state("lag_alias", "10.1.2.3")
+    state.lag = 0.25  # what ReaderState.refresh stores after reading the reader's lag
+    try:
+        labels = {"alias": "lag_alias", "instance": "10.1.2.3"}
+        assert readers.registry.get_sample_value("aurora_replica_lag_seconds", labels) == 0.25
+        assert otel_points(readers.metrics)[("aurora.replica.lag", frozenset(labels.items()))] == 0.25
+    finally:
+        with position._states_lock:
+            position._states.pop(("lag_alias", "10.1.2.3"), None)
