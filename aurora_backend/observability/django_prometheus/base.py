@@ -3,7 +3,7 @@
 The composition ``aurora_backend.postgis`` uses for PostGIS: our healing around
 django-prometheus's counting. django-prometheus wraps the driver's cursor class
 (``cursor_factory``); our mixin wraps Django's CursorWrapper above it, so a statement the
-ENGINE re-runs is counted by django-prometheus as two executions, as the server saw it.
+ENGINE re-runs reaches django-prometheus's cursor twice: two executions, as the driver saw it.
 """
 
 from django_prometheus.db.backends.postgresql import base  # type: ignore[import-untyped]
