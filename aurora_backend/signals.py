@@ -22,6 +22,11 @@ arguments ``alias`` and ``connection`` (the DatabaseWrapper), plus:
 - ``topology_failover``: ``old_writer``, ``new_writer`` (instance identifiers), ``how``
   ("topology": found by probing instance endpoints; "dns": the endpoint moved), ``seconds``
   (from the first sign of trouble to the new writer's connection, or None).
+- ``transaction_finished``: ``attempts``, ``outcome`` ("committed", "failed": an error that is
+  not retried, "gave_up": attempts or time used up): a ``retry_atomic`` block ended after at
+  least one retry, or gave up.
+- ``lost_commit``: ``verdict`` ("committed", "aborted", "unknown", "no_writes"), ``txid``:
+  what ``retry_atomic`` concluded about a COMMIT that got no answer.
 """
 
 from django.dispatch import Signal
@@ -36,3 +41,5 @@ session_state_kept = Signal()
 reader_fallback = Signal()
 reader_restored = Signal()
 topology_failover = Signal()
+transaction_finished = Signal()
+lost_commit = Signal()

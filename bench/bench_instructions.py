@@ -16,6 +16,13 @@ instructions of the phase / N. Workloads:
     AURORA_TEST_DRIVER=psycopg2 python bench/bench_instructions.py
     AURORA_TEST_DRIVER=psycopg python bench/bench_instructions.py
     python bench/bench_instructions.py --all-drivers --quick # psycopg2, psycopg, pool in turn
+    python bench/bench_instructions.py --all-drivers --observability
+
+``--observability`` adds phases ``aurora+obs``: the same "aurora" connection after
+``aurora_backend.observability.otel.instrument()`` (an SDK MeterProvider, every instrument,
+``db.client.operation.duration`` per statement) and ``prometheus.register()`` (a private
+registry). Before those, the child checks that neither aurora_backend.observability nor
+opentelemetry nor prometheus_client was imported: the plain phases are the cost without them.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,9 +86,43 @@ def child(n: int) -> None:
                 os.getppid()  # marker: callgrind dumps before it
                 for _ in range(n):
                     op()
+        if os.environ.get("AURORA_BENCH_OBSERVABILITY") == "1":
+            phases.extend(_observed_phases(ops["aurora"], n))
         os.getppid()
         print("PHASES " + "|".join(phases))
         connections.close_all()
+
+
+def _observed_phases(ops: Dict[str, Callable[[], None]], n: int) -> List[str]:
+    """The "aurora" workloads again: with the counters only (OpenTelemetry without the
+    per-statement histogram, and Prometheus), then with everything."""
+    os.getppid()  # marker: the set-up below is a phase of its own, not reported
+    phases = ["setup observability"]
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("opentelemetry", "prometheus_client")
+                    or m.startswith("aurora_backend.observability"))
+    print("IMPORTED " + (",".join(loaded) or "none"))
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from prometheus_client import CollectorRegistry
+
+    from aurora_backend.observability import otel, prometheus
+
+    prometheus.register(CollectorRegistry())
+    for engine, duration in (("aurora+counters", False), ("aurora+obs", True)):
+        otel.uninstrument()
+        otel.instrument(meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
+                        operation_duration=duration)
+        for op in ops.values():
+            for _ in range(30):
+                op()
+        for workload in WORKLOADS:
+            phases.append("%s %s" % (workload, engine))
+            os.getppid()
+            for _ in range(n):
+                ops[workload]()
+        os.getppid()
+        phases.append("setup observability")
+    return phases[:-1]
 
 
 def measure(n: int, driver: Optional[str]) -> Dict[str, Dict[str, float]]:
@@ -97,6 +138,9 @@ def measure(n: int, driver: Optional[str]) -> Dict[str, Dict[str, float]]:
         if proc.returncode != 0:
             raise SystemExit("callgrind run failed:\n%s\n%s" % (proc.stdout[-2000:], proc.stderr[-3000:]))
         phases = next(line[7:] for line in proc.stdout.splitlines() if line.startswith("PHASES ")).split("|")
+        imported = [line[9:] for line in proc.stdout.splitlines() if line.startswith("IMPORTED ")]
+        if imported:
+            print("  observability modules imported before enabling: %s" % imported[0])
         dumps = sorted(glob.glob(out + ".*"), key=lambda p: int(p.rsplit(".", 1)[1]))
         totals = [_total(path) for path in dumps]
     # dump 1: start-up; dump k+1: phase k (from its marker to the next one).
@@ -120,6 +164,12 @@ def report(driver_label: str, result: Dict[str, Dict[str, float]]) -> None:
         stock, aurora = result[workload]["stock"], result[workload]["aurora"]
         print("  %-10s %-15s stock %9.0f  aurora %9.0f  instr/statement   ratio %.4f  (%+.2f%%)" % (
             driver_label, workload, stock, aurora, aurora / stock, (aurora / stock - 1) * 100))
+        for engine, label in (("aurora+counters", "+ otel counters, prometheus"),
+                              ("aurora+obs", "+ otel with operation.duration")):
+            observed = result[workload].get(engine)
+            if observed is not None:
+                print("  %-10s %-15s %-32s %9.0f  instr/statement   ratio to stock %.4f  (%+.0f vs aurora)" % (
+                    driver_label, workload, label, observed, observed / stock, observed - aurora))
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -128,11 +178,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("-n", type=int, default=None, help="statements per phase (default 400; --quick 100)")
     parser.add_argument("--quick", action="store_true", help="fewer statements (smoke test)")
     parser.add_argument("--all-drivers", action="store_true", help="psycopg2, psycopg and pool in turn")
+    parser.add_argument("--observability", action="store_true",
+                        help="also measure the aurora ENGINE with OpenTelemetry and Prometheus enabled")
     args = parser.parse_args(argv)
     n = args.n or (100 if args.quick else 400)
     if args.child:
         child(n)
         return
+    if args.observability:
+        os.environ["AURORA_BENCH_OBSERVABILITY"] = "1"
     from common import DRIVER, machine
 
     info = machine()

@@ -125,6 +125,8 @@ class Retrying:
             if self._connect(attempt):
                 yield attempt
                 if attempt.succeeded:
+                    if number > 1:
+                        self._finished(attempt, "committed")
                     return
                 if attempt.delay is None:
                     raise RuntimeError("retrying(): use each attempt as `with attempt:` inside the loop.")
@@ -161,6 +163,12 @@ class Retrying:
         if self.options.max_time is not None and elapsed + delay > self.options.max_time:
             return None
         return delay
+
+    def _finished(self, attempt: "Attempt", outcome: str) -> None:
+        signals.transaction_finished.send(
+            sender=type(attempt.connection), alias=self.alias, connection=attempt.connection,
+            attempts=attempt.number, outcome=outcome,
+        )
 
     def _announce(self, attempt: "Attempt") -> None:
         error = attempt.error
@@ -215,6 +223,8 @@ class Attempt:
     def fail(self, exc: BaseException, retryable: bool) -> bool:
         """Record a failure; True when another attempt will follow (the error is swallowed)."""
         if not retryable or not isinstance(exc, Exception):
+            if self.number > 1:
+                self._retrying._finished(self, "failed")
             return False
         delay = self._retrying.next_delay(self)
         if delay is None:
@@ -222,6 +232,7 @@ class Attempt:
                 "giving up transaction on %r after %d attempt(s): %s",
                 self._retrying.alias, self.number, type(driver_error(exc)).__name__,
             )
+            self._retrying._finished(self, "gave_up")
             return False
         self.error, self.delay = exc, delay
         return True
@@ -278,17 +289,30 @@ class Attempt:
         options = self._retrying.options
         logger.warning("COMMIT on %r got no answer (%s); transaction id %s", alias, type(driver_error(exc)).__name__, txid)
         if not options.record_txid:
+            self._verdict("unknown", txid)
             raise commit_outcome_unrecorded(alias, exc)
         if txid is None:
+            self._verdict("no_writes", txid)
             self._succeed(callbacks)  # it wrote nothing: committed or not, the outcome is the same
             return True
-        status = resolve_lost_commit(
-            self.connection, txid, self._retrying._runtime, options.commit_check_time, exc, server,
-        )
+        try:
+            status = resolve_lost_commit(
+                self.connection, txid, self._retrying._runtime, options.commit_check_time, exc, server,
+            )
+        except CommitOutcomeUnknown:
+            self._verdict("unknown", txid)
+            raise
+        self._verdict(status, txid)
         if status == COMMITTED:
             self._succeed(callbacks)
             return True
         return self.fail(exc, True)
+
+    def _verdict(self, verdict: str, txid: Optional[int]) -> None:
+        signals.lost_commit.send(
+            sender=type(self.connection), alias=self._retrying.alias, connection=self.connection,
+            verdict=verdict, txid=txid,
+        )
 
     def _succeed(self, callbacks: list) -> None:
         self.succeeded = True

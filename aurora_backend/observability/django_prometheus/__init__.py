@@ -1,0 +1,2 @@
+"""``"ENGINE": "aurora_backend.observability.django_prometheus"``: django-prometheus's
+PostgreSQL ENGINE (query counts and durations), Aurora-aware."""
