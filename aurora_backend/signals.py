@@ -22,6 +22,9 @@ arguments ``alias`` and ``connection`` (the DatabaseWrapper), plus:
 - ``topology_failover``: ``old_writer``, ``new_writer`` (instance identifiers), ``how``
   ("topology": found by probing instance endpoints; "dns": the endpoint moved), ``seconds``
   (from the first sign of trouble to the new writer's connection, or None).
+- ``blue_green_phase``: ``phase``, ``previous`` (NOT_CREATED, CREATED, PREPARATION, IN_PROGRESS,
+  POST, COMPLETED): the RDS Blue/Green phase of the alias's endpoint changed; ``connection``
+  is None (sent by the watcher thread, docs/bluegreen.md).
 """
 
 from django.dispatch import Signal
@@ -36,3 +39,4 @@ session_state_kept = Signal()
 reader_fallback = Signal()
 reader_restored = Signal()
 topology_failover = Signal()
+blue_green_phase = Signal()

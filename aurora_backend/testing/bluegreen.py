@@ -117,7 +117,7 @@ class BlueGreenDeployment:
         green.writer.query(sql.subscribe_sql(blue.writer.pg_port, blue.database, passfile), dbname=green.database)
         ai.wait_until(lambda: green.writer.scalar(sql.SYNCED_SQL, dbname=green.database), self.catch_up_timeout,
                       "the initial copy of blue's tables to green")
-        self._publish("CREATED")
+        self.publish("CREATED")
         return green
 
     def _copy_schema(self) -> None:
@@ -171,7 +171,7 @@ class BlueGreenDeployment:
             rows += [(self.id, name, cluster.port, role, status, sql.VERSION) for name in names]
         return rows
 
-    def _publish(self, phase: str) -> None:
+    def publish(self, phase: str) -> None:
         """Write ``phase``'s rows on both writers (each sees the whole deployment), then note it."""
         rows = self.rows(phase)
         for cluster in (self.blue, self.green):
@@ -181,6 +181,7 @@ class BlueGreenDeployment:
             try:
                 with conn.cursor() as cur:
                     cur.execute("SET default_transaction_read_only = off")  # blue stops writes: not ours
+                    cur.execute("SET synchronous_commit = local")  # whatever a test made the app's commits wait for
                     cur.execute("BEGIN")
                     cur.execute(sql.CLEAR_SQL)
                     cur.executemany(sql.INSERT_SQL, rows)
@@ -208,19 +209,20 @@ class BlueGreenDeployment:
     def switchover(self, rollback: bool = False) -> List[Tuple[str, float]]:
         """SwitchoverBlueGreenDeployment, step by step; ``rollback``: stop before IN_PROGRESS."""
         green = self._green()
-        self._publish("PREPARATION")  # 1. guardrails: green replicates and has caught up
+        self.publish("PREPARATION")  # 1. guardrails: green replicates and has caught up
         ai.wait_until(lambda: green.writer.scalar(
             "SELECT count(*) FROM pg_stat_subscription WHERE pid IS NOT NULL") > 0, 10, "green's replication")
         self.sleep(self.preparation)
         if rollback:
-            self._publish("CREATED")  # "any changes are rolled back, and no changes are made"
+            self.publish("CREATED")  # "any changes are rolled back, and no changes are made"
             return self.timeline
-        self._publish("IN_PROGRESS")
+        self.publish("IN_PROGRESS")
         self._read_only(self.blue, True)  # 2. stop new writes (green's: its listeners refuse next)
         for instance in self._instances():  # 3. drop connections, allow no new ones
             assert instance.sim is not None
             instance.sim.refuse(True)
             instance.sim.drop_all(silent=False)
+        self._writes_ended()
         self._catch_up()  # 4. green in sync with blue (and its sequences)
         self._rename()  # 5. green takes blue's names, blue gets -old1
         self._drop_subscription()
@@ -228,9 +230,9 @@ class BlueGreenDeployment:
             assert instance.sim is not None
             instance.sim.refuse(False)
         # 7. writes on the new production cluster (green never stopped them); old blue stays read-only
-        self._publish("POST")
+        self.publish("POST")
         self.sleep(self.post)
-        self._publish("COMPLETED")
+        self.publish("COMPLETED")
         return self.timeline
 
     def _instances(self) -> List[Instance]:
@@ -241,6 +243,13 @@ class BlueGreenDeployment:
             "ALTER SYSTEM RESET default_transaction_read_only"
         cluster.writer.query(setting)
         cluster.writer.query("SELECT pg_reload_conf()")
+
+    def _writes_ended(self) -> None:
+        """A transaction already committing when its client was dropped ends on its own."""
+        ai.wait_until(lambda: self.blue.writer.scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+            "AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()") == 0, self.catch_up_timeout,
+            "blue's last transactions to end")
 
     def _catch_up(self) -> None:
         blue, green = self.blue.writer, self._green().writer
