@@ -144,6 +144,7 @@ def test_a_hold_that_outlasts_its_setting_raises_naming_it(staging, phases):
     name = alias(staging, "bg_hold", hold=0.3)
     try:
         Account.objects.using(name).count()  # connected; the watcher runs
+        wait_for(lambda: watcher(name).phase == "CREATED")  # its first poll
         staging.publish("PREPARATION")
         wait_for(lambda: watcher(name).phase == "PREPARATION")  # within one poll (0.05 s)
         staging.publish("IN_PROGRESS")  # the metadata only: nothing else happens
@@ -236,7 +237,7 @@ def test_the_ledger_through_a_switchover(phases):
         threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
         for thread in threads:
             thread.start()
-        wait_for(lambda: len(acked) > 20)
+        wait_for(lambda: len(acked) > 20 and watcher(name).phase == "CREATED")
         timeline = bg.switchover()
         count = len(acked)
         wait_for(lambda: len(acked) > count + 20)
