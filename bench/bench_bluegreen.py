@@ -6,7 +6,7 @@ writer thread per client writes in a loop, one ``INSERT ... RETURNING`` per tran
 while ``switchover()`` runs RDS's switchover actions. Printed per client: the write outage
 (last write acknowledged by blue to first acknowledged by green), the errors the app saw,
 and the time aurora_backend held; the floor is the time both sides are blocked (from
-IN_PROGRESS, when blue stops writes and drops connections, to green accepting them).
+blue stopping writes, at IN_PROGRESS, to green accepting connections).
 
 - ``aurora``: ENGINE aurora_backend, ``blue_green`` on with the AWS wrappers' poll rates
   (1 s with a deployment, 100 ms from PREPARATION), writes through ``retry_atomic``;
@@ -88,7 +88,8 @@ class Writer(threading.Thread):
             if self.client == "aurora" else transaction.atomic(using=self.alias)(self.write)
         while not self.stop.is_set():
             try:
-                self.acks.append((time.monotonic(), once()))
+                on = once()
+                self.acks.append((time.monotonic(), on))  # when the app got the answer
             except Error:
                 self.errors.append(time.monotonic())
                 connections[self.alias].close()
@@ -117,18 +118,22 @@ def one_switchover(bg: BlueGreenDeployment, round_no: int, ttl: float) -> Dict[s
     for writer in writers.values():
         writer.start()
     time.sleep(2.5)  # the aurora watcher has seen CREATED (1 s polls), both write steadily
-    timeline = dict(bg.switchover())
+    bg.switchover()
     time.sleep(ttl + 2.0)  # every DNS cache has expired: both write to green
     for writer in writers.values():
         writer.stop.set()
         writer.join(30)
-    floor = timeline["POST"] - timeline["IN_PROGRESS"]
+    assert bg.blocked is not None
+    floor = bg.blocked[1] - bg.blocked[0]
     results = {}
     for client, writer in writers.items():
         blue_acks = [t for t, on in writer.acks if on == bg.blue.writer.id]
         green_acks = [t for t, on in writer.acks if on == green.writer.id]
         outage = min(green_acks) - max(blue_acks) if blue_acks and green_acks else None
         held = stats.snapshot(aliases[client]).get("blue_green_held_ms", 0) / 1000.0
+        if os.environ.get("BENCH_DEBUG"):
+            print(client, "last blue", max(blue_acks) - bg.blocked[0], "first green", min(green_acks) - bg.blocked[0],
+                  "allowed", bg.blocked[1] - bg.blocked[0], bg.timeline)
         results[client] = {"outage": outage, "errors": len(writer.errors), "held": held, "floor": floor,
                            "writes": len(writer.acks)}
     for alias in aliases.values():

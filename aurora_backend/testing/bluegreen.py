@@ -70,6 +70,10 @@ class BlueGreenDeployment:
         #: Server time (clock_timestamp() on green) at which the endpoint names moved.
         self.switched_at: Optional[Any] = None
         self.blue_addresses: List[str] = []
+        #: (clock time blue stopped writes, clock time green accepted connections): the floor
+        #: of any client's write outage.
+        self.blocked: Optional[Tuple[float, float]] = None
+        self._admin: Dict[int, Any] = {}  # writer's server port -> a kept connection (fast publish)
 
     @property
     def dns(self) -> Any:
@@ -139,6 +143,9 @@ class BlueGreenDeployment:
 
     def stop(self) -> None:
         """Stop both environments and remove their files; safe to call twice."""
+        for conn in self._admin.values():
+            conn.close()
+        self._admin.clear()
         if self.green is not None:
             try:
                 self._drop_subscription()
@@ -177,17 +184,17 @@ class BlueGreenDeployment:
         for cluster in (self.blue, self.green):
             if cluster is None:
                 continue
-            conn = cluster.writer.admin(cluster.database)
-            try:
+            conn = self._admin.get(cluster.writer.pg_port)
+            if conn is None:  # kept open: a phase change is visible within a round trip
+                conn = self._admin[cluster.writer.pg_port] = cluster.writer.admin(cluster.database)
                 with conn.cursor() as cur:
                     cur.execute("SET default_transaction_read_only = off")  # blue stops writes: not ours
                     cur.execute("SET synchronous_commit = local")  # whatever a test made the app's commits wait for
-                    cur.execute("BEGIN")
-                    cur.execute(sql.CLEAR_SQL)
-                    cur.executemany(sql.INSERT_SQL, rows)
-                    cur.execute("COMMIT")
-            finally:
-                conn.close()
+            with conn.cursor() as cur:
+                cur.execute("BEGIN")
+                cur.execute(sql.CLEAR_SQL)
+                cur.executemany(sql.INSERT_SQL, rows)
+                cur.execute("COMMIT")
         self.phase = phase
         self.timeline.append((phase, self.clock()))
         logger.info("blue/green %s: %s", self.id, phase)
@@ -222,6 +229,7 @@ class BlueGreenDeployment:
             assert instance.sim is not None
             instance.sim.refuse(True)
             instance.sim.drop_all(silent=False)
+        stopped = self.clock()  # (a COMMIT sent before the drop may still be acknowledged)
         self._writes_ended()
         self._catch_up()  # 4. green in sync with blue (and its sequences)
         self._rename()  # 5. green takes blue's names, blue gets -old1
@@ -229,6 +237,7 @@ class BlueGreenDeployment:
         for instance in self._instances():  # 6. allow connections in both environments
             assert instance.sim is not None
             instance.sim.refuse(False)
+        self.blocked = (stopped, self.clock())
         # 7. writes on the new production cluster (green never stopped them); old blue stays read-only
         self.publish("POST")
         self.sleep(self.post)
