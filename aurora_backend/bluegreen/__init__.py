@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 from typing import Any, Dict, Optional, Tuple
 
@@ -28,7 +29,8 @@ __all__ = ["BlueGreenConfig", "BlueGreenHoldTimeout", "PHASES", "Watcher", "atta
 
 logger = logging.getLogger("aurora_backend")
 
-_watchers: Dict[Tuple[str, str, int, str], Watcher] = {}
+# Per process (a forked child starts its own thread), alias and endpoint.
+_watchers: Dict[Tuple[int, str, str, int, str], Watcher] = {}
 _lock = threading.Lock()
 
 
@@ -71,7 +73,7 @@ def watcher_of(wrapper: Any) -> Optional[Watcher]:
     params = wrapper._aurora_bg_params
     if params is None:
         params = wrapper._aurora_bg_params = wrapper.get_connection_params()
-    key = (wrapper.alias, str(params.get("host")), int(params.get("port") or 5432), str(params.get("dbname")))
+    key = (os.getpid(), wrapper.alias, str(params.get("host")), int(params.get("port") or 5432), str(params.get("dbname")))
     watcher = _watchers.get(key)
     if watcher is None:
         with _lock:
@@ -88,8 +90,9 @@ def _hold(wrapper: Any) -> None:
     watcher = watcher_of(wrapper)
     if watcher is None:
         return
-    if watcher.phase == "PREPARATION":
-        watcher.fresh()  # RDS may be dropping every connection right now: look first
+    watcher.active = True
+    if watcher.idle or watcher.phase == "PREPARATION":
+        watcher.fresh()  # a stale phase, or RDS may be dropping every connection right now: look first
     if not watcher.holding:
         return
     alias = wrapper.alias
@@ -113,7 +116,9 @@ def _new_connection(wrapper: Any, klass: type, params: Dict[str, Any]) -> Any:
 
 
 def _before_use(wrapper: Any, klass: type) -> None:
-    if wrapper.connection is not None and not wrapper.in_atomic_block:
+    # Not at the end of a transaction (set_autocommit(True) runs this hook too, autocommit
+    # still off): what committed is acknowledged at once.
+    if wrapper.connection is not None and not wrapper.in_atomic_block and wrapper.autocommit:
         _hold(wrapper)
         watcher = watcher_of(wrapper)
         if watcher is not None and watcher.switched and wrapper.aurora_address in watcher.blue_addresses:

@@ -58,6 +58,13 @@ class Watcher:
         self._stop = threading.Event()
         self._conn: Any = None
         self.polls = 0
+        #: Set on every use of the alias (bluegreen._hold); while no deployment exists, a poll
+        #: is skipped when the process has not used the alias since the last one and no
+        #: connection is kept between polls, so an idle process lets Serverless v2 pause.
+        self.active = True
+        #: The last slow poll was skipped (nobody used the alias): the phase may be stale.
+        self.idle = False
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="aurora-bluegreen %s" % self.host, daemon=True)
 
     def start(self) -> "Watcher":
@@ -66,6 +73,7 @@ class Watcher:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         with self._cond:
             self._cond.notify_all()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
@@ -104,11 +112,14 @@ class Watcher:
     def fresh(self) -> None:
         """Wait (briefly: one poll, its connect included) for a poll that starts after now.
 
-        In PREPARATION a failed connection may be RDS dropping them all (IN_PROGRESS):
-        let the watcher look before deciding to connect or to hold.
+        In PREPARATION a failed connection may be RDS dropping them all (IN_PROGRESS);
+        after an idle spell the phase is as old as the last poll: let the watcher look
+        before deciding to connect or to hold.
         """
         with self._cond:
-            target = self.polls + 2  # the poll under way may have started before now
+            # A poll under way may have started before now; an idle thread is asleep.
+            target = self.polls + (1 if self.idle else 2)
+            self._wake.set()
             deadline = self.runtime.clock() + 2 * self.config.poll_fast + 2.5
             while self.polls < target and not self._stop.is_set():
                 left = deadline - self.runtime.clock()
@@ -127,7 +138,8 @@ class Watcher:
             with self._cond:
                 self.polls += 1
                 self._cond.notify_all()
-            self._stop.wait(self._interval())
+            self._wake.wait(self._interval())
+            self._wake.clear()
 
     def _interval(self) -> float:
         if self.holding or self.phase in ("PREPARATION", "IN_PROGRESS", "POST"):
@@ -135,7 +147,16 @@ class Watcher:
         return self.config.poll if self.phase == "NOT_CREATED" else self.config.poll_deployed
 
     def _step(self) -> None:
+        quiet = self.phase == "NOT_CREATED" and not self.holding  # no deployment: the 60 s polls
+        if quiet:
+            if not self.active:
+                self.idle = True
+                return
+            self.active = False
+        self.idle = False
         rows = self._poll()
+        if quiet:
+            self._close()  # between them the watcher holds no connection
         if rows is None:  # no answer: after PREPARATION, RDS has dropped connections (IN_PROGRESS)
             if self.phase == "PREPARATION":
                 self._set("IN_PROGRESS", how="no answer")
