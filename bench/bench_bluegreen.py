@@ -109,7 +109,7 @@ def one_switchover(bg: BlueGreenDeployment, round_no: int, ttl: float) -> Dict[s
     stock = dict(aurora, ENGINE=stock_engine(bg.dns), OPTIONS={})
     if POOL:
         for entry in (aurora, stock):
-            entry["OPTIONS"]["pool"] = {"max_size": 2}
+            entry["OPTIONS"]["pool"] = {"min_size": 1, "max_size": 4}
             entry["CONN_MAX_AGE"] = 0
     aliases = {"aurora": "aurora_%d" % round_no, "stock": "stock_%d" % round_no}
     register_alias(aliases["aurora"], aurora)
@@ -169,16 +169,18 @@ def main() -> None:
                 round_no + 1, client, "%.2f" % r["outage"] if r["outage"] is not None else "n/a",
                 r["errors"], r["held"], r["floor"], r["writes"]))
     print()
-    print("%-8s %12s %12s %12s %12s" % ("client", "outage (s)", "app errors", "held (s)", "floor (s)"))
+    print("%-8s %14s %12s %12s %12s %12s" % ("client", "outage median", "outage max", "app errors", "held (s)",
+                                             "floor (s)"))
     for client in CLIENTS:
         outages = [r["outage"] for r in rows[client] if r["outage"] is not None]
-        print("%-8s %12s %12d %12.2f %12.2f" % (
-            client, "%.2f" % median(outages) if outages else "n/a", sum(r["errors"] for r in rows[client]),
+        print("%-8s %14s %12s %12d %12.2f %12.2f" % (
+            client, "%.2f" % median(outages) if outages else "n/a", "%.2f" % max(outages) if outages else "n/a",
+            sum(r["errors"] for r in rows[client]),
             median([r["held"] for r in rows[client]]), median([r["floor"] for r in rows[client]])))
     a = [r["outage"] for r in rows["aurora"] if r["outage"] is not None]
     s = [r["outage"] for r in rows["stock"] if r["outage"] is not None]
     if a and s:
-        print("aurora / stock outage: %.2f" % (median(a) / median(s)))
+        print("aurora / stock outage: median %.2f, max %.2f" % (median(a) / median(s), max(a) / max(s)))
     if importlib.util.find_spec("aws_advanced_python_wrapper") is None:
         print("AWS Python wrapper: not installed here, not measured")
 
