@@ -34,7 +34,7 @@ from django.db.backends.utils import CursorWrapper
 from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
-from aurora_backend import credentials, signals, stats
+from aurora_backend import bluegreen, credentials, signals, stats
 from aurora_backend.topology import router as topology
 from aurora_backend.connection import keepalive
 from aurora_backend.connection.connect import Attempt, connect_with_retry, describe_error
@@ -112,6 +112,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         credentials.check_settings(self.alias, self.settings_dict, self.aurora_options.credentials)
         if self.aurora_options.credentials is not None:  # dbshell logs in with the fresh credential
             self.client = credentials.credentials_client(self)
+        bluegreen.attach(self)  # RDS Blue/Green: per-instance hooks, only when watched
 
     # ----- connecting ---------------------------------------------------------------
 

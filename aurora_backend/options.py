@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from aurora_backend.bluegreen import config as blue_green_config
 from aurora_backend.credentials import config as credentials_config
 
 OPTIONS_KEY = "aurora"
@@ -62,6 +63,8 @@ class AuroraOptions:
     #: Where each login's user and password come from (IAM, Secrets Manager, a callable);
     #: None: USER and PASSWORD. See aurora_backend/credentials.
     credentials: Optional[credentials_config.CredentialsConfig] = None
+    #: RDS Blue/Green switchovers: watch the phase, hold traffic through one (docs/bluegreen.md).
+    blue_green: blue_green_config.BlueGreenConfig = field(default_factory=blue_green_config.BlueGreenConfig)
 
     @classmethod
     def from_settings(cls, alias: str, options: Mapping[str, Any]) -> "AuroraOptions":
@@ -214,4 +217,5 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "proxy": _proxy,
     "silent_host_timeout": _silent_host_timeout,
     "credentials": credentials_config.parse,
+    "blue_green": blue_green_config.parse,
 }

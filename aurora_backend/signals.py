@@ -27,6 +27,9 @@ arguments ``alias`` and ``connection`` (the DatabaseWrapper), plus:
   least one retry, or gave up.
 - ``lost_commit``: ``verdict`` ("committed", "aborted", "unknown", "no_writes"), ``txid``:
   what ``retry_atomic`` concluded about a COMMIT that got no answer.
+- ``blue_green_phase``: ``phase``, ``previous`` (NOT_CREATED, CREATED, PREPARATION, IN_PROGRESS,
+  POST, COMPLETED): the RDS Blue/Green phase of the alias's endpoint changed; ``connection``
+  is None (sent by the watcher thread, docs/bluegreen.md).
 """
 
 from django.dispatch import Signal
@@ -43,3 +46,4 @@ reader_restored = Signal()
 topology_failover = Signal()
 transaction_finished = Signal()
 lost_commit = Signal()
+blue_green_phase = Signal()

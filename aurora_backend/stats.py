@@ -26,11 +26,17 @@ COUNTERS = (
     "reader_reads",
     "ryw_reads",
     "reader_fallbacks",
+    # RDS Blue/Green (aurora_backend.bluegreen): holds, milliseconds held, holds timed out.
+    "blue_green_switchovers",
+    "blue_green_holds",
+    "blue_green_held_ms",
+    "blue_green_hold_timeouts",
 )
 
 _lock = threading.Lock()
 _counts: Dict[str, Dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
 _last_scale_event: Dict[str, float] = {}
+_gauges: Dict[str, Dict[str, int]] = defaultdict(dict)
 
 
 def incr(alias: str, counter: str, amount: int = 1) -> None:
@@ -40,13 +46,19 @@ def incr(alias: str, counter: str, amount: int = 1) -> None:
             _last_scale_event[alias] = time.time()
 
 
+def set_gauge(alias: str, name: str, value: int) -> None:
+    """A current value shown beside the counters (``blue_green_phase``: 0 NOT_CREATED .. 5 COMPLETED)."""
+    with _lock:
+        _gauges[alias][name] = value
+
+
 def snapshot(alias: Optional[str] = None) -> Dict[str, Any]:
     """Counters of one alias (or of all, keyed by alias), plus ``last_scale_event`` (epoch s)."""
     with _lock:
         if alias is not None:
-            return {**_counts[alias], "last_scale_event": _last_scale_event.get(alias)}
+            return {**_counts[alias], **_gauges.get(alias, {}), "last_scale_event": _last_scale_event.get(alias)}
         return {
-            name: {**counts, "last_scale_event": _last_scale_event.get(name)}
+            name: {**counts, **_gauges.get(name, {}), "last_scale_event": _last_scale_event.get(name)}
             for name, counts in _counts.items()
         }
 
@@ -55,4 +67,5 @@ def reset() -> None:
     """Forget every counter (tests)."""
     with _lock:
         _counts.clear()
+        _gauges.clear()
         _last_scale_event.clear()

@@ -1,9 +1,13 @@
 """Aurora's SQL functions for a local cluster, computed from the live replication state.
 
 ``aurora_version()``, ``aurora_db_instance_identifier()`` and ``aurora_replica_status()``
-with Aurora's column list (AWS docs, "aurora_replica_status"), created in ``public`` of
-``template1`` and ``postgres`` on the writer before any reader is copied from it, so
-every instance and every database created later has them. Each instance learns who it
+with Aurora's column list (AWS docs, "aurora_replica_status"), created where Aurora has
+them, in ``pg_catalog`` (clients such as the AWS Python wrapper call them qualified,
+``pg_catalog.aurora_replica_status()``; unqualified calls find them too, pg_catalog being
+first on every search_path), in ``template1``, ``postgres`` and the cluster's database on
+the writer, so every instance and every database created later has them. PostgreSQL 15
+lets a superuser create a *function* in pg_catalog without ``allow_system_table_mods``
+(that setting guards system *relations* only); the helpers they call stay in ``public``. Each instance learns who it
 is from its ``cluster_name`` setting; the instance map (identifier -> PostgreSQL port)
 is baked into the function so a reader can name the writer it streams from
 (``pg_stat_wal_receiver.sender_port``).
@@ -104,9 +108,9 @@ def install_sql(instances: Mapping[str, int], version: str) -> str:
     values = ", ".join("(%s, %d)" % (_literal(name), int(port)) for name, port in instances.items())
     columns = ", ".join("%s %s" % column for column in COLUMNS)
     return """
-CREATE OR REPLACE FUNCTION public.aurora_version() RETURNS text
+CREATE OR REPLACE FUNCTION pg_catalog.aurora_version() RETURNS text
   LANGUAGE sql STABLE AS $$ SELECT %(version)s::text $$;
-CREATE OR REPLACE FUNCTION public.aurora_db_instance_identifier() RETURNS text
+CREATE OR REPLACE FUNCTION pg_catalog.aurora_db_instance_identifier() RETURNS text
   LANGUAGE sql STABLE AS $$ SELECT current_setting('cluster_name') $$;
 CREATE OR REPLACE FUNCTION public.aurora_local_conninfo(port integer) RETURNS text
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $fn$
@@ -130,14 +134,14 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
   RETURN NULL;  -- no dblink here, or the reader is unreachable: the writer's own estimate
 END $fn$;
-CREATE OR REPLACE FUNCTION public.aurora_replica_status() RETURNS TABLE (%(columns)s)
+CREATE OR REPLACE FUNCTION pg_catalog.aurora_replica_status() RETURNS TABLE (%(columns)s)
   LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $fn$
 BEGIN
   IF pg_is_in_recovery() THEN
     BEGIN  -- the whole cluster, as the writer sees it (dblink), as on Aurora
       RETURN QUERY SELECT * FROM aurora_local.dblink(
         public.aurora_local_conninfo((SELECT sender_port FROM pg_stat_wal_receiver WHERE status = 'streaming')),
-        'SELECT * FROM public.aurora_replica_status()') AS t(%(columns)s);
+        'SELECT * FROM pg_catalog.aurora_replica_status()') AS t(%(columns)s);
       IF FOUND THEN
         RETURN;
       END IF;
@@ -149,7 +153,10 @@ BEGIN
     RETURN QUERY WITH instances(id, port) AS (VALUES %(values)s) %(writer)s;
   END IF;
 END $fn$;
-GRANT EXECUTE ON FUNCTION public.aurora_replica_status() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION pg_catalog.aurora_replica_status() TO PUBLIC;
+-- Older local clusters installed them in public, where they would shadow nothing but confuse.
+DROP FUNCTION IF EXISTS public.aurora_version(), public.aurora_db_instance_identifier(),
+  public.aurora_replica_status();
 """ % {"version": _literal(version), "columns": columns, "values": values,
        "reader": _READER_ROWS, "writer": _WRITER_ROWS, "own_lag": _OWN_LAG}
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, Optional, TypeVar, Union, overload
 from django.db import DEFAULT_DB_ALIAS, Error, connections, transaction
 
 from aurora_backend import signals, stats
+from aurora_backend.bluegreen import tokens as commit_tokens
 from aurora_backend.transactions.commit_outcome import (
     COMMITTED,
     CommitOutcomeUnknown,
@@ -201,6 +202,7 @@ class Attempt:
         self._retrying = retrying
         self._nested = nested
         self._raw: Any = None
+        self._commit_token: Optional[str] = None
         options = retrying.options
         self._atomic = transaction.atomic(using=retrying.alias, savepoint=options.savepoint, durable=options.durable)
 
@@ -255,6 +257,7 @@ class Attempt:
             return False
         try:
             txid, server = current_txid(connection) if self._retrying.options.record_txid else (None, None)
+            self._commit_token = commit_tokens.write(connection, txid)  # Blue/Green: opt-in, see tokens.py
         except Exception as exc:
             if self._exit_failed(exc):
                 return True
@@ -296,9 +299,9 @@ class Attempt:
             self._succeed(callbacks)  # it wrote nothing: committed or not, the outcome is the same
             return True
         try:
-            status = resolve_lost_commit(
+            status = commit_tokens.settle(self.connection, self._commit_token, lambda: resolve_lost_commit(
                 self.connection, txid, self._retrying._runtime, options.commit_check_time, exc, server,
-            )
+            ))
         except CommitOutcomeUnknown:
             self._verdict("unknown", txid)
             raise
