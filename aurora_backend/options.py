@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from aurora_backend.credentials import config as credentials_config
+from aurora_backend.global_db import config as global_config
 
 OPTIONS_KEY = "aurora"
 
@@ -59,6 +60,13 @@ class AuroraOptions:
     #: Where each login's user and password come from (IAM, Secrets Manager, a callable);
     #: None: USER and PASSWORD. See aurora_backend/credentials.
     credentials: Optional[credentials_config.CredentialsConfig] = None
+    #: Aurora Global Database (docs/global_database.md): the app's region, each region's
+    #: instance endpoint template, cross-region reader fallback, write forwarding refusals.
+    home_region: Optional[str] = None
+    global_instance_templates: Optional[Mapping[str, str]] = field(default=None, compare=False)
+    cross_region_reads: bool = False
+    write_forwarding: Optional[str] = None
+    primary_alias: Optional[str] = None
 
     @classmethod
     def from_settings(cls, alias: str, options: Mapping[str, Any]) -> "AuroraOptions":
@@ -94,6 +102,7 @@ class AuroraOptions:
                 "%s['backoff_base'] (%s) must not exceed %s['backoff_max'] (%s)."
                 % (where, self.backoff_base, where, self.backoff_max)
             )
+        global_config.check(where, self)
 
 
 def _key_error(key: str, value: Any, accepted: str) -> ImproperlyConfigured:
@@ -200,4 +209,9 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "topology_refresh": _positive,
     "proxy": _proxy,
     "credentials": credentials_config.parse,
+    "home_region": global_config.home_region,
+    "global_instance_templates": global_config.instance_templates,
+    "cross_region_reads": _bool,
+    "write_forwarding": global_config.write_forwarding,
+    "primary_alias": global_config.primary_alias,
 }
