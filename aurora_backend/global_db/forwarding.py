@@ -23,7 +23,6 @@ from typing import Any, Callable, Optional
 
 from django.db import NotSupportedError, connections
 
-from aurora_backend import stats
 from aurora_backend.drivers import is_idle
 
 logger = logging.getLogger("aurora_backend")
@@ -76,7 +75,7 @@ class Forwarding:
         in_transaction = db.in_atomic_block or not db.get_autocommit() or not is_idle(db.connection)
         if self.mode == "route" and not in_transaction and not many:
             return self._route(sql, params, context, kind)
-        stats.incr(self.alias, "forwarding_refused")
+        logger.info("write forwarding on %r: %s refused before it was sent", self.alias, kind)
         raise WriteForwardingRefused(self._message(kind, in_transaction))
 
     def _route(self, sql: str, params: Any, context: Any, kind: str) -> Any:
@@ -85,7 +84,6 @@ class Forwarding:
         result = cursor.execute(sql, params)
         # The caller reads this statement's results from its own cursor: hand it the primary's.
         context["cursor"].cursor = cursor.cursor
-        stats.incr(self.alias, "forwarding_routed")
         logger.info("write forwarding on %r: %s sent to %r (the primary)", self.alias, kind, self.primary)
         return result
 

@@ -6,9 +6,8 @@ Switchover (planned, no data loss; AWS: "switchover", formerly "managed planned 
    refuses new ones; the server shuts down cleanly, shipping its last WAL.
 2. The target region's first instance replays all of it (nothing lost), then is promoted;
    its own connections are dropped (the promoted instance restarts, as on Aurora).
-3. The target region's other instances follow it (they already stream from it); the old
-   primary region's instances are rebuilt as standbys of the new writer: the regions
-   have swapped roles and the global database keeps both.
+3. Every other instance follows the new writer; the old writer is rebuilt as a standby
+   of it: the regions have swapped roles and the global database keeps both.
 4. The global writer endpoint and the regions' cluster endpoints move ``dns_delay``
    seconds later (the DNS clock).
 
@@ -82,7 +81,7 @@ def switchover(gdb: "GlobalDatabase", target: "Region") -> Dict[str, Any]:
     ai.wait_until(lambda: _replayed(new, end_lsn), 30, "%s replaying the old writer's WAL" % new.id)
     mark("caught_up")
     _promote(new, mark)
-    for instance in old_region.live:  # the old primary's readers: standbys of the new writer
+    for instance in [i for i in target.live if i is not new] + old_region.live:  # every reader: the new writer's
         if instance.replay_paused:
             gdb.resume_replay(instance.id)
         ai.follow(instance, new.pg_port)
