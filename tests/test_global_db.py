@@ -256,6 +256,28 @@ def test_write_forwarding_refusals_are_routed_or_refused_clearly(db):
     assert where("gdb_fwd_err")[1] is True
 
 
+def test_health_shows_the_global_topology_lags_and_home_region(db):
+    gdb, _ = db
+    paused = gdb.regions[HOME].instances[-1]
+    gdb.pause_replay(paused.id)
+    try:
+        gdb.writer.query("SELECT txid_current()", dbname=gdb.database)
+        time.sleep(0.2)  # the lag is wall-clock time since the last replayed commit
+        reader = health_findings("gdb_r")
+    finally:
+        gdb.resume_replay(paused.id)
+    primary = gdb.primary_region
+    shown = reader["global_topology"]
+    assert shown.startswith("global database: %s primary (writer %s" % (primary, gdb.writer.id))
+    if primary != HOME:
+        lag = float(shown.split("%s secondary, lag " % HOME)[1].split(" ms")[0])
+        assert lag == 0  # the region's lag: its closest instance (the first one is not paused)
+    assert reader["home_region"] == "home region %s; reads stay in it (cross_region_reads off)" % HOME
+    forwarding = health_findings("gdb_fwd")
+    assert forwarding["write_forwarding"] == ("statements write forwarding refuses: run on 'gdb_w' outside a "
+                                              "transaction, raise inside one")
+
+
 @no_pool_routing
 def test_switchover_found_faster_than_dns(db):
     gdb, moves = db
