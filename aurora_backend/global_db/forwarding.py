@@ -2,8 +2,9 @@
 
 With ``apg_write_forward.consistency_mode`` set, an Aurora secondary cluster forwards DML
 to the primary, but refuses SAVEPOINT (Django's nested ``atomic()``), DDL, LOCK, TRUNCATE,
-sequence updates and more (https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/aurora-postgresql-write-forwarding-limitations.html,
-https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/aurora-global-database-write-forwarding-apg.html).
+sequence updates and more: AWS, "Limitations and considerations of local write forwarding
+in Aurora PostgreSQL" and "Using write forwarding in an Aurora PostgreSQL global database"
+(URLs in docs/global_database.md).
 An execute wrapper on an alias with ``OPTIONS["aurora"]["write_forwarding"]`` looks at
 each statement before it is sent:
 

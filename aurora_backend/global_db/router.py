@@ -16,13 +16,14 @@ A reader alias with ``home_region`` probes its own region's instances only; with
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from aurora_backend.connection.resolve import resolvable_host
 from aurora_backend.global_db import state
 from aurora_backend.global_db.endpoint import is_global_endpoint
-from aurora_backend.topology.router import Router, _ask
+from aurora_backend.topology.router import MAX_PARALLEL, Router, _ask
 from aurora_backend.topology.state import AURORA_ENDPOINT, Failover
 
 logger = logging.getLogger("aurora_backend")
@@ -66,9 +67,10 @@ class GlobalRouter(Router):
     def __init__(self, wrapper: Any, host: str, port: int, templates: Dict[str, str], want_writer: bool,
                  home_region: Optional[str], cross_region: bool) -> None:
         key = host if want_writer else "%s@%s" % (host, home_region)
-        super().__init__(wrapper, host, port, RegionTemplates(key, templates, lambda: self.topology),
-                         want_writer)  # type: ignore[arg-type]
+        names = RegionTemplates(key, templates, lambda: self.topology)
+        super().__init__(wrapper, host, port, names, want_writer)  # type: ignore[arg-type]
         self.key = key
+        self.templates = dict(templates)
         self.home_region = home_region
         self.cross_region = cross_region
 
@@ -91,16 +93,13 @@ class GlobalRouter(Router):
 
     def _probe_some(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any],
                     names: List[str]) -> List[Probe]:
-        topo = self.topology
-        saved = topo.instances
-        try:  # Router._probe_all probes topology.instances: this thread's subset only
-            with topo.lock:
-                topo.instances = names
-            return super()._probe_all(parent, params) if names else []
-        finally:
-            with topo.lock:
-                if topo.instances is names:
-                    topo.instances = saved
+        """Probe ``names`` in parallel, as Router._probe_all probes every instance."""
+        if not names:
+            return []
+        with concurrent.futures.ThreadPoolExecutor(min(MAX_PARALLEL, len(names)),
+                                                   thread_name_prefix="aurora-probe") as pool:
+            futures = [pool.submit(self._probe, parent, params, name) for name in names]
+            return [f.result() for f in futures]
 
     def _probe(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any], instance: str) -> Probe:
         if not self.template.format(instance=instance):  # no template for its region: cannot reach it
@@ -153,7 +152,7 @@ def router_for(wrapper: Any, params: Dict[str, Any]) -> Optional[GlobalRouter]:
             return None
         want_writer = False
     router = getattr(wrapper, "_aurora_router", None)
-    if not isinstance(router, GlobalRouter) or router.host != host or router.template.templates != templates:
+    if not isinstance(router, GlobalRouter) or router.host != host or router.templates != templates:
         router = GlobalRouter(wrapper, host, int(params.get("port") or 5432), dict(templates), want_writer,
                               options.home_region, options.cross_region_reads)
         wrapper._aurora_router = router

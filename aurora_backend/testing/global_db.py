@@ -88,7 +88,8 @@ class GlobalDatabase:
         self.database = database
         self.readers_wanted = readers
         token = "%012x" % self.rng.getrandbits(48)
-        second = Region(regions[1], "%s-%s" % (name, regions[1]), "%s.%s" % (token, DOMAIN.replace("local-1", regions[1])))
+        domain = "%s.%s" % (token, DOMAIN.replace("local-1", regions[1]))
+        second = Region(regions[1], "%s-%s" % (name, regions[1]), domain)
         self.regions: Dict[str, Region] = {
             regions[0]: Region(regions[0], self.primary.name, self.primary.domain.replace("local-1", regions[0])),
             regions[1]: second,
