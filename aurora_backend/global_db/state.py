@@ -9,7 +9,6 @@ the topology router's probing works on it unchanged.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
@@ -57,7 +56,3 @@ def reset() -> None:
     """Forget every global topology (tests)."""
     with _lock:
         _registry.clear()
-
-
-def now() -> float:
-    return time.monotonic()

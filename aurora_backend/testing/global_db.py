@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
