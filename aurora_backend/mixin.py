@@ -36,6 +36,8 @@ from django.utils.functional import cached_property
 
 from aurora_backend import bluegreen, credentials, signals, stats
 from aurora_backend.topology import router as topology
+from aurora_backend.global_db import forwarding
+from aurora_backend.global_db.router import router_for as global_router_for
 from aurora_backend.connection import keepalive
 from aurora_backend.connection.connect import Attempt, connect_with_retry, describe_error
 from aurora_backend.drivers import in_recovery, input_watch, is_idle, is_named_cursor, peer_address
@@ -108,6 +110,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         self._aurora_plain_make_cursor = _plain_make_cursor(type(self))
         self._aurora_plain_health_hooks = plain_health_hooks(type(self))
         self._aurora_session_reset()
+        forwarding.install(self)  # OPTIONS['aurora']['write_forwarding'] (global_db/forwarding.py)
         # Rotating credentials: checked now, fetched per connection (credentials/login.py).
         credentials.check_settings(self.alias, self.settings_dict, self.aurora_options.credentials)
         if self.aurora_options.credentials is not None:  # dbshell logs in with the fresh credential
@@ -129,7 +132,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
             address = getattr(connection, "_aurora_address", None)
             topology.router_for(self, conn_params)  # for _aurora_close: a failover sign routes the pool's connects
         else:
-            router = topology.router_for(self, conn_params)
+            router = global_router_for(self, conn_params) or topology.router_for(self, conn_params)
             connection, address = connect_with_retry(
                 router.wrap(parent) if router else parent, conn_params, self.aurora_options, self.aurora_runtime,
                 on_retry=self._aurora_connect_retried, endpoint=self._aurora_endpoint(conn_params),

@@ -16,6 +16,7 @@ from django.utils.module_loading import import_string
 
 from aurora_backend.bluegreen import config as blue_green_config
 from aurora_backend.credentials import config as credentials_config
+from aurora_backend.global_db import config as global_config
 
 OPTIONS_KEY = "aurora"
 
@@ -65,6 +66,13 @@ class AuroraOptions:
     credentials: Optional[credentials_config.CredentialsConfig] = None
     #: RDS Blue/Green switchovers: watch the phase, hold traffic through one (docs/bluegreen.md).
     blue_green: blue_green_config.BlueGreenConfig = field(default_factory=blue_green_config.BlueGreenConfig)
+    #: Aurora Global Database (docs/global_database.md): the app's region, each region's
+    #: instance endpoint template, cross-region reader fallback, write forwarding refusals.
+    home_region: Optional[str] = None
+    global_instance_templates: Optional[Mapping[str, str]] = field(default=None, compare=False)
+    cross_region_reads: bool = False
+    write_forwarding: Optional[str] = None
+    primary_alias: Optional[str] = None
 
     @classmethod
     def from_settings(cls, alias: str, options: Mapping[str, Any]) -> "AuroraOptions":
@@ -100,6 +108,7 @@ class AuroraOptions:
                 "%s['backoff_base'] (%s) must not exceed %s['backoff_max'] (%s)."
                 % (where, self.backoff_base, where, self.backoff_max)
             )
+        global_config.check(where, self)
 
 
 def _key_error(key: str, value: Any, accepted: str) -> ImproperlyConfigured:
@@ -218,4 +227,9 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "silent_host_timeout": _silent_host_timeout,
     "credentials": credentials_config.parse,
     "blue_green": blue_green_config.parse,
+    "home_region": global_config.home_region,
+    "global_instance_templates": global_config.instance_templates,
+    "cross_region_reads": _bool,
+    "write_forwarding": global_config.write_forwarding,
+    "primary_alias": global_config.primary_alias,
 }

@@ -213,6 +213,9 @@ def check_alias(
             from aurora_backend.routing.health import findings as routing_findings
 
             report.findings.extend(routing_findings(alias, raw))
+            from aurora_backend.global_db.health import findings as global_findings
+
+            report.findings.extend(global_findings(alias, options, params, raw))
         finally:
             raw.close()
     if result.cold_start:

@@ -1,0 +1,174 @@
+"""Find the global primary's writer (and a home-region reader) faster than DNS.
+
+After a Global Database switchover or failover the global writer endpoint names the old
+primary until Aurora updates it and resolvers' TTLs run out. As topology/router.py does
+inside one cluster, this learns the global topology from
+``aurora_global_db_instance_status()`` (server_id, MASTER_SESSION_ID, aws_region,
+visibility_lag_in_msec: the query the AWS wrappers use) at connect time, at most every
+``topology_refresh`` seconds, and after a failure sign probes the instance endpoints
+(``global_instance_templates``: one template per region) for the one server that says
+``pg_is_in_recovery() = false``. The probing, safety rules (one writer or none: never
+guess) and signals are topology/router.py's own: :class:`GlobalRouter` subclasses it.
+
+A reader alias with ``home_region`` probes its own region's instances only; with
+``cross_region_reads = True`` it tries the other regions' readers when none at home answers.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from aurora_backend.connection.resolve import resolvable_host
+from aurora_backend.global_db import state
+from aurora_backend.global_db.endpoint import is_global_endpoint
+from aurora_backend.topology.router import MAX_PARALLEL, Router, _ask
+from aurora_backend.topology.state import AURORA_ENDPOINT, Failover
+
+logger = logging.getLogger("aurora_backend")
+
+GLOBAL_TOPOLOGY_SQL = (
+    "SELECT server_id::text, session_id::text = 'MASTER_SESSION_ID', visibility_lag_in_msec::float8, "
+    "aws_region::text FROM aurora_global_db_instance_status() ORDER BY 2 DESC, 1")
+FORGET_AFTER = 10  # refresh periods an instance missing from the answer is kept
+
+Probe = Tuple[str, Any, Optional[bool], Optional[str]]
+
+
+class RegionTemplates:
+    """``format(instance=...)``: the instance endpoint name from its region's template."""
+
+    def __init__(self, key: str, templates: Dict[str, str], topology: Callable[[], state.GlobalTopology]) -> None:
+        self.key = key
+        self.templates = dict(templates)
+        self._topology = topology
+
+    def region(self, instance: str) -> Optional[str]:
+        return self._topology().regions.get(instance)
+
+    def format(self, instance: str) -> str:
+        template = self.templates.get(self.region(instance) or "")
+        return template.format(instance=instance) if template else ""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RegionTemplates) and (self.key, self.templates) == (other.key, other.templates)
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __str__(self) -> str:
+        return ", ".join("%s: %s" % item for item in sorted(self.templates.items()))
+
+
+class GlobalRouter(Router):
+    """Topology routing over every region of a global database."""
+
+    def __init__(self, wrapper: Any, host: str, port: int, templates: Dict[str, str], want_writer: bool,
+                 home_region: Optional[str], cross_region: bool) -> None:
+        key = host if want_writer else "%s@%s" % (host, home_region)
+        names = RegionTemplates(key, templates, lambda: self.topology)
+        super().__init__(wrapper, host, port, names, want_writer)  # type: ignore[arg-type]
+        self.key = key
+        self.templates = dict(templates)
+        self.home_region = home_region
+        self.cross_region = cross_region
+
+    @property
+    def topology(self) -> state.GlobalTopology:  # type: ignore[override]
+        return state.topology_for(self.key, self.port)
+
+    def _probe_all(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any]) -> List[Probe]:
+        topo = self.topology
+        if self.want_writer or self.home_region is None:
+            return super()._probe_all(parent, params)
+        home = [i for i in topo.instances if topo.regions.get(i) == self.home_region]
+        results = self._probe_some(parent, params, home)
+        if any(r[2] is True for r in results) or not self.cross_region:
+            return results
+        others = [i for i in topo.instances if topo.regions.get(i) != self.home_region and i != topo.writer]
+        logger.warning("global database: no reader of home region %s answers; reading from %s "
+                       "(cross_region_reads)", self.home_region, ", ".join(others) or "nowhere")
+        return results + self._probe_some(parent, params, others)
+
+    def _probe_some(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any],
+                    names: List[str]) -> List[Probe]:
+        """Probe ``names`` in parallel, as Router._probe_all probes every instance."""
+        if not names:
+            return []
+        with concurrent.futures.ThreadPoolExecutor(min(MAX_PARALLEL, len(names)),
+                                                   thread_name_prefix="aurora-probe") as pool:
+            futures = [pool.submit(self._probe, parent, params, name) for name in names]
+            return [f.result() for f in futures]
+
+    def _probe(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any], instance: str) -> Probe:
+        if not self.template.format(instance=instance):  # no template for its region: cannot reach it
+            return instance, None, None, None
+        return super()._probe(parent, params, instance)
+
+    def learn(self, conn: Any) -> None:
+        """Refresh regions, instances, writer and lags from ``conn`` when stale."""
+        now = self.clock()
+        topo = self.topology
+        fresh = topo.learned_at is not None and now - topo.learned_at < self.options.topology_refresh
+        if fresh or now < topo.unknown_until:
+            return
+        rows = _ask(conn, GLOBAL_TOPOLOGY_SQL)
+        with topo.lock:
+            if not rows:  # not a global database (or no permission): DNS only, ask later
+                topo.unknown_until = now + self.options.topology_refresh
+                return
+            old = topo.writer
+            listed = [row[0] for row in rows]
+            for name, _, lag, region in rows:
+                topo.seen[name] = now
+                topo.regions[name] = region
+                topo.lags[name] = lag
+            keep = FORGET_AFTER * self.options.topology_refresh
+            topo.seen = {name: at for name, at in topo.seen.items() if now - at < keep}
+            topo.instances = sorted(topo.seen, key=lambda name: (name not in listed, name))
+            topo.writer = next((row[0] for row in rows if row[1]), None)
+            topo.learned_at = now
+            new = topo.writer
+        if self.want_writer and old is not None and new is not None and old != new and self.routed is None:
+            since = topo.suspect_since
+            self._record(Failover(old, new, "dns", None if since is None else round(now - since, 3)))
+
+
+def router_for(wrapper: Any, params: Dict[str, Any]) -> Optional[GlobalRouter]:
+    """A GlobalRouter for the global writer endpoint, or a reader endpoint with ``home_region``."""
+    options = wrapper.aurora_options
+    templates = options.global_instance_templates
+    if not options.topology or not templates or wrapper.settings_dict["OPTIONS"].get("pool"):
+        return None
+    host = resolvable_host(params)
+    if host is None:
+        return None
+    if is_global_endpoint(host):
+        want_writer = True
+    else:
+        match = AURORA_ENDPOINT.match(host)
+        if options.home_region is None or match is None or (match.group("kind") or "").lower() != "ro-":
+            return None
+        want_writer = False
+    router = getattr(wrapper, "_aurora_router", None)
+    if not isinstance(router, GlobalRouter) or router.host != host or router.templates != templates:
+        router = GlobalRouter(wrapper, host, int(params.get("port") or 5432), dict(templates), want_writer,
+                              options.home_region, options.cross_region_reads)
+        wrapper._aurora_router = router
+    return router
+
+
+def describe(options: Any, params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """What aurora_health shows of the global database this alias is on (None: not one)."""
+    host = resolvable_host(params)
+    if host is None or not (is_global_endpoint(host) or options.home_region):
+        return None
+    port = int(params.get("port") or 5432)
+    key = host if is_global_endpoint(host) else "%s@%s" % (host, options.home_region)
+    known = state.known(key, port)
+    shown = (known or state.GlobalTopology()).snapshot()
+    shown.update(endpoint=host, global_endpoint=is_global_endpoint(host), home_region=options.home_region,
+                 cross_region_reads=options.cross_region_reads, write_forwarding=options.write_forwarding,
+                 templates=dict(options.global_instance_templates or {}))
+    return shown
