@@ -16,14 +16,13 @@ A reader alias with ``home_region`` probes its own region's instances only; with
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from aurora_backend.connection.resolve import resolvable_host
 from aurora_backend.global_db import state
 from aurora_backend.global_db.endpoint import is_global_endpoint
-from aurora_backend.topology.router import MAX_PARALLEL, Router, _ask
+from aurora_backend.topology.router import Router, _ask
 from aurora_backend.topology.state import AURORA_ENDPOINT, Failover
 
 logger = logging.getLogger("aurora_backend")
@@ -78,28 +77,21 @@ class GlobalRouter(Router):
     def topology(self) -> state.GlobalTopology:  # type: ignore[override]
         return state.topology_for(self.key, self.port)
 
-    def _probe_all(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any]) -> List[Probe]:
+    def _race(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any],
+              avoid: Optional[str]) -> List[Probe]:
+        """The reader alias with a home region: a round over the home region's instances, then,
+        with ``cross_region_reads`` and no home reader answering, one over the other regions."""
         topo = self.topology
         if self.want_writer or self.home_region is None:
-            return super()._probe_all(parent, params)
+            return super()._race(parent, params, avoid)
         home = [i for i in topo.instances if topo.regions.get(i) == self.home_region]
-        results = self._probe_some(parent, params, home)
+        results = self._race_among(parent, params, avoid, home) if home else []
         if any(r[2] is True for r in results) or not self.cross_region:
             return results
         others = [i for i in topo.instances if topo.regions.get(i) != self.home_region and i != topo.writer]
         logger.warning("global database: no reader of home region %s answers; reading from %s "
                        "(cross_region_reads)", self.home_region, ", ".join(others) or "nowhere")
-        return results + self._probe_some(parent, params, others)
-
-    def _probe_some(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any],
-                    names: List[str]) -> List[Probe]:
-        """Probe ``names`` in parallel, as Router._probe_all probes every instance."""
-        if not names:
-            return []
-        with concurrent.futures.ThreadPoolExecutor(min(MAX_PARALLEL, len(names)),
-                                                   thread_name_prefix="aurora-probe") as pool:
-            futures = [pool.submit(self._probe, parent, params, name) for name in names]
-            return [f.result() for f in futures]
+        return results + (self._race_among(parent, params, avoid, others) if others else [])
 
     def _probe(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any], instance: str) -> Probe:
         if not self.template.format(instance=instance):  # no template for its region: cannot reach it

@@ -160,10 +160,15 @@ class Router:
 
     def _race(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any],
               avoid: Optional[str]) -> List[probe.Result]:
-        """One round (topology/probe.py); instances that did not answer in it are remembered as hung."""
+        """One round over every instance (topology/probe.py)."""
+        return self._race_among(parent, params, avoid, list(self.topology.instances))
+
+    def _race_among(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any],
+                    avoid: Optional[str], instances: List[str]) -> List[probe.Result]:
+        """One round over ``instances``; those that did not answer in it are remembered as hung."""
         topo = self.topology
         with topo.lock:
-            names = probe.candidates(list(topo.instances), topo.hung, self.clock())
+            names = probe.candidates(instances, topo.hung, self.clock())
 
         def accept(result: probe.Result) -> bool:
             return result[2] is (not self.want_writer) and (self.want_writer or result[3] != avoid)
