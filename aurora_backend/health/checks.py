@@ -35,7 +35,7 @@ from aurora_backend.proxy.mode import behind_rds_proxy, proxy_enabled, timezone_
 from aurora_backend import credentials
 from aurora_backend.options import AuroraOptions
 
-#: A Serverless v2 resume takes ~15 s (30 s or more after a day asleep): AURORA_FACTS.md.
+#: A Serverless v2 resume takes ~15 s (30 s or more after a day asleep): docs/aurora_facts.md, Timings.
 RESUME_SECONDS = 15.0
 KEEPALIVE_KEYS = ("keepalives_idle", "keepalives_interval", "keepalives_count")
 DATABASE_CHECK_IDS = {
