@@ -3,7 +3,7 @@
 Set ``"ENGINE": "aurora_backend"``; see README.md for the settings under
 ``OPTIONS["aurora"]``. Public API (imported lazily, so importing the package needs
 no configured Django): ``retry_atomic``, ``retrying``, ``close_connections``,
-``lambda_handler``.
+``lambda_handler``, and the exceptions ``CommitOutcomeUnknown`` and ``ClusterUnavailable``.
 """
 
 from typing import Any

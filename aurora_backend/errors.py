@@ -4,7 +4,7 @@ Driver-agnostic: it reads the SQLSTATE (psycopg2 ``pgcode``, psycopg 3 ``sqlstat
 the message, and the connection's ``closed`` flag. Connect-time errors carry no
 SQLSTATE, and libpq 17 reports a terminated backend as a plain OperationalError
 with no SQLSTATE either, so the message and the connection state matter as much
-as the code. The messages are those in AURORA_FACTS.md.
+as the code. The messages, with their sources, are in docs/aurora_facts.md.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ arguments ``alias`` and ``connection`` (the DatabaseWrapper), plus:
 - ``scale_event``: ``error`` (an Aurora scale message was seen).
 - ``statement_retried``: ``sql``, ``error`` (a read re-run on a new connection).
 - ``transaction_retry``: ``attempt``, ``error``, ``delay`` (retry_atomic re-runs a block).
-- ``connection_closed``: ``reason`` ("expired", "idle"): closed on purpose, not replaced yet.
+- ``connection_closed``: ``reason`` ("expired", "idle", "disconnect", "stale", "read_only"):
+  closed on purpose (it reached its age or idle limit, or it is dead or on a demoted writer),
+  not replaced yet; ``reconnected`` follows when the next connection opens.
 - ``session_state_kept``: ``reason``, ``state``, ``error``: the connection holds session state
   the app set (``state``: e.g. ``["advisory_lock 42", "set search_path"]``), so it was kept
   past ``reason`` ("expired", "idle", "read_only"; once per connection and reason, ``error``

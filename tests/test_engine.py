@@ -163,3 +163,20 @@ def test_conn_health_checks_still_run_django_s_check(compose):
         assert (len(hooks) >= 4) if compose else not hooks  # the other hook: every cursor (and connect)
     finally:
         wrapper.close()
+
+
+def test_transfer_to_an_unknown_account_is_404_naming_it():
+    a, _ = services.open_accounts(2, 100)
+    client = Client()
+    response = client.post(
+        "/transfer/", json.dumps({"source": a.pk, "destination": 999999, "amount": 5}),
+        content_type="application/json",
+    )
+    assert response.status_code == 404, response.content
+    assert response.json() == {"error": "no account with id 999999"}
+    same = client.post(
+        "/transfer/", json.dumps({"source": a.pk, "destination": a.pk, "amount": 5}),
+        content_type="application/json",
+    )
+    assert same.status_code == 400
+    assert client.get("/total/").json()["total"] == 200

@@ -1,4 +1,4 @@
-"""Error classification: every message and SQLSTATE of AURORA_FACTS.md, and real server errors."""
+"""Error classification: every message and SQLSTATE of docs/aurora_facts.md, and real server errors."""
 
 import pytest
 

@@ -38,7 +38,7 @@ from aurora_backend import credentials
 from aurora_backend.connection import keepalive
 from aurora_backend.options import AuroraOptions
 
-#: A Serverless v2 resume takes ~15 s (30 s or more after a day asleep): AURORA_FACTS.md.
+#: A Serverless v2 resume takes ~15 s (30 s or more after a day asleep): docs/aurora_facts.md, Timings.
 RESUME_SECONDS = 15.0
 SLOW_DETECTION = 60  # seconds: a silent host noticed later than this hangs workers
 #: Linux's TCP keepalive defaults (idle, interval, probes): what libpq leaves in place.

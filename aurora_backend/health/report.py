@@ -1,7 +1,7 @@
 """Health of the database behind each aurora_backend alias, as Aurora sees it.
 
 :func:`check_alias` opens one NEW connection (never the process's own), measures it,
-reads the server's state through it (health_sql.py) and closes it. The result is a
+reads the server's state through it (health/sql.py) and closes it. The result is a
 typed :class:`AliasReport`; :func:`collect` gathers them into a :class:`HealthReport`
 whose ``to_dict()`` follows ``health/schema.json``. ``manage.py aurora_health`` and
 the database system checks are thin layers over these functions.

@@ -13,7 +13,7 @@ keeps serving it:
 - idle: ``min_size`` defaults to 0 and ``max_idle`` to ``idle_timeout``; every connection
   unused for a whole ``max_idle`` window is closed (psycopg_pool alone closes one per
   window), so a quiet process holds none and Serverless can pause;
-- checkout: a connection handed out is checked like ours (``pool_checks.py``).
+- checkout: a connection handed out is checked like ours (``pool/mixin.py``, ``_aurora_checkout_problem``).
 
 Supported: psycopg >= 3.1.12 with psycopg_pool >= 3.2 (``check``), Django 5.1+.
 """

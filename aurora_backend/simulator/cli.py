@@ -18,33 +18,27 @@ import threading
 from typing import Optional, Sequence
 
 from aurora_backend.simulator import schedule
-from aurora_backend.simulator.control import parse_address, require_loopback, serve_control
+from aurora_backend.simulator.arguments import address, count, seconds
+from aurora_backend.simulator.control import serve_control
 from aurora_backend.simulator.proxy import AuroraSimulator
-
-
-def _address(text: str) -> tuple[str, int]:
-    try:
-        return parse_address(text, "--listen/--upstream/--control")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m aurora_backend.simulator",
         description="PostgreSQL proxy that stages Aurora scale, pause/resume and failover events.")
-    parser.add_argument("--listen", type=_address, action="append", required=True,
+    parser.add_argument("--listen", type=address("--listen", loopback=True, any_port=True), action="append", required=True,
                         help="HOST:PORT to listen on (repeatable: 127.0.0.2:6543, 127.0.0.3:6543...)")
-    parser.add_argument("--upstream", type=_address, required=True, help="the real server, HOST:PORT")
-    parser.add_argument("--control", type=_address, default=None,
+    parser.add_argument("--upstream", type=address("--upstream", loopback=False), required=True, help="the real server, HOST:PORT")
+    parser.add_argument("--control", type=address("--control", loopback=True, any_port=True), default=None,
                         help="loopback HOST:PORT of the line-based control endpoint (port 0: any)")
-    parser.add_argument("--scale-every", type=float, default=None, metavar="N",
+    parser.add_argument("--scale-every", type=seconds("--scale-every", positive=True), default=None, metavar="N",
                         help="force a scale event every N seconds")
-    parser.add_argument("--pause-after-idle", type=float, default=None, metavar="N",
+    parser.add_argument("--pause-after-idle", type=seconds("--pause-after-idle", positive=True), default=None, metavar="N",
                         help="pause after N seconds without connections (auto-pause)")
-    parser.add_argument("--resume-delay", type=float, default=15.0, metavar="S",
+    parser.add_argument("--resume-delay", type=seconds("--resume-delay", positive=False), default=15.0, metavar="S",
                         help="with --pause-after-idle: hold a connection attempt S seconds (15)")
-    parser.add_argument("--resume-fail", type=int, default=0, metavar="K",
+    parser.add_argument("--resume-fail", type=count("--resume-fail"), default=0, metavar="K",
                         help="with --pause-after-idle: K held attempts fail with 57P03 on resume")
     parser.add_argument("--rds-proxy", action="store_true",
                         help="RDS Proxy mode: report which sessions RDS Proxy would pin (docs/proxy.md)")
@@ -59,8 +53,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         return cluster_main(argv[1:])
     args = build_parser().parse_args(argv)
-    for host, _ in args.listen:
-        require_loopback(host, "--listen")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(message)s", stream=sys.stderr)
     sim = AuroraSimulator(upstream=args.upstream, listen=args.listen, rds_proxy=args.rds_proxy).start()

@@ -23,7 +23,8 @@ import sys
 import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from aurora_backend.simulator.control import parse_address, require_loopback
+from aurora_backend.simulator.arguments import address, count, port, seconds
+from aurora_backend.simulator.control import Address, parse_address, require_loopback
 
 HELP = ("status | failover [INSTANCE] [reader|down] | restore INSTANCE | pause_replay INSTANCE | "
         "resume_replay INSTANCE | resolve NAME | flush_dns | stop")
@@ -110,18 +111,23 @@ def env_resolver(host: str, port: int) -> List[str]:
     return remote_resolve(parse_address(control, "AURORA_CLUSTER_CONTROL"), host)
 
 
+def _control(text: str) -> Optional[Address]:
+    """``--control``: a loopback HOST:PORT (port 0: any free one), or 'none'."""
+    return None if text == "none" else address("--control", loopback=True, any_port=True)(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m aurora_backend.simulator cluster",
         description="A local Aurora cluster: a writer and readers in streaming replication, "
                     "Aurora's endpoints and DNS, real failover. Serves until stopped.")
-    parser.add_argument("--readers", type=int, default=2, help="number of readers (2)")
+    parser.add_argument("--readers", type=count("--readers"), default=2, help="number of readers (2)")
     parser.add_argument("--name", default="aurora-local", help="cluster identifier (aurora-local)")
-    parser.add_argument("--ttl", type=float, default=5.0, help="DNS TTL in seconds (Aurora: 5)")
-    parser.add_argument("--dns-delay", type=float, default=5.0,
+    parser.add_argument("--ttl", type=seconds("--ttl", positive=False), default=5.0, help="DNS TTL in seconds (Aurora: 5)")
+    parser.add_argument("--dns-delay", type=seconds("--dns-delay", positive=False), default=5.0,
                         help="seconds after a promotion before the endpoints' records move (5)")
-    parser.add_argument("--port", type=int, default=None, help="port of every endpoint (default: a free one)")
-    parser.add_argument("--control", default="127.0.0.1:0",
+    parser.add_argument("--port", type=port("--port"), default=None, help="port of every endpoint (default: a free one)")
+    parser.add_argument("--control", type=_control, default="127.0.0.1:0",
                         help="loopback HOST:PORT of the control endpoint (port 0: any; 'none': stdin only)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log events to stderr")
     return parser
@@ -129,8 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.readers < 0 or args.ttl < 0 or args.dns_delay < 0:
-        build_parser().error("--readers, --ttl and --dns-delay must be >= 0")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(message)s", stream=sys.stderr)
     from aurora_backend.testing.aurora_cluster import AuroraCluster
@@ -144,8 +148,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         cluster.start()
         commands = Commands(cluster, done)
-        if args.control != "none":
-            control = serve_control(commands, *parse_address(args.control, "--control"))
+        if args.control is not None:
+            control = serve_control(commands, *args.control)
         address = "%s:%d" % control.server_address[:2] if control else None
         print(json.dumps({**cluster.endpoints(), "control": address,
                           "started_in": round(cluster.started_in or 0, 3)}), flush=True)

@@ -4,7 +4,7 @@ Only what a proxy must understand: the untyped startup packets a client sends fi
 (StartupMessage, SSLRequest, GSSENCRequest, CancelRequest), the typed framing of
 both streams afterwards (one type byte, a 4-byte big-endian length that counts
 itself), and byte-exact ErrorResponse / ReadyForQuery messages. The texts are
-Aurora's, as in AURORA_FACTS.md.
+Aurora's, as listed with their sources in docs/aurora_facts.md.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import threading
 import warnings
 from dataclasses import dataclass
@@ -31,7 +33,20 @@ class RetryOptions:
     commit_check_time: float = 5.0
     record_txid: bool = True
 
+    @classmethod
+    def from_keywords(cls, caller: str, options: dict) -> "RetryOptions":
+        """Build from a caller's keyword arguments; an unknown one is named with the valid ones."""
+        known = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise TypeError("%s() got an unexpected keyword argument %r; its options are: %s."
+                            % (caller, unknown[0], ", ".join(known)))
+        return cls(**options)
+
     def __post_init__(self) -> None:
+        for name in ("savepoint", "durable", "record_txid"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError("retry_atomic(%s=%r): give True or False." % (name, getattr(self, name)))
         if self.using is not None and not isinstance(self.using, str):
             raise TypeError("retry_atomic(using=%r): using must be a database alias (str) or None." % (self.using,))
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
@@ -48,8 +63,8 @@ class RetryOptions:
 def _check_seconds(name: str, value: Any, allow_none: bool) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        accepted = "a number of seconds >= 0" + (" or None (no time limit)" if allow_none else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        accepted = "a finite number of seconds >= 0" + (" or None (no time limit)" if allow_none else "")
         raise ValueError("retry_atomic(%s=%r): give %s." % (name, value, accepted))
 
 

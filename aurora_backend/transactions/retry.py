@@ -69,7 +69,7 @@ def retry_atomic(func: Union[F, str, None] = None, **options: Any) -> Union[F, C
     if isinstance(func, str):
         options.setdefault("using", func)
         func = None
-    settings = RetryOptions(**options)
+    settings = RetryOptions.from_keywords("retry_atomic", options)
 
     def decorate(function: F) -> F:
         if not callable(function):
@@ -96,7 +96,7 @@ def retrying(using: Optional[str] = None, **options: Any) -> "Retrying":
     nothing but the ``with`` statement in the loop body.
     """
     frame = sys._getframe(1)
-    return Retrying(RetryOptions(using=using, **options), (frame.f_code.co_filename, frame.f_lineno))
+    return Retrying(RetryOptions.from_keywords("retrying", {"using": using, **options}), (frame.f_code.co_filename, frame.f_lineno))
 
 
 # ----- attempts -------------------------------------------------------------------------

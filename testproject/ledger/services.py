@@ -5,14 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import Optional
 
-from django.db import transaction
 from django.db.models import Sum
 
+from aurora_backend import retry_atomic
 from ledger.models import Account, Transfer
 
 
 class InsufficientFunds(Exception):
     pass
+
+
+class AccountNotFound(LookupError):
+    """A transfer named an account that does not exist."""
 
 
 def open_accounts(count: int, balance: int) -> list[Account]:
@@ -28,6 +32,9 @@ def _apply(
     accounts = Account.objects.using(using)
     # Lock both rows in id order so that concurrent transfers cannot deadlock each other.
     locked = {a.pk: a for a in accounts.select_for_update().filter(pk__in=[source_id, destination_id]).order_by("pk")}
+    missing = sorted({source_id, destination_id} - set(locked))
+    if missing:
+        raise AccountNotFound("no account with id %s" % ", ".join(map(str, missing)))
     source, destination = locked[source_id], locked[destination_id]
     if source.balance < amount:
         raise InsufficientFunds("account %s holds %d < %d" % (source.name, source.balance, amount))
@@ -52,11 +59,6 @@ def transfer(
     if amount <= 0 or source_id == destination_id:
         raise ValueError("a transfer moves a positive amount between two different accounts")
     request_id = request_id or uuid.uuid4()
-    try:
-        from aurora_backend import retry_atomic
-    except ImportError:  # pragma: no cover - retry_atomic not built yet
-        with transaction.atomic(using=using):
-            return _apply(source_id, destination_id, amount, request_id, using)
     return retry_atomic(_apply, using=using)(source_id, destination_id, amount, request_id, using)
 
 

@@ -38,6 +38,8 @@ def transfer(request: HttpRequest) -> JsonResponse:
         done = services.transfer(source, destination, amount, request_id)
     except services.InsufficientFunds as err:
         return JsonResponse({"error": str(err)}, status=409)
-    except (ValueError, KeyError) as err:
+    except services.AccountNotFound as err:
+        return JsonResponse({"error": str(err)}, status=404)
+    except ValueError as err:
         return JsonResponse({"error": str(err)}, status=400)
     return JsonResponse({"id": done.pk, "request_id": str(done.request_id)}, status=201)
