@@ -20,6 +20,9 @@ from typing import Mapping, Tuple
 
 from aurora_backend.testing.aurora_sql import MASTER_SESSION_ID, _literal
 
+#: Where aurora_sql.py installs its functions (and where these go): one place to change it.
+SCHEMA = "public"
+
 INSTANCE_COLUMNS = (
     ("server_id", "text"),
     ("session_id", "text"),
@@ -47,13 +50,13 @@ _SELF = ("SELECT pg_is_in_recovery(), "
          "(coalesce(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_flush_lsn() END,"
          " '0/0') - '0/0'::pg_lsn)::bigint, "
          "(coalesce(pg_last_wal_replay_lsn(), '0/0') - '0/0'::pg_lsn)::bigint, "
-         "public.aurora_local_own_lag()")
+         "%s.aurora_local_own_lag()" % SCHEMA)
 
 _TEMPLATE = """
-CREATE OR REPLACE FUNCTION public.aurora_local_global_self(OUT recovering boolean, OUT received bigint,
+CREATE OR REPLACE FUNCTION %(schema)s.aurora_local_global_self(OUT recovering boolean, OUT received bigint,
     OUT replayed bigint, OUT lag real)
   LANGUAGE sql STABLE AS $fn$ %(self)s $fn$;
-CREATE OR REPLACE FUNCTION public.aurora_global_db_instance_status() RETURNS TABLE (%(icolumns)s)
+CREATE OR REPLACE FUNCTION %(schema)s.aurora_global_db_instance_status() RETURNS TABLE (%(icolumns)s)
   LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog AS $fn$
 DECLARE
   inst record;
@@ -62,10 +65,10 @@ BEGIN
   FOR inst IN SELECT * FROM (VALUES %(values)s) AS v(id, region, port) LOOP
     BEGIN
       IF inst.id = current_setting('cluster_name') THEN
-        SELECT * INTO s FROM public.aurora_local_global_self();
+        SELECT * INTO s FROM %(schema)s.aurora_local_global_self();
       ELSE
-        SELECT * INTO s FROM aurora_local.dblink(public.aurora_local_conninfo(inst.port),
-          'SELECT * FROM public.aurora_local_global_self()')
+        SELECT * INTO s FROM aurora_local.dblink(%(schema)s.aurora_local_conninfo(inst.port),
+          'SELECT * FROM %(schema)s.aurora_local_global_self()')
           AS t(recovering boolean, received bigint, replayed bigint, lag real);
       END IF;
     EXCEPTION WHEN OTHERS THEN
@@ -91,10 +94,10 @@ BEGIN
     RETURN NEXT;
   END LOOP;
 END $fn$;
-GRANT EXECUTE ON FUNCTION public.aurora_global_db_instance_status() TO PUBLIC;
-CREATE OR REPLACE FUNCTION public.aurora_global_db_status() RETURNS TABLE (%(scolumns)s)
+GRANT EXECUTE ON FUNCTION %(schema)s.aurora_global_db_instance_status() TO PUBLIC;
+CREATE OR REPLACE FUNCTION %(schema)s.aurora_global_db_status() RETURNS TABLE (%(scolumns)s)
   LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog AS $fn$
-  WITH i AS (SELECT * FROM public.aurora_global_db_instance_status()),
+  WITH i AS (SELECT * FROM %(schema)s.aurora_global_db_instance_status()),
        w AS (SELECT aws_region, durable_lsn FROM i WHERE session_id = %(master)s)
   SELECT i.aws_region,
          max(coalesce(i.highest_lsn_rcvd, i.durable_lsn)),
@@ -105,7 +108,7 @@ CREATE OR REPLACE FUNCTION public.aurora_global_db_status() RETURNS TABLE (%(sco
   FROM i GROUP BY i.aws_region
   ORDER BY bool_or(i.session_id = %(master)s) DESC, i.aws_region
 $fn$;
-GRANT EXECUTE ON FUNCTION public.aurora_global_db_status() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION %(schema)s.aurora_global_db_status() TO PUBLIC;
 """
 
 
@@ -116,7 +119,7 @@ def install_global_sql(instances: Mapping[str, Tuple[str, int]]) -> str:
     values = ", ".join("(%s, %s, %d)" % (_literal(name), _literal(region), int(port))
                        for name, (region, port) in instances.items())
     return _TEMPLATE % {
-        "self": _SELF, "values": values, "master": _literal(MASTER_SESSION_ID),
+        "schema": SCHEMA, "self": _SELF, "values": values, "master": _literal(MASTER_SESSION_ID),
         "icolumns": ", ".join("%s %s" % c for c in INSTANCE_COLUMNS),
         "scolumns": ", ".join("%s %s" % c for c in STATUS_COLUMNS),
     }
