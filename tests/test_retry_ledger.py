@@ -63,32 +63,60 @@ def test_write_on_a_demoted_writer_is_rerun(simulator):
 
 
 def _ledger_under_faults(alias: str, fault: Callable[[], int], every: float) -> dict:
-    """THREADS x TRANSFERS transfers on ``alias`` while ``fault`` strikes every ``every`` seconds."""
+    """THREADS x TRANSFERS transfers on ``alias`` while ``fault`` strikes, at most every ``every``
+    seconds and only once every worker still running has committed since the last strike.
+
+    The second condition makes the test independent of the machine's speed: a strike can
+    catch a transaction mid-flight, but its re-run always finishes before the next strike, so
+    no transfer needs more than two attempts however slow the machine (a fault on a wall-clock
+    timer alone could strike one slow transaction on every attempt until it gave up)."""
     accounts = [a.pk for a in services.open_accounts(ACCOUNTS, BALANCE)]
     requested: List[uuid.UUID] = []
     lock, stop = threading.Lock(), threading.Event()
+    progress = threading.Condition()
+    committed_since_strike: dict = {}  # worker -> transfers committed since the last strike
     struck = [0]
+
+    def everyone_progressed() -> bool:
+        return stop.is_set() or all(committed_since_strike.values())
 
     def inject() -> None:
         while not stop.wait(every):
-            struck[0] += fault()
+            with progress:
+                progress.wait_for(everyone_progressed)
+                if stop.is_set():
+                    return
+                struck[0] += fault()
+                for k in committed_since_strike:
+                    committed_since_strike[k] = 0
 
     def worker(k: int) -> None:
         rng = random.Random(k)
-        for _ in range(TRANSFERS):
-            source, destination = rng.sample(accounts, 2)
-            request_id = uuid.uuid4()
-            with lock:
-                requested.append(request_id)
-            services.transfer(source, destination, rng.randint(1, 5), request_id=request_id, using=alias)
+        try:
+            for _ in range(TRANSFERS):
+                source, destination = rng.sample(accounts, 2)
+                request_id = uuid.uuid4()
+                with lock:
+                    requested.append(request_id)
+                services.transfer(source, destination, rng.randint(1, 5), request_id=request_id, using=alias)
+                with progress:
+                    committed_since_strike[k] += 1
+                    progress.notify_all()
+        finally:
+            with progress:  # a worker that is done no longer holds the strikes back
+                committed_since_strike.pop(k, None)
+                progress.notify_all()
 
+    committed_since_strike.update(dict.fromkeys(range(THREADS), 0))
     before = stats.snapshot(alias)["transactions_retried"]
     injector = threading.Thread(target=inject, daemon=True)
     injector.start()
     try:
         run_threads(worker, THREADS)  # asserts that no error reached any caller
     finally:
-        stop.set()
+        with progress:
+            stop.set()
+            progress.notify_all()
         injector.join(5)
     connections.close_all()
     totals = services.totals()
