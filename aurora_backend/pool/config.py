@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import threading
 from typing import Any, Dict, Optional
 
 from django.core.exceptions import ImproperlyConfigured
@@ -149,6 +150,13 @@ def pool_class() -> type:
             aurora_max_age: Optional[tuple] = None
             aurora_random: random.Random = random.Random()
 
+            def getconn(self, timeout: Optional[float] = None) -> Any:
+                # Django calls getconn() without a timeout: the ENGINE's checkout waits in
+                # slices of its own (pool/mixin.py, _getconn), set for this thread only.
+                if timeout is None:
+                    timeout = getattr(checkout_slice, "timeout", None)
+                return super().getconn(timeout)
+
             def _set_connection_expiry_date(self, conn: Any) -> None:
                 super()._set_connection_expiry_date(conn)  # sets _created_at and _expire_at
                 if self.aurora_max_age is not None:
@@ -169,6 +177,8 @@ def pool_class() -> type:
 
 
 _pool_class: Optional[type] = None
+#: ``timeout`` of the getconn() the current thread's checkout makes (None: the pool's own).
+checkout_slice = threading.local()
 
 
 def hooks_missing() -> list:

@@ -27,7 +27,9 @@ from django.db.backends.base.base import NO_DB_ALIAS
 from aurora_backend import drivers
 from aurora_backend.connection.connect import connect_with_retry
 from aurora_backend.topology import router as topology
-from aurora_backend.pool.config import POOL_KEY, connection_class, pool_arguments, pool_class, pool_options
+from aurora_backend.pool.config import (
+    POOL_KEY, checkout_slice, connection_class, pool_arguments, pool_class, pool_options,
+)
 from aurora_backend.drivers import in_recovery, input_watch, peer_address
 
 logger = logging.getLogger("aurora_backend")
@@ -164,7 +166,7 @@ class PoolMixin:
         """Django's checkout (``getconn``), repeated while the connection handed out is bad."""
         pool = self.pool
         aurora = self.aurora_options
-        wait = _Wait(self.aurora_runtime.clock, aurora.connect_deadline + aurora.connect_timeout)
+        wait = _Wait(self.aurora_runtime.clock, aurora.connect_deadline + aurora.connect_timeout, pool)
         for _ in range(pool.max_size + 1):
             connection = _getconn(pool, parent, conn_params, wait)
             reason = self._aurora_checkout_problem(pool, connection)
@@ -214,31 +216,50 @@ class PoolMixin:
                 pass
 
 
+#: A checkout waits in slices this long at most, to notice a connect that failed for good
+#: (the pool's getconn() would wait out its whole timeout) or one that is riding out a resume.
+CHECKOUT_SLICE = 1.0
+
+
 class _Wait:
-    """How long a checkout may keep waiting for a connect that is riding out a resume."""
+    """How long one checkout waits: the pool's ``timeout`` (the app's), or, while one of the
+    pool's connects is being retried (a resuming cluster), up to ``longest`` from its start;
+    not past a connect that failed for good."""
 
-    def __init__(self, clock: Callable[[], float], longest: float) -> None:
-        self.clock, self.until = clock, clock() + longest
+    def __init__(self, clock: Callable[[], float], longest: float, pool: Any) -> None:
+        self.clock = clock
+        now = clock()
+        self.until, self.resume_until = now + pool.timeout, now + longest
 
-    def for_resume(self, pool: Any) -> bool:
-        return bool(getattr(pool, "aurora_resuming", None)) and self.clock() < self.until
+    def slice(self, pool: Any) -> float:
+        end = self.resume_until if pool.aurora_resuming else self.until
+        return max(0.001, min(CHECKOUT_SLICE, end - self.clock()))
+
+    def more(self, pool: Any) -> bool:
+        if pool.aurora_resuming:
+            return self.clock() < self.resume_until
+        if pool.aurora_last_error is not None:
+            return False  # connecting failed for good (past connect_deadline): say why now
+        return self.clock() < self.until
 
 
 def _getconn(pool: Any, parent: Callable[[Dict[str, Any]], Any], conn_params: Dict[str, Any], wait: _Wait) -> Any:
-    """Django's checkout, within the pool's own ``timeout``; past it, again while a connect
-    of the pool is being retried (a resuming cluster), up to ``connect_deadline``. When the
-    pool has no connection to give because connecting failed, the connect error itself
-    (e.g. ClusterUnavailable past connect_deadline, a wrong password) rather than
-    psycopg_pool's bare "couldn't get a connection"."""
+    """Django's checkout, within the pool's own ``timeout`` (the app's), waited in slices:
+    past it, again while a connect of the pool is being retried (a resuming cluster), up to
+    ``connect_deadline``. When the pool has no connection to give because connecting failed,
+    the connect error itself (e.g. ClusterUnavailable past connect_deadline, a wrong
+    password) rather than psycopg_pool's bare "couldn't get a connection"."""
     from psycopg_pool import PoolTimeout
 
     while True:
+        checkout_slice.timeout = wait.slice(pool)
         try:
             return parent(conn_params)
         except PoolTimeout as timeout:
-            if wait.for_resume(pool):
-                continue
-            _raise_connect_error(pool, timeout)
+            if not wait.more(pool):
+                _raise_connect_error(pool, timeout)
+        finally:
+            checkout_slice.timeout = None
 
 
 def _raise_connect_error(pool: Any, timeout: BaseException) -> None:
