@@ -45,6 +45,7 @@ from aurora_backend.testing.cluster import PASSWORD, SUPERUSER  # noqa: E402
 from aurora_backend.testing.silent_host import unavailable  # noqa: E402
 
 ACCOUNTS, BALANCE = 20, 1000
+HUNG_AFTER = 60  # seconds: a wait on a silent host this long is reported as hung, then ended
 
 
 def settings(cluster: AuroraCluster) -> Dict[str, Dict[str, Any]]:
@@ -77,6 +78,7 @@ def in_atomic(cluster: AuroraCluster) -> Dict[str, Tuple[float, str]]:
         connections[alias].ensure_connection()
         admin = reader.admin(cluster.database)
         silenced: List[float] = []
+        done = threading.Event()
 
         def watch() -> None:
             with admin.cursor() as cur:
@@ -84,10 +86,17 @@ def in_atomic(cluster: AuroraCluster) -> Dict[str, Tuple[float, str]]:
                     cur.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
                                 "AND pid <> pg_backend_pid()", ["%" + marker + "%"])
                     if cur.fetchone()[0]:
-                        cluster.silence(reader.id)
-                        silenced.append(time.monotonic())
-                        return
+                        break
                     time.sleep(0.01)
+                # Past the server's delayed ACK of the query: with data unacknowledged, keepalives
+                # never start (only tcp_user_timeout ends the wait; TCP retransmits ~15 min).
+                time.sleep(0.2)
+                cluster.silence(reader.id)
+                silenced.append(time.monotonic())
+                if not done.wait(HUNG_AFTER):  # still waiting: let it end (the bench must)
+                    cluster.unsilence(reader.id)
+                    cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE %s "
+                                "AND pid <> pg_backend_pid()", ["%" + marker + "%"])
 
         watcher = threading.Thread(target=watch)
         watcher.start()
@@ -99,13 +108,17 @@ def in_atomic(cluster: AuroraCluster) -> Dict[str, Tuple[float, str]]:
         except Exception as exc:
             error = "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[0][:70])
         failed = time.monotonic()
+        done.set()
         watcher.join(10)
-        cluster.unsilence(reader.id)
+        if reader.silent_host is not None and reader.silent_host.silent:
+            cluster.unsilence(reader.id)
         with admin.cursor() as cur:
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE %s "
                         "AND pid <> pg_backend_pid()", ["%" + marker + "%"])
         admin.close()
         connections[alias].close()
+        if failed - silenced[0] >= HUNG_AFTER:
+            error = "still waiting after %d s: ended by the bench (link up, backend terminated)" % HUNG_AFTER
         seen[name] = (failed - silenced[0], error)
     print("query in flight inside atomic() when its host goes silent: seconds from the silence to the app's error")
     for name, (seconds, error) in seen.items():
