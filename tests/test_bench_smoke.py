@@ -32,6 +32,7 @@ EXPECTED = {
     "bench_cluster.py": ["cluster start:", "failover timeline", "first successful write after the kill"],
     "bench_topology.py": ["first write acknowledged by the new writer", "dns      path: median",
                           "topology path: median"],
+    "bench_bluegreen.py": ["Blue/Green: DNS TTL", "round 1 aurora", "round 1 stock", "outage median"],
     "bench_chaos.py": ["chaos run", "aurora+retry_atomic", "stock+atomic", "transfers requested",
                        "unknown-fate writes", "ledger total after", "server connections left open"],
 }
