@@ -34,6 +34,7 @@ EXPECTED = {
                           "topology path: median"],
     "bench_failover_soak.py": ["failover  1 ", "failover  2 ", "driver | acked | committed | app errors",
                                "lost COMMITs resolved by txid_status"],
+    "bench_bluegreen.py": ["Blue/Green: DNS TTL", "round 1 aurora", "round 1 stock", "outage median"],
     "bench_chaos.py": ["chaos run", "aurora+retry_atomic", "stock+atomic", "transfers requested",
                        "unknown-fate writes", "ledger total after", "server connections left open"],
 }
