@@ -152,6 +152,17 @@ def test_statement_text():
     'CREATE OR REPLACE FUNCTION public.f(a int) RETURNS int LANGUAGE sql AS $$ SELECT a $$',
     'INSERT INTO "t" ("a", "b") VALUES ' + ", ".join(["(%s, %s)"] * 600) + ' RETURNING "t"."id"',
     "WITH x(a) AS (SELECT 1) SELECT * FROM x",
+    # Statements whose "name (" is an object or an option list, not a call (seen taken for calls):
+    "CREATE TABLE IF NOT EXISTS probe (v text)",
+    "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a)",
+    "COPY t (a, b) FROM STDIN",
+    "UPDATE t SET (a, b) = (1, 2)",
+    "ALTER TABLE ONLY t ADD CONSTRAINT c CHECK (a > 0)",
+    "VACUUM (ANALYZE) t",
+    "ANALYZE t (a)",
+    "EXPLAIN (ANALYZE, BUFFERS) SELECT 1",
+    "REINDEX (VERBOSE) TABLE t",
+    "SELECT xmlelement(name foo)",
 ])
 def test_the_orms_sql_and_known_builtins_hold_nothing(sql):
     assert [e for e in effects(sql) if e.op != NOTE] == []

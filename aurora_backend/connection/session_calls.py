@@ -27,12 +27,13 @@ _NOT_CALLS = frozenset("""
     having ilike in include intersect interval is join key lateral like limit not numeric offset on
     or over overlay partition position precision primary references returning rollup row select
     sets some substring table then time timestamp to trim union unique using values varchar varying
-    when where window with within
+    when where window with within set vacuum analyze explain reindex cluster
+    xmlelement xmlforest xmlattributes xmlconcat xmlparse xmlpi xmlroot xmlserialize xmlexists xmltable
 """.split())
 #: Words after which "name (" is an object name, not a call (INSERT INTO t (...), DDL).
 _NAMES_AFTER = frozenset("""
     into table references index on view function procedure aggregate type trigger constraint key
-    using as with sequence domain cursor prepare
+    using as with sequence domain cursor prepare exists copy analyze only of
 """.split())
 #: Built-in functions (lower case) that change no session state: PostgreSQL's pg_catalog
 #: (pg_builtins.py), common extensions', and the prefixes below.
