@@ -131,10 +131,6 @@ def one_switchover(bg: BlueGreenDeployment, round_no: int, ttl: float) -> Dict[s
         green_acks = [t for t, on in writer.acks if on == green.writer.id]
         outage = min(green_acks) - max(blue_acks) if blue_acks and green_acks else None
         held = stats.snapshot(aliases[client]).get("blue_green_held_ms", 0) / 1000.0
-        if os.environ.get("BENCH_DEBUG"):
-            t0 = bg.blocked[0]
-            print(client, "allowed", round(bg.blocked[1] - t0, 3), "acks", [(round(t - t0, 3), on[-6:]) for t, on in writer.acks
-                                                                  if -0.3 < t - t0 < 1.6])
         results[client] = {"outage": outage, "errors": len(writer.errors), "held": held, "floor": floor,
                            "writes": len(writer.acks)}
     for alias in aliases.values():
