@@ -128,9 +128,11 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         parent = super().get_new_connection  # type: ignore[misc]
         pooled = self.pool is not None
         if pooled:  # a checkout: the pool opened it (and routed it) through _aurora_pool_connect
+            # The wrapper's Router first: a sign seen at checkout (a connection handed out dead,
+            # stale or on a reader) or later in _aurora_close routes the pool's next connects.
+            global_router_for(self, conn_params) or topology.router_for(self, conn_params)
             connection = self._aurora_checkout(parent, conn_params)
             address = getattr(connection, "_aurora_address", None)
-            topology.router_for(self, conn_params)  # for _aurora_close: a failover sign routes the pool's connects
         else:
             router = global_router_for(self, conn_params) or topology.router_for(self, conn_params)
             connection, address = connect_with_retry(

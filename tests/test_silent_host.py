@@ -285,8 +285,6 @@ def _connect_seconds(alias: str) -> float:
 
 
 def test_a_hung_reader_never_slows_the_writers_connects(cluster: Any) -> None:
-    if pool_enabled():
-        pytest.skip("topology does not route Django's pool's connections (frozen parameters)")
     assert where() == (cluster.writer.id, False)  # learns the topology
     hung = cluster.readers[0]
     cluster.silence(hung.id)
@@ -299,8 +297,6 @@ def test_a_hung_reader_never_slows_the_writers_connects(cluster: Any) -> None:
 
 
 def test_a_new_connect_to_a_silent_writer_times_out_then_topology_finds_the_new_one(cluster: Any) -> None:
-    if pool_enabled():
-        pytest.skip("topology does not route Django's pool's connections (frozen parameters)")
     old = cluster.writer
     assert where() == (old.id, False)
     connections["quiet"].close()
@@ -313,8 +309,6 @@ def test_a_new_connect_to_a_silent_writer_times_out_then_topology_finds_the_new_
 
 
 def test_a_read_in_flight_on_a_silent_writer_is_re_run_on_the_new_writer(cluster: Any) -> None:
-    if pool_enabled():
-        pytest.skip("topology does not route Django's pool's connections (frozen parameters)")
     old = cluster.writer
     assert where() == (old.id, False)
     cluster.clock.freeze()

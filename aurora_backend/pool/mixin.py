@@ -173,6 +173,9 @@ class PoolMixin:
             if reason is None:
                 return connection
             logger.info("pool of %r handed out a %s connection: dropped", self.alias, reason)
+            router = getattr(self, "_aurora_router", None)
+            if router is not None:  # the instance behind the endpoint may have changed role
+                router.suspect(reason)
             _drop(pool, connection)
             sweep(pool)
         return _getconn(pool, parent, conn_params, wait)  # every one was bad: the pool's check decides
@@ -235,10 +238,10 @@ class _Wait:
         end = self.resume_until if pool.aurora_resuming else self.until
         return max(0.001, min(CHECKOUT_SLICE, end - self.clock()))
 
-    def more(self, pool: Any) -> bool:
+    def more(self, pool: Any, last_error: Optional[BaseException]) -> bool:
         if pool.aurora_resuming:
             return self.clock() < self.resume_until
-        if pool.aurora_last_error is not None:
+        if last_error is not None:
             return False  # connecting failed for good (past connect_deadline): say why now
         return self.clock() < self.until
 
@@ -256,14 +259,16 @@ def _getconn(pool: Any, parent: Callable[[Dict[str, Any]], Any], conn_params: Di
         try:
             return parent(conn_params)
         except PoolTimeout as timeout:
-            if not wait.more(pool):
-                _raise_connect_error(pool, timeout)
+            # Read once: a connect in the pool's threads may clear it at any moment, and the
+            # error raised must be the one that ended the wait.
+            last = getattr(pool, "aurora_last_error", None)
+            if not wait.more(pool, last):
+                _raise_connect_error(last, timeout)
         finally:
             checkout_slice.timeout = None
 
 
-def _raise_connect_error(pool: Any, timeout: BaseException) -> None:
-    last = getattr(pool, "aurora_last_error", None)
+def _raise_connect_error(last: Optional[BaseException], timeout: BaseException) -> None:
     if last is None:
         raise timeout
     try:
