@@ -135,10 +135,14 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
             address = getattr(connection, "_aurora_address", None)
         else:
             router = global_router_for(self, conn_params) or topology.router_for(self, conn_params)
-            connection, address = connect_with_retry(
-                router.wrap(parent) if router else parent, conn_params, self.aurora_options, self.aurora_runtime,
-                on_retry=self._aurora_connect_retried, endpoint=self._aurora_endpoint(conn_params),
-            )
+            try:
+                connection, address = connect_with_retry(
+                    router.wrap(parent) if router else parent, conn_params, self.aurora_options, self.aurora_runtime,
+                    on_retry=self._aurora_connect_retried, endpoint=self._aurora_endpoint(conn_params),
+                )
+            except Exception:
+                stats.incr(self.alias, "connect_failures")  # given up (deadline) or not retryable
+                raise
             if router is not None:
                 address = router.routed[1] if router.routed else address
                 router.learn(connection)

@@ -324,3 +324,21 @@ def test_every_aurora_alias_is_checked_by_default_and_bad_aliases_are_refused():
     with extra_alias("lite", ENGINE="django.db.backends.sqlite3", NAME=":memory:"):
         with pytest.raises(CommandError, match="'lite' does not use aurora_backend"):
             run("--database", "lite")
+
+
+def test_a_connect_that_fails_for_good_is_counted_as_a_connect_failure(django_db_blocker):
+    """``connect_failures`` (stats, aurora_health, the exported metrics) moves when a connect
+    gives up: here, a closed port past a short ``connect_deadline``."""
+    from django.db import OperationalError
+
+    options = dict(connections["default"].settings_dict["OPTIONS"])
+    options["aurora"] = dict(options["aurora"], connect_deadline=0.3, backoff_max=0.05)
+    if pool_enabled():
+        options["pool"] = {"max_size": 1, "timeout": 1}
+    with extra_alias("refused", PORT=str(free_port()), OPTIONS=options):
+        before = stats.snapshot("refused")["connect_failures"]
+        with django_db_blocker.unblock(), pytest.raises(OperationalError, match="connect_deadline"):
+            connections["refused"].ensure_connection()
+        after = stats.snapshot("refused")["connect_failures"]
+    # Django's pool keeps trying in its own threads: each of its connects that gives up counts.
+    assert after - before >= 1 if pool_enabled() else after - before == 1

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Optional
 
 from django.db.backends.base.base import NO_DB_ALIAS
 
-from aurora_backend import drivers
+from aurora_backend import drivers, stats
 from aurora_backend.connection.connect import connect_with_retry
 from aurora_backend.topology import router as topology
 from aurora_backend.pool.config import (
@@ -137,6 +137,7 @@ class PoolMixin:
                 on_retry=retried, endpoint=self._aurora_endpoint(kwargs),  # type: ignore[attr-defined]
             )
         except Exception as exc:
+            stats.incr(self.alias, "connect_failures")  # one of the pool's connects, given up
             if pool is not None:  # why getconn() will time out: told to the waiting request
                 pool.aurora_last_error = exc
             raise
