@@ -7,6 +7,7 @@ and the "sim" alias's connect_deadline is 10 s.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -221,3 +222,29 @@ def test_scale_event_hitting_an_attempt_held_by_a_pause_is_retried(simulator):
     worker.join(10)
     assert result == {"rows": []}
     assert counters()["connect_retries"] >= before + 1
+
+
+def test_an_attempt_abandoned_at_connect_timeout_is_closed_when_the_engine_retries(simulator):
+    """A resume longer than connect_timeout (2 s): the first attempt times out, the second is
+    served. The first one's socket must be closed when the ENGINE gives up on it, so that the
+    simulator (Aurora) holds no session for it. psycopg 3 leaves a timed-out attempt's PGconn
+    in a reference cycle (its connect frame, its list of errors, the error's traceback), open
+    until the cyclic garbage collector happens to run: the collector is kept off here so that
+    it cannot hide the leak. (bench/bench_recovery.py's cold start found it.)"""
+    close_all(["sim"])
+    held = simulator.counters["held"]
+    enabled = gc.isenabled()
+    gc.disable()
+    simulator.pause()
+    resumer = threading.Timer(2.5, simulator.resume)
+    resumer.start()
+    try:
+        assert accounts() == []
+        assert simulator.counters["held"] == held + 2  # the abandoned attempt and the served one
+        simulator.wait_for_connections(1, timeout=5)  # the served one only
+        close_all(["sim"])
+        simulator.wait_for_connections(0, timeout=5)
+    finally:
+        resumer.join()
+        if enabled:
+            gc.enable()
