@@ -110,6 +110,7 @@ def connect_with_retry(
                 raise
             delay = next(delays)
             if elapsed + delay >= options.connect_deadline:
+                drivers.release_failed_attempt(exc)  # given up for good: no socket left behind
                 raise _deadline_error(endpoint, number, elapsed, options, exc, operational_error or drivers.OperationalError) from exc
             logger.warning(
                 "connect to %s%s failed (attempt %d, %.2fs elapsed): %s; retrying in %.2fs",
