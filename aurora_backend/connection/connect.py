@@ -99,6 +99,7 @@ def connect_with_retry(
             return connect(attempt_params), address
         except Exception as exc:
             if login and login.retry_now(exc):
+                drivers.release_failed_attempt(exc)
                 continue  # refused: once more, at once, with a credential fetched afresh
             elapsed = runtime.clock() - start
             if not is_connect_retryable(exc):
@@ -109,6 +110,7 @@ def connect_with_retry(
                 raise
             delay = next(delays)
             if elapsed + delay >= options.connect_deadline:
+                drivers.release_failed_attempt(exc)  # given up for good: no socket left behind
                 raise _deadline_error(endpoint, number, elapsed, options, exc, operational_error or drivers.OperationalError) from exc
             logger.warning(
                 "connect to %s%s failed (attempt %d, %.2fs elapsed): %s; retrying in %.2fs",
@@ -117,6 +119,7 @@ def connect_with_retry(
             )
             if on_retry is not None:
                 on_retry(Attempt(number, exc, delay, elapsed, address))
+            drivers.release_failed_attempt(exc)  # swallowed: its socket must not outlive it
             runtime.sleep(delay)
 
 

@@ -32,6 +32,9 @@ _IDLE = 0  # PQTRANS_IDLE: no command running, no transaction open
 
 #: ``connect(conninfo="", **kwargs)``: a raw driver connection (tools, tests, benchmarks).
 connect: Callable[..., Any] = active.connect
+#: ``release_failed_attempt(exc)``: close now the socket of a connect attempt that failed with
+#: ``exc`` and is retried (psycopg 3 keeps a timed-out one open until the garbage collector runs).
+release_failed_attempt: Callable[[BaseException], None] = active.release_failed_attempt
 #: libpq's PQtransactionStatus: 0 idle, 1 active, 2 in transaction, 3 in error, 4 unknown.
 transaction_status: Callable[[Any], int] = active.transaction_status
 #: The server holds a transaction (or runs a command) for this connection, as libpq last

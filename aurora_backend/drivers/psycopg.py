@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import traceback
 from typing import Any, Dict, Optional
 
 import psycopg
@@ -43,6 +44,27 @@ def libpq_version() -> int:
 def connect(conninfo: str = "", **kwargs: Any) -> Any:
     """A raw driver connection (autocommit off, as the driver's default)."""
     return psycopg.connect(conninfo, **kwargs)
+
+
+def release_failed_attempt(exc: BaseException) -> None:
+    """Close now the socket of a connect attempt that failed with ``exc``.
+
+    At ``connect_timeout`` psycopg 3 (3.3.9) abandons its connect generator, and the
+    generator's PGconn (socket open, libpq mid-startup) stays in a reference cycle:
+    ``Connection.connect``'s frame holds its list of errors, the raised error's traceback
+    holds that frame. Only the cyclic garbage collector frees it; until then the server
+    (Aurora, after a resume) keeps a session for it. Clearing the locals of the finished
+    frames in the error's tracebacks breaks the cycle: the PGconn is freed at once and
+    libpq closes the socket (PQfinish). Frames still running (the caller's) are left alone.
+    (psycopg finishes the PGconn itself when the server refuses: psycopg/psycopg#565.)
+    """
+    seen = set()
+    error: Optional[BaseException] = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if error.__traceback__ is not None:
+            traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
 
 
 def transaction_status(connection: Any) -> int:

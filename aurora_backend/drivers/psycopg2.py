@@ -36,6 +36,11 @@ def connect(conninfo: str = "", **kwargs: Any) -> Any:
     return psycopg2.connect(conninfo or None, **kwargs)
 
 
+def release_failed_attempt(exc: BaseException) -> None:
+    """Nothing to do: psycopg2 connects with libpq's blocking PQconnectdb, which enforces
+    ``connect_timeout`` itself and psycopg2 finishes the PGconn (socket closed) on failure."""
+
+
 def transaction_status(connection: Any) -> int:
     try:
         return int(connection.get_transaction_status())
