@@ -39,8 +39,8 @@ OPTIONS = {"connect_deadline": 10, "connect_timeout": 2, "backoff_base": 0.02, "
 ALIASES = ("gdb_w", "gdb_r", "gdb_dns", "gdb_fwd", "gdb_fwd_err")
 HOME = "local-2"
 no_pool_routing = pytest.mark.skipif(
-    pool_enabled(), reason="Django's pool opens connections from frozen parameters: no topology routing "
-                           "(docs/topology.md); the pool path is the DNS path, covered by the ledger test")
+    pool_enabled(), reason="the global router does not route Django's pool's connects yet "
+                           "(docs/global_database.md); the pool path is the DNS path, covered by the ledger test")
 
 
 # -- without a database ----------------------------------------------------------------
