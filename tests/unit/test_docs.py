@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
 from django.dispatch import Signal
@@ -29,7 +29,7 @@ LINK = re.compile(r"(?<!!)\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"
 CODE_SPAN = re.compile(r"(`+)(.+?)\1")
 
 
-def _prose_lines(path: Path) -> Iterator[Tuple[int, str]]:
+def _prose_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of every line outside fenced code blocks."""
     fenced = None
     for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -65,13 +65,13 @@ def github_slug(text: str) -> str:
     return re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
 
 
-def _headings(path: Path) -> List[str]:
+def _headings(path: Path) -> list[str]:
     return [_heading_text(line.lstrip("#")) for _, line in _prose_lines(path) if re.match(r"#{1,6}\s", line)]
 
 
-def _anchors(path: Path, slug=mkdocs_slug) -> Set[str]:
+def _anchors(path: Path, slug=mkdocs_slug) -> set[str]:
     """Every id the page's headings get; a repeated slug gets _1, _2 ... as toc does."""
-    seen: Set[str] = set()
+    seen: set[str] = set()
     for text in _headings(path):
         anchor = slug(text)
         base, n = anchor, 1
@@ -82,7 +82,7 @@ def _anchors(path: Path, slug=mkdocs_slug) -> Set[str]:
     return seen
 
 
-def _links(path: Path) -> Iterator[Tuple[int, str]]:
+def _links(path: Path) -> Iterator[tuple[int, str]]:
     for number, line in _prose_lines(path):
         for match in LINK.finditer(CODE_SPAN.sub(lambda m: "x" * len(m.group(0)), line)):
             yield number, match.group(1)
@@ -92,7 +92,7 @@ def _is_external(target: str) -> bool:
     return bool(re.match(r"[a-z][a-z0-9+.-]*:", target))
 
 
-def _check_links(path: Path) -> List[str]:
+def _check_links(path: Path) -> list[str]:
     problems = []
     for number, target in _links(path):
         if _is_external(target):
@@ -137,7 +137,7 @@ def test_slug_rule_is_the_toc_extensions():
             assert mkdocs_slug(text) == markdown_toc.slugify(text, "-"), text
 
 
-def _nav_pages() -> List[str]:
+def _nav_pages() -> list[str]:
     text = (ROOT / "mkdocs.yml").read_text()
     nav = text.split("\nnav:\n", 1)[1]
     return re.findall(r"^\s+- (?:[^\n]*?: )?([\w./-]+\.md)\s*$", nav, re.M)
@@ -163,10 +163,10 @@ def _section(path: Path, title: str) -> str:
     return text.split("\n## %s\n" % title, 1)[1].split("\n## ", 1)[0]
 
 
-def _tables(section: str) -> List[List[str]]:
+def _tables(section: str) -> list[list[str]]:
     """The first column's backticked name of each row, per table in the section."""
-    tables: List[List[str]] = []
-    current = None
+    tables: list[list[str]] = []
+    current: list[str] | None = None
     for line in section.splitlines():
         if line.startswith("|"):
             if current is None:
@@ -176,7 +176,7 @@ def _tables(section: str) -> List[List[str]]:
             if match:
                 current.append(match.group(1))
         else:
-            current = None
+            current: list[str] | None = None
     return tables
 
 
