@@ -212,14 +212,7 @@ class AuroraCluster:
     def replica_status(self, instance_id: Optional[str] = None) -> List[Dict[str, Any]]:
         """aurora_replica_status() as seen from ``instance_id`` (default: the writer)."""
         instance = self.instances[instance_id] if instance_id else self.writer
-        conn = instance.admin(self.database)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT * FROM aurora_replica_status()")
-                names = [c[0] for c in cur.description]
-                return [dict(zip(names, row)) for row in cur.fetchall()]
-        finally:
-            conn.close()
+        return instance.records("SELECT * FROM aurora_replica_status()", self.database)
 
     def endpoints(self) -> Dict[str, Any]:
         """Everything a client needs, JSON-able (what the CLI prints)."""

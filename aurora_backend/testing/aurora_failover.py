@@ -38,23 +38,13 @@ def failover(cluster: "AuroraCluster", target: Optional[str], old_writer: str) -
                          % (old_writer, READER, DOWN))
     old = cluster.writer
     new = cluster._reader(target) if target else _pick_target(cluster)
-    began = time.monotonic()
-    timeline: Dict[str, Any] = {"old_writer": old.id, "new_writer": new.id}
-
-    def mark(step: str) -> None:
-        timeline[step] = round(time.monotonic() - began, 4)
-
-    assert old.sim is not None and new.sim is not None
-    old.sim.refuse(True)
-    timeline["killed_connections"] = old.sim.drop_all(silent=False)
-    old.role = DOWN
-    mark("kill")
-    end_lsn = _shut_down(old)
-    mark("writer_down")
+    timeline = Timeline(old_writer=old.id, new_writer=new.id)
+    mark = timeline.mark
+    assert new.sim is not None
+    end_lsn = stop_writer(old, timeline)
     if new.replay_paused:
         cluster.resume_replay(new.id)
-    ai.wait_until(lambda: _replayed(new, end_lsn), 30, "%s replaying the old writer's WAL" % new.id)
-    mark("caught_up")
+    catch_up(new, end_lsn, timeline)
     new.sim.drop_all(silent=False)
     mark("promote")
     new.scalar("SELECT pg_promote(true, 30)")
@@ -69,6 +59,35 @@ def failover(cluster: "AuroraCluster", target: Optional[str], old_writer: str) -
         mark("old_writer_back")
     logger.info("aurora cluster %s: failover %s -> %s: %s", cluster.name, old.id, new.id, timeline)
     return timeline
+
+
+class Timeline(Dict[str, Any]):
+    """A failover's record: its fields, and each step's time in seconds since it began."""
+
+    def __init__(self, **fields: Any) -> None:
+        super().__init__(fields)
+        self._began = time.monotonic()
+
+    def mark(self, step: str) -> None:
+        self[step] = round(time.monotonic() - self._began, 4)
+
+
+def stop_writer(old: Instance, timeline: Timeline) -> str:
+    """The writer's connections die (57P01), its endpoint refuses, it shuts down; its last LSN."""
+    assert old.sim is not None
+    old.sim.refuse(True)
+    timeline["killed_connections"] = old.sim.drop_all(silent=False)
+    old.role = DOWN
+    timeline.mark("kill")
+    end_lsn = _shut_down(old)
+    timeline.mark("writer_down")
+    return end_lsn
+
+
+def catch_up(new: Instance, end_lsn: str, timeline: Timeline) -> None:
+    """Wait until ``new`` has replayed everything the old writer wrote (nothing is lost)."""
+    ai.wait_until(lambda: replayed(new, end_lsn), 30, "%s replaying the old writer's WAL" % new.id)
+    timeline.mark("caught_up")
 
 
 def _pick_target(cluster: "AuroraCluster") -> Instance:
@@ -90,7 +109,7 @@ def _shut_down(old: Instance) -> str:
     return match.group(1).decode()
 
 
-def _replayed(instance: Instance, lsn: str) -> bool:
+def replayed(instance: Instance, lsn: str) -> bool:
     return bool(instance.scalar("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn]))
 
 

@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 import psycopg2
 
@@ -66,6 +66,17 @@ class Instance:
             with conn.cursor() as cur:
                 cur.execute(sql, params)
                 return cur.fetchall() if cur.description else []
+        finally:
+            conn.close()
+
+    def records(self, sql: str, dbname: str = "postgres") -> List[Dict[str, Any]]:
+        """The rows of ``sql`` as dicts keyed by column name (Aurora's status functions)."""
+        conn = self.admin(dbname)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                names = [c[0] for c in cur.description]
+                return [dict(zip(names, row)) for row in cur.fetchall()]
         finally:
             conn.close()
 

@@ -202,14 +202,7 @@ class BlueGreenDeployment:
     def metadata(self, side: str = "blue") -> List[Dict[str, Any]]:
         """What the metadata function answers on ``side``'s writer ("blue" or "green")."""
         cluster = self.blue if side == "blue" else self._green()
-        conn = cluster.writer.admin(cluster.database)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT * FROM pg_catalog.get_blue_green_fast_switchover_metadata('aurora_backend')")
-                names = [c[0] for c in cur.description]
-                return [dict(zip(names, row)) for row in cur.fetchall()]
-        finally:
-            conn.close()
+        return cluster.writer.records("SELECT * FROM pg_catalog.get_blue_green_fast_switchover_metadata('aurora_backend')", cluster.database)
 
     # -- switchover ----------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from aurora_backend.simulator import AuroraSimulator
 from aurora_backend.testing import aurora_instance as ai
 from aurora_backend.testing.aurora_cluster import ADMIN_DATABASES, DOMAIN, AuroraCluster
 from aurora_backend.testing.aurora_dns import ClusterDNS, TestClock
+from aurora_backend.testing.aurora_failover import replayed
 from aurora_backend.testing.aurora_instance import DOWN, READER, WRITER, Instance
 from aurora_backend.testing.cluster import PASSWORD, SUPERUSER
 from aurora_backend.testing.global_sql import install_global_sql
@@ -175,7 +176,7 @@ class GlobalDatabase:
         lsn = writer.scalar("SELECT pg_current_wal_insert_lsn()::text")
         for instance in self.instances():
             if instance.role == READER and not instance.replay_paused:
-                ai.wait_until(lambda i=instance: _replayed(i, lsn), timeout, "%s replaying %s" % (instance.id, lsn))
+                ai.wait_until(lambda i=instance: replayed(i, lsn), timeout, "%s replaying %s" % (instance.id, lsn))
 
     def stop(self) -> None:
         for region in list(self.regions.values())[1:]:
@@ -230,14 +231,7 @@ class GlobalDatabase:
                instance_id: Optional[str] = None) -> List[Dict[str, Any]]:
         """The rows of a global function as seen from ``instance_id`` (default: the writer)."""
         instance = self.instance(instance_id) if instance_id else self.writer
-        conn = instance.admin(self.database)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql)
-                names = [c[0] for c in cur.description]
-                return [dict(zip(names, row)) for row in cur.fetchall()]
-        finally:
-            conn.close()
+        return instance.records(sql, self.database)
 
     def database_settings(self, endpoint: Optional[str] = None, **aurora: Any) -> Dict[str, Any]:
         """A DATABASES entry on ``endpoint`` (default: the global writer endpoint)."""
@@ -278,6 +272,3 @@ class GlobalDatabase:
         self.events.append(timeline)
         return timeline
 
-
-def _replayed(instance: Instance, lsn: str) -> bool:
-    return bool(instance.scalar("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn]))

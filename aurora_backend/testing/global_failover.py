@@ -27,12 +27,11 @@ Failover (unplanned, "detach and promote"):
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING, Any, Dict
+from typing import TYPE_CHECKING, Any, Dict, Tuple
 
 from aurora_backend.simulator import AuroraSimulator
 from aurora_backend.testing import aurora_instance as ai
-from aurora_backend.testing.aurora_failover import _replayed, _shut_down
+from aurora_backend.testing.aurora_failover import Timeline, catch_up, stop_writer
 from aurora_backend.testing.aurora_instance import DOWN, READER, WRITER, Instance
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -57,29 +56,24 @@ def _promote(new: Instance, mark: Any) -> None:
     mark("promoted")
 
 
-def switchover(gdb: "GlobalDatabase", target: "Region") -> Dict[str, Any]:
+def _begin(gdb: "GlobalDatabase", target: "Region", kind: str) -> Tuple[Instance, "Region", Instance, Timeline]:
+    """The instance to promote, the primary region, its writer, and the timeline to fill."""
     new = _target_head(gdb, target)
     old_region = gdb.regions[gdb.primary_region]
     old = gdb.writer
-    began = time.monotonic()
-    timeline: Dict[str, Any] = {"kind": "switchover", "old_writer": old.id, "new_writer": new.id,
-                                "old_region": old_region.name, "new_region": target.name}
+    timeline = Timeline(kind=kind, old_writer=old.id, new_writer=new.id,
+                        old_region=old_region.name, new_region=target.name)
+    return new, old_region, old, timeline
 
-    def mark(step: str) -> None:
-        timeline[step] = round(time.monotonic() - began, 4)
 
-    assert old.sim is not None
-    old.sim.refuse(True)
-    timeline["killed_connections"] = old.sim.drop_all(silent=False)
-    old.role = DOWN
-    mark("kill")
-    end_lsn = _shut_down(old)
-    mark("writer_down")
+def switchover(gdb: "GlobalDatabase", target: "Region") -> Dict[str, Any]:
+    new, old_region, old, timeline = _begin(gdb, target, "switchover")
+    mark = timeline.mark
+    end_lsn = stop_writer(old, timeline)
     for instance in target.live:
         if instance.replay_paused:
             gdb.resume_replay(instance.id)
-    ai.wait_until(lambda: _replayed(new, end_lsn), 30, "%s replaying the old writer's WAL" % new.id)
-    mark("caught_up")
+    catch_up(new, end_lsn, timeline)
     _promote(new, mark)
     for instance in [i for i in target.live if i is not new] + old_region.live:  # every reader: the new writer's
         if instance.replay_paused:
@@ -94,16 +88,8 @@ def switchover(gdb: "GlobalDatabase", target: "Region") -> Dict[str, Any]:
 
 
 def failover(gdb: "GlobalDatabase", target: "Region", lose_unshipped: bool) -> Dict[str, Any]:
-    new = _target_head(gdb, target)
-    lost = gdb.regions[gdb.primary_region]
-    old = gdb.writer
-    began = time.monotonic()
-    timeline: Dict[str, Any] = {"kind": "failover", "old_writer": old.id, "new_writer": new.id,
-                                "old_region": lost.name, "new_region": target.name}
-
-    def mark(step: str) -> None:
-        timeline[step] = round(time.monotonic() - began, 4)
-
+    new, lost, old, timeline = _begin(gdb, target, "failover")
+    mark = timeline.mark
     for instance in lost.live:
         assert instance.sim is not None
         instance.sim.refuse(True)
