@@ -74,7 +74,7 @@ def alias_settings_messages(alias: str, settings_dict: Mapping[str, Any]) -> Lis
         aurora = AuroraOptions.from_settings(alias, options)
         credentials.check_settings(alias, settings_dict, aurora.credentials)
     except ImproperlyConfigured as err:
-        return [checks.Error(str(err), hint="Fix the key named above; see README.md for every option.",
+        return [checks.Error(str(err), hint="Fix the key named above; every option is in docs/configuration.md.",
                              obj=where, id="aurora_backend.E001")]
     messages = [m for m in (_w001(where, settings_dict, aurora), _w002(where, aurora), _w006(where, options, aurora)) if m]
     if options.get("pool"):

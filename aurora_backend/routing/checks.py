@@ -31,5 +31,5 @@ def check_routing(app_configs: Any = None, **kwargs: Any) -> List[checks.CheckMe
     try:
         RoutingConfig.from_settings()
     except ImproperlyConfigured as err:
-        return [checks.Error(str(err), hint="See README.md, 'Reader routing'.", id="aurora_backend.E020")]
+        return [checks.Error(str(err), hint="See docs/routing.md, 'Settings: AURORA_ROUTING'.", id="aurora_backend.E020")]
     return []
