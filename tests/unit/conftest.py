@@ -1,0 +1,71 @@
+"""The unit suite's one rule: no database.
+
+A test here that asks for the database (the ``django_db`` mark, or the ``db``,
+``transactional_db``, ``live_server``... fixtures) is refused at collection with a
+UsageError naming it; one that connects anyway (``connection.cursor()``, a
+``PostgresCluster``) fails with :class:`DatabaseAccessInUnitTest`. Such a test belongs
+in the integration suite, tests/ (see docs/testing.md).
+
+The same rule holds when the root run (``python -m pytest``) collects these tests
+under the integration settings, where a server does exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+_HERE = Path(__file__).resolve().parent
+
+#: Fixtures of pytest-django that set up or open the test database.
+DATABASE_FIXTURES = frozenset({
+    "db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback",
+    "django_db_setup", "live_server", "django_user_model", "admin_user", "admin_client",
+})
+
+MOVE_HINT = "tests/unit needs no database: move %s to the integration suite (tests/), see docs/testing.md"
+
+
+class DatabaseAccessInUnitTest(RuntimeError):
+    """A unit test tried to connect to a database or start a server."""
+
+
+def _in_unit_suite(item: pytest.Item) -> bool:
+    return _HERE in Path(str(item.path)).resolve().parents
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse unit tests that declare database access (the mark or a database fixture)."""
+    bad = []
+    for item in items:
+        if not _in_unit_suite(item):
+            continue
+        fixtures = set(getattr(item, "fixturenames", ())) & DATABASE_FIXTURES
+        if item.get_closest_marker("django_db") is not None or fixtures:
+            why = "the django_db mark" if not fixtures else "fixture(s) %s" % ", ".join(sorted(fixtures))
+            bad.append("%s uses %s" % (item.nodeid, why))
+    if bad:
+        raise pytest.UsageError("\n".join([MOVE_HINT % "these tests"] + bad))
+
+
+@pytest.fixture(autouse=True)
+def _no_database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any connect or server start in a unit test fail loudly, whatever the settings."""
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    from aurora_backend.testing.cluster import PostgresCluster
+
+    what = request.node.nodeid
+
+    def refuse_connection(self: BaseDatabaseWrapper) -> None:
+        raise DatabaseAccessInUnitTest(
+            "%s opened a connection (alias %r). " % (what, self.alias) + MOVE_HINT % "it"
+        )
+
+    def refuse_server(self: PostgresCluster, *args: object, **kwargs: object) -> None:
+        raise DatabaseAccessInUnitTest("%s started a PostgreSQL cluster. " % what + MOVE_HINT % "it")
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "ensure_connection", refuse_connection)
+    monkeypatch.setattr(BaseDatabaseWrapper, "connect", refuse_connection)
+    monkeypatch.setattr(PostgresCluster, "start", refuse_server)
