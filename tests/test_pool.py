@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-import uuid
 
 import django
 import pytest
@@ -18,9 +17,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
 from aurora_backend import drivers, stats
-from aurora_backend.base import DatabaseWrapper
 from aurora_backend.runtime import Runtime
 from tests.test_reconnect import admin, terminate  # noqa: F401  fixture
+from tests.unit.test_pool import _pooled, _settings
 
 pytestmark = pytest.mark.django_db(transaction=True)
 needs_psycopg3 = pytest.mark.skipif(
@@ -39,20 +38,6 @@ class Resolver:
     def __call__(self, host: str, port: int) -> list:
         self.calls.append((host, port))
         return [self.address]
-
-
-def _settings(pool=True, aurora=None, **changes):
-    settings_dict = {**connection.settings_dict, "CONN_MAX_AGE": 0, **changes}
-    app = "pool-%s" % uuid.uuid4().hex[:8]
-    settings_dict["OPTIONS"] = {
-        **settings_dict["OPTIONS"], "pool": pool, "application_name": app,
-        "aurora": {**settings_dict["OPTIONS"]["aurora"], **(aurora or {})},
-    }
-    return settings_dict
-
-
-def _pooled(alias="pooled", pool=True, aurora=None, **changes):
-    return DatabaseWrapper(_settings(pool, aurora, **changes), alias=alias)
 
 
 def _backends(admin, wrapper) -> list:  # noqa: F811
@@ -78,20 +63,6 @@ def _query(wrapper):
 
 
 # ----- bad settings ------------------------------------------------------------------------
-
-
-@pytest.mark.skipif(drivers.NAME != "psycopg2", reason="psycopg 3 is installed and in use")
-def test_pool_with_psycopg2_only_names_the_setting_and_the_fix():
-    with pytest.raises(ImproperlyConfigured) as err:
-        _pooled(alias="p2")
-    message = str(err.value)
-    assert "DATABASES['p2']['OPTIONS']['pool']" in message and "aurora_backend[psycopg]" in message
-
-
-@pytest.mark.skipif(django.VERSION >= (5, 1), reason="Django 5.1+ has a pool")
-def test_pool_on_a_django_without_one_names_the_setting_and_the_fix():
-    with pytest.raises(ImproperlyConfigured, match=r"\['pool'\] needs (psycopg 3|Django 5\.1 or newer)"):
-        _pooled(alias="nopool")
 
 
 @needs_psycopg3

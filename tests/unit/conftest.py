@@ -68,4 +68,4 @@ def _no_database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(BaseDatabaseWrapper, "ensure_connection", refuse_connection)
     monkeypatch.setattr(BaseDatabaseWrapper, "connect", refuse_connection)
-    monkeypatch.setattr(PostgresCluster, "start", refuse_server)
+    monkeypatch.setattr(PostgresCluster, "__init__", refuse_server)

@@ -20,8 +20,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from aurora_backend.base import DatabaseWrapper
 from aurora_backend.credentials import Login, config
-from aurora_backend.credentials.login import cache
 from aurora_backend.credentials.cache import Credential, CredentialCache
+from aurora_backend.credentials.login import cache
 from aurora_backend.options import AuroraOptions
 from aurora_backend.runtime import Runtime
 from tests.credentials_support import ACCESS_KEY, SECRET_KEY, offline_aws
@@ -218,7 +218,7 @@ def test_bad_credentials_options_name_the_key_and_the_fix(creds, options, fragme
 
 
 def test_shorthands_and_defaults():
-    assert parse("tests.test_credentials_iam.sample_credentials").credentials.func() == ("u", "p")
+    assert parse("tests.unit.test_credentials_iam.sample_credentials").credentials.func() == ("u", "p")
     assert parse(sample_credentials).credentials.source == "callable"
     sm = parse({"source": "secretsmanager", "secret_id": "arn:aws:secretsmanager:sa-east-1:1:secret:x"}).credentials
     assert sm.refresh == 3600.0 and sm.region is None
