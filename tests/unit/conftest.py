@@ -18,10 +18,12 @@ import pytest
 
 _HERE = Path(__file__).resolve().parent
 
-#: Fixtures of pytest-django that set up or open the test database.
+#: Fixtures of pytest-django that open the test database for the test. (Not
+#: ``django_db_setup``: the root run's tests/conftest.py puts it under every test of the
+#: session to create the test database once; a unit test never uses it.)
 DATABASE_FIXTURES = frozenset({
     "db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback",
-    "django_db_setup", "live_server", "django_user_model", "admin_user", "admin_client",
+    "live_server", "admin_user", "admin_client",
 })
 
 MOVE_HINT = "tests/unit needs no database: move %s to the integration suite (tests/), see docs/testing.md"
