@@ -17,6 +17,7 @@ from aurora_backend.base import DatabaseWrapper
 from aurora_backend.connection.lifetime import reaper
 from aurora_backend.runtime import Runtime
 from aurora_backend.serverless import close_connections, lambda_handler
+from tests.clocks import FakeClock
 from tests.pg import cluster, server
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,14 +36,6 @@ class SwitchableDNS:
         assert host == ENDPOINT
         self.lookups += 1
         return list(self.addresses)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_wrapper(dns, clock, seed=0, **aurora):

@@ -27,16 +27,9 @@ from aurora_backend.testing.drivers import pool_enabled
 from aurora_backend.testing.routers import FixedWindowRouter, NaiveReaderRouter
 from ledger.models import Account
 from tests.base_settings import TEST_AURORA_OPTIONS
+from tests.clocks import FakeClock as Clock
 
 W, R = "rw_writer", "rw_reader"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 READER_ADDRESSES = ["127.0.0.2", "127.0.0.3"]  # the standby listens on both (one port)

@@ -24,6 +24,7 @@ from aurora_backend.credentials.cache import Credential, CredentialCache
 from aurora_backend.credentials.login import cache
 from aurora_backend.options import AuroraOptions
 from aurora_backend.runtime import Runtime
+from tests.clocks import FakeClock
 from tests.credentials_support import ACCESS_KEY, SECRET_KEY, offline_aws
 
 __all__ = ["offline_aws"]
@@ -34,14 +35,11 @@ START = datetime.datetime(2026, 12, 3, 8, 0, 0)
 KEY = "DATABASES['default']['OPTIONS']['aurora']['credentials']"
 
 
-class Clock:
+class Clock(FakeClock):
     """One fake time for our cache (monotonic seconds) and botocore's signer (UTC)."""
 
     def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+        super().__init__(now=0.0)
 
     def utc(self, remove_tzinfo: bool = True) -> datetime.datetime:
         return START + datetime.timedelta(seconds=self.now)
