@@ -1,4 +1,7 @@
-"""System checks: each id triggered by the state it names, and not triggered without it."""
+"""System checks that query a database: each id triggered by the state it names.
+
+The checks on settings alone: tests/unit/test_checks.py.
+"""
 
 from __future__ import annotations
 

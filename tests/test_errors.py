@@ -1,4 +1,7 @@
-"""Error classification: every message and SQLSTATE of docs/aurora_facts.md, and real server errors."""
+"""Error classification of errors made by a real server, with the driver under test.
+
+The tables (every message and SQLSTATE of docs/aurora_facts.md): tests/unit/test_errors.py.
+"""
 
 import pytest
 
