@@ -15,7 +15,12 @@ from aurora_backend.testing.drivers import select_driver
 DRIVER = select_driver()
 
 #: Our options for tests: fault timings scaled down (a "35 s resume" becomes seconds).
-TEST_AURORA_OPTIONS = {"connect_deadline": 10, "connect_timeout": 2, "backoff_base": 0.05, "backoff_max": 0.5}
+TEST_AURORA_OPTIONS = {
+    "connect_deadline": 10,
+    "connect_timeout": 2,
+    "backoff_base": 0.05,
+    "backoff_max": 0.5,
+}
 
 SECRET_KEY = "aurora-backend-tests"
 DEBUG = False
@@ -39,7 +44,9 @@ LOGGING = {
 }
 
 
-def alias(name: str, user: str, password: str, host: str, port: int, **extra: Any) -> dict[str, Any]:
+def alias(
+    name: str, user: str, password: str, host: str, port: int, **extra: Any
+) -> dict[str, Any]:
     """One ``DATABASES`` entry on our ENGINE with the test options (a fresh dict each call)."""
     entry: dict[str, Any] = {
         "ENGINE": "aurora_backend",
