@@ -15,7 +15,7 @@ from aurora_backend.base import DatabaseWrapper
 from aurora_backend.credentials import aws
 from aurora_backend.testing.drivers import pool_enabled
 from tests.pg import server
-from tests.settings import TEST_AURORA_OPTIONS
+from tests.base_settings import TEST_AURORA_OPTIONS
 
 ROLE = "rotating_app"
 ALIAS = "rotating"

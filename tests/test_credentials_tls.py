@@ -22,7 +22,7 @@ from aurora_backend.runtime import Runtime
 from aurora_backend.testing import PostgresCluster
 from aurora_backend.testing.cluster import PASSWORD, SUPERUSER
 from tests.credentials_support import offline_aws
-from tests.test_credentials_iam import ENDPOINT, clock  # noqa: F401 (fixture)
+from tests.unit.test_credentials_iam import ENDPOINT, clock  # noqa: F401 (fixture)
 
 __all__ = ["offline_aws"]
 ROLE = "iam_app"

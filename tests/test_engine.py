@@ -15,13 +15,6 @@ from ledger.models import Account
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_engine_is_postgresql_with_the_mixin_first():
-    wrapper = connections["default"]
-    assert isinstance(wrapper, DatabaseWrapper)
-    assert wrapper.vendor == "postgresql"
-    assert type(wrapper).__mro__[1] is AuroraWrapperMixin
-
-
 def test_connects_and_queries_a_real_server():
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_database(), 1 + 1")

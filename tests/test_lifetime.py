@@ -14,9 +14,10 @@ from django.db import connection, transaction
 
 from aurora_backend import drivers, signals, stats
 from aurora_backend.base import DatabaseWrapper
-from aurora_backend.connection.lifetime import draw_expiry, reaper
+from aurora_backend.connection.lifetime import reaper
 from aurora_backend.runtime import Runtime
 from aurora_backend.serverless import close_connections, lambda_handler
+from tests.clocks import FakeClock
 from tests.pg import cluster, server
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,14 +36,6 @@ class SwitchableDNS:
         assert host == ENDPOINT
         self.lookups += 1
         return list(self.addresses)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_wrapper(dns, clock, seed=0, **aurora):
@@ -179,17 +172,6 @@ def assert_backend_gone(pid, timeout=5.0):
         raise AssertionError("backend %s still connected after %.1fs" % (pid, timeout))
     finally:
         admin.close()
-
-
-def test_expiries_of_processes_started_together_spread_over_the_range():
-    """No reconnect storm: 1000 connections opened in the same second expire over 300 s."""
-    rng = random.Random(42)
-    expiries = [draw_expiry(0.0, (300.0, 600.0), rng) for _ in range(1000)]
-    assert 300 <= min(expiries) and max(expiries) <= 600
-    per_second = {}
-    for e in expiries:
-        per_second[int(e)] = per_second.get(int(e), 0) + 1
-    assert max(per_second.values()) <= 12  # vs 1000 in one second with a fixed max age
 
 
 def test_lambda_handler_closes_connections_at_the_end_of_an_invocation():

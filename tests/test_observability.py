@@ -9,7 +9,7 @@ import time
 import pytest
 from django.db import connections
 
-from aurora_backend import drivers, retry_atomic, stats
+from aurora_backend import drivers, retry_atomic
 from aurora_backend.observability import catalog
 from aurora_backend.testing.drivers import pool_enabled
 from ledger.models import Account
@@ -169,19 +169,6 @@ def test_connection_count_by_state(readers):
                                        "db_client_connection_state": "idle"}) == points[idle]
 
 
-def test_instance_labels_are_bounded():
-    bounded = catalog.Instances(limit=2)
-    assert [bounded.label("a", i) for i in ("x", "y", "z", "x")] == ["x", "y", "other", "x"]
-    assert bounded.label("b", "z") == "z"  # per alias
-    assert bounded.label("a", None) == "unknown"
-
-
-def test_stats_reset_between_tests_does_not_confuse_the_reader(readers):
-    stats.incr("obs_alias", "scale_events")
-    assert readers.registry.get_sample_value("aurora_scale_events_total", {"alias": "obs_alias"}) == 1
-    assert otel_points(readers.metrics)[("aurora.scale_events", frozenset({("alias", "obs_alias")}))] == 1
-
-
 def test_grafana_dashboard_uses_only_exported_metrics(readers):
     import json
     import re
@@ -248,15 +235,3 @@ def test_lost_commit_verdict_is_counted(readers, probe, retries):
         assert readers.registry.get_sample_value(metric.prometheus_name + "_total", labels) == 1
 
 
-def test_replica_lag_is_a_gauge_per_reader_instance(readers):
-    from aurora_backend.routing import position
-
-    state = position.reader_state("lag_alias", "10.1.2.3")
-    state.lag = 0.25  # what ReaderState.refresh stores after reading the reader's lag
-    try:
-        labels = {"alias": "lag_alias", "instance": "10.1.2.3"}
-        assert readers.registry.get_sample_value("aurora_replica_lag_seconds", labels) == 0.25
-        assert otel_points(readers.metrics)[("aurora.replica.lag", frozenset(labels.items()))] == 0.25
-    finally:
-        with position._states_lock:
-            position._states.pop(("lag_alias", "10.1.2.3"), None)

@@ -10,23 +10,17 @@ from __future__ import annotations
 import random
 import threading
 import time
-import uuid
 
-import django
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
 from aurora_backend import drivers, stats
-from aurora_backend.base import DatabaseWrapper
 from aurora_backend.runtime import Runtime
 from tests.test_reconnect import admin, terminate  # noqa: F401  fixture
+from tests.unit.test_pool import _pooled, needs_psycopg3
 
 pytestmark = pytest.mark.django_db(transaction=True)
-needs_psycopg3 = pytest.mark.skipif(
-    drivers.NAME != "psycopg" or django.VERSION < (5, 1),
-    reason="Django's pool needs psycopg 3 and Django 5.1+",
-)
 
 
 class Resolver:
@@ -39,20 +33,6 @@ class Resolver:
     def __call__(self, host: str, port: int) -> list:
         self.calls.append((host, port))
         return [self.address]
-
-
-def _settings(pool=True, aurora=None, **changes):
-    settings_dict = {**connection.settings_dict, "CONN_MAX_AGE": 0, **changes}
-    app = "pool-%s" % uuid.uuid4().hex[:8]
-    settings_dict["OPTIONS"] = {
-        **settings_dict["OPTIONS"], "pool": pool, "application_name": app,
-        "aurora": {**settings_dict["OPTIONS"]["aurora"], **(aurora or {})},
-    }
-    return settings_dict
-
-
-def _pooled(alias="pooled", pool=True, aurora=None, **changes):
-    return DatabaseWrapper(_settings(pool, aurora, **changes), alias=alias)
 
 
 def _backends(admin, wrapper) -> list:  # noqa: F811
@@ -80,34 +60,6 @@ def _query(wrapper):
 # ----- bad settings ------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(drivers.NAME != "psycopg2", reason="psycopg 3 is installed and in use")
-def test_pool_with_psycopg2_only_names_the_setting_and_the_fix():
-    with pytest.raises(ImproperlyConfigured) as err:
-        _pooled(alias="p2")
-    message = str(err.value)
-    assert "DATABASES['p2']['OPTIONS']['pool']" in message and "aurora_backend[psycopg]" in message
-
-
-@pytest.mark.skipif(django.VERSION >= (5, 1), reason="Django 5.1+ has a pool")
-def test_pool_on_a_django_without_one_names_the_setting_and_the_fix():
-    with pytest.raises(ImproperlyConfigured, match=r"\['pool'\] needs (psycopg 3|Django 5\.1 or newer)"):
-        _pooled(alias="nopool")
-
-
-@needs_psycopg3
-@pytest.mark.parametrize("changes,pool,expected", [
-    ({"CONN_MAX_AGE": 60}, True, "DATABASES['bad']['CONN_MAX_AGE'] = 60 cannot be used with"),
-    ({}, {"max_sise": 4}, "has unknown key 'max_sise'; accepted keys are: "),
-    ({}, {"check": None}, "['pool']['check'] cannot be set: use CONN_HEALTH_CHECKS"),
-    ({}, {"connection_class": None}, "['pool']['connection_class'] cannot be set"),
-    ({}, "yes", "['pool'] = 'yes' is invalid: it accepts True or a dict"),
-])
-def test_bad_pool_settings_name_the_setting_and_the_fix(changes, pool, expected):
-    with pytest.raises(ImproperlyConfigured) as err:
-        _pooled(alias="bad", pool=pool, **changes)
-    assert expected in str(err.value)
-
-
 @needs_psycopg3
 def test_pool_settings_changed_after_init_take_effect_as_in_django():
     """Django reads OPTIONS["pool"] when ``pool`` is used (Django's own tests rely on it)."""
@@ -123,13 +75,6 @@ def test_pool_settings_changed_after_init_take_effect_as_in_django():
     wrapper.settings_dict["CONN_MAX_AGE"] = 10
     with pytest.raises(ImproperlyConfigured, match="Pooling doesn't support persistent connections"):
         wrapper.pool
-
-
-@needs_psycopg3
-def test_a_psycopg_too_old_for_the_pool_is_refused(monkeypatch):
-    monkeypatch.setattr(drivers, "version", lambda: "3.1.8")
-    with pytest.raises(ImproperlyConfigured, match=r"needs psycopg >= 3\.1\.12 \(installed: 3\.1\.8\)"):
-        _pooled(alias="old")
 
 
 # ----- every physical connection through our connect ------------------------------------------
@@ -284,15 +229,3 @@ def test_a_server_restart_empties_the_pool_and_requests_succeed_once_it_is_back(
 # ----- system checks ------------------------------------------------------------------------------
 
 
-def test_system_checks_report_pool_settings():
-    from aurora_backend.health.checks import alias_settings_messages
-
-    bad = [m for m in alias_settings_messages("p", _settings(pool={"max_sise": 1})) if m.id.startswith("aurora_backend.E")]
-    assert [m.id for m in bad] == ["aurora_backend.E003"]
-    assert "needs psycopg 3" in bad[0].msg or "needs Django 5.1" in bad[0].msg or "unknown key 'max_sise'" in bad[0].msg
-    if drivers.NAME == "psycopg" and django.VERSION >= (5, 1):
-        assert "unknown key 'max_sise'" in bad[0].msg
-        kept = alias_settings_messages("p", _settings(pool={"min_size": 2, "max_size": 4}))
-        assert "aurora_backend.W009" in [m.id for m in kept]
-        fine = alias_settings_messages("p", _settings(pool={"max_size": 4}))
-        assert not [m for m in fine if m.id in ("aurora_backend.E003", "aurora_backend.E004", "aurora_backend.W009")]

@@ -373,15 +373,6 @@ def test_nested_in_atomic_does_not_retry_and_warns_once(probe, recorder):
     assert "inner" not in str(caught[0].message) or "enclosing atomic()" in str(caught[0].message)
 
 
-def test_bad_arguments_name_the_argument():
-    with pytest.raises(ValueError, match="max_attempts"):
-        retry_atomic(max_attempts=0)
-    with pytest.raises(ValueError, match="backoff_base"):
-        retry_atomic(backoff_base=5, backoff_max=1)
-    with pytest.raises(TypeError, match="using"):
-        retry_atomic(using=3)
-
-
 # ----- lost COMMIT ---------------------------------------------------------------------
 
 

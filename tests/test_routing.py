@@ -26,17 +26,10 @@ from aurora_backend.testing import PASSWORD, SUPERUSER, PostgresCluster
 from aurora_backend.testing.drivers import pool_enabled
 from aurora_backend.testing.routers import FixedWindowRouter, NaiveReaderRouter
 from ledger.models import Account
-from tests.settings import TEST_AURORA_OPTIONS
+from tests.base_settings import TEST_AURORA_OPTIONS
+from tests.clocks import FakeClock as Clock
 
 W, R = "rw_writer", "rw_reader"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 READER_ADDRESSES = ["127.0.0.2", "127.0.0.3"]  # the standby listens on both (one port)
@@ -533,25 +526,3 @@ def test_cookie_middleware_in_an_async_stack(paused):
     ours.close()
 
 
-@pytest.mark.parametrize("sql, wrote", [
-    ('INSERT INTO "ledger_account" ("name") VALUES (%s) RETURNING "ledger_account"."id"', True),
-    ('SELECT "ledger_account"."id" FROM "ledger_account" WHERE "ledger_account"."id" = %s', False),
-    ('SELECT "a"."id" FROM "a" WHERE "a"."id" = 1 FOR NO KEY UPDATE', False),
-    ('SELECT "updated_at" FROM "t"', False),
-    ("SELECT nextval('s')", True),
-    ("SELECT * INTO t2 FROM t", True),
-    ("WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x", True),
-    ("SELECT pg_advisory_lock(1)", True),
-    ("EXPLAIN ANALYZE DELETE FROM t", True),
-    ("/* app */ SELECT 1", False),
-    ("/* app */ UPDATE t SET a = 1", True),
-    ("  delete from t", True),
-    ("SAVEPOINT s1", False),
-    ("SET search_path = x", False),
-    ("COMMIT", False),
-])
-def test_which_statements_count_as_writes(sql, wrote):
-    from aurora_backend.routing.writes import writes
-
-    assert writes(sql) is wrote
-    assert writes(sql) is wrote  # remembered

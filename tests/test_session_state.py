@@ -21,6 +21,7 @@ from aurora_backend.base import DatabaseWrapper
 from aurora_backend.connection.lifetime import reaper
 from aurora_backend.runtime import Runtime
 from aurora_backend.testing import PostgresCluster
+from tests.clocks import FakeClock
 from tests.pg import server
 from tests.test_reconnect import terminate, terminate_when_running
 from tests.test_retry_atomic import wait_for
@@ -28,14 +29,6 @@ from tests.test_retry_atomic import wait_for
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
 ALIAS = "session"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

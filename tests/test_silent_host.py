@@ -13,13 +13,10 @@ import time
 from typing import Any, Dict, Iterator, List
 
 import pytest
-from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError, connections, transaction
 
 from aurora_backend import drivers, signals, stats
 from aurora_backend.connection.connect import ClusterUnavailable
-from aurora_backend.connection.keepalive import detection_params
-from aurora_backend.options import AuroraOptions
 from aurora_backend.testing import aurora_instance as ai
 from aurora_backend.testing.drivers import pool_enabled
 from aurora_backend.testing.fixtures import register_alias, unregister_alias
@@ -43,23 +40,6 @@ def netns() -> None:
 
 
 # -- settings ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("value", [0, 1.5, -3, True, "6", float("inf")])
-def test_silent_host_timeout_is_validated(value: Any) -> None:
-    with pytest.raises(ImproperlyConfigured) as info:
-        AuroraOptions.from_settings("x", {"aurora": {"silent_host_timeout": value}})
-    message = str(info.value)
-    assert "DATABASES['x']['OPTIONS']['aurora']['silent_host_timeout']" in message
-    assert ">= 2" in message and "None" in message
-
-
-def test_default_detection_is_aws_keepalives_and_tcp_user_timeout() -> None:
-    assert AuroraOptions().silent_host_timeout == 6.0
-    params = detection_params(6.0)
-    assert {k: params[k] for k in ("keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count")} == {
-        "keepalives": 1, "keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 5}
-    assert params["tcp_user_timeout"] == 6000  # libpq >= 12 (both drivers here ship 17)
 
 
 def test_the_driver_gets_them_and_the_users_own_win(django_db_blocker: Any) -> None:

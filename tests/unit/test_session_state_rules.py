@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from aurora_backend.connection.session_state import (
-    HOLD, NOTE, RELEASE, RELEASE_ALL, Effect, SessionState, effects, statement_text,
+    HOLD,
+    NOTE,
+    RELEASE,
+    RELEASE_ALL,
+    Effect,
+    SessionState,
+    effects,
+    statement_text,
 )
 
 

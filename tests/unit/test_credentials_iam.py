@@ -20,10 +20,11 @@ from django.core.exceptions import ImproperlyConfigured
 
 from aurora_backend.base import DatabaseWrapper
 from aurora_backend.credentials import Login, config
-from aurora_backend.credentials.login import cache
 from aurora_backend.credentials.cache import Credential, CredentialCache
+from aurora_backend.credentials.login import cache
 from aurora_backend.options import AuroraOptions
 from aurora_backend.runtime import Runtime
+from tests.clocks import FakeClock
 from tests.credentials_support import ACCESS_KEY, SECRET_KEY, offline_aws
 
 __all__ = ["offline_aws"]
@@ -34,14 +35,11 @@ START = datetime.datetime(2026, 12, 3, 8, 0, 0)
 KEY = "DATABASES['default']['OPTIONS']['aurora']['credentials']"
 
 
-class Clock:
+class Clock(FakeClock):
     """One fake time for our cache (monotonic seconds) and botocore's signer (UTC)."""
 
     def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+        super().__init__(now=0.0)
 
     def utc(self, remove_tzinfo: bool = True) -> datetime.datetime:
         return START + datetime.timedelta(seconds=self.now)
@@ -218,7 +216,7 @@ def test_bad_credentials_options_name_the_key_and_the_fix(creds, options, fragme
 
 
 def test_shorthands_and_defaults():
-    assert parse("tests.test_credentials_iam.sample_credentials").credentials.func() == ("u", "p")
+    assert parse("tests.unit.test_credentials_iam.sample_credentials").credentials.func() == ("u", "p")
     assert parse(sample_credentials).credentials.source == "callable"
     sm = parse({"source": "secretsmanager", "secret_id": "arn:aws:secretsmanager:sa-east-1:1:secret:x"}).credentials
     assert sm.refresh == 3600.0 and sm.region is None
