@@ -21,10 +21,11 @@ from typing import Any, Dict, Optional, Tuple
 
 from aurora_backend import stats
 from aurora_backend.bluegreen.config import BlueGreenConfig, enabled_for
+from aurora_backend.bluegreen.tokens import create_table
 from aurora_backend.bluegreen.watcher import PHASES, Watcher
 from aurora_backend.exceptions import BlueGreenHoldTimeout
 
-__all__ = ["BlueGreenConfig", "BlueGreenHoldTimeout", "PHASES", "Watcher", "attach", "watcher_of", "reset"]
+__all__ = ["BlueGreenConfig", "BlueGreenHoldTimeout", "PHASES", "Watcher", "attach", "create_table", "reset", "watcher_of"]
 
 logger = logging.getLogger("aurora_backend")
 

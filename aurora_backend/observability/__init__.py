@@ -7,3 +7,20 @@ exported counters move exactly as ``stats.snapshot()`` does), the signals of
 ``aurora_backend.signals`` (``events``), and the state the ENGINE keeps anyway (replica lag,
 credential fetches, open connections: ``catalog``). See docs/observability.md.
 """
+
+from typing import Any, List
+
+#: The two exporters, imported on first use (``from aurora_backend.observability import otel``).
+__all__ = ["otel", "prometheus"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    import importlib
+
+    return importlib.import_module("%s.%s" % (__name__, name))
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -10,7 +10,7 @@
 Imported lazily: importing this package needs no configured Django.
 """
 
-from typing import Any
+from typing import Any, List
 
 _LAZY = {
     "AuroraRouter": "aurora_backend.routing.router",
@@ -20,6 +20,7 @@ _LAZY = {
     "dump_token": "aurora_backend.routing.carry",
     "load_token": "aurora_backend.routing.carry",
     "ReadYourWritesMiddleware": "aurora_backend.routing.middleware",
+    "PositionUnavailable": "aurora_backend.exceptions",
 }
 
 __all__ = sorted(_LAZY)
@@ -28,7 +29,11 @@ __all__ = sorted(_LAZY)
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError("module 'aurora_backend.routing' has no attribute %r" % name)
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
     import importlib
 
     return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_LAZY))
