@@ -109,7 +109,9 @@ class CommitOutcomeUnknown(AuroraBackendError, OperationalError):
         return (_commit_outcome_unknown, (self.args, self.alias, self.txid, self.status), self.__dict__)
 
 
-def _commit_outcome_unknown(args: Tuple[Any, ...], alias: str, txid: Optional[int], status: Optional[str]) -> CommitOutcomeUnknown:
+def _commit_outcome_unknown(
+    args: Tuple[Any, ...], alias: str, txid: Optional[int], status: Optional[str]
+) -> CommitOutcomeUnknown:
     return CommitOutcomeUnknown(*args, alias=alias, txid=txid, status=status)
 
 

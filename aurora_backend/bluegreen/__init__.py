@@ -25,7 +25,9 @@ from aurora_backend.bluegreen.tokens import create_table
 from aurora_backend.bluegreen.watcher import PHASES, Watcher
 from aurora_backend.exceptions import BlueGreenHoldTimeout
 
-__all__ = ["BlueGreenConfig", "BlueGreenHoldTimeout", "PHASES", "Watcher", "attach", "create_table", "reset", "watcher_of"]
+__all__ = [
+    "BlueGreenConfig", "BlueGreenHoldTimeout", "PHASES", "Watcher", "attach", "create_table", "reset", "watcher_of",
+]
 
 logger = logging.getLogger("aurora_backend")
 

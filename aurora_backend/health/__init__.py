@@ -5,28 +5,25 @@ of every aurora alias (``check_alias()`` the :class:`AliasReport` of one), ``ren
 it as ``aurora_health`` does.
 """
 
-from typing import Any, List
+from typing import TYPE_CHECKING
+
+from aurora_backend._lazy import exports
+
+if TYPE_CHECKING:
+    from aurora_backend.health.render import render
+    from aurora_backend.health.report import AliasReport, HealthReport, aurora_aliases, check_alias, collect
+
+__all__ = ["AliasReport", "HealthReport", "aurora_aliases", "check_alias", "collect", "render"]
+
+_REPORT = "aurora_backend.health.report"
 
 _LAZY = {
-    "AliasReport": "aurora_backend.health.report",
-    "HealthReport": "aurora_backend.health.report",
-    "aurora_aliases": "aurora_backend.health.report",
-    "check_alias": "aurora_backend.health.report",
-    "collect": "aurora_backend.health.report",
+    "AliasReport": _REPORT,
+    "HealthReport": _REPORT,
+    "aurora_aliases": _REPORT,
+    "check_alias": _REPORT,
+    "collect": _REPORT,
     "render": "aurora_backend.health.render",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError("module %r has no attribute %r" % (__name__, name))
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> List[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = exports(__name__, _LAZY)

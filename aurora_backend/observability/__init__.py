@@ -8,19 +8,14 @@ exported counters move exactly as ``stats.snapshot()`` does), the signals of
 credential fetches, open connections: ``catalog``). See docs/observability.md.
 """
 
-from typing import Any, List
+from typing import TYPE_CHECKING
+
+from aurora_backend._lazy import exports
+
+if TYPE_CHECKING:
+    from aurora_backend.observability import otel, prometheus
 
 #: The two exporters, imported on first use (``from aurora_backend.observability import otel``).
 __all__ = ["otel", "prometheus"]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError("module %r has no attribute %r" % (__name__, name))
-    import importlib
-
-    return importlib.import_module("%s.%s" % (__name__, name))
-
-
-def __dir__() -> List[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = exports(__name__, {name: "%s.%s" % (__name__, name) for name in __all__})

@@ -5,12 +5,17 @@ docs/simulator.md. ``AuroraSimulator`` runs in-process, ``SimulatorProcess`` in 
 process driven through the loopback control endpoint (``ControlClient``).
 """
 
-from typing import Any, List
+from typing import TYPE_CHECKING
 
+from aurora_backend._lazy import exports
 from aurora_backend.exceptions import PinningError, SimulatorError
 from aurora_backend.simulator.control import ControlClient
 from aurora_backend.simulator.process import SimulatorProcess
 from aurora_backend.simulator.proxy import AuroraSimulator
+
+if TYPE_CHECKING:
+    from aurora_backend.simulator.cluster_cli import env_resolver
+    from aurora_backend.simulator.wire_client import WireClient
 
 # Imported on first use: the raw-socket client, and the resolver the cluster CLI's
 # environment sets up ("resolver": "aurora_backend.simulator.env_resolver").
@@ -20,18 +25,8 @@ _LAZY = {
 }
 
 __all__ = [
-    "AuroraSimulator", "ControlClient", "PinningError", "SimulatorError", "SimulatorProcess", "WireClient", "env_resolver",
+    "AuroraSimulator", "ControlClient", "PinningError", "SimulatorError", "SimulatorProcess", "WireClient",
+    "env_resolver",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError("module %r has no attribute %r" % (__name__, name))
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> List[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = exports(__name__, _LAZY)

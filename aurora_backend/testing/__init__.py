@@ -6,8 +6,9 @@ lazily so that importing this package never starts the simulator machinery; so a
 ``GlobalDatabase`` (docs/global_database.md) and ``BlueGreenDeployment`` (docs/bluegreen.md).
 """
 
-from typing import Any, List
+from typing import TYPE_CHECKING
 
+from aurora_backend._lazy import exports
 from aurora_backend.testing.cluster import (
     PASSWORD,
     SUPERUSER,
@@ -16,6 +17,12 @@ from aurora_backend.testing.cluster import (
     find_pg_bin,
     free_port,
 )
+
+if TYPE_CHECKING:
+    from aurora_backend.testing.aurora_cluster import AuroraCluster
+    from aurora_backend.testing.aurora_dns import ClusterDNS, TestClock
+    from aurora_backend.testing.bluegreen import BlueGreenDeployment
+    from aurora_backend.testing.global_db import GlobalDatabase
 
 _LAZY = {
     "AuroraCluster": "aurora_backend.testing.aurora_cluster",
@@ -30,15 +37,4 @@ __all__ = [
     "ServerAddress", "TestClock", "find_pg_bin", "free_port",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError("module %r has no attribute %r" % (__name__, name))
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> List[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = exports(__name__, _LAZY)

@@ -5,7 +5,17 @@ Public: ``retry_atomic``, ``retrying`` (and its ``Retrying``/``Attempt``), ``Ret
 (``from aurora_backend import retry_atomic``). Imported on first use.
 """
 
-from typing import Any, List
+from typing import TYPE_CHECKING
+
+from aurora_backend._lazy import exports
+
+if TYPE_CHECKING:
+    from aurora_backend.exceptions import CommitOutcomeUnknown, NestedRetryWarning
+    from aurora_backend.transactions.retry import Attempt, Retrying, RetryOptions, retry_atomic, retrying
+
+__all__ = [
+    "Attempt", "CommitOutcomeUnknown", "NestedRetryWarning", "RetryOptions", "Retrying", "retry_atomic", "retrying",
+]
 
 _RETRY = "aurora_backend.transactions.retry"
 
@@ -19,17 +29,4 @@ _LAZY = {
     "retrying": _RETRY,
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError("module %r has no attribute %r" % (__name__, name))
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> List[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = exports(__name__, _LAZY)
