@@ -19,23 +19,21 @@ import os
 import threading
 from typing import Any, Dict, Optional, Tuple
 
-from django.db import OperationalError
-
 from aurora_backend import stats
 from aurora_backend.bluegreen.config import BlueGreenConfig, enabled_for
+from aurora_backend.bluegreen.tokens import create_table
 from aurora_backend.bluegreen.watcher import PHASES, Watcher
+from aurora_backend.exceptions import BlueGreenHoldTimeout
 
-__all__ = ["BlueGreenConfig", "BlueGreenHoldTimeout", "PHASES", "Watcher", "attach", "watcher_of", "reset"]
+__all__ = [
+    "BlueGreenConfig", "BlueGreenHoldTimeout", "PHASES", "Watcher", "attach", "create_table", "reset", "watcher_of",
+]
 
 logger = logging.getLogger("aurora_backend")
 
 # Per process (a forked child starts its own thread), alias and endpoint.
 _watchers: Dict[Tuple[int, str, str, int, str], Watcher] = {}
 _lock = threading.Lock()
-
-
-class BlueGreenHoldTimeout(OperationalError):
-    """A new connection or transaction waited ``blue_green['hold']`` seconds for a switchover."""
 
 
 def attach(wrapper: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Optional, TypeVar
 
 from aurora_backend import drivers
 from aurora_backend.credentials.login import Login
+from aurora_backend.exceptions import ClusterUnavailable
 from aurora_backend.errors import classify, is_connect_retryable, sqlstate
 from aurora_backend.options import AuroraOptions
 from aurora_backend.connection.resolve import choose_address
@@ -23,27 +24,6 @@ from aurora_backend.runtime import Runtime, jittered_delays
 logger = logging.getLogger("aurora_backend")
 
 Conn = TypeVar("Conn")
-
-
-class ClusterUnavailable(Exception):
-    """No connection could be made within ``connect_deadline``.
-
-    The error raised is also the driver's ``OperationalError`` (psycopg2's, or psycopg's),
-    so Django raises it as ``django.db.OperationalError`` (with this as ``__cause__``) and
-    existing ``except`` clauses keep working.
-    """
-
-
-_unavailable_classes: Dict[type, type] = {}
-
-
-def _unavailable_class(operational_error: type) -> type:
-    """ClusterUnavailable that is also the driver's OperationalError."""
-    klass = _unavailable_classes.get(operational_error)
-    if klass is None:
-        klass = type("ClusterUnavailable", (ClusterUnavailable, operational_error), {"__module__": __name__})
-        _unavailable_classes[operational_error] = klass
-    return klass
 
 
 @dataclass
@@ -134,4 +114,4 @@ def _deadline_error(
         % (endpoint, elapsed, attempts, options.connect_deadline, describe_error(exc))
     )
     logger.error("%s", message)
-    return _unavailable_class(operational_error)(message)
+    return drivers.operational_error_class(ClusterUnavailable, operational_error)(message)

@@ -15,13 +15,19 @@ from django.core.exceptions import ImproperlyConfigured
 from aurora_backend.credentials import aws, cache
 from aurora_backend.credentials.cache import Credential
 from aurora_backend.credentials.client import credentials_client
-from aurora_backend.credentials.config import CredentialsConfig, check_sslmode, parse
+from aurora_backend.credentials.config import CredentialsConfig, parse
 from aurora_backend.credentials.iam import region_from_host
-from aurora_backend.credentials.login import CredentialsRejected, CredentialsUnavailable, Login, is_rejection, status
+from aurora_backend.credentials.login import Login, is_rejection, status
+from aurora_backend.exceptions import (
+    CredentialsCallableError,
+    CredentialsRejected,
+    CredentialsUnavailable,
+    SecretFormatError,
+)
 
 __all__ = [
-    "Credential", "CredentialsConfig", "CredentialsRejected", "CredentialsUnavailable", "Login",
-    "check_settings", "clear", "credentials_client", "is_rejection", "parse", "status",
+    "Credential", "CredentialsCallableError", "CredentialsConfig", "CredentialsRejected", "CredentialsUnavailable",
+    "Login", "SecretFormatError", "check_settings", "clear", "credentials_client", "is_rejection", "parse", "status",
 ]
 
 

@@ -11,10 +11,7 @@ from typing import Any, Mapping, Optional
 
 from aurora_backend.credentials.cache import Credential
 from aurora_backend.credentials.config import CredentialsConfig
-
-
-class CredentialsCallableError(TypeError):
-    """The callable returned something other than (user, password); never shows the value."""
+from aurora_backend.exceptions import CredentialsCallableError
 
 
 def fetch(config: CredentialsConfig, rejected: Optional[Credential]) -> Credential:

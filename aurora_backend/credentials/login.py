@@ -10,13 +10,15 @@ refusal is reported as :class:`CredentialsRejected`.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Hashable, Optional, Tuple
+from typing import Any, Dict, Hashable, Optional
 
 from django.core.exceptions import ImproperlyConfigured
 
 from aurora_backend.credentials import custom, iam, secretsmanager
 from aurora_backend.credentials.cache import DROPPED, KEPT, Credential, CredentialCache, cache_for, peek
 from aurora_backend.credentials.config import CredentialsConfig
+from aurora_backend import drivers
+from aurora_backend.exceptions import CredentialsRejected, CredentialsUnavailable
 from aurora_backend.errors import driver_error, sqlstate
 from aurora_backend.runtime import Runtime
 
@@ -28,26 +30,6 @@ _REJECTED_MESSAGES = (
     "pam authentication failed",  # RDS: a wrong or expired IAM token
     "authentication failed for user",
 )
-
-
-class CredentialsRejected(Exception):
-    """The server refused the cached credential and one fetched afresh (also the driver's
-    OperationalError, like :class:`~aurora_backend.connection.connect.ClusterUnavailable`)."""
-
-
-class CredentialsUnavailable(Exception):
-    """The credentials source failed (AWS error, malformed secret, callable error)."""
-
-
-_classes: Dict[Tuple[type, type], type] = {}
-
-
-def _driver_class(base: type, operational_error: type) -> type:
-    klass = _classes.get((base, operational_error))
-    if klass is None:
-        klass = type(base.__name__, (base, operational_error), {"__module__": __name__})
-        _classes[(base, operational_error)] = klass
-    return klass
 
 
 def is_rejection(exc: BaseException) -> bool:
@@ -156,11 +138,11 @@ class Login:
                describe_error(exc))
         )
         logger.error("%s", message)
-        return _driver_class(CredentialsRejected, self.operational_error)(message)
+        return drivers.operational_error_class(CredentialsRejected, self.operational_error)(message)
 
     def _unavailable(self, exc: BaseException) -> Exception:
         first_line = (str(exc).strip().splitlines() or [""])[0]
         message = "aurora_backend: could not get the credentials for %s from %s: %s: %s" % (
             self.endpoint, self.config.describe(), type(exc).__name__, first_line)
         logger.error("%s", message)
-        return _driver_class(CredentialsUnavailable, self.operational_error)(message)
+        return drivers.operational_error_class(CredentialsUnavailable, self.operational_error)(message)

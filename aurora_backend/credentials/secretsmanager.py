@@ -15,14 +15,11 @@ from typing import Any, Optional
 from aurora_backend.credentials import aws
 from aurora_backend.credentials.cache import Credential
 from aurora_backend.credentials.config import CredentialsConfig
+from aurora_backend.exceptions import SecretFormatError
 
 logger = logging.getLogger("aurora_backend")
 
 CURRENT, PENDING = "AWSCURRENT", "AWSPENDING"
-
-
-class SecretFormatError(ValueError):
-    """The secret is not JSON with a "password" (its content is never in the message)."""
 
 
 def region_for(config: CredentialsConfig) -> Optional[str]:

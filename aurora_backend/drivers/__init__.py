@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import select
-from typing import Any, Callable, Dict, Optional
+import threading
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
@@ -60,6 +61,42 @@ is_named_cursor: Callable[[Any], bool] = active.is_named_cursor
 #: ``(cursor, tz)``: aware timestamps keep the server's instant when the session's timezone
 #: is not Django's (proxy mode does not SET it).
 keep_server_instants: Callable[[Any, Any], None] = active.keep_server_instants
+
+
+_error_classes: Dict[Tuple[type, type], type] = {}
+_error_classes_lock = threading.Lock()
+
+
+def operational_error_class(base: type, operational_error: Optional[type] = None) -> type:
+    """``base`` (an aurora_backend error) that is also the driver's ``OperationalError``.
+
+    What ends a connect is raised inside the driver's ``connect()``, where Django turns the
+    driver's errors into ``django.db.OperationalError``; this subclass of both is built once
+    per (base, driver class) and reused, so ``except ClusterUnavailable`` and ``except
+    OperationalError`` both catch it. It reports the base's name and module, and pickles
+    (its instances rebuild through this function).
+    """
+    driver_class = operational_error or OperationalError
+    key = (base, driver_class)
+    klass = _error_classes.get(key)
+    if klass is None:
+        with _error_classes_lock:
+            klass = _error_classes.get(key)
+            if klass is None:
+                namespace = {"__module__": base.__module__, "__qualname__": base.__qualname__,
+                             "__doc__": base.__doc__, "__reduce__": _reduce_driver_error}
+                klass = _error_classes[key] = type(base.__name__, (base, driver_class), namespace)
+    return klass
+
+
+def _reduce_driver_error(self: BaseException) -> Tuple[Any, ...]:
+    base, driver_class = type(self).__bases__
+    return (_driver_error, (base, driver_class, self.args), self.__dict__ or None)
+
+
+def _driver_error(base: type, driver_class: type, args: Tuple[Any, ...]) -> BaseException:
+    error: BaseException = operational_error_class(base, driver_class)(*args)
+    return error
 
 
 def version() -> str:

@@ -5,6 +5,7 @@ into the connect path; ``forwarding.install`` the one on the statement path (onl
 alias with ``write_forwarding`` set).
 """
 
+from aurora_backend.exceptions import WriteForwardingRefused
 from aurora_backend.global_db.endpoint import is_global_endpoint
 
-__all__ = ["is_global_endpoint"]
+__all__ = ["WriteForwardingRefused", "is_global_endpoint"]

@@ -22,9 +22,10 @@ import logging
 import re
 from typing import Any, Callable, Optional
 
-from django.db import NotSupportedError, connections
+from django.db import connections
 
 from aurora_backend.drivers import is_idle
+from aurora_backend.exceptions import WriteForwardingRefused
 
 logger = logging.getLogger("aurora_backend")
 
@@ -38,10 +39,6 @@ _SEQUENCE = re.compile(r"\b(nextval|setval)\s*\(", re.IGNORECASE)
 _SELECT_INTO = re.compile(r"^SELECT\b(?:(?!\bFROM\b).)*?\bINTO\b", re.IGNORECASE | re.DOTALL)
 
 SETTING = "apg_write_forward.consistency_mode"
-
-
-class WriteForwardingRefused(NotSupportedError):
-    """A statement Aurora write forwarding does not run, stopped before it was sent."""
 
 
 def refused(sql: Any) -> Optional[str]:

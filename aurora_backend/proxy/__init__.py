@@ -1,1 +1,6 @@
 """Behind RDS Proxy: proxy mode, in which nothing the ENGINE sends pins a session."""
+
+from typing import List
+
+#: Nothing here is for applications to import: OPTIONS["aurora"]["proxy"] drives it.
+__all__: List[str] = []

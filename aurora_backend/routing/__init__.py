@@ -10,25 +10,31 @@
 Imported lazily: importing this package needs no configured Django.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+from aurora_backend._lazy import exports
+
+if TYPE_CHECKING:
+    from aurora_backend.exceptions import PositionUnavailable
+    from aurora_backend.routing.carry import dump_token, load_token
+    from aurora_backend.routing.config import RoutingConfig, reader_settings
+    from aurora_backend.routing.middleware import ReadYourWritesMiddleware
+    from aurora_backend.routing.router import AuroraRouter, use_writer
+
+__all__ = [
+    "AuroraRouter", "PositionUnavailable", "ReadYourWritesMiddleware", "RoutingConfig", "dump_token", "load_token",
+    "reader_settings", "use_writer",
+]
 
 _LAZY = {
     "AuroraRouter": "aurora_backend.routing.router",
-    "use_writer": "aurora_backend.routing.router",
+    "PositionUnavailable": "aurora_backend.exceptions",
+    "ReadYourWritesMiddleware": "aurora_backend.routing.middleware",
     "RoutingConfig": "aurora_backend.routing.config",
-    "reader_settings": "aurora_backend.routing.config",
     "dump_token": "aurora_backend.routing.carry",
     "load_token": "aurora_backend.routing.carry",
-    "ReadYourWritesMiddleware": "aurora_backend.routing.middleware",
+    "reader_settings": "aurora_backend.routing.config",
+    "use_writer": "aurora_backend.routing.router",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError("module 'aurora_backend.routing' has no attribute %r" % name)
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = exports(__name__, _LAZY)

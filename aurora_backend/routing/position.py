@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from aurora_backend.drivers import is_idle
+from aurora_backend.exceptions import PositionUnavailable
 from aurora_backend.routing.token import parse_lsn
 
 logger = logging.getLogger("aurora_backend")
@@ -43,14 +44,6 @@ SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,
         LIMIT 1),
        true
 """
-
-
-class PositionUnavailable(Exception):
-    """The position could not be read; ``cause`` is the driver's error, if any."""
-
-    def __init__(self, message: str, cause: Optional[BaseException] = None) -> None:
-        super().__init__(message)
-        self.cause = cause
 
 
 @dataclass

@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any, Optional
 
 from aurora_backend.simulator import protocol as p
+from aurora_backend.exceptions import SimulatorError
 
 if TYPE_CHECKING:  # pragma: no cover
     from aurora_backend.simulator.proxy import AuroraSimulator as _Base
@@ -17,10 +18,6 @@ else:
     _Base = object
 
 FAILOVER_MODES = ("starting_up", "refuse")
-
-
-class SimulatorError(RuntimeError):
-    """A simulator method was called in a state where it cannot do what was asked."""
 
 
 class Faults(_Base):

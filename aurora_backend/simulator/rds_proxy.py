@@ -16,6 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
 from aurora_backend.simulator.pinning import Pin, message_pins
+from aurora_backend.exceptions import PinningError
 
 if TYPE_CHECKING:  # pragma: no cover
     from aurora_backend.simulator.proxy import AuroraSimulator as _Base
@@ -69,10 +70,6 @@ class SessionPins:
             "application_name": self.parameters.get("application_name"),
             "reasons": [{"reason": r, "detail": d, "count": n} for r, (d, n) in self.pins.items()],
         }
-
-
-class PinningError(AssertionError):
-    """A block that had to pin nothing pinned at least one session."""
 
 
 class PinWatch:

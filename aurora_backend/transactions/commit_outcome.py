@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional, Tuple
 
-from django.db import DatabaseError, OperationalError
+from django.db import DatabaseError
 
 from aurora_backend.runtime import Runtime
+from aurora_backend.exceptions import CommitOutcomeUnknown
 from aurora_backend.transactions.server_identity import (
     IDENTITY_COLUMNS,
     ServerIdentity,
@@ -34,25 +35,6 @@ IN_PROGRESS = "in progress"
 #: First and longest wait between two ``txid_status`` checks of an 'in progress' transaction.
 _RECHECK_FIRST = 0.05
 _RECHECK_MAX = 1.0
-
-
-class CommitOutcomeUnknown(OperationalError):
-    """The connection died during COMMIT and the server could not say whether it committed.
-
-    A ``django.db.OperationalError`` so that existing handlers still catch it; never retried,
-    because running the transaction again could apply it twice. The lost COMMIT's error is
-    chained as ``__cause__``.
-
-    Attributes: ``alias``; ``txid`` (the transaction id, or None when it was not recorded);
-    ``status``, the server's last answer: 'in progress' (still committing after the
-    re-check window), None (id too old, or no answer: ``__cause__`` says why).
-    """
-
-    def __init__(self, message: str, *, alias: str, txid: Optional[int], status: Optional[str]) -> None:
-        super().__init__(message)
-        self.alias = alias
-        self.txid = txid
-        self.status = status
 
 
 def current_txid(connection: Any) -> Tuple[Optional[int], Optional[ServerIdentity]]:

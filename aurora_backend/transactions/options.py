@@ -10,13 +10,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
 
+from aurora_backend.exceptions import NestedRetryWarning
+
 logger = logging.getLogger("aurora_backend")
 
 Callsite = Tuple[str, int]
-
-
-class NestedRetryWarning(RuntimeWarning):
-    """retry_atomic ran inside an enclosing transaction, where it cannot retry."""
 
 
 @dataclass(frozen=True)
