@@ -1,6 +1,6 @@
 """aurora_backend: a Django database ENGINE for Amazon Aurora PostgreSQL.
 
-Set ``"ENGINE": "aurora_backend"``; see README.md for the settings under
+Set ``"ENGINE": "aurora_backend"``; see docs/configuration.md for the settings under
 ``OPTIONS["aurora"]``. The public API is ``__all__`` below: ``retry_atomic`` and
 ``retrying`` (with ``RetryOptions``), ``close_connections``, ``close_all`` and
 ``lambda_handler`` (Lambda), the error classification (``classify``, ``ErrorKind``,

@@ -1,4 +1,4 @@
-"""Reader routing with read-your-writes (README "Reader routing", docs/routing.md).
+"""Reader routing with read-your-writes (docs/routing.md).
 
 - :class:`AuroraRouter` (``DATABASE_ROUTERS = ["aurora_backend.routers.AuroraRouter"]``),
   configured by ``settings.AURORA_ROUTING`` (:class:`RoutingConfig`);
