@@ -9,16 +9,18 @@
 - :mod:`~aurora_backend.sql.reads`: is a statement a read (safe to re-run);
 - :mod:`~aurora_backend.sql.writes`: may it have changed data (read-your-writes routing);
 - :mod:`~aurora_backend.sql.pins`: why RDS Proxy would pin the session.
+
+The functions ``effects.effects`` and ``writes.writes`` are not re-exported here: their
+names are their modules'.
 """
 
-from aurora_backend.sql.effects import Effect, effects
+from aurora_backend.sql.effects import Effect
 from aurora_backend.sql.kinds import Kind, Op, PinCause
 from aurora_backend.sql.lexer import first_keyword, lex, statements
 from aurora_backend.sql.pins import statement_pins
 from aurora_backend.sql.reads import is_read
-from aurora_backend.sql.writes import writes
 
 __all__ = [
     "Effect", "Kind", "Op", "PinCause",
-    "effects", "first_keyword", "is_read", "lex", "statement_pins", "statements", "writes",
+    "first_keyword", "is_read", "lex", "statement_pins", "statements",
 ]

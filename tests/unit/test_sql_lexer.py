@@ -19,8 +19,9 @@ from typing import Any, Dict, Tuple
 import pytest
 
 from aurora_backend.simulator.pinning import query_pins
-from aurora_backend.sql import Kind, Op, PinCause, effects, first_keyword, is_read, lex, statements, writes
-from aurora_backend.sql.effects import Effect
+from aurora_backend.sql import Effect, Kind, Op, PinCause, first_keyword, is_read, lex, statements
+from aurora_backend.sql.effects import effects
+from aurora_backend.sql.writes import writes
 
 with open(os.path.join(os.path.dirname(__file__), "sql_lexer_cases.json"), encoding="utf-8") as _f:
     CASES = json.load(_f)
