@@ -92,12 +92,12 @@ class SessionState:
             else:
                 held.pop(effect.name, None)
         else:
-            counts = held.get(effect.name)
-            if counts is not None and key in counts:
-                counts[key] -= 1
-                if counts[key] <= 0:
-                    del counts[key]
-                if not counts:
+            current = held.get(effect.name)
+            if current is not None and key in current:
+                current[key] -= 1
+                if current[key] <= 0:
+                    del current[key]
+                if not current:
                     del held[effect.name]
 
     def describe(self) -> List[str]:

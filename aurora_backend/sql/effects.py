@@ -114,7 +114,8 @@ def _without_values(sql: str) -> str:
     at = sql.find(" VALUES (")
     if at < 0:
         return sql
-    end = _PLACEHOLDERS.match(sql, at + 8).end()
+    placeholders = _PLACEHOLDERS.match(sql, at + 8)  # matches the empty string at least
+    end = placeholders.end() if placeholders is not None else at + 8
     return sql[:at] + " VALUES (%s) " + sql[end:]
 
 

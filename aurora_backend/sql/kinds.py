@@ -16,8 +16,11 @@ __all__ = ["Op", "Kind", "PinCause", "STATE_KINDS"]
 class _StrEnum(str, Enum):
     """A str enum that formats as its value on every Python (3.11 changed format())."""
 
-    __str__ = str.__str__
-    __format__ = str.__format__
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, format_spec: str) -> str:
+        return str.__format__(str.__str__(self), format_spec)
 
 
 class Op(_StrEnum):
