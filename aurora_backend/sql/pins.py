@@ -26,7 +26,7 @@ from aurora_backend.sql.effects import effects
 from aurora_backend.sql.kinds import Kind, Op, PinCause
 from aurora_backend.sql.lexer import statements
 
-__all__ = ["statement_pins", "session_state_pins", "proxy_only_pins", "statements"]
+__all__ = ["statement_pins", "session_state_pins", "proxy_only_pins"]
 
 #: Session-state effects that pin, by kind. NOTE effects that end with the transaction
 #: (SET LOCAL, SET TRANSACTION, transaction-level advisory locks) are absent; removing
