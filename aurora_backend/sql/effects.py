@@ -65,7 +65,7 @@ _FIRST_WORD = re.compile(
     r"|DO|CALL|EXECUTE|LOAD|IMPORT)\b)",
     re.I,
 )
-_INTO_TEMP = re.compile(r"into\s+temp")
+_INTO_TEMP_HINT = re.compile(r"into\s+temp")
 
 # The answers for recent statement texts. An ORM sends the same few texts again and again
 # (parameters apart), so most statements cost one dict lookup (hashing the text).
@@ -95,7 +95,7 @@ def _effects(sql: str) -> Tuple[Effect, ...]:
         probe = _without_values(sql)
         if "(" not in probe and ";" not in probe:
             low = probe.lower()
-            if not ("temp" in low and _INTO_TEMP.search(low)):
+            if not ("temp" in low and _INTO_TEMP_HINT.search(low)):
                 return ()
         if probe is not sql and not parse(probe):
             return ()  # a bulk INSERT: only its head and tail can name a function
