@@ -38,7 +38,7 @@ ENGINES = {"stock": "django.db.backends.postgresql", "untracked": "aurora_backen
 
 
 def time_effects(scale: float = 1.0) -> None:
-    from aurora_backend.connection import session_state
+    from aurora_backend.sql import effects as session_state  # effects() and its uncached _effects()
 
     def best(stmt: Any, number: int = 200000) -> float:
         number = max(100, int(number * scale))

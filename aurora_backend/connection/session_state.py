@@ -1,96 +1,32 @@
-"""Session state a SQL statement sets or clears, known from its text alone.
+"""The session state one connection holds: :class:`SessionState`, from statement effects.
 
 A PostgreSQL session keeps state between statements: settings (``SET``), the current
 role, session advisory locks, temporary tables, ``LISTEN`` channels, prepared
 statements and ``WITH HOLD`` cursors. A new connection has none of it, so a connection
-carrying it must not be silently replaced. :func:`effects` says what one statement does
-to that state; :class:`SessionState` adds the effects up for one connection.
+carrying it must not be silently replaced. What one statement does to that state is
+:func:`effects` (:mod:`aurora_backend.sql.effects`, on the one SQL lexer, cached per
+text in ``seen``); :class:`SessionState` adds the effects up for one connection.
 
-The same list is what makes RDS Proxy pin a session (SET, PREPARE, DECLARE, temp
-tables, LISTEN, advisory locks, nextval/setval), so :func:`effects` also reports, as
-``NOTE`` effects, statements that hold nothing beyond their transaction but that a proxy
-cares about (``SET LOCAL``, transaction-level advisory locks, sequences, cursors without
-``WITH HOLD``). Statement size is the caller's business (``len(sql)``).
-
-Cost: :func:`effects` runs on every statement. The answer for a text is kept, so a text
-the ORM sent before costs one dict lookup; a new one costs an anchored match of its first
-word and a few substring tests; only a statement that may touch session state is parsed.
+``effects``, ``Effect``, ``HOLD``/``RELEASE``/``RELEASE_ALL``/``NOTE`` and
+``STATE_KINDS`` are importable from here (docs/session_state.md) as from
+``aurora_backend.sql``.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Tuple
 
-from aurora_backend.connection.session_sql import (
-    HOLD, NOTE, RELEASE, RELEASE_ALL, STATE_KINDS, Effect, parse, resolve,
+from aurora_backend.sql.effects import (
+    HOLD, NOTE, RELEASE, RELEASE_ALL, STATE_KINDS, Effect, effects, resolve,
 )
+from aurora_backend.sql.effects import seen as seen  # the cache statements.py's hot path reads
+from aurora_backend.sql.kinds import Kind
 
 __all__ = [
     "Effect", "SessionState", "effects", "statement_text",
     "HOLD", "RELEASE", "RELEASE_ALL", "NOTE", "STATE_KINDS",
 ]
-
-# ----- the pre-filter -------------------------------------------------------------------
-
-# A statement whose first word may set or clear session state (or that starts with a comment).
-_FIRST_WORD = re.compile(
-    r"\s*(?:/\*|--|(?:SET|RESET|CREATE|DROP|LISTEN|UNLISTEN|PREPARE|DEALLOCATE|DECLARE|CLOSE|DISCARD"
-    r"|DO|CALL|EXECUTE|LOAD|IMPORT)\b)",
-    re.I,
-)
-_INTO_TEMP = re.compile(r"into\s+temp")
-
-# The answers for recent statement texts. An ORM sends the same few texts again and again
-# (parameters apart), so most statements cost one dict lookup (hashing the text).
-#: ``seen.get(sql)`` is ``effects(sql)`` for a text seen before (the cursor wrapper inlines it).
-seen: Dict[str, Tuple[Effect, ...]] = {}
-_KNOWN_MAX = 2048
-_KNOWN_LONGEST = 8192  # longer texts (bulk inserts with inlined values) are not kept
-
-
-def effects(sql: str) -> Tuple[Effect, ...]:
-    """What ``sql`` (one or more statements) does to session state, in order; () for most SQL."""
-    found = seen.get(sql)
-    if found is None:
-        found = _effects(sql)
-        if len(sql) <= _KNOWN_LONGEST:
-            if len(seen) >= _KNOWN_MAX:
-                seen.clear()
-            seen[sql] = found
-    return found
-
-
-def _effects(sql: str) -> Tuple[Effect, ...]:
-    if _FIRST_WORD.match(sql) is None:
-        # Anywhere: function calls (a user function may SET or lock: session_sql's "unknown"),
-        # SELECT INTO TEMP, a second statement. Generous on purpose: a false alarm costs one
-        # parse, once per text.
-        probe = _without_values(sql)
-        if "(" not in probe and ";" not in probe:
-            low = probe.lower()
-            if not ("temp" in low and _INTO_TEMP.search(low)):
-                return ()
-        if probe is not sql and not parse(probe):
-            return ()  # a bulk INSERT: only its head and tail can name a function
-    return tuple(parse(sql))
-
-
-# The VALUES lists of a bulk INSERT the ORM wrote: placeholders only.
-_PLACEHOLDERS = re.compile(r"(?:[\s(),]*%s)*[\s(),]*")
-
-
-def _without_values(sql: str) -> str:
-    """``sql`` without the placeholder-only VALUES lists of a long INSERT (a bulk_create of
-    thousands of rows is parsed in microseconds, not milliseconds); else ``sql`` itself."""
-    if len(sql) < 1024:
-        return sql
-    at = sql.find(" VALUES (")
-    if at < 0:
-        return sql
-    end = _PLACEHOLDERS.match(sql, at + 8).end()
-    return sql[:at] + " VALUES (%s) " + sql[end:]
 
 
 def statement_text(sql: Any, connection: Any = None) -> str:
@@ -146,22 +82,22 @@ class SessionState:
         held, key = self._held, effect.key
         if effect.op == HOLD:
             counts = held.setdefault(effect.name, Counter())
-            if effect.name == "advisory_lock":
+            if effect.name == Kind.ADVISORY_LOCK:
                 counts[key] += 1  # advisory locks stack: each lock needs its unlock
             else:
                 counts[key] = 1
         elif effect.op == RELEASE_ALL:
-            if effect.name == "discard_all":
+            if effect.name == Kind.DISCARD_ALL:
                 held.clear()
             else:
                 held.pop(effect.name, None)
         else:
-            counts = held.get(effect.name)
-            if counts is not None and key in counts:
-                counts[key] -= 1
-                if counts[key] <= 0:
-                    del counts[key]
-                if not counts:
+            current = held.get(effect.name)
+            if current is not None and key in current:
+                current[key] -= 1
+                if current[key] <= 0:
+                    del current[key]
+                if not current:
                     del held[effect.name]
 
     def describe(self) -> List[str]:

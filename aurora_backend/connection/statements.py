@@ -12,14 +12,14 @@ once on a new connection when
 - it is a read (``retry_reads``, on by default): it starts with SELECT, WITH, VALUES,
   TABLE, SHOW or EXPLAIN (not EXPLAIN ANALYZE), and names none of the words that make
   a SELECT write (INSERT, UPDATE, DELETE, MERGE, INTO, nextval, setval, advisory
-  locks, ...), and calls no function outside the known built-ins (session_sql.py).
+  locks, ...), and calls no function outside the known built-ins (``aurora_backend.sql.reads``).
 
 Anything else, a write whose fate is unknown above all, is never re-run: the caller
 gets the error, and the connection has already been replaced for the next call. Nothing
 is re-run while the connection holds session state the app set (``session.py``): a new
 connection would run the statement without it. That includes state the text cannot show
-(a DO block, CALL, a user function, a temporary function or type: "unknown" and
-"temp_object" in session_sql.py): what cannot be ruled out lets the error through.
+(a DO block, CALL, a user function, a temporary function or type: ``Kind.UNKNOWN`` and
+``Kind.TEMP_OBJECT`` in ``aurora_backend.sql``): what cannot be ruled out lets the error through.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import re
 import weakref
 from typing import Any, Dict, Iterator, Type
 
@@ -37,31 +36,9 @@ from django.db.backends.utils import CursorWrapper
 from aurora_backend.connection.session_state import effects, seen, statement_text
 from aurora_backend.drivers import OPEN, is_named_cursor, refused_before_sending, status_of
 from aurora_backend.errors import ErrorKind, classify, driver_error
+from aurora_backend.sql.reads import is_read
 
 logger = logging.getLogger("aurora_backend")
-
-_LEADING_COMMENTS = re.compile(r"^\s*(?:(?:/\*.*?\*/|--[^\n]*(?:\n|$))\s*)*", re.S)
-_READ_START = re.compile(r"(?:SELECT|WITH|VALUES|TABLE|SHOW|EXPLAIN)\b", re.I)
-_WRITE_WORDS = re.compile(
-    r"\b(?:INSERT|UPDATE|DELETE|MERGE|INTO|TRUNCATE|CREATE|DROP|ALTER|GRANT|REVOKE|COPY|CALL|"
-    r"LOCK|ANALYZE|ANALYSE|NEXTVAL|SETVAL|SET_CONFIG|PG_ADVISORY_\w+|PG_TRY_ADVISORY_\w+|"
-    r"PG_TERMINATE_BACKEND|PG_CANCEL_BACKEND|PG_NOTIFY|LO_\w+|DBLINK\w*|TXID_CURRENT)\b",
-    re.I,
-)
-
-
-def is_read(sql: Any) -> bool:
-    """True when ``sql`` cannot have changed anything (see the module docstring)."""
-    if isinstance(sql, bytes):
-        sql = sql.decode("utf-8", "replace")
-    if not isinstance(sql, str):
-        sql = str(sql)
-    body = _LEADING_COMMENTS.sub("", sql, count=1)
-    if not _READ_START.match(body) or _WRITE_WORDS.search(body):
-        return False
-    # A function outside the known built-ins may write, SET or lock: not a read (fail-safe).
-    return "(" not in body or not any(effect.name == "unknown" for effect in effects(body))
-
 
 def provably_not_sent(exc: BaseException) -> bool:
     """The driver refused the statement before sending it: the connection was closed."""

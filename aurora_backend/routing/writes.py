@@ -9,77 +9,19 @@ autocommit is committed when it returns. A write inside a transaction of any kin
 transaction is open and takes the write as committed when it first sees it ended
 (a rolled-back write too: the safe side). COPY through Django's cursor (psycopg2
 ``copy_expert``/``copy_from``, psycopg 3 ``cursor.copy()``) is reported by the cursor
-wrapper through :meth:`WriteTracker.aurora_note_write`.
+wrapper through :meth:`WriteTracker.aurora_note_write`. Whether a statement wrote is
+:func:`aurora_backend.sql.writes.writes` (the one SQL lexer; answers cached per text).
 """
 
 from __future__ import annotations
 
-import re
-from typing import Any, Callable, Dict
+from typing import Any, Callable
 
-from aurora_backend.connection.session_state import effects
-from aurora_backend.connection.statements import is_read
 from aurora_backend.drivers import OPEN, status_of
 from aurora_backend.routing import token
+from aurora_backend.sql.writes import writes
 
-# Statements that change no row a reader could read.
-_SESSION = re.compile(
-    r"\s*(?:SAVEPOINT|RELEASE|ROLLBACK|COMMIT|END|BEGIN|START|SET|RESET|SHOW|DECLARE|FETCH|CLOSE|"
-    r"MOVE|DISCARD|LISTEN|UNLISTEN|DEALLOCATE)\b",
-    re.I,
-)
-# SELECT ... FOR UPDATE locks rows and changes none.
-_ROW_LOCK = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+)?UPDATE\b", re.I)
-
-
-_FIRST_WORD = re.compile(r"\s*([A-Za-z]+)")
-_READ_FIRST = frozenset(("SELECT", "WITH", "VALUES", "TABLE", "SHOW", "EXPLAIN"))
-# Words whose absence proves a read cheaply (a substring test in C); is_read() decides
-# the rest. A superset of is_read()'s writing words.
-_HINTS = ("INSERT", "UPDATE", "DELETE", "MERGE", "INTO", "TRUNCATE", "CREATE", "DROP", "ALTER",
-          "GRANT", "REVOKE", "COPY", "CALL", "LOCK", "ANALY", "VAL", "SET_CONFIG", "ADVISORY",
-          "PG_TERMINATE", "PG_CANCEL", "PG_NOTIFY", "LO_", "DBLINK", "TXID_CURRENT")
-
-
-_known: Dict[str, bool] = {}
-_KNOWN_MAX = 2048
-
-
-def writes(sql: Any) -> bool:
-    """True when ``sql`` may have changed data (conservative: unknown means yes).
-
-    Runs after every statement on the writer: the ORM's SQL (parameters apart) repeats, so
-    answers are remembered; a new statement is decided by its first word and substring
-    tests, and statements.is_read() (a regular expression) only for reads that name a
-    writing word.
-    """
-    if isinstance(sql, bytes):
-        sql = sql.decode("utf-8", "replace")
-    elif not isinstance(sql, str):
-        sql = str(sql)
-    known = _known.get(sql)
-    if known is None:
-        if len(_known) >= _KNOWN_MAX:
-            _known.clear()
-        known = _known[sql] = _classify(sql)
-    return known
-
-
-def _classify(sql: str) -> bool:
-    first = _FIRST_WORD.match(sql)
-    if first is None:  # a leading comment, or nothing: the full rule
-        return not _SESSION.match(sql) and not is_read(_ROW_LOCK.sub("", sql))
-    word = first.group(1).upper()
-    if word not in _READ_FIRST:
-        return not _SESSION.match(sql)
-    upper = sql.upper()
-    if "UPDATE" in upper:
-        sql = _ROW_LOCK.sub("", sql)
-        upper = sql.upper()
-    if any(hint in upper for hint in _HINTS) and not is_read(sql):
-        return True
-    # A call of a function not known to be harmless (a user function may write): a write.
-    return "(" in sql and any(effect.name == "unknown" for effect in effects(sql))
+__all__ = ["WriteTracker", "in_transaction", "writes"]
 
 
 class WriteTracker:

@@ -141,6 +141,10 @@ def test_unknown_unlock_keeps_the_lock():
     assert state.held
 
 
+def test_a_quote_inside_a_quoted_identifier_opens_no_literal():
+    assert ops('SELECT "it\'s" FROM t; SET search_path TO a') == [("set", HOLD, "search_path")]
+
+
 def test_statement_text():
     assert statement_text(b"SET a = 1") == "SET a = 1"
     assert statement_text("x") == "x"
@@ -170,6 +174,8 @@ def test_statement_text():
     "EXPLAIN (ANALYZE, BUFFERS) SELECT 1",
     "REINDEX (VERBOSE) TABLE t",
     "SELECT xmlelement(name foo)",
+    "COPY (SELECT 1) TO STDOUT",
+    "/* outer /* nested */ SET x = 1 */ SELECT 1",
 ])
 def test_the_orms_sql_and_known_builtins_hold_nothing(sql):
     assert [e for e in effects(sql) if e.op != NOTE] == []

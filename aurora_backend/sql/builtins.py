@@ -4,13 +4,17 @@ The functions of PostgreSQL 15.18's pg_catalog, less those that set session
 state (advisory locks, set_config, setseed, large objects, replication slots and origins).
 Made with: SELECT DISTINCT proname FROM pg_proc WHERE pronamespace = 'pg_catalog'::regnamespace
 
-session_sql.py counts a call of any other function as session state it cannot see (a user
-function may call ``set_config`` or take an advisory lock): this list keeps the SQL that
-Django and apps send to built-ins from holding connections. A name missing here costs
-healing on that connection, never a wrong answer.
+:mod:`aurora_backend.sql.calls` counts a call of any other function as session state it
+cannot see (a user function may call ``set_config`` or take an advisory lock), and
+:mod:`aurora_backend.sql.reads` and :mod:`aurora_backend.sql.writes` as a possible write:
+this list keeps the SQL that Django and apps send to built-ins from holding connections.
+A name missing here costs healing on that connection, never a wrong answer.
 """
 
-from typing import FrozenSet
+import re
+from typing import FrozenSet, Pattern, Tuple
+
+__all__ = ["NAMES", "KNOWN", "PREFIXES", "SESSION_FUNCTIONS"]
 
 NAMES: FrozenSet[str] = frozenset("""
 abbrev abs aclcontains acldefault aclexplode aclinsert aclitemeq aclitemin aclitemout aclremove acos
@@ -433,3 +437,32 @@ xid8lt xid8ne xid8out xid8recv xid8send xideq xideqint4 xidin xidneq xidneqint4 
 xidsend xml xml_in xml_is_well_formed xml_is_well_formed_content xml_is_well_formed_document xml_out
 xml_recv xml_send xmlagg xmlcomment xmlconcat2 xmlexists xmlvalidate xpath xpath_exists
 """.split())
+
+#: NAMES, and the functions of common extensions (PostGIS, pg_trgm, unaccent, uuid-ossp) and
+#: a few spelled out for readers (lower case).
+KNOWN: FrozenSet[str] = NAMES | frozenset("""
+    abs acos asin atan atan2 avg bool_and bool_or bit_and bit_or btrim cbrt ceil ceiling chr coalesce
+    concat concat_ws cos cot count cume_dist degrees dense_rank div encode decode every exp first_value
+    floor format generate_series gen_random_uuid greatest initcap lag last_value lead least left length
+    ln log lower lpad ltrim max md5 min mod now nth_value ntile nullif octet_length percent_rank pi
+    power radians random rank repeat replace reverse right round row_number rpad rtrim sha224 sha256
+    sha384 sha512 sign sin sqrt statement_timestamp stddev stddev_pop stddev_samp strpos substr sum tan
+    trunc unnest upper uuid_generate_v4 var_pop var_samp variance version clock_timestamp
+    transaction_timestamp timeofday age isfinite justify_days justify_hours make_date make_interval
+    make_time make_timestamp make_timestamptz quote_ident quote_literal quote_nullable split_part
+    translate starts_with ascii bit_length char_length character_length current_setting
+    currval lastval obj_description col_description format_type setweight plainto_tsquery
+    phraseto_tsquery websearch_to_tsquery similarity word_similarity unaccent
+    int4range int8range numrange tsrange tstzrange daterange multirange geometry geography box2d
+""".split())
+#: Name prefixes of built-in families (PostGIS st_*, json_*, pg_* ...).
+PREFIXES: Tuple[str, ...] = (
+    "array_", "json_", "jsonb_", "to_", "ts_", "date_", "regexp_", "string_", "st_",
+    "has_", "int4", "int8", "num", "range", "lower_", "upper_", "isempty", "pg_",
+    "aurora_", "current_", "inet_", "txid_", "generate_", "gen_", "uuid_", "row_to_",
+    "convert", "cardinality", "width_bucket",
+)
+#: Built-in names that do change session state (never taken as harmless, whatever the prefix).
+SESSION_FUNCTIONS: Pattern[str] = re.compile(
+    r"advisory|set_config|setseed|dblink|^lo_|replication_origin_session|replication_slot", re.I,
+)

@@ -1,52 +1,54 @@
-"""The SQL rules behind ``session_state``: what one statement does to session state.
+"""What a SQL statement does to session state, known from its text alone.
 
-Only ``session_state`` calls :func:`parse`, for statements its pre-filter let through;
-use :func:`aurora_backend.connection.session_state.effects`.
+A PostgreSQL session keeps state between statements: settings (``SET``), the current
+role, session advisory locks, temporary tables, ``LISTEN`` channels, prepared
+statements and ``WITH HOLD`` cursors. A new connection has none of it, so a connection
+carrying it must not be silently replaced. :func:`effects` says what one text (one or
+more statements) does to that state, as :class:`Effect` tuples; ``SessionState``
+(``connection/session_state.py``) adds them up for one connection.
+
+The same list is what makes RDS Proxy pin a session (``sql.pins``), so :func:`effects`
+also reports, as ``Op.NOTE`` effects, statements that hold nothing beyond their
+transaction but that a proxy cares about (``SET LOCAL``, transaction-level advisory
+locks, sequences, cursors without ``WITH HOLD``).
+
+Cost: :func:`effects` runs on every statement. The answer for a text is kept (``seen``,
+bounded), so a text the ORM sent before costs one dict lookup; a new one costs an anchored
+match of its first word and a few substring tests (the pre-filter); only a statement that
+may touch session state is lexed (``sql.lexer``) and parsed.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from aurora_backend.connection.session_calls import unknown_calls
+from aurora_backend.sql.calls import unknown_calls
+from aurora_backend.sql.kinds import STATE_KINDS, Kind, Op
+from aurora_backend.sql.lexer import KEYWORD, lex
 
-#: The statement creates (or re-creates) session state ``kind``/``key``.
-HOLD = "hold"
-#: The statement removes session state ``kind``/``key`` (if it was there).
-RELEASE = "release"
-#: The statement removes all session state of ``kind`` ("*" for every kind: DISCARD ALL).
-RELEASE_ALL = "release_all"
-#: Nothing outlives the statement's transaction, but a connection pooler may still care.
-NOTE = "note"
+__all__ = [
+    "Effect", "effects", "parse", "resolve", "seen",
+    "HOLD", "RELEASE", "RELEASE_ALL", "NOTE", "STATE_KINDS",
+]
 
-#: Kinds of session state (``Effect.name`` of HOLD/RELEASE effects), with what sets them.
-STATE_KINDS: Dict[str, str] = {
-    "set": "SET / set_config(..., false) of a setting (key: the setting's name)",
-    "set_role": "SET ROLE (key: 'role')",
-    "session_authorization": "SET SESSION AUTHORIZATION (key: 'session_authorization')",
-    "advisory_lock": "pg_advisory_lock & friends (key: the arguments; 'shared:' prefix for shared locks)",
-    "temp_table": "CREATE TEMP TABLE/VIEW/SEQUENCE, SELECT INTO TEMP (key: the name)",
-    "listen": "LISTEN (key: the channel)",
-    "prepare": "PREPARE (key: the statement name)",
-    "cursor": "DECLARE ... WITH HOLD (key: the cursor name)",
-    "temp_object": "CREATE of a temporary function, type, domain or other object (key: the name)",
-    "unknown": "a statement that may change session state in a way the text does not show: a DO "
-               "block, CALL, a function outside the known built-ins, a quoted session function, "
-               "dblink (key: what)",
-}
-#: Other names: "discard_all" (RELEASE_ALL of every kind); "set_config" (HOLD, when the
-#: setting or is_local is a query parameter: SessionState.apply resolves it to "set" or
-#: nothing); NOTE effects "set_local", "set_transaction", "advisory_xact_lock", "sequence",
-#: "cursor" (without hold), "temp_table" (ON COMMIT DROP), "discard" (PLANS, SEQUENCES).
+HOLD = Op.HOLD
+RELEASE = Op.RELEASE
+RELEASE_ALL = Op.RELEASE_ALL
+NOTE = Op.NOTE
+# Other kinds than STATE_KINDS: Kind.DISCARD_ALL (RELEASE_ALL of every kind);
+# Kind.SET_CONFIG (HOLD, when the setting or is_local is a query parameter:
+# SessionState.apply resolves it to "set" or nothing); NOTE effects SET_LOCAL,
+# SET_TRANSACTION, ADVISORY_XACT_LOCK, SEQUENCE, CURSOR (without hold), TEMP_TABLE (ON
+# COMMIT DROP), DISCARD (PLANS, SEQUENCES).
 
 
 class Effect(NamedTuple):
     """One effect of a statement on session state."""
 
-    #: Short name of the kind of state (a key of STATE_KINDS, or a NOTE name).
+    #: The kind of state (a ``Kind``; equal to its string value).
     name: str
-    #: HOLD, RELEASE, RELEASE_ALL or NOTE.
+    #: HOLD, RELEASE, RELEASE_ALL or NOTE (an ``Op``).
     op: str
     #: Which one: a setting, lock, table, channel, statement or cursor name ("" if none).
     #: It may name query parameters (%s, %(name)s): see ``param_index``.
@@ -55,15 +57,72 @@ class Effect(NamedTuple):
     param_index: int = 0
 
 
+# ----- the cache and the pre-filter --------------------------------------------------------
+
+# A statement whose first word may set or clear session state (or that starts with a comment).
+_FIRST_WORD = re.compile(
+    r"\s*(?:/\*|--|(?:SET|RESET|CREATE|DROP|LISTEN|UNLISTEN|PREPARE|DEALLOCATE|DECLARE|CLOSE|DISCARD"
+    r"|DO|CALL|EXECUTE|LOAD|IMPORT)\b)",
+    re.I,
+)
+_INTO_TEMP_HINT = re.compile(r"into\s+temp")
+
+# The answers for recent statement texts. An ORM sends the same few texts again and again
+# (parameters apart), so most statements cost one dict lookup (hashing the text).
+#: ``seen.get(sql)`` is ``effects(sql)`` for a text seen before (the cursor wrapper inlines it).
+seen: Dict[str, Tuple[Effect, ...]] = {}
+_KNOWN_MAX = 2048
+_KNOWN_LONGEST = 8192  # longer texts (bulk inserts with inlined values) are not kept
+
+
+def effects(sql: str) -> Tuple[Effect, ...]:
+    """What ``sql`` (one or more statements) does to session state, in order; () for most SQL."""
+    found = seen.get(sql)
+    if found is None:
+        found = _effects(sql)
+        if len(sql) <= _KNOWN_LONGEST:
+            if len(seen) >= _KNOWN_MAX:
+                seen.clear()
+            seen[sql] = found
+    return found
+
+
+def _effects(sql: str) -> Tuple[Effect, ...]:
+    if _FIRST_WORD.match(sql) is None:
+        # Anywhere: function calls (a user function may SET or lock: Kind.UNKNOWN),
+        # SELECT INTO TEMP, a second statement. Generous on purpose: a false alarm costs one
+        # parse, once per text.
+        probe = _without_values(sql)
+        if "(" not in probe and ";" not in probe:
+            low = probe.lower()
+            if not ("temp" in low and _INTO_TEMP_HINT.search(low)):
+                return ()
+        if probe is not sql and not parse(probe):
+            return ()  # a bulk INSERT: only its head and tail can name a function
+    return tuple(parse(sql))
+
+
+# The VALUES lists of a bulk INSERT the ORM wrote: placeholders only.
+_PLACEHOLDERS = re.compile(r"(?:[\s(),]*%s)*[\s(),]*")
+
+
+def _without_values(sql: str) -> str:
+    """``sql`` without the placeholder-only VALUES lists of a long INSERT (a bulk_create of
+    thousands of rows is parsed in microseconds, not milliseconds); else ``sql`` itself."""
+    if len(sql) < 1024:
+        return sql
+    at = sql.find(" VALUES (")
+    if at < 0:
+        return sql
+    placeholders = _PLACEHOLDERS.match(sql, at + 8)  # matches the empty string at least
+    end = placeholders.end() if placeholders is not None else at + 8
+    return sql[:at] + " VALUES (%s) " + sql[end:]
+
+
 # ----- the parser ------------------------------------------------------------------------
 
-_LITERALS = re.compile(
-    r"""[eE]'(?:[^'\\]|\\.|'')*'?|'(?:[^']|'')*'?|\$(\w*)\$.*?(?:\$\1\$|$)|--[^\n]*|/\*.*?(?:\*/|$)""",
-    re.S,
-)
 _PARAM = re.compile(r"%(?:\((\w+)\))?s|%%")
 _NAME = r'(?:"(?:[^"]|"")+"|[\w$]+)(?:\s*\.\s*(?:"(?:[^"]|"")+"|[\w$]+))*'
-_KEYWORD = re.compile(r"\s*([A-Za-z_]+)")
 
 _SET = re.compile(
     r"SET\s+(?:(?P<local>LOCAL)\s+|SESSION\s+(?!AUTHORIZATION\b|CHARACTERISTICS\b))?"
@@ -105,21 +164,20 @@ _TRUE = {"true", "t", "on", "1", "yes"}
 
 
 def parse(sql: str) -> List[Effect]:
-    masked = _LITERALS.sub(lambda m: " " * len(m.group()), sql)
+    """The effects of every statement of ``sql``, in order (uncached: see :func:`effects`)."""
+    lexed = lex(sql)
     found: List[Effect] = []
-    start = 0
-    for end in [m.start() for m in re.finditer(";", masked)] + [len(masked)]:
-        _statement(sql, masked, start, end, found)
-        start = end + 1
+    for start, end in lexed.spans():
+        _statement(sql, lexed.masked, start, end, found)
     return found
 
 
 def _statement(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
-    word = _KEYWORD.match(masked, start, end)
+    word = KEYWORD.match(masked, start, end)
     if word is not None:
         first = word.group(1).upper()
         if first in _OPAQUE:  # code that may run SET/set_config/advisory locks unseen
-            found.append(Effect("unknown", HOLD, first))
+            found.append(Effect(Kind.UNKNOWN, HOLD, first))
             return
         rule = _RULES.get(first)
         if rule is not None:
@@ -127,11 +185,11 @@ def _statement(sql: str, masked: str, start: int, end: int, found: List[Effect])
     if word is None or word.group(1).upper() in ("SELECT", "WITH"):  # SELECT ... INTO TEMP t
         into = _INTO_TEMP.search(masked, start, end)
         if into is not None:
-            found.append(Effect("temp_table", HOLD, _ident(into.group("name")), _params_before(sql, into.start())))
+            found.append(Effect(Kind.TEMP_TABLE, HOLD, _ident(into.group("name")), _params_before(sql, into.start())))
     for call in _FUNCTION.finditer(masked, start, end):
         _function(sql, masked, call, end, found)
     if "(" in masked[start:end]:
-        found.extend(Effect("unknown", HOLD, "call %s()" % name) for name in unknown_calls(masked, start, end, _FUNCTION))
+        found.extend(Effect(Kind.UNKNOWN, HOLD, "call %s()" % name) for name in unknown_calls(masked, start, end, _FUNCTION))
 
 
 def _set(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
@@ -141,25 +199,25 @@ def _set(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> No
     value = sql[m.start("value"):m.end("value")].strip() if m.group("value") is not None else ""
     default = value.upper() == "DEFAULT" or (bool(m.group("tz")) and value.upper() == "LOCAL")
     if m.group("txn"):
-        found.append(Effect("set_transaction", NOTE))
+        found.append(Effect(Kind.SET_TRANSACTION, NOTE))
         return
     if m.group("local"):
-        found.append(Effect("set_local", NOTE, _setting_name(m)))
+        found.append(Effect(Kind.SET_LOCAL, NOTE, _setting_name(m)))
         return
     if m.group("auth"):
-        found.append(Effect("session_authorization", RELEASE if value.upper() == "DEFAULT" else HOLD,
+        found.append(Effect(Kind.SESSION_AUTHORIZATION, RELEASE if value.upper() == "DEFAULT" else HOLD,
                             "session_authorization"))
         return
     if m.group("chars"):
-        found.append(Effect("set", HOLD, "session_characteristics"))
+        found.append(Effect(Kind.SET, HOLD, "session_characteristics"))
         return
     name = _setting_name(m)
     if name == "role":
-        found.append(Effect("set_role", RELEASE if value.upper() in ("NONE", "DEFAULT") else HOLD, "role"))
+        found.append(Effect(Kind.SET_ROLE, RELEASE if value.upper() in ("NONE", "DEFAULT") else HOLD, "role"))
     elif name == "session_authorization":
-        found.append(Effect("session_authorization", RELEASE if default else HOLD, name))
+        found.append(Effect(Kind.SESSION_AUTHORIZATION, RELEASE if default else HOLD, name))
     else:
-        found.append(Effect("set", RELEASE if default else HOLD, name))
+        found.append(Effect(Kind.SET, RELEASE if default else HOLD, name))
 
 
 def _setting_name(m: "re.Match[str]") -> str:
@@ -174,19 +232,19 @@ def _reset(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> 
     if m is None:
         return
     if m.group("all"):  # role and session_authorization are not reset by RESET ALL
-        found.append(Effect("set", RELEASE_ALL))
+        found.append(Effect(Kind.SET, RELEASE_ALL))
     elif m.group("auth"):
-        found.append(Effect("session_authorization", RELEASE, "session_authorization"))
+        found.append(Effect(Kind.SESSION_AUTHORIZATION, RELEASE, "session_authorization"))
     elif m.group("tz"):
-        found.append(Effect("set", RELEASE, "timezone"))
+        found.append(Effect(Kind.SET, RELEASE, "timezone"))
     else:
         name = _ident(m.group("name"))
         if name == "role":
-            found.append(Effect("set_role", RELEASE, "role"))
+            found.append(Effect(Kind.SET_ROLE, RELEASE, "role"))
         elif name == "session_authorization":
-            found.append(Effect("session_authorization", RELEASE, name))
+            found.append(Effect(Kind.SESSION_AUTHORIZATION, RELEASE, name))
         else:
-            found.append(Effect("set", RELEASE, name))
+            found.append(Effect(Kind.SET, RELEASE, name))
 
 
 def _create(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
@@ -194,7 +252,7 @@ def _create(sql: str, masked: str, start: int, end: int, found: List[Effect]) ->
     if m is None:
         other = _CREATE_TEMP_OBJECT.match(masked, start, end)
         if other is not None:  # a function, type, domain, ... in pg_temp: gone with the session
-            found.append(Effect("temp_object", HOLD, _ident(other.group("name"))))
+            found.append(Effect(Kind.TEMP_OBJECT, HOLD, _ident(other.group("name"))))
         return
     name = _ident(m.group("name"))
     if not m.group("temp"):
@@ -202,7 +260,7 @@ def _create(sql: str, masked: str, start: int, end: int, found: List[Effect]) ->
             return
     name = name[len("pg_temp."):] if name.startswith("pg_temp.") else name
     dropped = _ON_COMMIT_DROP.search(masked, m.end(), end) is not None
-    found.append(Effect("temp_table", NOTE if dropped else HOLD, name))
+    found.append(Effect(Kind.TEMP_TABLE, NOTE if dropped else HOLD, name))
 
 
 def _drop(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
@@ -213,7 +271,7 @@ def _drop(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> N
     for name in names.split(","):
         name = _ident(name.strip())
         if name:
-            found.append(Effect("temp_table", RELEASE, name[len("pg_temp."):] if name.startswith("pg_temp.") else name))
+            found.append(Effect(Kind.TEMP_TABLE, RELEASE, name[len("pg_temp."):] if name.startswith("pg_temp.") else name))
 
 
 def _listen(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
@@ -221,33 +279,33 @@ def _listen(sql: str, masked: str, start: int, end: int, found: List[Effect]) ->
     if m is None:
         return
     if m.group("un"):
-        found.append(Effect("listen", RELEASE_ALL) if m.group("all") else Effect("listen", RELEASE, _ident(m.group("name"))))
+        found.append(Effect(Kind.LISTEN, RELEASE_ALL) if m.group("all") else Effect(Kind.LISTEN, RELEASE, _ident(m.group("name"))))
     else:
-        found.append(Effect("listen", HOLD, _ident(m.group("name") or "")))
+        found.append(Effect(Kind.LISTEN, HOLD, _ident(m.group("name") or "")))
 
 
 def _prepare(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
     m = _PREPARE.match(masked, start, end)
     if m is not None:
-        found.append(Effect("prepare", HOLD, _ident(m.group("name"))))
+        found.append(Effect(Kind.PREPARE, HOLD, _ident(m.group("name"))))
 
 
 def _deallocate(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
     m = _DEALLOCATE.match(masked, start, end)
     if m is not None:
-        found.append(Effect("prepare", RELEASE_ALL) if m.group("all") else Effect("prepare", RELEASE, _ident(m.group("name"))))
+        found.append(Effect(Kind.PREPARE, RELEASE_ALL) if m.group("all") else Effect(Kind.PREPARE, RELEASE, _ident(m.group("name"))))
 
 
 def _declare(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
     m = _DECLARE.match(masked, start, end)
     if m is not None:
-        found.append(Effect("cursor", HOLD if m.group("hold") else NOTE, _ident(m.group("name"))))
+        found.append(Effect(Kind.CURSOR, HOLD if m.group("hold") else NOTE, _ident(m.group("name"))))
 
 
 def _close(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
     m = _CLOSE.match(masked, start, end)
     if m is not None:
-        found.append(Effect("cursor", RELEASE_ALL) if m.group("all") else Effect("cursor", RELEASE, _ident(m.group("name"))))
+        found.append(Effect(Kind.CURSOR, RELEASE_ALL) if m.group("all") else Effect(Kind.CURSOR, RELEASE, _ident(m.group("name"))))
 
 
 def _discard(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
@@ -256,11 +314,11 @@ def _discard(sql: str, masked: str, start: int, end: int, found: List[Effect]) -
         return
     what = m.group("what").upper()
     if what == "ALL":
-        found.append(Effect("discard_all", RELEASE_ALL, "*"))
+        found.append(Effect(Kind.DISCARD_ALL, RELEASE_ALL, "*"))
     elif what.startswith("TEMP"):
-        found.append(Effect("temp_table", RELEASE_ALL))
+        found.append(Effect(Kind.TEMP_TABLE, RELEASE_ALL))
     else:
-        found.append(Effect("discard", NOTE, what.lower()))
+        found.append(Effect(Kind.DISCARD, NOTE, what.lower()))
 
 
 _RULES = {
@@ -274,16 +332,16 @@ def _function(sql: str, masked: str, call: "re.Match[str]", end: int, found: Lis
     args = _arguments(sql, masked, call.end(), end)
     index = _params_before(sql, call.end())
     if fn in ("nextval", "setval"):
-        found.append(Effect("sequence", NOTE, args[0] if args else "", index))
+        found.append(Effect(Kind.SEQUENCE, NOTE, args[0] if args else "", index))
     elif fn == "set_config":
         _set_config(args, index, found)
     elif fn == "pg_advisory_unlock_all":
-        found.append(Effect("advisory_lock", RELEASE_ALL))
+        found.append(Effect(Kind.ADVISORY_LOCK, RELEASE_ALL))
     elif "xact" in fn:
-        found.append(Effect("advisory_xact_lock", NOTE, ",".join(args), index))
+        found.append(Effect(Kind.ADVISORY_XACT_LOCK, NOTE, ",".join(args), index))
     else:
         key = ("shared:" if fn.endswith("_shared") else "") + ",".join(args)
-        found.append(Effect("advisory_lock", RELEASE if "unlock" in fn else HOLD, key, index))
+        found.append(Effect(Kind.ADVISORY_LOCK, RELEASE if "unlock" in fn else HOLD, key, index))
 
 
 def _set_config(args: Sequence[str], index: int, found: List[Effect]) -> None:
@@ -291,15 +349,15 @@ def _set_config(args: Sequence[str], index: int, found: List[Effect]) -> None:
     is_local = args[2].lower() if len(args) > 2 else "'?'"
     if _PARAM.fullmatch(is_local) or _PARAM.fullmatch(name):
         # Which setting, or local or not, comes from a parameter: SessionState.apply decides.
-        found.append(Effect("set_config", HOLD, "\x00".join(args[:3]), index))
+        found.append(Effect(Kind.SET_CONFIG, HOLD, "\x00".join(args[:3]), index))
     elif is_local.strip("'") in _TRUE:
-        found.append(Effect("set_local", NOTE, _unquote(name), index))
+        found.append(Effect(Kind.SET_LOCAL, NOTE, _unquote(name), index))
     else:  # false, or an expression we cannot judge: held, the safe side
         found.append(_setting_effect(_unquote(name), HOLD))
 
 
-def _setting_effect(name: str, op: str) -> Effect:
-    kind = {"role": "set_role", "session_authorization": "session_authorization"}.get(name, "set")
+def _setting_effect(name: str, op: Op) -> Effect:
+    kind = {"role": Kind.SET_ROLE, "session_authorization": Kind.SESSION_AUTHORIZATION}.get(name, Kind.SET)
     return Effect(kind, op, name)
 
 
@@ -351,7 +409,7 @@ def resolve(effect: Effect, params: Any) -> Optional[Effect]:
             return str(value)
 
         key = _PARAM.sub(fill, key)
-    if effect.name != "set_config":
+    if effect.name != Kind.SET_CONFIG:
         return effect._replace(key=key) if key is not effect.key else effect
     name, _value, is_local = (key.split("\x00") + ["", ""])[:3]
     if is_local.strip("'").lower() in _TRUE:
