@@ -127,11 +127,16 @@ class GlobalRouter(Router):
             self._record(Failover(old, new, "dns", None if since is None else round(now - since, 3)))
 
 
-def router_for(wrapper: Any, params: Dict[str, Any]) -> Optional[GlobalRouter]:
-    """A GlobalRouter for the global writer endpoint, or a reader endpoint with ``home_region``."""
+def router_for(wrapper: Any, params: Dict[str, Any], own: bool = False) -> Optional[GlobalRouter]:
+    """A GlobalRouter for the global writer endpoint, or a reader endpoint with ``home_region``.
+
+    ``own``: a GlobalRouter for one connect only, as topology's ``router_for`` (a pool's
+    connects run in its worker threads at once); every GlobalRouter of an endpoint shares its
+    GlobalTopology, so a sign seen by the wrapper's routes the pool's connects too.
+    """
     options = wrapper.aurora_options
     templates = options.global_instance_templates
-    if not options.topology or not templates or wrapper.settings_dict["OPTIONS"].get("pool"):
+    if not options.topology or not templates:
         return None
     host = resolvable_host(params)
     if host is None:
@@ -143,10 +148,16 @@ def router_for(wrapper: Any, params: Dict[str, Any]) -> Optional[GlobalRouter]:
         if options.home_region is None or match is None or (match.group("kind") or "").lower() != "ro-":
             return None
         want_writer = False
+
+    def build() -> GlobalRouter:
+        return GlobalRouter(wrapper, host, int(params.get("port") or 5432), dict(templates), want_writer,
+                            options.home_region, options.cross_region_reads)
+
+    if own:
+        return build()
     router = getattr(wrapper, "_aurora_router", None)
     if not isinstance(router, GlobalRouter) or router.host != host or router.templates != templates:
-        router = GlobalRouter(wrapper, host, int(params.get("port") or 5432), dict(templates), want_writer,
-                              options.home_region, options.cross_region_reads)
+        router = build()
         wrapper._aurora_router = router
     return router
 
