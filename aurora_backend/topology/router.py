@@ -288,7 +288,6 @@ class Router:
             since = topo.suspect_since
             self._record(Failover(old, new, "dns", None if since is None else round(now - since, 3)))
 
-
     def _read_topology(self, conn: Any) -> Optional[List[Tuple[Any, ...]]]:
         """Rows (server_id, is_writer, ...) from ``conn``; None: no topology to learn."""
         return _ask(conn, TOPOLOGY_SQL)
