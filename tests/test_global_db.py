@@ -35,9 +35,6 @@ pytestmark = pytest.mark.timeout(90)
 OPTIONS = {"connect_deadline": 10, "connect_timeout": 2, "backoff_base": 0.02, "backoff_max": 0.2}
 ALIASES = ("gdb_w", "gdb_r", "gdb_dns", "gdb_fwd", "gdb_fwd_err")
 HOME = "local-2"
-no_pool_routing = pytest.mark.skipif(
-    pool_enabled(), reason="the global router does not route Django's pool's connects yet "
-                           "(docs/global_database.md); the pool path is the DNS path, covered by the ledger test")
 
 
 # -- without a database ----------------------------------------------------------------
@@ -91,15 +88,24 @@ def db(gdb, django_db_blocker):
 
     signals.topology_failover.connect(on_failover, dispatch_uid="test-global-db")
     with django_db_blocker.unblock():
-        for alias in ALIASES:
-            connections[alias].close()
+        _close_all()
         yield gdb, moves
-        for alias in ALIASES:
-            connections[alias].close()
+        _close_all()
     signals.topology_failover.disconnect(dispatch_uid="test-global-db")
     gdb.clock.release()
     gdb.clock.advance(gdb.dns_delay + gdb.dns.ttl)  # every DNS move of the test has happened
     gdb.dns.flush()
+
+
+def _close_all() -> None:
+    """Every alias's connection and, under Django's pool, its pool: each test starts as a new
+    process would, with no connection made before the topology registries were reset (a
+    pool's connection learns the global topology when it is opened, not when checked out)."""
+    for alias in ALIASES:
+        connections[alias].close()
+        close_pool = getattr(connections[alias], "close_pool", None)
+        if close_pool is not None:
+            close_pool()
 
 
 def where(using: str) -> Tuple[str, bool]:
@@ -144,7 +150,6 @@ def test_home_region_reads_stay_in_their_region(db):
         gdb.clock.advance(gdb.dns.ttl)  # a new answer from the reader endpoint each time
 
 
-@no_pool_routing
 def test_home_reader_falls_back_across_regions_only_by_choice(db):
     from django.db import OperationalError
 
@@ -238,7 +243,6 @@ def test_health_shows_the_global_topology_lags_and_home_region(db):
                                               "transaction, raise inside one")
 
 
-@no_pool_routing
 def test_switchover_found_faster_than_dns(db):
     gdb, moves = db
     old = gdb.writer
@@ -296,11 +300,10 @@ def test_ledger_from_the_secondary_region(db, event, capsys):
     errors: List[BaseException] = []
     lock, stop = threading.Lock(), threading.Event()
 
-    # On the DNS path (the DNS-only alias; the global endpoint under Django's pool,
-    # docs/global_database.md) a write waits for the record to move (TTL plus the move's
-    # delay), which retry_atomic's default 5 attempts may or may not outlast, by luck: the
-    # budget such an app needs covers the DNS window. The topology path needs no more than
-    # the defaults (services.transfer).
+    # On the DNS path (the DNS-only alias) a write waits for the record to move (TTL plus
+    # the move's delay), which retry_atomic's default 5 attempts may or may not outlast, by
+    # luck: the budget such an app needs covers the DNS window. The topology path, with or
+    # without Django's pool, needs no more than the defaults (services.transfer).
     transfers = {alias: retry_atomic(services._apply, using=alias, max_attempts=100, max_time=10)
                  for alias in paths}
 
@@ -310,7 +313,7 @@ def test_ledger_from_the_secondary_region(db, event, capsys):
             while not stop.is_set():
                 source, destination = rng.sample(accounts[alias], 2)
                 request_id = uuid.uuid4()
-                if alias == "gdb_dns" or pool_enabled():
+                if alias == "gdb_dns":
                     transfers[alias](source, destination, rng.randint(1, 5), request_id, alias)
                 else:
                     services.transfer(source, destination, rng.randint(1, 5), request_id=request_id, using=alias)
@@ -355,5 +358,4 @@ def test_ledger_from_the_secondary_region(db, event, capsys):
         print("\n%s (%s, TTL %.1f s, DNS moves %.1f s after promotion): write outage %.3f s via the global "
               "topology, %.3f s DNS-only" % (event, timeline["new_region"], gdb.dns.ttl, gdb.dns_delay,
                                              figures["gdb_w"], figures["gdb_dns"]))
-    if not pool_enabled():
-        assert any(m["how"] == "topology" and m["alias"] == "gdb_w" for m in moves)
+    assert any(m["how"] == "topology" and m["alias"] == "gdb_w" for m in moves)

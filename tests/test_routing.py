@@ -413,6 +413,30 @@ def test_reader_down_reads_go_to_the_writer_without_error(pair):
         ours.close()
 
 
+def test_first_use_of_a_new_pool_is_the_routers_reader_check(pair):
+    """The reader alias's first connection is made by the router's quick connect (its
+    reader check), before Django's own connect: under Django's pool, on a pool just built
+    and not yet opened. The reader is up, so the read is served there, with no fallback."""
+    events = []
+    signals.reader_fallback.connect(lambda sender, **kw: events.append(kw["reason"]), weak=False, dispatch_uid="t4")
+    reader = connections[R]
+    reader.close()
+    close_pool = getattr(reader, "close_pool", None)
+    if close_pool is not None:  # the next access to reader.pool builds a new one, not open
+        close_pool()
+    ours = router(reader_connect_deadline=2.0)
+    try:
+        with override_settings(DATABASE_ROUTERS=[ours]):
+            assert ours.db_for_read(Account) == R  # nothing touched the reader alias before this
+            with CaptureQueriesContext(reader) as on_reader:
+                assert Account.objects.get(name="seed").balance == 7
+            assert len(on_reader) == 1
+        assert events == [] and stats.snapshot(R)["reader_reads"] == 2
+    finally:
+        signals.reader_fallback.disconnect(dispatch_uid="t4")
+        ours.close()
+
+
 def test_settings_errors_name_the_key_and_reader_endpoint_is_derived():
     from django.core.exceptions import ImproperlyConfigured
 

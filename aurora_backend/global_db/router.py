@@ -23,14 +23,13 @@ from aurora_backend.connection.resolve import resolvable_host
 from aurora_backend.global_db import state
 from aurora_backend.global_db.endpoint import is_global_endpoint
 from aurora_backend.topology.router import Router, _ask
-from aurora_backend.topology.state import AURORA_ENDPOINT, Failover
+from aurora_backend.topology.state import AURORA_ENDPOINT
 
 logger = logging.getLogger("aurora_backend")
 
 GLOBAL_TOPOLOGY_SQL = (
     "SELECT server_id::text, session_id::text = 'MASTER_SESSION_ID', visibility_lag_in_msec::float8, "
     "aws_region::text FROM aurora_global_db_instance_status() ORDER BY 2 DESC, 1")
-FORGET_AFTER = 10  # refresh periods an instance missing from the answer is kept
 
 Probe = Tuple[str, Any, Optional[bool], Optional[str]]
 
@@ -98,40 +97,28 @@ class GlobalRouter(Router):
             return instance, None, None, None
         return super()._probe(parent, params, instance)
 
-    def learn(self, conn: Any) -> None:
-        """Refresh regions, instances, writer and lags from ``conn`` when stale."""
-        now = self.clock()
-        topo = self.topology
-        fresh = topo.learned_at is not None and now - topo.learned_at < self.options.topology_refresh
-        if fresh or now < topo.unknown_until:
-            return
-        rows = _ask(conn, GLOBAL_TOPOLOGY_SQL)
-        with topo.lock:
-            if not rows:  # not a global database (or no permission): DNS only, ask later
-                topo.unknown_until = now + self.options.topology_refresh
-                return
-            old = topo.writer
-            listed = [row[0] for row in rows]
-            for name, _, lag, region in rows:
-                topo.seen[name] = now
-                topo.regions[name] = region
-                topo.lags[name] = lag
-            keep = FORGET_AFTER * self.options.topology_refresh
-            topo.seen = {name: at for name, at in topo.seen.items() if now - at < keep}
-            topo.instances = sorted(topo.seen, key=lambda name: (name not in listed, name))
-            topo.writer = next((row[0] for row in rows if row[1]), None)
-            topo.learned_at = now
-            new = topo.writer
-        if self.want_writer and old is not None and new is not None and old != new and self.routed is None:
-            since = topo.suspect_since
-            self._record(Failover(old, new, "dns", None if since is None else round(now - since, 3)))
+    def _read_topology(self, conn: Any) -> Optional[List[Tuple[Any, ...]]]:
+        """The global topology; an empty answer (not a global database) is none: DNS only."""
+        return _ask(conn, GLOBAL_TOPOLOGY_SQL) or None
+
+    def _remember(self, topo: state.GlobalTopology, row: Tuple[Any, ...], now: float) -> None:  # type: ignore[override]
+        """One row, under ``topo.lock``: seen now, in its region, with its lag (None: the writer)."""
+        super()._remember(topo, row, now)
+        name, _, lag, region = row
+        topo.regions[name] = region
+        topo.lags[name] = lag
 
 
-def router_for(wrapper: Any, params: Dict[str, Any]) -> Optional[GlobalRouter]:
-    """A GlobalRouter for the global writer endpoint, or a reader endpoint with ``home_region``."""
+def router_for(wrapper: Any, params: Dict[str, Any], own: bool = False) -> Optional[GlobalRouter]:
+    """A GlobalRouter for the global writer endpoint, or a reader endpoint with ``home_region``.
+
+    ``own``: a GlobalRouter for one connect only, as topology's ``router_for`` (a pool's
+    connects run in its worker threads at once); every GlobalRouter of an endpoint shares its
+    GlobalTopology, so a sign seen by the wrapper's routes the pool's connects too.
+    """
     options = wrapper.aurora_options
     templates = options.global_instance_templates
-    if not options.topology or not templates or wrapper.settings_dict["OPTIONS"].get("pool"):
+    if not options.topology or not templates:
         return None
     host = resolvable_host(params)
     if host is None:
@@ -143,10 +130,16 @@ def router_for(wrapper: Any, params: Dict[str, Any]) -> Optional[GlobalRouter]:
         if options.home_region is None or match is None or (match.group("kind") or "").lower() != "ro-":
             return None
         want_writer = False
+
+    def build() -> GlobalRouter:
+        return GlobalRouter(wrapper, host, int(params.get("port") or 5432), dict(templates), want_writer,
+                            options.home_region, options.cross_region_reads)
+
+    if own:
+        return build()
     router = getattr(wrapper, "_aurora_router", None)
     if not isinstance(router, GlobalRouter) or router.host != host or router.templates != templates:
-        router = GlobalRouter(wrapper, host, int(params.get("port") or 5432), dict(templates), want_writer,
-                              options.home_region, options.cross_region_reads)
+        router = build()
         wrapper._aurora_router = router
     return router
 

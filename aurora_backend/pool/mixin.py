@@ -26,6 +26,7 @@ from django.db.backends.base.base import NO_DB_ALIAS
 
 from aurora_backend import drivers, stats
 from aurora_backend.connection.connect import connect_with_retry
+from aurora_backend.global_db.router import router_for as global_router_for
 from aurora_backend.topology import router as topology
 from aurora_backend.pool.config import (
     POOL_KEY, checkout_slice, connection_class, pool_arguments, pool_class, pool_options,
@@ -126,10 +127,11 @@ class PoolMixin:
                 pool.aurora_resuming.add(me)
             self._aurora_connect_retried(attempt)  # type: ignore[attr-defined]
 
-        # Topology routing (topology/router.py) per connect: after a failover sign, to the
-        # instance that says it is the writer, with this attempt's parameters (fresh
-        # credentials included), not the endpoint's stale DNS.
-        router = topology.router_for(self, kwargs, own=True)
+        # Topology routing (global_db/router.py for a global database, else topology/router.py)
+        # per connect: after a failover sign, to the instance that says it is the writer,
+        # with this attempt's parameters (fresh credentials included), not the endpoint's
+        # stale DNS.
+        router = global_router_for(self, kwargs, own=True) or topology.router_for(self, kwargs, own=True)
         routed = router.wrap(parent) if router is not None else parent
         try:
             connection, address = connect_with_retry(

@@ -227,6 +227,9 @@ def _connect_quickly(connection: Any, deadline: float) -> None:
     Django's pool waits its own ``timeout``: 30 s by default)."""
     pool = getattr(connection, "pool", None)  # Django 5.1+ with OPTIONS["pool"]: psycopg_pool
     if pool is not None:
+        # A brand-new pool is built closed (open=False, as Django's): Django opens it in
+        # get_new_connection, which has not run yet. open() is idempotent on an open pool.
+        pool.open()
         pool.putconn(pool.getconn(timeout=deadline))  # raises PoolTimeout if none can be had
     options = getattr(connection, "aurora_options", None)
     if options is not None and options.connect_deadline > deadline:

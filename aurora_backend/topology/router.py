@@ -268,7 +268,7 @@ class Router:
         fresh = topo.learned_at is not None and now - topo.learned_at < self.options.topology_refresh
         if fresh or now < topo.unknown_until:
             return
-        rows = _ask(conn, TOPOLOGY_SQL)
+        rows = self._read_topology(conn)
         with topo.lock:
             if rows is None:  # not Aurora, or no permission: the DNS path only, ask later
                 topo.unknown_until = now + self.options.topology_refresh
@@ -277,7 +277,7 @@ class Router:
             # A reader reconnecting (e.g. just after a promotion) is briefly missing from the
             # answer: keep what was seen recently; an instance that is gone costs one probe.
             for row in rows:
-                topo.seen[row[0]] = now
+                self._remember(topo, row, now)
             keep = FORGET_AFTER * self.options.topology_refresh
             topo.seen = {name: at for name, at in topo.seen.items() if now - at < keep}
             topo.instances = sorted(topo.seen, key=lambda name: (name not in [r[0] for r in rows], name))
@@ -287,6 +287,14 @@ class Router:
         if self.want_writer and old is not None and new is not None and old != new and self.routed is None:
             since = topo.suspect_since
             self._record(Failover(old, new, "dns", None if since is None else round(now - since, 3)))
+
+    def _read_topology(self, conn: Any) -> Optional[List[Tuple[Any, ...]]]:
+        """Rows (server_id, is_writer, ...) from ``conn``; None: no topology to learn."""
+        return _ask(conn, TOPOLOGY_SQL)
+
+    def _remember(self, topo: Topology, row: Tuple[Any, ...], now: float) -> None:
+        """One row of the answer, under ``topo.lock``: the instance was seen now."""
+        topo.seen[row[0]] = now
 
 
 def _ask(conn: Any, sql: str) -> Optional[List[Tuple[Any, ...]]]:
