@@ -143,11 +143,11 @@ def router_for(wrapper: Any, params: Dict[str, Any]) -> Optional[GlobalRouter]:
         if options.home_region is None or match is None or (match.group("kind") or "").lower() != "ro-":
             return None
         want_writer = False
-    router = getattr(wrapper, "_aurora_router", None)
+    router = wrapper.aurora.router
     if not isinstance(router, GlobalRouter) or router.host != host or router.templates != templates:
         router = GlobalRouter(wrapper, host, int(params.get("port") or 5432), dict(templates), want_writer,
                               options.home_region, options.cross_region_reads)
-        wrapper._aurora_router = router
+        wrapper.aurora.router = router
     return router
 
 

@@ -142,9 +142,9 @@ class ProxyModeMixin:
 
     #: Whether this alias runs in proxy mode (set by AuroraWrapperMixin.__init__).
     aurora_proxy_mode: bool = False
-    _aurora_tz_advised = False
-    #: The current connection's session timezone is not Django's (proxy mode did not SET it).
-    _aurora_tz_differs = False
+    #: tz_differs: the current connection's session timezone is not Django's (proxy mode
+    #: did not SET it); tz_advised: the warning was given (connection/state.py).
+    aurora: Any
 
     alias: str
     connection: Any
@@ -166,9 +166,10 @@ class ProxyModeMixin:
             return super()._configure_timezone(connection)  # type: ignore[misc]
         current = connection.info.parameter_status("TimeZone")
         wanted = self.timezone_name  # type: ignore[attr-defined]
-        self._aurora_tz_differs = bool(wanted and not same_zone(current, wanted))
-        if self._aurora_tz_differs and not self._aurora_tz_advised:
-            self._aurora_tz_advised = True
+        state = self.aurora
+        state.tz_differs = bool(wanted and not same_zone(current, wanted))
+        if state.tz_differs and not state.tz_advised:
+            state.tz_advised = True
             logger.warning(
                 "%s: proxy mode does not SET the session timezone (it would pin the session "
                 "behind RDS Proxy): the server's is %s, Django expects %s. Run %s",
@@ -177,7 +178,7 @@ class ProxyModeMixin:
 
     def create_cursor(self, name: Any = None) -> Any:
         cursor = super().create_cursor(name)  # type: ignore[misc]
-        if self._aurora_tz_differs and settings.USE_TZ:
+        if self.aurora.tz_differs and settings.USE_TZ:
             keep_server_instants(cursor, self.timezone)  # type: ignore[attr-defined]
         return cursor
 
