@@ -45,7 +45,7 @@ from aurora_backend.connection.freshness import FreshnessMixin, plain_health_hoo
 from aurora_backend.pool.config import pool_options
 from aurora_backend.pool.mixin import PoolMixin
 from aurora_backend.connection.lifetime import draw_expiry, reaper
-from aurora_backend.proxy.mode import ProxyModeMixin, pin_free_operations, proxy_enabled, proxy_options
+from aurora_backend.proxy.mode import ProxyModeMixin, pin_free_operations, proxy_enabled, proxy_options, server_instants
 from aurora_backend.options import OPTIONS_KEY, AuroraOptions
 from aurora_backend.runtime import Runtime
 from aurora_backend.connection.state import READERS_PRUNE_AT, ConnectionState
@@ -262,6 +262,8 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
             readers[id(cursor)] = weakref.ref(cursor)
         else:
             state.note_cursor(cursor)
+        if state.tz_differs:  # proxy mode, the server's time zone is not Django's
+            server_instants(self, cursor)
         if state.plain_make_cursor:  # nobody between us and Django: build it directly
             return _RetryingCursorWrapper(cursor, self)
         wrapped = super().make_cursor(cursor)  # type: ignore[misc]
@@ -270,6 +272,8 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
 
     def make_debug_cursor(self, cursor: Any) -> Any:
         self.aurora.note_cursor(cursor)
+        if self.aurora.tz_differs:
+            server_instants(self, cursor)
         wrapped = super().make_debug_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = retrying_cursor_class(type(wrapped))
         return wrapped

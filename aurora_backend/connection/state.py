@@ -185,6 +185,7 @@ class StatementState(Protocol):
     session: SessionState
     readers: Dict[int, Any]
     iterating: Dict[int, Any]
+    tz_differs: bool
 
     def note_cursor(self, cursor: Any) -> None: ...
 

@@ -38,6 +38,7 @@ from aurora_backend.connection.session_state import effects, seen, statement_tex
 from aurora_backend.connection.state import StatementState
 from aurora_backend.drivers import OPEN, is_named_cursor, refused_before_sending, status_of
 from aurora_backend.errors import ErrorKind, classify, driver_error
+from aurora_backend.proxy.mode import server_instants
 
 logger = logging.getLogger("aurora_backend")
 
@@ -203,7 +204,10 @@ class RetryingCursorMixin:
         self.db.ensure_connection()
         with self.db.wrap_database_errors:
             self.cursor = self.db.create_cursor()
-        self.db.aurora.note_cursor(self.cursor)
+        state = self.db.aurora
+        state.note_cursor(self.cursor)
+        if state.tz_differs:
+            server_instants(self.db, self.cursor)
 
 
 def note_write(db: Any) -> None:

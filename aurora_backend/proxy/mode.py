@@ -176,12 +176,6 @@ class ProxyModeMixin:
                 self.alias, current, wanted, timezone_advice(self.settings_dict.get("USER") or "", wanted))
         return False
 
-    def create_cursor(self, name: Any = None) -> Any:
-        cursor = super().create_cursor(name)  # type: ignore[misc]
-        if self.aurora.tz_differs and settings.USE_TZ:
-            keep_server_instants(cursor, self.timezone)  # type: ignore[attr-defined]
-        return cursor
-
     def chunked_cursor(self) -> Any:
         if self.aurora_proxy_mode:  # DECLARE pins: read .iterator() results client-side
             if not _iterator_warned.get(self.alias):
@@ -223,6 +217,16 @@ class ProxyModeMixin:
         if not self.aurora_proxy_mode or "isolation_level" not in self.settings_dict["OPTIONS"]:
             return None
         return getattr(self, "isolation_level", None)
+
+
+def server_instants(wrapper: Any, cursor: Any) -> None:
+    """A new driver cursor of ``wrapper`` whose session timezone is not Django's (proxy mode
+    did not SET it): make it read timestamps as the instants the server sent. Called, when
+    ``wrapper.aurora.tz_differs``, for every cursor made (``make_cursor``,
+    ``make_debug_cursor``, a re-run's new cursor), not as a ``create_cursor`` override: one
+    frame less per cursor when the time zones agree."""
+    if settings.USE_TZ:
+        keep_server_instants(cursor, wrapper.timezone)
 
 
 def _server_binding_cursor() -> Any:
