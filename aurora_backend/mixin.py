@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import weakref
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
@@ -81,6 +81,9 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
     autocommit: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Django makes a wrapper per alias per thread (``ConnectionHandler``), and a copy for
+        tests (``copy()``). Settings are parsed and checked here, once, and the wrapper gets its
+        own state object, ``self.aurora`` (connection/state.py)."""
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         options = AuroraOptions.from_settings(self.alias, self.settings_dict["OPTIONS"])
         self.aurora_proxy_mode = proxy_enabled(options, self.settings_dict)
@@ -109,19 +112,34 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
     # ----- connecting ---------------------------------------------------------------
 
     def get_connection_params(self) -> Dict[str, Any]:
+        """Django calls it in ``connect()`` (and our pool when it is built): the driver's
+        keyword arguments, without ``OPTIONS["aurora"]``, with TCP keepalives."""
         params = super().get_connection_params()  # type: ignore[misc]
         params.pop(OPTIONS_KEY, None)
         return keepalive.apply(params, self.aurora_options.silent_host_timeout)
 
     def get_new_connection(self, conn_params: Dict[str, Any]) -> Any:
-        parent = super().get_new_connection  # type: ignore[misc]
+        """Django calls it in ``connect()`` for the driver connection (with a pool, a checkout):
+        ours is retried and routed; the state starts afresh for the new connection."""
         pooled = self.pool is not None
+        connection, address = self._aurora_open(super().get_new_connection, conn_params, pooled)  # type: ignore[misc]
+        self.aurora_address = address or peer_address(connection) or conn_params.get("host")
+        now = self.aurora_runtime.clock()
+        # With a pool, the pool's max_lifetime ends connections (drawn from max_age: pool/config.py).
+        max_age = None if pooled else self.aurora_options.max_age
+        self.aurora.new_connection(now, draw_expiry(now, max_age, self.aurora_runtime.random), input_watch(connection))
+        return connection
+
+    def _aurora_open(self, parent: Callable[[Dict[str, Any]], Any], conn_params: Dict[str, Any],
+                     pooled: bool) -> Tuple[Any, Optional[str]]:
+        """A driver connection from ``parent`` (Django's get_new_connection) and the address it
+        went to (None: unknown): a connect retried up to connect_deadline, or a pool checkout."""
         if pooled:  # a checkout: the pool opened it (and routed it) through _aurora_pool_connect
             # The wrapper's Router first: a sign seen at checkout (a connection handed out dead,
             # stale or on a reader) or later in _aurora_close routes the pool's next connects.
             global_router_for(self, conn_params) or topology.router_for(self, conn_params)
             connection = self._aurora_checkout(parent, conn_params)
-            address = getattr(connection, "_aurora_address", None)
+            return connection, getattr(connection, "_aurora_address", None)
         else:
             router = global_router_for(self, conn_params) or topology.router_for(self, conn_params)
             try:
@@ -135,14 +153,11 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
             if router is not None:
                 address = router.routed[1] if router.routed else address
                 router.learn(connection)
-        self.aurora_address = address or peer_address(connection) or conn_params.get("host")
-        now = self.aurora_runtime.clock()
-        # With a pool, the pool's max_lifetime ends connections (drawn from max_age: pool/config.py).
-        max_age = None if pooled else self.aurora_options.max_age
-        self.aurora.new_connection(now, draw_expiry(now, max_age, self.aurora_runtime.random), input_watch(connection))
-        return connection
+            return connection, address
 
     def connect(self) -> None:
+        """Django calls it from ``ensure_connection()`` when there is no connection: connect
+        and run the connect-time setup, then count it, and signal a reconnect with its reason."""
         self._aurora_connect_through_setup()
         state = self.aurora
         reason, state.close_reason = state.close_reason, None
@@ -203,6 +218,8 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
 
     @cached_property
     def wrap_database_errors(self) -> DatabaseErrorWrapper:
+        """Django enters it around every driver call (cursors, commit, rollback, connect):
+        ours drops a connection the error proved dead before Django translates the error."""
         return _HealingErrorWrapper(self)
 
     def _aurora_on_driver_error(self, exc: BaseException) -> None:
@@ -247,6 +264,8 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
     # ----- cursors ------------------------------------------------------------------
 
     def chunked_cursor(self) -> Any:
+        """Django calls it for ``QuerySet.iterator()``: a server-side cursor, registered so
+        that it holds the connection while it is read."""
         # Django's only way to a server-side (named) cursor: QuerySet.iterator().
         wrapped = super().chunked_cursor()  # type: ignore[misc]
         if is_named_cursor(wrapped.cursor):  # see ConnectionState.cursors_open
@@ -255,6 +274,9 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         return wrapped
 
     def make_cursor(self, cursor: Any) -> Any:
+        """Django calls it (``_prepare_cursor``) for every cursor when queries are not logged:
+        the driver cursor, registered (its unread rows hold the connection), in our
+        CursorWrapper class (statements.py: re-run of a statement whose connection died)."""
         # Its unread rows will hold the connection (session.py): state.note_cursor, inlined.
         state = self.aurora
         readers = state.readers
@@ -271,6 +293,8 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         return wrapped
 
     def make_debug_cursor(self, cursor: Any) -> Any:
+        """Django calls it instead of ``make_cursor`` when queries are logged (DEBUG, or
+        ``force_debug_cursor``): the same, over Django's CursorDebugWrapper."""
         self.aurora.note_cursor(cursor)
         if self.aurora.tz_differs:
             server_instants(self, cursor)

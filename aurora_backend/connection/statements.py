@@ -157,6 +157,24 @@ class RetryingCursorMixin:
         if found:  # a statement that never left the first time may be a SET
             self.db.aurora.session.apply(found, params)
 
+    def callproc(self, procname: Any, params: Any = None, kparams: Any = None) -> Any:
+        """Django's ``callproc`` (around ``execute()``: no execute wrapper sees it), with what
+        the statement path does for ``SELECT procname(params)``: in use while it runs, and its
+        effects on session state (``callproc("pg_advisory_lock", [1])`` takes a session lock).
+        Never re-run: a function's fate is unknown once its connection died."""
+        db = self.db
+        state = db.aurora
+        state.last_used = IN_USE
+        try:
+            result = super().callproc(procname, params, kparams)  # type: ignore[misc]
+        finally:
+            state.last_used = db.aurora_runtime.clock()
+        arguments = len(params) if isinstance(params, (list, tuple)) else 0
+        found = effects("SELECT %s(%s)" % (procname, ", ".join(["%s"] * arguments)))
+        if found:
+            state.session.apply(found, list(params) if arguments else None)
+        return result
+
     # COPY goes around execute() (and so around Django's execute wrappers): a write all the
     # same, reported to the wrappers that ask for it (the router's write tracker) once it is
     # done. Driver methods, unwrapped, as Django's __getattr__ would return them.
