@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import threading
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Protocol, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Set, Tuple, runtime_checkable
 
 from aurora_backend.connection.session_state import Effect, SessionState
 
@@ -178,6 +178,7 @@ class ConnectionState:
         self.session.apply(found, params)
 
 
+@runtime_checkable
 class StatementState(Protocol):
     """What the cursor classes (``statements.py``) read and write, per statement."""
 
@@ -190,6 +191,7 @@ class StatementState(Protocol):
     def note_cursor(self, cursor: Any) -> None: ...
 
 
+@runtime_checkable
 class ReaperState(Protocol):
     """What the idle reaper thread (``lifetime.py``) needs of a wrapper's state."""
 
@@ -204,6 +206,7 @@ class ReaperState(Protocol):
     def after_fork(self) -> None: ...
 
 
+@runtime_checkable
 class RouterState(Protocol):
     """What the routers (topology, global database), the pool's checkout and the
     observability catalog read or set: the wrapper's Router, and whether a statement runs."""

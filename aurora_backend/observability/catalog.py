@@ -184,7 +184,7 @@ def connection_counts() -> Dict[Tuple[str, str], int]:
             continue
         if wrapper.connection is None:
             continue
-        used = wrapper.in_atomic_block or getattr(getattr(wrapper, "aurora", None), "last_used", 0.0) == math.inf
+        used = wrapper.in_atomic_block or wrapper.aurora.last_used == math.inf  # (statements.py IN_USE)
         key = (alias, "used" if used else "idle")
         counts[key] = counts.get(key, 0) + 1
     for alias, pool in pools.items():
