@@ -72,6 +72,9 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
     aurora_address: Optional[str] = None
     #: Our settings for this alias.
     aurora_options: AuroraOptions
+    #: Everything kept about this wrapper's connection (connection/state.py); the mixins
+    #: and collaborators see it through their Protocols.
+    aurora: ConnectionState
 
     # Attributes of Django's wrapper this mixin reads; declared for type checkers.
     alias: str

@@ -48,7 +48,8 @@ class Reapable(Protocol):
     """What the reaper needs of a registered wrapper: its state (the lock above all) and
     the close itself (``FreshnessMixin._aurora_reap_if_idle``, under that lock)."""
 
-    aurora: ReaperState
+    @property
+    def aurora(self) -> ReaperState: ...
 
     def _aurora_reap_if_idle(self) -> bool: ...
 
