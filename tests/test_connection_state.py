@@ -23,6 +23,7 @@ from aurora_backend.connection.state import ConnectionState, ReaperState, Router
 from aurora_backend.observability import catalog
 from aurora_backend.runtime import Runtime
 from tests.test_session_state import FakeClock
+from tests.test_statement_path import wait_until_running
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -157,12 +158,7 @@ def test_a_statement_counts_as_in_use_while_it_runs(wrapper, clock):
     worker.start()
     try:
         with connection.cursor() as cursor:  # until the statement runs on the server
-            running = 0
-            while not running and worker.is_alive():
-                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND query LIKE %s",
-                               [pid, "%in-use probe%"])
-                running = cursor.fetchone()[0]
-        assert running
+            wait_until_running(cursor, pid, "in-use probe", worker)
         assert math.isinf(wrapper.aurora.last_used)
         assert catalog.connection_counts()[(ALIAS, "used")] == 1
         with connection.cursor() as cursor:

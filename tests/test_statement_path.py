@@ -11,54 +11,38 @@ PostgreSQL, real terminated backends, an injected clock.
 from __future__ import annotations
 
 import math
-import random
 from typing import Any, Callable, Dict
 
 import pytest
-from django.db import DatabaseError, connection, connections
+from django.db import DatabaseError
 
 from aurora_backend import drivers
-from aurora_backend.base import DatabaseWrapper
 from aurora_backend.connection.lifetime import reaper
-from aurora_backend.runtime import Runtime
 from tests.test_reconnect import terminate
-from tests.test_session_state import FakeClock, admin  # noqa: F401 (fixture)
+from tests import test_session_state
+
+# Fixtures: the "session" alias (idle_timeout 1 s, max_age 10 s, a fake clock), an admin connection.
+wrapper, clock, admin = test_session_state.wrapper, test_session_state.clock, test_session_state.admin
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
-ALIAS = "statement_path"
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def wrapper(clock):
-    """An alias on the test database: idle_timeout 1 s, max_age 10 s, a fake clock, no pool."""
-    settings_dict = {**connection.settings_dict}
-    settings_dict["OPTIONS"] = {"aurora": {"idle_timeout": 1, "max_age": 10, "ping_after": None}}
-    db = DatabaseWrapper(settings_dict, alias=ALIAS)
-    db.aurora_runtime = Runtime(clock=clock, random=random.Random(0))
-    connections[ALIAS] = db
-    yield db
-    db.close()
-    del connections[ALIAS]
+def wait_until_running(cursor: Any, pid: int, marker: str, worker: Any) -> None:
+    """Poll pg_stat_activity with ``cursor`` until backend ``pid`` runs a statement containing
+    ``marker`` (sent by ``worker``, a thread); fail if the thread ends first."""
+    running = 0
+    while not running and worker.is_alive():
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND query LIKE %s",
+                       [pid, "%" + marker + "%"])
+        running = cursor.fetchone()[0]
+    assert running, "the statement never showed in pg_stat_activity"
 
 
 def pid_of(db: Any) -> int:
     with db.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         return cursor.fetchone()[0]
-
-
-def _execute(cursor: Any, sql: str, params: Any) -> None:
-    cursor.execute(sql, params)
-
-
-def _executemany(cursor: Any, sql: str, params: Any) -> None:
-    cursor.executemany(sql, [params])
 
 
 #: Each entry, given a cursor of ``wrapper``: take the session advisory lock 7.
@@ -136,7 +120,7 @@ def test_a_statement_is_in_use_while_it_runs_on_every_wrapped_entry(wrapper, clo
 
 
 @pytest.mark.parametrize("entry", ["execute", "debug execute"])
-def test_a_read_whose_connection_died_is_re_run_from_execute(wrapper, admin, entry):  # noqa: F811
+def test_a_read_whose_connection_died_is_re_run_from_execute(wrapper, admin, entry):
     with cursor_for(wrapper, entry) as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         pid = cursor.fetchone()[0]
@@ -147,7 +131,7 @@ def test_a_read_whose_connection_died_is_re_run_from_execute(wrapper, admin, ent
 
 
 @pytest.mark.parametrize("entry", ["executemany", "callproc"])
-def test_a_batch_or_a_function_whose_connection_died_is_not_re_run(wrapper, admin, entry):  # noqa: F811
+def test_a_batch_or_a_function_whose_connection_died_is_not_re_run(wrapper, admin, entry):
     with wrapper.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         pid = cursor.fetchone()[0]
@@ -160,7 +144,7 @@ def test_a_batch_or_a_function_whose_connection_died_is_not_re_run(wrapper, admi
     assert pid_of(wrapper) != pid  # the next cursor has a new connection
 
 
-def test_a_server_side_cursor_holds_the_connection_until_closed_and_is_never_re_run(wrapper, clock, admin):  # noqa: F811
+def test_a_server_side_cursor_holds_the_connection_until_closed_and_is_never_re_run(wrapper, clock, admin):
     with wrapper.cursor() as cursor:
         cursor.execute("SELECT 1")
     with wrapper.chunked_cursor() as named:
@@ -205,7 +189,7 @@ RUN_SLOWLY: Dict[str, Callable[[Any], None]] = {
 
 
 @pytest.mark.parametrize("entry", sorted(RUN_SLOWLY))
-def test_the_idle_reaper_leaves_a_running_statement_alone_on_every_entry(wrapper, clock, admin, entry):  # noqa: F811
+def test_the_idle_reaper_leaves_a_running_statement_alone_on_every_entry(wrapper, clock, admin, entry):
     import threading
 
     pid = pid_of(wrapper)
@@ -223,12 +207,7 @@ def test_the_idle_reaper_leaves_a_running_statement_alone_on_every_entry(wrapper
     worker.start()
     try:
         with admin.cursor() as cur:  # until the statement runs on the server
-            running = 0
-            while not running and worker.is_alive():
-                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND query LIKE %s",
-                            [pid, "%pg_sleep%"])
-                running = cur.fetchone()[0]
-        assert running, "the statement never showed in pg_stat_activity"
+            wait_until_running(cur, pid, "pg_sleep", worker)
         clock.now += 20  # idle_timeout long past, by the clock
         assert reaper.reap() == 0
     finally:

@@ -18,7 +18,7 @@ import os
 import random
 import threading
 import weakref
-from typing import Any, Optional, Protocol, Tuple
+from typing import Optional, Protocol, Tuple
 
 from aurora_backend.connection.state import ReaperState
 
