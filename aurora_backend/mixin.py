@@ -284,7 +284,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         state = self.aurora
         readers = state.readers
         if len(readers) < READERS_PRUNE_AT:
-            readers[id(cursor)] = weakref.ref(cursor)
+            readers[id(cursor)] = _weak(cursor)
         else:
             state.note_cursor(cursor)
         if state.tz_differs:  # proxy mode, the server's time zone is not Django's
@@ -310,6 +310,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
 _SETUP_ATTEMPTS = 5
 
 _RetryingCursorWrapper = retrying_cursor_class(CursorWrapper)
+_weak = weakref.ref
 _plain: Dict[type, bool] = {}
 
 

@@ -41,20 +41,20 @@ class FreshnessMixin(SessionMixin):
         transaction (``set_autocommit``), never inside one: close the connection here if it
         is expired, idle, closed, dead or on a demoted writer, so the next use opens a new one."""
         connection = self.connection
+        state = self.aurora
         # The driver's own flag too: inside connect(), set_autocommit() runs this hook on a
         # new connection that is not in autocommit yet (a ping would open a transaction).
         if connection is not None and not self.in_atomic_block and self.autocommit and connection.autocommit:
-            state = self.aurora
             with state.lock:  # the idle reaper reads last_used under it
                 now = self.aurora_runtime.clock()
                 if now < state.check_at and not connection.closed and not state.input_waiting():
                     reason = None  # the usual case: young, recently used, nothing on the socket
                 else:
+                    # At least once per idle window (from the check, not from each use: the
+                    # check itself reads last_used), and whenever the socket has news.
                     reason = self._aurora_full_check(now)
+                    state.check_at = state.next_check(now)
                 state.last_used = now
-                # state.next_check(now), inlined: this is the hot path of every query.
-                horizon, expires = now + state.idle_window, state.expires_at
-                state.check_at = horizon if expires is None or expires > horizon else expires
             if reason is not None:
                 self._aurora_close(reason)
             elif state.kept_news:  # kept for session state: say so, outside the lock
@@ -62,7 +62,7 @@ class FreshnessMixin(SessionMixin):
         # Django's own hooks after ours (postgresql's, then the base one) do nothing unless
         # CONN_HEALTH_CHECKS asks for a check not yet done: then, or with any other hook in
         # between (another mixin), they run. Skipping them saves three frames per cursor.
-        if not self.aurora.plain_health_hooks or (self.health_check_enabled and not self.health_check_done):  # type: ignore[attr-defined]
+        if not state.plain_health_hooks or (self.health_check_enabled and not self.health_check_done):  # type: ignore[attr-defined]
             super().close_if_health_check_failed()  # type: ignore[misc]
 
     def close_if_unusable_or_obsolete(self) -> None:
