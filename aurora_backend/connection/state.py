@@ -102,7 +102,7 @@ class ConnectionState:
         self.connected_at = self.last_used = now
         #: Monotonic time the connection expires (None: never; the pool's max_lifetime rules).
         self.expires_at = expires_at
-        #: Before it, only the socket needs a look (see close_if_health_check_failed).
+        #: Before it, only the socket needs a look (see close_if_health_check_failed); 0: now.
         self.check_at = self.next_check(now)
         #: The per-connection poll(): True when the server sent something while we were idle.
         self.input_waiting = input_waiting
@@ -120,7 +120,8 @@ class ConnectionState:
         self.kept_news: List[Tuple[str, List[str], Optional[BaseException]]] = []
 
     def next_check(self, now: float) -> float:
-        """Until then, a connection used at ``now`` needs no check but the socket poll."""
+        """When the next full check is due after one at ``now`` (until then, the pre-use check
+        polls the socket only): an idle window later, or at expiry if that comes first."""
         horizon = now + self.idle_window
         expires = self.expires_at
         return horizon if expires is None or expires > horizon else expires
