@@ -42,13 +42,15 @@ class FreshnessMixin(SessionMixin):
         is expired, idle, closed, dead or on a demoted writer, so the next use opens a new one."""
         connection = self.connection
         state = self.aurora
-        # The driver's own flag too: inside connect(), set_autocommit() runs this hook on a
-        # new connection that is not in autocommit yet (a ping would open a transaction).
-        if connection is not None and not self.in_atomic_block and self.autocommit and connection.autocommit:
+        if connection is not None and not self.in_atomic_block and self.autocommit:
             with state.lock:  # the idle reaper reads last_used under it
                 now = self.aurora_runtime.clock()
                 if now < state.check_at and not connection.closed and not state.input_waiting():
                     reason = None  # the usual case: young, recently used, nothing on the socket
+                elif not connection.autocommit:
+                    # The driver's own flag: inside connect(), set_autocommit() runs this hook on
+                    # a new connection not in autocommit yet (a ping would open a transaction).
+                    reason = None
                 else:
                     # At least once per idle window (from the check, not from each use: the
                     # check itself reads last_used), and whenever the socket has news.
