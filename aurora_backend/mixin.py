@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import weakref
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
@@ -46,10 +45,10 @@ from aurora_backend.connection.freshness import FreshnessMixin, plain_health_hoo
 from aurora_backend.pool.config import pool_options
 from aurora_backend.pool.mixin import PoolMixin
 from aurora_backend.connection.lifetime import draw_expiry, reaper
-from aurora_backend.proxy.mode import ProxyModeMixin, pin_free_operations, proxy_enabled, proxy_options
+from aurora_backend.proxy.mode import ProxyModeMixin, pin_free_operations, proxy_enabled, proxy_options, server_instants
 from aurora_backend.options import OPTIONS_KEY, AuroraOptions
 from aurora_backend.runtime import Runtime
-from aurora_backend.connection.session import READERS_PRUNE_AT
+from aurora_backend.connection.state import READERS_PRUNE_AT, ConnectionState
 from aurora_backend.connection.statements import _cursor_classes, retrying_cursor_class
 
 logger = logging.getLogger("aurora_backend")
@@ -73,6 +72,9 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
     aurora_address: Optional[str] = None
     #: Our settings for this alias.
     aurora_options: AuroraOptions
+    #: Everything kept about this wrapper's connection (connection/state.py); the mixins
+    #: and collaborators see it through their Protocols.
+    aurora: ConnectionState
 
     # Attributes of Django's wrapper this mixin reads; declared for type checkers.
     alias: str
@@ -82,6 +84,9 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
     autocommit: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Django makes a wrapper per alias per thread (``ConnectionHandler``), and a copy for
+        tests (``copy()``). Settings are parsed and checked here, once, and the wrapper gets its
+        own state object, ``self.aurora`` (connection/state.py)."""
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         options = AuroraOptions.from_settings(self.alias, self.settings_dict["OPTIONS"])
         self.aurora_proxy_mode = proxy_enabled(options, self.settings_dict)
@@ -91,25 +96,15 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         # Django's pool (OPTIONS["pool"]): bad settings fail here; built in pool/mixin.py.
         pool_options(self.alias, self.settings_dict)
         self.aurora_runtime = Runtime()
-        self._aurora_lock = threading.Lock()
-        self._aurora_expires_at: Optional[float] = None
-        self._aurora_last_used = 0.0
-        self._aurora_connected_at = 0.0
-        self._aurora_close_reason: Optional[str] = None
-        self._aurora_healing = False
-        self._aurora_suspect_read_only = False
-        # Before _aurora_check_at only the socket needs a look (see close_if_health_check_failed).
-        self._aurora_check_at = 0.0
         windows = [t for t in (self.aurora_options.idle_timeout, self.aurora_options.ping_after) if t is not None]
-        self._aurora_idle_window = min(windows, default=math.inf)
-        self._aurora_input_waiting: Callable[[], bool] = lambda: True
-        # Open server-side cursors: a slow consumer uses its connection between statements.
-        self._aurora_named_cursors: "weakref.WeakSet[Any]" = weakref.WeakSet()
-        # Per class, read per cursor: nobody between us and Django's make_cursor (see
-        # make_cursor), or its close_if_health_check_failed (see freshness.py).
-        self._aurora_plain_make_cursor = _plain_make_cursor(type(self))
-        self._aurora_plain_health_hooks = plain_health_hooks(type(self))
-        self._aurora_session_reset()
+        #: Everything kept about this wrapper's connection (connection/state.py).
+        self.aurora = ConnectionState(
+            idle_window=min(windows, default=math.inf),
+            # Per class, read per cursor: nobody between us and Django's make_cursor (see
+            # make_cursor), or its close_if_health_check_failed (see freshness.py).
+            plain_make_cursor=_plain_make_cursor(type(self)),
+            plain_health_hooks=plain_health_hooks(type(self)),
+        )
         forwarding.install(self)  # OPTIONS['aurora']['write_forwarding'] (global_db/forwarding.py)
         # Rotating credentials: checked now, fetched per connection (credentials/login.py).
         credentials.check_settings(self.alias, self.settings_dict, self.aurora_options.credentials)
@@ -120,19 +115,34 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
     # ----- connecting ---------------------------------------------------------------
 
     def get_connection_params(self) -> Dict[str, Any]:
+        """Django calls it in ``connect()`` (and our pool when it is built): the driver's
+        keyword arguments, without ``OPTIONS["aurora"]``, with TCP keepalives."""
         params = super().get_connection_params()  # type: ignore[misc]
         params.pop(OPTIONS_KEY, None)
         return keepalive.apply(params, self.aurora_options.silent_host_timeout)
 
     def get_new_connection(self, conn_params: Dict[str, Any]) -> Any:
-        parent = super().get_new_connection  # type: ignore[misc]
+        """Django calls it in ``connect()`` for the driver connection (with a pool, a checkout):
+        ours is retried and routed; the state starts afresh for the new connection."""
         pooled = self.pool is not None
+        connection, address = self._aurora_open(super().get_new_connection, conn_params, pooled)  # type: ignore[misc]
+        self.aurora_address = address or peer_address(connection) or conn_params.get("host")
+        now = self.aurora_runtime.clock()
+        # With a pool, the pool's max_lifetime ends connections (drawn from max_age: pool/config.py).
+        max_age = None if pooled else self.aurora_options.max_age
+        self.aurora.new_connection(now, draw_expiry(now, max_age, self.aurora_runtime.random), input_watch(connection))
+        return connection
+
+    def _aurora_open(self, parent: Callable[[Dict[str, Any]], Any], conn_params: Dict[str, Any],
+                     pooled: bool) -> Tuple[Any, Optional[str]]:
+        """A driver connection from ``parent`` (Django's get_new_connection) and the address it
+        went to (None: unknown): a connect retried up to connect_deadline, or a pool checkout."""
         if pooled:  # a checkout: the pool opened it (and routed it) through _aurora_pool_connect
             # The wrapper's Router first: a sign seen at checkout (a connection handed out dead,
             # stale or on a reader) or later in _aurora_close routes the pool's next connects.
             global_router_for(self, conn_params) or topology.router_for(self, conn_params)
             connection = self._aurora_checkout(parent, conn_params)
-            address = getattr(connection, "_aurora_address", None)
+            return connection, getattr(connection, "_aurora_address", None)
         else:
             router = global_router_for(self, conn_params) or topology.router_for(self, conn_params)
             try:
@@ -146,20 +156,14 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
             if router is not None:
                 address = router.routed[1] if router.routed else address
                 router.learn(connection)
-        self.aurora_address = address or peer_address(connection) or conn_params.get("host")
-        now = self.aurora_runtime.clock()
-        self._aurora_connected_at = self._aurora_last_used = now
-        self._aurora_input_waiting = input_watch(connection)
-        # With a pool, the pool's max_lifetime ends connections (drawn from max_age: pool/config.py).
-        max_age = None if pooled else self.aurora_options.max_age
-        self._aurora_expires_at = draw_expiry(now, max_age, self.aurora_runtime.random)
-        self._aurora_check_at = self._aurora_next_check(now)
-        self._aurora_session_reset()
-        return connection
+            return connection, address
 
     def connect(self) -> None:
+        """Django calls it from ``ensure_connection()`` when there is no connection: connect
+        and run the connect-time setup, then count it, and signal a reconnect with its reason."""
         self._aurora_connect_through_setup()
-        reason, self._aurora_close_reason = self._aurora_close_reason, None
+        state = self.aurora
+        reason, state.close_reason = state.close_reason, None
         stats.incr(self.alias, "connections")
         logger.debug("connected %s to %s", self.alias, self.aurora_address)
         if reason is not None:
@@ -217,11 +221,14 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
 
     @cached_property
     def wrap_database_errors(self) -> DatabaseErrorWrapper:
+        """Django enters it around every driver call (cursors, commit, rollback, connect):
+        ours drops a connection the error proved dead before Django translates the error."""
         return _HealingErrorWrapper(self)
 
     def _aurora_on_driver_error(self, exc: BaseException) -> None:
         """Drop the connection at once when ``exc`` proves it dead or on a demoted writer."""
-        if self.connection is None or self._aurora_healing:
+        state = self.aurora
+        if self.connection is None or state.healing:
             return
         kind = classify(exc, self.connection)
         if kind is ErrorKind.DISCONNECT:
@@ -233,18 +240,18 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
             # A write reached a read-only server. If it is a demoted writer (a reader now:
             # stale DNS after a failover), only a new connection reaches the new writer. A
             # read-only transaction on a writer is the app's choice: nothing to heal.
-            self._aurora_suspect_read_only = True
+            state.suspect_read_only = True
             self._aurora_pool_suspect_read_only()  # the pool's other connections: at checkout
-            self._aurora_check_at = 0.0  # inside a transaction: look at the next use outside
-            if self._aurora_holds_state("read_only"):
+            state.check_at = 0.0  # inside a transaction: look at the next use outside
+            if state.holds_state("read_only"):
                 self._aurora_announce_kept()  # a new connection would lose the app's session state
             elif not self.in_atomic_block and self.autocommit and is_idle(self.connection):
-                self._aurora_suspect_read_only = False
+                state.suspect_read_only = False
                 if in_recovery(self.connection):
                     self._aurora_close("read_only")
 
     def _aurora_close(self, reason: str) -> None:
-        router = getattr(self, "_aurora_router", None)
+        router = self.aurora.router
         if router is not None and reason in ("disconnect", "stale", "read_only"):
             router.suspect(reason)  # the instance behind the endpoint may have changed role
         super()._aurora_close(reason)
@@ -260,28 +267,40 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
     # ----- cursors ------------------------------------------------------------------
 
     def chunked_cursor(self) -> Any:
+        """Django calls it for ``QuerySet.iterator()``: a server-side cursor, registered so
+        that it holds the connection while it is read."""
         # Django's only way to a server-side (named) cursor: QuerySet.iterator().
         wrapped = super().chunked_cursor()  # type: ignore[misc]
-        if is_named_cursor(wrapped.cursor):  # see _aurora_cursors_open
-            self._aurora_named_cursors.add(wrapped.cursor)
-            self._aurora_readers.pop(id(wrapped.cursor), None)  # not a client cursor
+        if is_named_cursor(wrapped.cursor):  # see ConnectionState.cursors_open
+            self.aurora.named_cursors.add(wrapped.cursor)
+            self.aurora.readers.pop(id(wrapped.cursor), None)  # not a client cursor
         return wrapped
 
     def make_cursor(self, cursor: Any) -> Any:
-        # Its unread rows will hold the connection (session.py): _aurora_note_cursor, inlined.
-        readers = self._aurora_readers
+        """Django calls it (``_prepare_cursor``) for every cursor when queries are not logged:
+        the driver cursor, registered (its unread rows hold the connection), in our
+        CursorWrapper class (statements.py: re-run of a statement whose connection died)."""
+        # Its unread rows will hold the connection (session.py): state.note_cursor, inlined.
+        state = self.aurora
+        readers = state.readers
         if len(readers) < READERS_PRUNE_AT:
-            readers[id(cursor)] = weakref.ref(cursor)
+            readers[id(cursor)] = _weak(cursor)
         else:
-            self._aurora_note_cursor(cursor)
-        if self._aurora_plain_make_cursor:  # nobody between us and Django: build it directly
+            state.note_cursor(cursor)
+        if state.tz_differs:  # proxy mode, the server's time zone is not Django's
+            server_instants(self, cursor)
+        if state.plain_make_cursor:  # nobody between us and Django: build it directly
             return _RetryingCursorWrapper(cursor, self)
         wrapped = super().make_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = _cursor_classes.get(type(wrapped)) or retrying_cursor_class(type(wrapped))
         return wrapped
 
     def make_debug_cursor(self, cursor: Any) -> Any:
-        self._aurora_note_cursor(cursor)
+        """Django calls it instead of ``make_cursor`` when queries are logged (DEBUG, or
+        ``force_debug_cursor``): the same, over Django's CursorDebugWrapper."""
+        self.aurora.note_cursor(cursor)
+        if self.aurora.tz_differs:
+            server_instants(self, cursor)
         wrapped = super().make_debug_cursor(cursor)  # type: ignore[misc]
         wrapped.__class__ = retrying_cursor_class(type(wrapped))
         return wrapped
@@ -291,6 +310,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
 _SETUP_ATTEMPTS = 5
 
 _RetryingCursorWrapper = retrying_cursor_class(CursorWrapper)
+_weak = weakref.ref
 _plain: Dict[type, bool] = {}
 
 

@@ -69,7 +69,7 @@ def switch_off() -> None:
     def _execute(self: Any, sql: Any, params: Any, *ignored: Any) -> Any:
         db = self.db
         clock = db.aurora_runtime.clock
-        db._aurora_last_used = clock()
+        db.aurora.last_used = clock()
         idle_before = status_of(self.cursor.connection) not in OPEN
         try:
             return self._aurora_next_execute(sql, params, *ignored)
@@ -77,7 +77,7 @@ def switch_off() -> None:
             if not self._prepare_rerun(exc, sql, idle_before, many=False):
                 raise
         finally:
-            db._aurora_last_used = clock()
+            db.aurora.last_used = clock()
         return self._aurora_next_execute(sql, params, *ignored)
 
     statements.RetryingCursorMixin._execute = _execute  # type: ignore[method-assign]

@@ -112,9 +112,9 @@ def test_a_server_side_cursor_is_tracked_and_never_rerun(admin):
     Account.objects.bulk_create([Account(name="i%d" % i, balance=i) for i in range(6)])
     rows = Account.objects.order_by("name").values_list("name", flat=True).iterator(chunk_size=2)
     assert next(rows) == "i0"
-    open_cursors = list(connection._aurora_named_cursors)
+    open_cursors = list(connection.aurora.named_cursors)
     assert len(open_cursors) == 1 and drivers.is_named_cursor(open_cursors[0])
-    assert connection._aurora_cursors_open()
+    assert connection.aurora.cursors_open()
     terminate(admin, drivers.backend_pid(connection.connection))
     with pytest.raises(OperationalError):
         list(rows)

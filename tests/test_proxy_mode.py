@@ -269,7 +269,7 @@ def test_a_server_in_etc_utc_and_django_in_utc_is_no_difference(proxied, caplog)
                     cursor.execute("SELECT current_setting('TimeZone')")
                     assert cursor.fetchone() == ("Etc/UTC",)
         assert "does not SET the session timezone" not in caplog.text
-        assert connections["proxy_utc"]._aurora_tz_differs is False
+        assert connections["proxy_utc"].aurora.tz_differs is False
     finally:
         connections["proxy_utc"].close()
         del connections["proxy_utc"]

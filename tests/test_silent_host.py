@@ -268,12 +268,12 @@ def test_a_hung_reader_never_slows_the_writers_connects(cluster: Any) -> None:
     assert where() == (cluster.writer.id, False)  # learns the topology
     hung = cluster.readers[0]
     cluster.silence(hung.id)
-    connections["quiet"]._aurora_router.suspect("test: a scale event on the writer")
+    connections["quiet"].aurora.router.suspect("test: a scale event on the writer")
     times = [_connect_seconds("quiet") for _ in range(5)]
     assert where() == (cluster.writer.id, False)
     # Before: every routed connect waited for the hung reader's 2 s probe timeout.
     assert max(times) < 1.0, times
-    assert hung.id in topology.topology_for(connections["quiet"]._aurora_router.template, cluster.port).hung
+    assert hung.id in topology.topology_for(connections["quiet"].aurora.router.template, cluster.port).hung
 
 
 def test_a_new_connect_to_a_silent_writer_times_out_then_topology_finds_the_new_one(cluster: Any) -> None:

@@ -17,6 +17,7 @@ from aurora_backend.drivers import in_recovery, is_idle, transaction_open
 from aurora_backend.errors import connection_is_closed, is_scale_event
 from aurora_backend.connection.lifetime import reason_to_close
 from aurora_backend.connection.session import SessionMixin
+from aurora_backend.connection.state import ConnectionState
 from aurora_backend.connection.wire import pending_error
 
 logger = logging.getLogger("aurora_backend")
@@ -25,7 +26,7 @@ logger = logging.getLogger("aurora_backend")
 class FreshnessMixin(SessionMixin):
     """Expiry, idle close, and dead-connection detection before use (see the module doc)."""
 
-    # State owned by AuroraWrapperMixin.__init__ / get_new_connection, and Django's.
+    # Django's, and AuroraWrapperMixin's (set in its __init__).
     connection: Any
     alias: str
     in_atomic_block: bool
@@ -33,54 +34,50 @@ class FreshnessMixin(SessionMixin):
     aurora_address: Optional[str]
     aurora_options: Any
     aurora_runtime: Any
-    _aurora_lock: Any
-    _aurora_check_at: float
-    _aurora_idle_window: float
-    _aurora_expires_at: Optional[float]
-    _aurora_last_used: float
-    _aurora_connected_at: float
-    _aurora_close_reason: Optional[str]
-    _aurora_healing: bool
-    _aurora_suspect_read_only: bool
-    _aurora_named_cursors: Any
-    _aurora_input_waiting: Any
-    _aurora_plain_health_hooks: bool
+    aurora: ConnectionState
 
     def close_if_health_check_failed(self) -> None:
-        # Django's own pre-use hook: it runs before every cursor and when atomic() starts a
-        # transaction (set_autocommit), and nowhere inside one.
+        """Django calls it before every cursor (``_cursor``) and when ``atomic()`` starts a
+        transaction (``set_autocommit``), never inside one: close the connection here if it
+        is expired, idle, closed, dead or on a demoted writer, so the next use opens a new one."""
         connection = self.connection
-        # The driver's own flag too: inside connect(), set_autocommit() runs this hook on a
-        # new connection that is not in autocommit yet (a ping would open a transaction).
-        if connection is not None and not self.in_atomic_block and self.autocommit and connection.autocommit:
-            with self._aurora_lock:  # the idle reaper reads _aurora_last_used under it
+        state = self.aurora
+        if connection is not None and not self.in_atomic_block and self.autocommit:
+            with state.lock:  # the idle reaper reads last_used under it
                 now = self.aurora_runtime.clock()
-                if now < self._aurora_check_at and not connection.closed and not self._aurora_input_waiting():
+                if now < state.check_at and not connection.closed and not state.input_waiting():
                     reason = None  # the usual case: young, recently used, nothing on the socket
+                elif not connection.autocommit:
+                    # The driver's own flag: inside connect(), set_autocommit() runs this hook on
+                    # a new connection not in autocommit yet (a ping would open a transaction).
+                    reason = None
                 else:
+                    # At least once per idle window (from the check, not from each use: the
+                    # check itself reads last_used), and whenever the socket has news.
                     reason = self._aurora_full_check(now)
-                self._aurora_last_used = now
-                # _aurora_next_check(now), inlined: this is the hot path of every query.
-                horizon, expires = now + self._aurora_idle_window, self._aurora_expires_at
-                self._aurora_check_at = horizon if expires is None or expires > horizon else expires
+                    state.check_at = state.next_check(now)
+                state.last_used = now
             if reason is not None:
                 self._aurora_close(reason)
-            elif self._aurora_kept_news:  # kept for session state: say so, outside the lock
+            elif state.kept_news:  # kept for session state: say so, outside the lock
                 self._aurora_announce_kept()
         # Django's own hooks after ours (postgresql's, then the base one) do nothing unless
         # CONN_HEALTH_CHECKS asks for a check not yet done: then, or with any other hook in
         # between (another mixin), they run. Skipping them saves three frames per cursor.
-        if not self._aurora_plain_health_hooks or (self.health_check_enabled and not self.health_check_done):  # type: ignore[attr-defined]
+        if not state.plain_health_hooks or (self.health_check_enabled and not self.health_check_done):  # type: ignore[attr-defined]
             super().close_if_health_check_failed()  # type: ignore[misc]
 
     def close_if_unusable_or_obsolete(self) -> None:
+        """Django calls it at the start and end of each request (``request_started`` and
+        ``request_finished``): close an expired or idle connection there, as well as
+        Django's own CONN_MAX_AGE and errors-occurred checks (``super()``)."""
         if self.connection is not None and not self.in_atomic_block:
-            with self._aurora_lock:
+            with self.aurora.lock:
                 reason = self._aurora_reason_to_close(self.aurora_runtime.clock())
             if reason is not None:
                 self._aurora_close(reason)
                 return
-            if self._aurora_kept_news:
+            if self.aurora.kept_news:
                 self._aurora_announce_kept()
         super().close_if_unusable_or_obsolete()  # type: ignore[misc]
 
@@ -88,38 +85,30 @@ class FreshnessMixin(SessionMixin):
         connection = self.connection
         if connection_is_closed(connection):
             return "disconnect"
-        reason = reason_to_close(now, self._aurora_expires_at, self._aurora_last_used, self.aurora_options.idle_timeout)
+        state = self.aurora
+        reason = reason_to_close(now, state.expires_at, state.last_used, self.aurora_options.idle_timeout)
         if reason is not None and (
-            transaction_open(connection) or self._aurora_cursors_open() or self._aurora_holds_state(reason)
+            transaction_open(connection) or state.cursors_open() or state.holds_state(reason)
         ):
             return None  # expiry and idle close wait for a raw transaction, an iterator or session state to end
         return reason
 
-    def _aurora_cursors_open(self) -> bool:
-        """A server-side cursor (QuerySet.iterator()) is still being read on this connection."""
-        return any(not cursor.closed for cursor in list(self._aurora_named_cursors))
-
     def _aurora_full_check(self, now: float) -> Optional[str]:
         """Why a connection about to be used outside a transaction must be closed, if it must."""
+        state = self.aurora
         reason = self._aurora_reason_to_close(now)
-        if reason is not None or transaction_open(self.connection) or self._aurora_holds_state():
+        if reason is not None or transaction_open(self.connection) or state.holds_state():
             # A transaction opened with a raw BEGIN, or session state, belongs to the app: no
             # ping and no silent reconnect; its next statement reports a dead connection, as Django's.
             return reason
-        if self._aurora_suspect_read_only:
-            self._aurora_suspect_read_only = False
+        if state.suspect_read_only:
+            state.suspect_read_only = False
             if in_recovery(self.connection):
                 return "read_only"
         if self._aurora_looks_stale(now):
             self._aurora_note_pending_error()
             reason = None if self._aurora_ping() else "stale"
         return reason
-
-    def _aurora_next_check(self, now: float) -> float:
-        """Until then, a connection used at ``now`` needs no check but the socket poll."""
-        horizon = now + self._aurora_idle_window
-        expires = self._aurora_expires_at
-        return horizon if expires is None or expires > horizon else expires
 
     def _aurora_looks_stale(self, now: float) -> bool:
         """Idle past ``ping_after``, or the server sent something while we were idle.
@@ -130,9 +119,9 @@ class FreshnessMixin(SessionMixin):
         send on a new connection.
         """
         ping_after = self.aurora_options.ping_after
-        if ping_after is not None and now - self._aurora_last_used >= ping_after:
+        if ping_after is not None and now - self.aurora.last_used >= ping_after:
             return True
-        return self._aurora_input_waiting()
+        return self.aurora.input_waiting()
 
     def _aurora_ping(self) -> bool:
         """``SELECT 1`` on the driver connection: like Django's is_usable(), but our own, so
@@ -158,30 +147,33 @@ class FreshnessMixin(SessionMixin):
 
     def _aurora_close(self, reason: str) -> None:
         """Close on purpose; the next use opens a new connection (and resolves DNS again)."""
+        state = self.aurora
         # The reaper may have closed the driver connection first and said why.
-        reason = self._aurora_close_reason or reason
-        age = self.aurora_runtime.clock() - self._aurora_connected_at
+        reason = state.close_reason or reason
+        age = self.aurora_runtime.clock() - state.connected_at
         logger.info("closing connection %r to %s (%s, age %.1fs)", self.alias, self.aurora_address, reason, age)
         if reason == "expired":
             stats.incr(self.alias, "expired")
         elif reason == "idle" and self.connection is not None and not self.connection.closed:
             stats.incr(self.alias, "idle_closed")  # (the reaper counted those it closed)
         signals.connection_closed.send(sender=type(self), alias=self.alias, connection=self, reason=reason)
-        self._aurora_close_reason = reason
-        self._aurora_healing = True
+        state.close_reason = reason
+        state.healing = True
         self._aurora_pool_release_dead(reason)  # type: ignore[attr-defined]
         try:
             self.close()  # type: ignore[attr-defined]
         except Exception:  # closing a dead connection may complain; it is gone either way
             self.connection = None
         finally:
-            self._aurora_healing = False
+            state.healing = False
 
     def _aurora_reap_if_idle(self) -> bool:
         """Called by the idle reaper thread: close the driver connection if idle."""
         idle_timeout = self.aurora_options.idle_timeout
+        state = self.aurora
+        lock = state.lock
         # Never wait for the owner: it may be pinging a connection that hangs.
-        if idle_timeout is None or not self._aurora_lock.acquire(blocking=False):
+        if idle_timeout is None or not lock.acquire(blocking=False):
             return False
         kept = False
         try:
@@ -189,24 +181,24 @@ class FreshnessMixin(SessionMixin):
             if (
                 connection is None or self.in_atomic_block
                 or not self.autocommit or connection_is_closed(connection)
-                or self.aurora_runtime.clock() - self._aurora_last_used < idle_timeout
-                or not is_idle(connection) or self._aurora_cursors_open()
+                or self.aurora_runtime.clock() - state.last_used < idle_timeout
+                or not is_idle(connection) or state.cursors_open()
             ):
                 return False
-            if self._aurora_holds_state("idle"):
+            if state.holds_state("idle"):
                 kept = True
                 return False
             logger.info("closing idle connection %r to %s", self.alias, self.aurora_address)
             stats.incr(self.alias, "idle_closed")
-            self._aurora_close_reason = "idle"
+            state.close_reason = "idle"
             try:
                 connection.close()
             except Exception:
                 pass
             return True
         finally:
-            self._aurora_lock.release()
-            if kept and self._aurora_kept_news:
+            lock.release()
+            if kept and state.kept_news:
                 self._aurora_announce_kept()
 
 

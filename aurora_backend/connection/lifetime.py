@@ -18,7 +18,9 @@ import os
 import random
 import threading
 import weakref
-from typing import Any, Optional, Tuple
+from typing import Optional, Protocol, Tuple
+
+from aurora_backend.connection.state import ReaperState
 
 logger = logging.getLogger("aurora_backend")
 
@@ -42,17 +44,27 @@ def reason_to_close(
     return None
 
 
+class Reapable(Protocol):
+    """What the reaper needs of a registered wrapper: its state (the lock above all) and
+    the close itself (``FreshnessMixin._aurora_reap_if_idle``, under that lock)."""
+
+    @property
+    def aurora(self) -> ReaperState: ...
+
+    def _aurora_reap_if_idle(self) -> bool: ...
+
+
 class IdleReaper:
     """Closes idle connections of registered DatabaseWrappers from a daemon thread."""
 
     def __init__(self) -> None:
-        self._wrappers: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._wrappers: "weakref.WeakSet[Reapable]" = weakref.WeakSet()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.interval = 30.0
 
-    def register(self, wrapper: Any, idle_timeout: float) -> None:
+    def register(self, wrapper: Reapable, idle_timeout: float) -> None:
         with self._lock:
             self._wrappers.add(wrapper)
             # Check often enough that a connection is closed at most 25% late.
@@ -68,7 +80,7 @@ class IdleReaper:
         """A forked child has none of the parent's threads: a lock the reaper held at the
         fork would never be released. Start afresh (the next connect registers again)."""
         for wrapper in list(self._wrappers):
-            wrapper._aurora_lock = threading.Lock()
+            wrapper.aurora.after_fork()
         self._wrappers = weakref.WeakSet()
         self._lock = threading.Lock()
         self._wake = threading.Event()

@@ -28,14 +28,16 @@ import contextlib
 import logging
 import math
 import weakref
-from typing import Any, Dict, Iterator, Type
+from typing import Any, Dict, Iterator, List, Protocol, Type
 
 from django.db import Error as DjangoDatabaseError
 from django.db.backends.utils import CursorWrapper
 
 from aurora_backend.connection.session_state import effects, seen, statement_text
+from aurora_backend.connection.state import StatementState
 from aurora_backend.drivers import OPEN, is_named_cursor, refused_before_sending, status_of
 from aurora_backend.errors import ErrorKind, classify, driver_error
+from aurora_backend.proxy.mode import server_instants
 from aurora_backend.sql.reads import is_read
 
 logger = logging.getLogger("aurora_backend")
@@ -45,23 +47,43 @@ def provably_not_sent(exc: BaseException) -> bool:
     return refused_before_sending(driver_error(exc))
 
 
+class _CursorDB(Protocol):
+    """What a cursor class needs of its wrapper (``self.db``)."""
+
+    aurora: StatementState
+    aurora_runtime: Any
+    aurora_options: Any
+    execute_wrappers: List[Any]
+    in_atomic_block: bool
+    autocommit: bool
+    connection: Any
+
+
 class RetryingCursorMixin:
     """Mixed into Django's CursorWrapper classes by the ENGINE (see ``make_cursor``)."""
 
     cursor: Any
-    db: Any
+    db: Any  # a _CursorDB (Any: Django's own wrapper type is what type checkers know it as)
 
-    # The hot path is one try block with no Python call but the wrapped _execute (the status
-    # read is one C call): everything else happens only after an error. The _execute of each
-    # class is made by _execute_over() with the next _execute in the MRO bound in it.
+    # One statement path (see _execute_over): the hot path is one try block with no Python
+    # call but the wrapped _execute (the status read is one C call); everything else happens
+    # only after an error. The _execute of each class is made by _execute_over() with the next
+    # _execute in the MRO bound in it; in a class whose execute() is Django's own, the same
+    # function is execute() too (see retrying_cursor_class).
     _aurora_next_execute: Any
     _aurora_next_executemany: Any
     _execute: Any
 
     def _executemany(self, sql: Any, param_list: Any, *ignored: Any) -> Any:
+        """Django's ``_executemany`` (``ignored``: Django's wrapper loop passes ``many`` and
+        its context), and, in a class whose ``executemany()`` is Django's own, that too: with
+        execute wrappers and no ``ignored``, it is the app's call, and the wrappers run first."""
         db = self.db
+        if not ignored and db.execute_wrappers:
+            return self._execute_with_wrappers(sql, param_list, many=True, executor=self._executemany)  # type: ignore[attr-defined]
+        state = db.aurora
         clock = db.aurora_runtime.clock
-        db._aurora_last_used = clock()
+        state.last_used = clock()
         idle_before = status_of(self.cursor.connection) not in OPEN
         try:
             result = self._aurora_next_executemany(sql, param_list, *ignored)
@@ -71,10 +93,10 @@ class RetryingCursorMixin:
         else:
             found = effects(sql) if sql.__class__ is str else effects(statement_text(sql, self.cursor.connection))
             if found:  # parameters may have been an iterator, consumed: keys stay unresolved
-                db._aurora_session.apply(found)
+                state.session.apply(found)
             return result
         finally:
-            db._aurora_last_used = clock()
+            state.last_used = clock()
         result = self._aurora_next_executemany(sql, param_list, *ignored)
         self._after_rerun(sql, None)
         return result
@@ -110,7 +132,25 @@ class RetryingCursorMixin:
         cursor = self.cursor  # (registered by _reopen: see session.py)
         found = effects(statement_text(sql, cursor.connection))
         if found:  # a statement that never left the first time may be a SET
-            self.db._aurora_session.apply(found, params)
+            self.db.aurora.session.apply(found, params)
+
+    def callproc(self, procname: Any, params: Any = None, kparams: Any = None) -> Any:
+        """Django's ``callproc`` (around ``execute()``: no execute wrapper sees it), with what
+        the statement path does for ``SELECT procname(params)``: in use while it runs, and its
+        effects on session state (``callproc("pg_advisory_lock", [1])`` takes a session lock).
+        Never re-run: a function's fate is unknown once its connection died."""
+        db = self.db
+        state = db.aurora
+        state.last_used = IN_USE
+        try:
+            result = super().callproc(procname, params, kparams)  # type: ignore[misc]
+        finally:
+            state.last_used = db.aurora_runtime.clock()
+        arguments = len(params) if isinstance(params, (list, tuple)) else 0
+        found = effects("SELECT %s(%s)" % (procname, ", ".join(["%s"] * arguments)))
+        if found:
+            state.session.apply(found, list(params) if arguments else None)
+        return result
 
     # COPY goes around execute() (and so around Django's execute wrappers): a write all the
     # same, reported to the wrappers that ask for it (the router's write tracker) once it is
@@ -138,7 +178,7 @@ class RetryingCursorMixin:
     def __iter__(self) -> Any:
         # Until the loop ends, its cursor holds the connection even after the last row: the
         # loop's final next() must find the cursor open (session.py).
-        cursor, iterating = self.cursor, self.db._aurora_iterating
+        cursor, iterating = self.cursor, self.db.aurora.iterating
         iterating[id(cursor)] = weakref.ref(cursor)
         try:
             yield from super().__iter__()  # type: ignore[misc]
@@ -149,7 +189,7 @@ class RetryingCursorMixin:
         # Django's CursorWrapper has no close() (its __getattr__ finds the driver's): the
         # same, and the cursor's unread rows no longer hold the connection.
         cursor = self.cursor
-        self.db._aurora_readers.pop(id(cursor), None)
+        self.db.aurora.readers.pop(id(cursor), None)
         return cursor.close()
 
     def _reopen(self, exc: BaseException, sql: Any) -> None:
@@ -159,7 +199,10 @@ class RetryingCursorMixin:
         self.db.ensure_connection()
         with self.db.wrap_database_errors:
             self.cursor = self.db.create_cursor()
-        self.db._aurora_note_cursor(self.cursor)
+        state = self.db.aurora
+        state.note_cursor(self.cursor)
+        if state.tz_differs:
+            server_instants(self.db, self.cursor)
 
 
 def note_write(db: Any) -> None:
@@ -170,17 +213,29 @@ def note_write(db: Any) -> None:
             note(db)
 
 
-#: ``_aurora_last_used`` while a statement runs: the idle reaper (``now - last_used <
+#: ``aurora.last_used`` while a statement runs: the idle reaper (``now - last_used <
 #: idle_timeout``) stays away, as it would with the clock read at the start, without the read.
 IN_USE = math.inf
 
 
 def _execute_over(next_execute: Any) -> Any:
-    """The ``_execute`` of a cursor class whose next ``_execute`` in the MRO is ``next_execute``."""
+    """The one statement path: the ``_execute`` of a cursor class whose next ``_execute`` in
+    the MRO is ``next_execute`` and, where that class's ``execute()`` is Django's own, its
+    ``execute()`` as well (one function: no copy to keep in step).
 
-    def _execute(self: Any, sql: Any, params: Any, *ignored: Any) -> Any:
-        db, cursor = self.db, self.cursor  # (each self.X goes through CursorWrapper.__getattr__'s hook)
-        db._aurora_last_used = IN_USE  # in use: the idle reaper stays away
+    Called as ``_execute`` by Django's wrapper loop (``_execute_with_wrappers``), it gets
+    ``many`` and the context in ``ignored``, and runs the statement. Called as ``execute``
+    by the app (no ``ignored``), it does what Django's ``execute`` does: with execute
+    wrappers, their loop first (which calls this again as ``_execute``); without, the
+    statement at once, two frames fewer than Django's path.
+    """
+
+    def _execute(self: Any, sql: Any, params: Any = None, *ignored: Any) -> Any:
+        db = self.db  # (each self.X goes through CursorWrapper.__getattr__'s hook on a miss)
+        if not ignored and db.execute_wrappers:
+            return self._execute_with_wrappers(sql, params, many=False, executor=self._execute)
+        state, cursor = db.aurora, self.cursor
+        state.last_used = IN_USE  # in use: the idle reaper stays away
         idle_before = status_of(cursor.connection) not in OPEN
         try:
             result = next_execute(self, sql, params, *ignored) if ignored else next_execute(self, sql, params)
@@ -194,10 +249,10 @@ def _execute_over(next_execute: Any) -> Any:
             if found is None:
                 found = effects(sql if sql.__class__ is str else statement_text(sql, cursor.connection))
             if found:
-                db._aurora_session.apply(found, params)
+                state.session.apply(found, params)
             return result
         finally:
-            db._aurora_last_used = db.aurora_runtime.clock()  # e.g. before a fetch
+            state.last_used = db.aurora_runtime.clock()  # e.g. before a fetch
         result = next_execute(self, sql, params, *ignored)
         self._after_rerun(sql, params)
         return result
@@ -205,51 +260,7 @@ def _execute_over(next_execute: Any) -> Any:
     return _execute
 
 
-def _direct_execute_over(next_execute: Any) -> Any:
-    """Django's CursorWrapper.execute, with our ``_execute`` in place of its wrapper loop.
-
-    Django's ``execute`` calls ``_execute_with_wrappers``, which only builds a context and
-    wraps the executor in each of ``db.execute_wrappers``; with none, it calls
-    ``self._execute(sql, params, many, context)``, which ignores the last two. With wrappers,
-    Django's path runs; without, the body of our ``_execute`` (a copy of the one above, for
-    one Python frame less per statement: keep the two the same) runs here.
-    """
-
-    def execute(self: Any, sql: Any, params: Any = None) -> Any:
-        db = self.db
-        if db.execute_wrappers:
-            return self._execute_with_wrappers(sql, params, many=False, executor=self._execute)
-        cursor = self.cursor
-        db._aurora_last_used = IN_USE
-        idle_before = status_of(cursor.connection) not in OPEN
-        try:
-            result = next_execute(self, sql, params)
-        except DjangoDatabaseError as exc:
-            if not self._prepare_rerun(exc, sql, idle_before, many=False):
-                raise
-        else:
-            found = seen.get(sql) if sql.__class__ is str else None
-            if found is None:
-                found = effects(sql if sql.__class__ is str else statement_text(sql, cursor.connection))
-            if found:
-                db._aurora_session.apply(found, params)
-            return result
-        finally:
-            db._aurora_last_used = db.aurora_runtime.clock()
-        result = next_execute(self, sql, params)
-        self._after_rerun(sql, params)
-        return result
-
-    return execute
-
-
 _cursor_classes: Dict[type, Type[Any]] = {}
-
-
-def _direct_executemany(self: Any, sql: Any, param_list: Any) -> Any:
-    if self.db.execute_wrappers:
-        return self._execute_with_wrappers(sql, param_list, many=True, executor=self._executemany)
-    return self._executemany(sql, param_list)
 
 
 def retrying_cursor_class(wrapper_class: type) -> Type[Any]:
@@ -258,21 +269,22 @@ def retrying_cursor_class(wrapper_class: type) -> Type[Any]:
         return wrapper_class
     klass = _cursor_classes.get(wrapper_class)
     if klass is None:
+        execute = _execute_over(wrapper_class._execute)  # type: ignore[attr-defined]
         namespace: Dict[str, Any] = {
             # What super()._execute would find, bound once here (the per-statement path).
             "_aurora_next_execute": wrapper_class._execute,  # type: ignore[attr-defined]
-            "_execute": _execute_over(wrapper_class._execute),  # type: ignore[attr-defined]
+            "_execute": execute,
             "_aurora_next_executemany": wrapper_class._executemany,  # type: ignore[attr-defined]
         }
-        # Django's own execute() in front of its own _execute_with_wrappers(): the statement
-        # path can skip two frames (our execute does what our _execute does). Any other execute() (the
-        # debug wrapper's, another library's) is kept as it is.
+        # Django's own execute() in front of its own _execute_with_wrappers(): the same function
+        # is execute() (it runs the wrappers itself when there are any), two frames fewer per
+        # statement. Any other execute() (the debug wrapper's, another library's) is kept.
         if (
             wrapper_class.execute is CursorWrapper.execute  # type: ignore[attr-defined]
             and wrapper_class.executemany is CursorWrapper.executemany  # type: ignore[attr-defined]
             and wrapper_class._execute_with_wrappers is CursorWrapper._execute_with_wrappers  # type: ignore[attr-defined]
         ):
-            namespace.update(execute=_direct_execute_over(wrapper_class._execute), executemany=_direct_executemany)
+            namespace.update(execute=execute, executemany=RetryingCursorMixin._executemany)
         klass = type("Aurora" + wrapper_class.__name__, (RetryingCursorMixin, wrapper_class), namespace)
         _cursor_classes[wrapper_class] = klass
     return klass

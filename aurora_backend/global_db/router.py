@@ -137,10 +137,10 @@ def router_for(wrapper: Any, params: Dict[str, Any], own: bool = False) -> Optio
 
     if own:
         return build()
-    router = getattr(wrapper, "_aurora_router", None)
+    router = wrapper.aurora.router
     if not isinstance(router, GlobalRouter) or router.host != host or router.templates != templates:
         router = build()
-        wrapper._aurora_router = router
+        wrapper.aurora.router = router
     return router
 
 

@@ -125,7 +125,7 @@ instances = Instances()
 
 def instance_of(wrapper: Any, address: Optional[str] = None) -> Optional[str]:
     """The Aurora instance a wrapper is connected to (topology's id), else its address."""
-    router = getattr(wrapper, "_aurora_router", None)
+    router = getattr(getattr(wrapper, "aurora", None), "router", None)
     current = getattr(router, "current", None)
     return current or address or getattr(wrapper, "aurora_address", None)
 
@@ -184,7 +184,7 @@ def connection_counts() -> Dict[Tuple[str, str], int]:
             continue
         if wrapper.connection is None:
             continue
-        used = wrapper.in_atomic_block or getattr(wrapper, "_aurora_last_used", 0.0) == math.inf
+        used = wrapper.in_atomic_block or wrapper.aurora.last_used == math.inf  # (statements.py IN_USE)
         key = (alias, "used" if used else "idle")
         counts[key] = counts.get(key, 0) + 1
     for alias, pool in pools.items():

@@ -31,6 +31,7 @@ from aurora_backend.topology import router as topology
 from aurora_backend.pool.config import (
     POOL_KEY, checkout_slice, connection_class, pool_arguments, pool_class, pool_options,
 )
+from aurora_backend.connection.state import RouterState
 from aurora_backend.drivers import in_recovery, input_watch, peer_address
 
 logger = logging.getLogger("aurora_backend")
@@ -76,6 +77,7 @@ class PoolMixin:
     settings_dict: Dict[str, Any]
     aurora_options: Any
     aurora_runtime: Any
+    aurora: RouterState
     _connection_pools: Dict[str, Any]
 
     @property
@@ -176,7 +178,7 @@ class PoolMixin:
             if reason is None:
                 return connection
             logger.info("pool of %r handed out a %s connection: dropped", self.alias, reason)
-            router = getattr(self, "_aurora_router", None)
+            router = self.aurora.router
             if router is not None:  # the instance behind the endpoint may have changed role
                 router.suspect(reason)
             _drop(pool, connection)

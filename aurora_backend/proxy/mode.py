@@ -142,9 +142,9 @@ class ProxyModeMixin:
 
     #: Whether this alias runs in proxy mode (set by AuroraWrapperMixin.__init__).
     aurora_proxy_mode: bool = False
-    _aurora_tz_advised = False
-    #: The current connection's session timezone is not Django's (proxy mode did not SET it).
-    _aurora_tz_differs = False
+    #: tz_differs: the current connection's session timezone is not Django's (proxy mode
+    #: did not SET it); tz_advised: the warning was given (connection/state.py).
+    aurora: Any
 
     alias: str
     connection: Any
@@ -166,20 +166,15 @@ class ProxyModeMixin:
             return super()._configure_timezone(connection)  # type: ignore[misc]
         current = connection.info.parameter_status("TimeZone")
         wanted = self.timezone_name  # type: ignore[attr-defined]
-        self._aurora_tz_differs = bool(wanted and not same_zone(current, wanted))
-        if self._aurora_tz_differs and not self._aurora_tz_advised:
-            self._aurora_tz_advised = True
+        state = self.aurora
+        state.tz_differs = bool(wanted and not same_zone(current, wanted))
+        if state.tz_differs and not state.tz_advised:
+            state.tz_advised = True
             logger.warning(
                 "%s: proxy mode does not SET the session timezone (it would pin the session "
                 "behind RDS Proxy): the server's is %s, Django expects %s. Run %s",
                 self.alias, current, wanted, timezone_advice(self.settings_dict.get("USER") or "", wanted))
         return False
-
-    def create_cursor(self, name: Any = None) -> Any:
-        cursor = super().create_cursor(name)  # type: ignore[misc]
-        if self._aurora_tz_differs and settings.USE_TZ:
-            keep_server_instants(cursor, self.timezone)  # type: ignore[attr-defined]
-        return cursor
 
     def chunked_cursor(self) -> Any:
         if self.aurora_proxy_mode:  # DECLARE pins: read .iterator() results client-side
@@ -222,6 +217,16 @@ class ProxyModeMixin:
         if not self.aurora_proxy_mode or "isolation_level" not in self.settings_dict["OPTIONS"]:
             return None
         return getattr(self, "isolation_level", None)
+
+
+def server_instants(wrapper: Any, cursor: Any) -> None:
+    """A new driver cursor of ``wrapper`` whose session timezone is not Django's (proxy mode
+    did not SET it): make it read timestamps as the instants the server sent. Called, when
+    ``wrapper.aurora.tz_differs``, for every cursor made (``make_cursor``,
+    ``make_debug_cursor``, a re-run's new cursor), not as a ``create_cursor`` override: one
+    frame less per cursor when the time zones agree."""
+    if settings.USE_TZ:
+        keep_server_instants(cursor, wrapper.timezone)
 
 
 def _server_binding_cursor() -> Any:

@@ -342,8 +342,8 @@ def router_for(wrapper: Any, params: Dict[str, Any], own: bool = False) -> Optio
     want_writer = kind != "ro-"
     if own:
         return Router(wrapper, host, int(params.get("port") or 5432), template, want_writer)
-    router = getattr(wrapper, "_aurora_router", None)
+    router = wrapper.aurora.router
     if router is None or router.host != host or router.template != template:
         router = Router(wrapper, host, int(params.get("port") or 5432), template, want_writer)
-        wrapper._aurora_router = router
+        wrapper.aurora.router = router
     return router
