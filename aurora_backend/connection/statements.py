@@ -74,18 +74,13 @@ class RetryingCursorMixin:
     _aurora_next_executemany: Any
     _execute: Any
 
-    def _app_executemany(self, sql: Any, param_list: Any) -> Any:
-        """``executemany()`` in a class whose ``executemany()`` is Django's own (see
-        retrying_cursor_class; Django's signature too): the execute wrappers' loop when there
-        are any, else the batch at once."""
-        if self.db.execute_wrappers:
-            return self._execute_with_wrappers(sql, param_list, many=True, executor=self._executemany)  # type: ignore[attr-defined]
-        return self._executemany(sql, param_list)
-
     def _executemany(self, sql: Any, param_list: Any, *ignored: Any) -> Any:
         """Django's ``_executemany`` (``ignored``: Django's wrapper loop passes ``many`` and
-        its context), with re-run of a batch that provably never left."""
+        its context), and, in a class whose ``executemany()`` is Django's own, that too: with
+        execute wrappers and no ``ignored``, it is the app's call, and the wrappers run first."""
         db = self.db
+        if not ignored and db.execute_wrappers:
+            return self._execute_with_wrappers(sql, param_list, many=True, executor=self._executemany)  # type: ignore[attr-defined]
         state = db.aurora
         clock = db.aurora_runtime.clock
         state.last_used = clock()
@@ -229,13 +224,16 @@ def _execute_over(next_execute: Any) -> Any:
     ``execute()`` as well (one function: no copy to keep in step).
 
     Called as ``_execute`` by Django's wrapper loop (``_execute_with_wrappers``), it gets
-    ``many`` and the context in ``ignored``, and runs the statement. ``execute`` (see
-    ``_app_execute``) has Django's signature and calls it directly when there is no execute
-    wrapper: one frame fewer than Django's path.
+    ``many`` and the context in ``ignored``, and runs the statement. Called as ``execute``
+    by the app (no ``ignored``), it does what Django's ``execute`` does: with execute
+    wrappers, their loop first (which calls this again as ``_execute``); without, the
+    statement at once, two frames fewer than Django's path.
     """
 
     def _execute(self: Any, sql: Any, params: Any = None, *ignored: Any) -> Any:
         db = self.db  # (each self.X goes through CursorWrapper.__getattr__'s hook on a miss)
+        if not ignored and db.execute_wrappers:
+            return self._execute_with_wrappers(sql, params, many=False, executor=self._execute)
         state, cursor = db.aurora, self.cursor
         state.last_used = IN_USE  # in use: the idle reaper stays away
         idle_before = status_of(cursor.connection) not in OPEN
@@ -262,20 +260,6 @@ def _execute_over(next_execute: Any) -> Any:
     return _execute
 
 
-def _app_execute(execute: Any) -> Any:
-    """Django's ``execute(sql, params=None)`` over the statement path ``execute``: the
-    execute wrappers' loop when there are any (it calls ``_execute``), else ``execute`` at
-    once. The signature is Django's, so a wrong call raises the same TypeError."""
-
-    def execute_(self: Any, sql: Any, params: Any = None) -> Any:
-        if self.db.execute_wrappers:
-            return self._execute_with_wrappers(sql, params, many=False, executor=self._execute)
-        return execute(self, sql, params)
-
-    execute_.__name__ = execute_.__qualname__ = "execute"
-    return execute_
-
-
 _cursor_classes: Dict[type, Type[Any]] = {}
 
 
@@ -292,15 +276,15 @@ def retrying_cursor_class(wrapper_class: type) -> Type[Any]:
             "_execute": execute,
             "_aurora_next_executemany": wrapper_class._executemany,  # type: ignore[attr-defined]
         }
-        # Django's own execute() in front of its own _execute_with_wrappers(): ours runs the
-        # wrappers itself when there are any, else calls the statement path at once, a frame
-        # fewer per statement. Any other execute() (the debug wrapper's, another library's) is kept.
+        # Django's own execute() in front of its own _execute_with_wrappers(): the same function
+        # is execute() (it runs the wrappers itself when there are any), two frames fewer per
+        # statement. Any other execute() (the debug wrapper's, another library's) is kept.
         if (
             wrapper_class.execute is CursorWrapper.execute  # type: ignore[attr-defined]
             and wrapper_class.executemany is CursorWrapper.executemany  # type: ignore[attr-defined]
             and wrapper_class._execute_with_wrappers is CursorWrapper._execute_with_wrappers  # type: ignore[attr-defined]
         ):
-            namespace.update(execute=_app_execute(execute), executemany=RetryingCursorMixin._app_executemany)
+            namespace.update(execute=execute, executemany=RetryingCursorMixin._executemany)
         klass = type("Aurora" + wrapper_class.__name__, (RetryingCursorMixin, wrapper_class), namespace)
         _cursor_classes[wrapper_class] = klass
     return klass
