@@ -178,6 +178,16 @@ def test_execute_keeps_django_signature_and_the_statement_runs_once(wrapper):
         assert cursor.fetchone() == (4,)
         with pytest.raises(TypeError):
             cursor.execute()
+        # a call Django's signatures refuse is refused (the two extra arguments of Django's
+        # own wrapper loop are the only ones accepted)
+        with pytest.raises(TypeError, match="positional arguments but 4 were given"):
+            cursor.execute("SELECT 1", None, False)
+        with pytest.raises(TypeError, match="positional arguments but 6 were given"):
+            cursor.execute("SELECT 1", None, False, {}, 5)
+        with pytest.raises(TypeError, match="positional arguments but 4 were given"):
+            cursor.executemany("SELECT 1", [], True)
+        with pytest.raises(TypeError):
+            cursor.execute("SELECT 1", None, many=False)
     assert not math.isinf(wrapper.aurora.last_used)
 
 

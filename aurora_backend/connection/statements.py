@@ -79,7 +79,10 @@ class RetryingCursorMixin:
         its context), and, in a class whose ``executemany()`` is Django's own, that too: with
         execute wrappers and no ``ignored``, it is the app's call, and the wrappers run first."""
         db = self.db
-        if not ignored and db.execute_wrappers:
+        if ignored:
+            if len(ignored) != 2:  # Django's wrapper loop passes exactly many and context
+                raise _signature_error("executemany", "3", 3 + len(ignored))
+        elif db.execute_wrappers:
             return self._execute_with_wrappers(sql, param_list, many=True, executor=self._executemany)  # type: ignore[attr-defined]
         state = db.aurora
         clock = db.aurora_runtime.clock
@@ -218,6 +221,11 @@ def note_write(db: Any) -> None:
 IN_USE = math.inf
 
 
+def _signature_error(name: str, takes: str, given: int) -> TypeError:
+    """The TypeError Django's ``CursorWrapper.<name>()`` raises for a call with too many arguments."""
+    return TypeError("%s() takes %s positional arguments but %d were given" % (name, takes, given))
+
+
 def _execute_over(next_execute: Any) -> Any:
     """The one statement path: the ``_execute`` of a cursor class whose next ``_execute`` in
     the MRO is ``next_execute`` and, where that class's ``execute()`` is Django's own, its
@@ -232,7 +240,10 @@ def _execute_over(next_execute: Any) -> Any:
 
     def _execute(self: Any, sql: Any, params: Any = None, *ignored: Any) -> Any:
         db = self.db  # (each self.X goes through CursorWrapper.__getattr__'s hook on a miss)
-        if not ignored and db.execute_wrappers:
+        if ignored:
+            if len(ignored) != 2:  # Django's wrapper loop passes exactly many and context
+                raise _signature_error("execute", "from 2 to 3", 3 + len(ignored))
+        elif db.execute_wrappers:
             return self._execute_with_wrappers(sql, params, many=False, executor=self._execute)
         state, cursor = db.aurora, self.cursor
         state.last_used = IN_USE  # in use: the idle reaper stays away
