@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any, Callable, List, Mapping, Tuple
+from collections.abc import Callable, Mapping
+from typing import Any
 
 
-def exports(package: str, lazy: Mapping[str, str]) -> Tuple[Callable[[str], Any], Callable[[], List[str]]]:
+def exports(package: str, lazy: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """The ``__getattr__`` and ``__dir__`` of ``package`` for ``lazy``: {name: module}.
 
     A name whose module is ``package.name`` is that submodule itself.
@@ -30,7 +31,7 @@ def exports(package: str, lazy: Mapping[str, str]) -> Tuple[Callable[[str], Any]
         namespace[name] = value
         return value
 
-    def __dir__() -> List[str]:
+    def __dir__() -> list[str]:
         return sorted(set(namespace) | set(lazy))
 
     return __getattr__, __dir__

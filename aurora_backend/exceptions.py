@@ -19,7 +19,7 @@ work.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any
 
 from django.db import NotSupportedError, OperationalError
 
@@ -98,19 +98,19 @@ class CommitOutcomeUnknown(AuroraBackendError, OperationalError):
     re-check window), None (id too old, or no answer: ``__cause__`` says why).
     """
 
-    def __init__(self, message: str, *, alias: str, txid: Optional[int], status: Optional[str]) -> None:
+    def __init__(self, message: str, *, alias: str, txid: int | None, status: str | None) -> None:
         super().__init__(message)
         self.alias = alias
         self.txid = txid
         self.status = status
 
-    def __reduce__(self) -> Tuple[Any, ...]:
+    def __reduce__(self) -> tuple[Any, ...]:
         # The keyword-only attributes are not in args: rebuild with them (pickle, copy).
         return (_commit_outcome_unknown, (self.args, self.alias, self.txid, self.status), self.__dict__)
 
 
 def _commit_outcome_unknown(
-    args: Tuple[Any, ...], alias: str, txid: Optional[int], status: Optional[str]
+    args: tuple[Any, ...], alias: str, txid: int | None, status: str | None
 ) -> CommitOutcomeUnknown:
     return CommitOutcomeUnknown(*args, alias=alias, txid=txid, status=status)
 
@@ -125,7 +125,7 @@ class NestedRetryWarning(AuroraBackendWarning, RuntimeWarning):
 class PositionUnavailable(AuroraBackendError):
     """The position could not be read; ``cause`` is the driver's error, if any."""
 
-    def __init__(self, message: str, cause: Optional[BaseException] = None) -> None:
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.cause = cause
 

@@ -44,9 +44,7 @@ LOGGING = {
 }
 
 
-def alias(
-    name: str, user: str, password: str, host: str, port: int, **extra: Any
-) -> dict[str, Any]:
+def alias(name: str, user: str, password: str, host: str, port: int, **extra: Any) -> dict[str, Any]:
     """One ``DATABASES`` entry on our ENGINE with the test options (a fresh dict each call)."""
     entry: dict[str, Any] = {
         "ENGINE": "aurora_backend",

@@ -20,11 +20,19 @@ SIM_PORT = int(os.environ.setdefault("AURORA_TEST_SIM_PORT", str(free_port())))
 
 DATABASES = {
     "default": alias(
-        "aurora_tests", _srv.user, _srv.password, _srv.host, _srv.port,
+        "aurora_tests",
+        _srv.user,
+        _srv.password,
+        _srv.host,
+        _srv.port,
         TEST={"NAME": "test_aurora_tests"},
     ),
     "sim": alias(
-        "aurora_tests", _srv.user, _srv.password, "127.0.0.1", SIM_PORT,
+        "aurora_tests",
+        _srv.user,
+        _srv.password,
+        "127.0.0.1",
+        SIM_PORT,
         TEST={"MIRROR": "default"},
     ),
 }

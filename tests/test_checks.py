@@ -5,8 +5,6 @@ The checks on settings alone: tests/unit/test_checks.py.
 
 from __future__ import annotations
 
-from typing import List
-
 import pytest
 from django.core.checks import Tags, run_checks
 from django.test import override_settings
@@ -15,10 +13,10 @@ from aurora_backend.health.checks import check_databases
 from aurora_backend.testing import free_port
 from tests.test_health import blocking_session, extra_alias
 
-
 # ----- database checks (manage.py check --database ...) ------------------------------------
 
-def database_ids(aliases: List[str]) -> List[str]:
+
+def database_ids(aliases: list[str]) -> list[str]:
     return sorted(m.id for m in run_checks(tags=[Tags.database], databases=aliases) if m.id.startswith("aurora_"))
 
 
@@ -40,7 +38,11 @@ def test_w010_to_w013_scaling_blockers():
     fast = {"long_transaction_seconds": 0.2, "idle_in_transaction_seconds": 0.2}
     with blocking_session(), override_settings(AURORA_HEALTH=fast):
         assert database_ids(["default"]) == [
-            "aurora_backend.W010", "aurora_backend.W011", "aurora_backend.W012", "aurora_backend.W013"]
+            "aurora_backend.W010",
+            "aurora_backend.W011",
+            "aurora_backend.W012",
+            "aurora_backend.W013",
+        ]
 
 
 @pytest.mark.django_db(transaction=True)

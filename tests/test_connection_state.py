@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 import threading
-from typing import Any, List
+from typing import Any
 
 import pytest
 from django.db import OperationalError, connection, connections
@@ -54,7 +54,7 @@ def wrapper(clock):
 
 @pytest.fixture
 def reconnected():
-    seen: List[dict] = []
+    seen: list[dict] = []
 
     def receiver(sender: Any, **kwargs: Any) -> None:
         seen.append(kwargs)
@@ -145,7 +145,7 @@ def test_a_statement_counts_as_in_use_while_it_runs(wrapper, clock):
     pid = pid_of(wrapper)
     assert catalog.connection_counts()[(ALIAS, "used")] == 0
     wrapper.inc_thread_sharing()
-    errors: List[BaseException] = []
+    errors: list[BaseException] = []
 
     def sleep() -> None:
         try:
@@ -173,7 +173,7 @@ def test_a_statement_counts_as_in_use_while_it_runs(wrapper, clock):
 
 def test_each_thread_has_its_own_state_and_a_shared_wrapper_shares_it(wrapper, clock):
     mine = connections["default"].aurora
-    theirs: List[Any] = []
+    theirs: list[Any] = []
     worker = threading.Thread(target=lambda: theirs.append(connections["default"].aurora))
     worker.start()
     worker.join()

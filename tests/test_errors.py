@@ -6,7 +6,6 @@ The tables (every message and SQLSTATE of docs/aurora_facts.md): tests/unit/test
 import pytest
 
 from aurora_backend import drivers
-
 from aurora_backend.errors import (
     classify,
     sqlstate,
@@ -14,8 +13,8 @@ from aurora_backend.errors import (
 from tests.pg import server
 from tests.unit.test_errors import C, D, N, R
 
-
 # ----- errors made by a real server, with the driver we ship -----
+
 
 def _connect(**overrides):
     srv = server()

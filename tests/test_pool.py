@@ -113,8 +113,13 @@ def test_pool_connections_are_retried_across_a_scale_point(simulator):
 
     before = stats.snapshot("pooled-sim")["connect_retries"]
     simulator.scale_point_on_connect(2)
-    wrapper = _pooled(alias="pooled-sim", pool={"max_size": 2}, HOST="127.0.0.1", PORT=str(SIM_PORT),
-                      NAME=connection.settings_dict["NAME"])
+    wrapper = _pooled(
+        alias="pooled-sim",
+        pool={"max_size": 2},
+        HOST="127.0.0.1",
+        PORT=str(SIM_PORT),
+        NAME=connection.settings_dict["NAME"],
+    )
     assert _query(wrapper) > 0
     assert stats.snapshot("pooled-sim")["connect_retries"] == before + 2
 
@@ -227,5 +232,3 @@ def test_a_server_restart_empties_the_pool_and_requests_succeed_once_it_is_back(
 
 
 # ----- system checks ------------------------------------------------------------------------------
-
-

@@ -15,12 +15,12 @@ import psycopg2
 import pytest
 from django.db import connections, transaction
 from django.db.backends.postgresql.psycopg_any import IsolationLevel
+from ledger import services
+from ledger.models import Account, Transfer
 
 from aurora_backend import retry_atomic, stats
 from aurora_backend.simulator.control import ControlClient, serve_control
 from aurora_backend.simulator.rds_proxy import PinningError
-from ledger import services
-from ledger.models import Account, Transfer
 from tests.pg import server
 from tests.settings import SIM_PORT, TEST_AURORA_OPTIONS
 
@@ -31,8 +31,14 @@ REPEATABLE_READ = IsolationLevel.REPEATABLE_READ  # the active driver's number f
 
 def _raw(port=SIM_PORT):
     srv = server()
-    conn = psycopg2.connect(host="127.0.0.1", port=port, user=srv.user, password=srv.password,
-                            dbname="postgres", application_name="pin-test")
+    conn = psycopg2.connect(
+        host="127.0.0.1",
+        port=port,
+        user=srv.user,
+        password=srv.password,
+        dbname="postgres",
+        application_name="pin-test",
+    )
     conn.autocommit = True
     return conn
 
@@ -75,8 +81,9 @@ def test_named_prepared_statement_is_a_protocol_level_pin(simulator):
     psycopg = pytest.importorskip("psycopg", reason="psycopg 3 sends Parse messages")
     srv = server()
     with simulator.watch_pinning() as watch:
-        with psycopg.connect(host="127.0.0.1", port=SIM_PORT, user=srv.user, password=srv.password,
-                             dbname="postgres", autocommit=True) as conn:
+        with psycopg.connect(
+            host="127.0.0.1", port=SIM_PORT, user=srv.user, password=srv.password, dbname="postgres", autocommit=True
+        ) as conn:
             conn.execute("SELECT %s::int", [1], prepare=False)  # unnamed statement: no pin
             assert watch.pins == []
             conn.execute("SELECT %s::int", [1], prepare=True)
@@ -86,11 +93,16 @@ def test_named_prepared_statement_is_a_protocol_level_pin(simulator):
 
 # ----- the ENGINE in front of the simulator ----------------------------------------------------
 
+
 def _alias(proxy: bool) -> dict:
     srv = server()
     return {
-        "ENGINE": "aurora_backend", "NAME": connections["default"].creation._get_test_db_name(),
-        "USER": srv.user, "PASSWORD": srv.password, "HOST": "127.0.0.1", "PORT": str(SIM_PORT),
+        "ENGINE": "aurora_backend",
+        "NAME": connections["default"].creation._get_test_db_name(),
+        "USER": srv.user,
+        "PASSWORD": srv.password,
+        "HOST": "127.0.0.1",
+        "PORT": str(SIM_PORT),
         # What users behind RDS Proxy set: a local timezone and a stricter isolation level.
         "TIME_ZONE": "Europe/Paris",
         "OPTIONS": {"aurora": {**TEST_AURORA_OPTIONS, "proxy": proxy}, "isolation_level": REPEATABLE_READ},
@@ -139,8 +151,11 @@ def test_ledger_workload_pins_without_proxy_mode_and_not_with_it(proxied):
     # Django's timezone SET and .iterator()'s DECLARE under both drivers; psycopg2 also SETs
     # default_transaction_isolation around each atomic() (psycopg 3 puts it in BEGIN).
     assert {"SET / set_config (session setting)", "cursor declared (DECLARE)"} <= reasons, details
-    assert reasons <= {"SET / set_config (session setting)", "RESET / SET ... TO DEFAULT (session setting)",
-                       "cursor declared (DECLARE)"}, details
+    assert reasons <= {
+        "SET / set_config (session setting)",
+        "RESET / SET ... TO DEFAULT (session setting)",
+        "cursor declared (DECLARE)",
+    }, details
     assert "set_config('TimeZone', 'Europe/Paris', false)" in details
 
     with proxied.assert_no_pinning() as on:
@@ -190,7 +205,10 @@ def test_proxy_mode_logs_how_to_set_the_timezone(proxied, caplog):
     with caplog.at_level(logging.WARNING, logger="aurora_backend"):
         connections["proxy_on"].ensure_connection()
     text = caplog.text
-    assert "does not SET the session timezone" in text and "ALTER ROLE %s SET timezone TO 'Europe/Paris'" % server().user in text
+    assert (
+        "does not SET the session timezone" in text
+        and "ALTER ROLE %s SET timezone TO 'Europe/Paris'" % server().user in text
+    )
 
 
 def test_datetimes_keep_their_instant_without_the_timezone_set(proxied):
@@ -202,7 +220,9 @@ def test_datetimes_keep_their_instant_without_the_timezone_set(proxied):
             cursor.execute("SELECT '2024-01-01 12:00:00+00'::timestamptz, current_setting('TimeZone')")
             value, session_tz = cursor.fetchone()
         assert value == noon_utc, alias
-        assert session_tz == ("Europe/Paris" if alias == "proxy_off" else connections[alias].connection.info.parameter_status("TimeZone"))
+        assert session_tz == (
+            "Europe/Paris" if alias == "proxy_off" else connections[alias].connection.info.parameter_status("TimeZone")
+        )
 
 
 def test_retry_and_commit_outcome_stay_pin_free_through_a_scale_event(proxied):
@@ -260,8 +280,9 @@ def test_assert_no_pinning_fails_with_the_causes(proxied):
 def test_a_server_in_etc_utc_and_django_in_utc_is_no_difference(proxied, caplog):
     settings_dict = {**_alias(True), "TIME_ZONE": "UTC"}
     settings_dict["OPTIONS"] = {**settings_dict["OPTIONS"], "options": "-c TimeZone=Etc/UTC"}
-    connections.settings.update(connections.configure_settings({"default": connections.settings["default"],
-                                                                "proxy_utc": settings_dict}))
+    connections.settings.update(
+        connections.configure_settings({"default": connections.settings["default"], "proxy_utc": settings_dict})
+    )
     try:
         with caplog.at_level(logging.WARNING, logger="aurora_backend"):
             with proxied.assert_no_pinning():

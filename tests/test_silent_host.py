@@ -10,7 +10,8 @@ from __future__ import annotations
 import select
 import threading
 import time
-from typing import Any, Dict, Iterator, List
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.db import OperationalError, connections, transaction
@@ -28,8 +29,13 @@ pytestmark = pytest.mark.timeout(120)
 
 #: Stock Django (psycopg2) with AWS's keepalives 1/1/5: its error, measured in issue 26.
 STOCK_WITH_KEEPALIVES = 7.2
-SCALED = {"silent_host_timeout": 2, "connect_timeout": 2, "connect_deadline": 10,
-          "backoff_base": 0.02, "backoff_max": 0.2}
+SCALED = {
+    "silent_host_timeout": 2,
+    "connect_timeout": 2,
+    "connect_deadline": 10,
+    "backoff_base": 0.02,
+    "backoff_max": 0.2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +50,14 @@ def netns() -> None:
 
 def test_the_driver_gets_them_and_the_users_own_win(django_db_blocker: Any) -> None:
     srv = server()
-    base = {"ENGINE": "aurora_backend", "NAME": "postgres", "USER": srv.user, "PASSWORD": srv.password,
-            "HOST": srv.host, "PORT": str(srv.port)}
+    base = {
+        "ENGINE": "aurora_backend",
+        "NAME": "postgres",
+        "USER": srv.user,
+        "PASSWORD": srv.password,
+        "HOST": srv.host,
+        "PORT": str(srv.port),
+    }
     register_alias("keepalive_default", dict(base, OPTIONS={}))
     register_alias("keepalive_own", dict(base, OPTIONS={"keepalives_idle": 7, "tcp_user_timeout": 0}))
     register_alias("keepalive_off", dict(base, OPTIONS={"aurora": {"silent_host_timeout": None}}))
@@ -62,7 +74,7 @@ def test_the_driver_gets_them_and_the_users_own_win(django_db_blocker: Any) -> N
     assert not off.get("keepalives_idle") and off.get("tcp_user_timeout") in (None, "", "0")
 
 
-def _libpq_params(alias: str) -> Dict[str, str]:
+def _libpq_params(alias: str) -> dict[str, str]:
     connection = connections[alias]
     connection.ensure_connection()
     params = drivers.connection_parameters(connection.connection)
@@ -76,18 +88,27 @@ def _libpq_params(alias: str) -> Dict[str, str]:
 @pytest.fixture
 def silent(netns: None, django_db_blocker: Any) -> Iterator[Any]:
     """``make(**aurora)``: a SilentServer in front of the test server, and an alias on it."""
-    made: List[SilentServer] = []
+    made: list[SilentServer] = []
     srv = server()
 
     def make(**aurora: Any) -> SilentServer:
         endpoint = SilentServer((srv.host, srv.port)).start()
         made.append(endpoint)
-        options: Dict[str, Any] = {"aurora": dict(aurora)}
+        options: dict[str, Any] = {"aurora": dict(aurora)}
         if pool_enabled():
             options["pool"] = {"max_size": 1}
-        register_alias("silent", {"ENGINE": "aurora_backend", "NAME": "postgres", "USER": srv.user,
-                                  "PASSWORD": srv.password, "HOST": endpoint.address,
-                                  "PORT": str(endpoint.port), "OPTIONS": options})
+        register_alias(
+            "silent",
+            {
+                "ENGINE": "aurora_backend",
+                "NAME": "postgres",
+                "USER": srv.user,
+                "PASSWORD": srv.password,
+                "HOST": endpoint.address,
+                "PORT": str(endpoint.port),
+                "OPTIONS": options,
+            },
+        )
         return endpoint
 
     with django_db_blocker.unblock():
@@ -112,22 +133,28 @@ def _terminate(marker: str) -> None:
     conn = _admin()
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE %s "
-                        "AND pid <> pg_backend_pid()", ["%" + marker + "%"])
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE %s "
+                "AND pid <> pg_backend_pid()",
+                ["%" + marker + "%"],
+            )
     finally:
         conn.close()
 
 
-def _silence_when_running(endpoint: Any, marker: str, admin: Any) -> Dict[str, float]:
+def _silence_when_running(endpoint: Any, marker: str, admin: Any) -> dict[str, float]:
     """A thread that silences ``endpoint`` once a query containing ``marker`` runs on the server."""
-    when: Dict[str, float] = {}
+    when: dict[str, float] = {}
 
     def watch() -> None:
         deadline = time.monotonic() + 10
         with admin.cursor() as cur:
             while time.monotonic() < deadline:
-                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
-                            "AND pid <> pg_backend_pid()", ["%" + marker + "%"])
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
+                    "AND pid <> pg_backend_pid()",
+                    ["%" + marker + "%"],
+                )
                 if cur.fetchone()[0]:
                     endpoint.silence()
                     when["silenced"] = time.monotonic()
@@ -187,7 +214,7 @@ def test_an_idle_connection_to_a_silent_host_is_never_handed_to_the_app(silent: 
     raw = connection.connection
     if pool_enabled():
         connection.close()  # back to the pool, idle there
-    reasons: List[str] = []
+    reasons: list[str] = []
 
     def on_reconnect(sender: Any, alias: str, reason: str, **kwargs: Any) -> None:
         if alias == "silent":
@@ -293,7 +320,7 @@ def test_a_read_in_flight_on_a_silent_writer_is_re_run_on_the_new_writer(cluster
     assert where() == (old.id, False)
     cluster.clock.freeze()
     admin = old.admin()
-    result: Dict[str, Any] = {}
+    result: dict[str, Any] = {}
 
     def read() -> None:
         try:
@@ -328,4 +355,3 @@ class _Instance:
 
     def silence(self) -> None:
         self.cluster.silence(self.instance_id)
-

@@ -11,15 +11,16 @@ PostgreSQL, real terminated backends, an injected clock.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.db import DatabaseError
 
 from aurora_backend import drivers
 from aurora_backend.connection.lifetime import reaper
-from tests.test_reconnect import terminate
 from tests import test_session_state
+from tests.test_reconnect import terminate
 
 # Fixtures: the "session" alias (idle_timeout 1 s, max_age 10 s, a fake clock), an admin connection.
 wrapper, clock, admin = test_session_state.wrapper, test_session_state.clock, test_session_state.admin
@@ -27,14 +28,14 @@ wrapper, clock, admin = test_session_state.wrapper, test_session_state.clock, te
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
 
-
 def wait_until_running(cursor: Any, pid: int, marker: str, worker: Any) -> None:
     """Poll pg_stat_activity with ``cursor`` until backend ``pid`` runs a statement containing
     ``marker`` (sent by ``worker``, a thread); fail if the thread ends first."""
     running = 0
     while not running and worker.is_alive():
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND query LIKE %s",
-                       [pid, "%" + marker + "%"])
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND query LIKE %s", [pid, "%" + marker + "%"]
+        )
         running = cursor.fetchone()[0]
     assert running, "the statement never showed in pg_stat_activity"
 
@@ -46,7 +47,7 @@ def pid_of(db: Any) -> int:
 
 
 #: Each entry, given a cursor of ``wrapper``: take the session advisory lock 7.
-TAKE_LOCK: Dict[str, Callable[[Any], None]] = {
+TAKE_LOCK: dict[str, Callable[[Any], None]] = {
     "execute": lambda c: c.execute("SELECT pg_advisory_lock(%s)", [7]),
     "executemany": lambda c: c.executemany("SELECT pg_advisory_lock(7) WHERE %s = 1", [[1]]),
     "callproc": lambda c: c.callproc("pg_advisory_lock", [7]),
@@ -191,7 +192,7 @@ def test_execute_keeps_django_signature_and_the_statement_runs_once(wrapper):
     assert not math.isinf(wrapper.aurora.last_used)
 
 
-RUN_SLOWLY: Dict[str, Callable[[Any], None]] = {
+RUN_SLOWLY: dict[str, Callable[[Any], None]] = {
     "execute": lambda c: c.execute("SELECT pg_sleep(%s) /* slow-entry */", [0.5]),
     "executemany": lambda c: c.executemany("SELECT pg_sleep(%s) /* slow-entry */", [[0.5]]),
     "callproc": lambda c: c.callproc("pg_sleep", [0.5]),

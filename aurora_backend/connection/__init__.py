@@ -3,4 +3,4 @@
 from typing import List
 
 #: Nothing here is for applications to import: the ENGINE drives it.
-__all__: List[str] = []
+__all__: list[str] = []

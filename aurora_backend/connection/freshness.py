@@ -10,15 +10,15 @@ The idle reaper thread (``lifetime.py``) closes idle connections of quiet proces
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Set
+from typing import Any
 
 from aurora_backend import signals, stats
-from aurora_backend.drivers import in_recovery, is_idle, transaction_open
-from aurora_backend.errors import connection_is_closed, is_scale_event
 from aurora_backend.connection.lifetime import reason_to_close
 from aurora_backend.connection.session import SessionMixin
 from aurora_backend.connection.state import ConnectionState
 from aurora_backend.connection.wire import pending_error
+from aurora_backend.drivers import in_recovery, is_idle, transaction_open
+from aurora_backend.errors import connection_is_closed, is_scale_event
 
 logger = logging.getLogger("aurora_backend")
 
@@ -31,7 +31,7 @@ class FreshnessMixin(SessionMixin):
     alias: str
     in_atomic_block: bool
     autocommit: bool
-    aurora_address: Optional[str]
+    aurora_address: str | None
     aurora_options: Any
     aurora_runtime: Any
     aurora: ConnectionState
@@ -81,19 +81,17 @@ class FreshnessMixin(SessionMixin):
                 self._aurora_announce_kept()
         super().close_if_unusable_or_obsolete()  # type: ignore[misc]
 
-    def _aurora_reason_to_close(self, now: float) -> Optional[str]:
+    def _aurora_reason_to_close(self, now: float) -> str | None:
         connection = self.connection
         if connection_is_closed(connection):
             return "disconnect"
         state = self.aurora
         reason = reason_to_close(now, state.expires_at, state.last_used, self.aurora_options.idle_timeout)
-        if reason is not None and (
-            transaction_open(connection) or state.cursors_open() or state.holds_state(reason)
-        ):
+        if reason is not None and (transaction_open(connection) or state.cursors_open() or state.holds_state(reason)):
             return None  # expiry and idle close wait for a raw transaction, an iterator or session state to end
         return reason
 
-    def _aurora_full_check(self, now: float) -> Optional[str]:
+    def _aurora_full_check(self, now: float) -> str | None:
         """Why a connection about to be used outside a transaction must be closed, if it must."""
         state = self.aurora
         reason = self._aurora_reason_to_close(now)
@@ -179,10 +177,13 @@ class FreshnessMixin(SessionMixin):
         try:
             connection = self.connection
             if (
-                connection is None or self.in_atomic_block
-                or not self.autocommit or connection_is_closed(connection)
+                connection is None
+                or self.in_atomic_block
+                or not self.autocommit
+                or connection_is_closed(connection)
                 or self.aurora_runtime.clock() - state.last_used < idle_timeout
-                or not is_idle(connection) or state.cursors_open()
+                or not is_idle(connection)
+                or state.cursors_open()
             ):
                 return False
             if state.holds_state("idle"):
@@ -203,10 +204,10 @@ class FreshnessMixin(SessionMixin):
 
 
 #: Per DatabaseWrapper class: only Django's own close_if_health_check_failed after ours.
-_plain_hooks: Dict[type, bool] = {}
+_plain_hooks: dict[type, bool] = {}
 
 
-def _django_hooks() -> Set[Any]:
+def _django_hooks() -> set[Any]:
     from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
 
@@ -226,6 +227,7 @@ def plain_health_hooks(klass: type) -> bool:
         known = _django_hooks()
         plain = _plain_hooks[klass] = all(
             vars(k)["close_if_health_check_failed"] in known
-            for k in mro[mro.index(FreshnessMixin) + 1:] if "close_if_health_check_failed" in vars(k)
+            for k in mro[mro.index(FreshnessMixin) + 1 :]
+            if "close_if_health_check_failed" in vars(k)
         )
     return plain

@@ -18,7 +18,7 @@ cursor wrapper). README, "Session state belongs to the app".
 from __future__ import annotations
 
 import logging
-from typing import Any, List
+from typing import Any
 
 from aurora_backend import signals, stats
 from aurora_backend.connection.state import READERS_PRUNE_AT, ConnectionState, has_unread_rows
@@ -36,7 +36,7 @@ class SessionMixin:
     connection: Any
     aurora: ConnectionState
 
-    def aurora_session_state(self) -> List[str]:
+    def aurora_session_state(self) -> list[str]:
         """What the current connection holds, e.g. ``["advisory_lock 42", "set search_path"]``
         (``"cursor with unread rows"`` for a client cursor not read to the end); [] when nothing."""
         return self.aurora.describe_held()
@@ -52,13 +52,22 @@ class SessionMixin:
             counter = "session_state_errors" if error is not None else "session_state_kept"
             stats.incr(self.alias, counter)
             if error is not None:
-                logger.info("%r: the connection held session state (%s): the error is not healed by a re-run",
-                            self.alias, ", ".join(held))
+                logger.info(
+                    "%r: the connection held session state (%s): the error is not healed by a re-run",
+                    self.alias,
+                    ", ".join(held),
+                )
             else:
-                logger.info("keeping connection %r past %s: it holds session state (%s)",
-                            self.alias, reason, ", ".join(held))
+                logger.info(
+                    "keeping connection %r past %s: it holds session state (%s)", self.alias, reason, ", ".join(held)
+                )
             signals.session_state_kept.send(
-                sender=type(self), alias=self.alias, connection=self, reason=reason, state=held, error=error,
+                sender=type(self),
+                alias=self.alias,
+                connection=self,
+                reason=reason,
+                state=held,
+                error=error,
             )
 
     def _aurora_state_blocks_rerun(self, exc: BaseException) -> bool:

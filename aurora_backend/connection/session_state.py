@@ -15,17 +15,32 @@ text in ``seen``); :class:`SessionState` adds the effects up for one connection.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, Iterable, List, Tuple
+from collections.abc import Iterable
+from typing import Any
 
 from aurora_backend.sql.effects import (
-    HOLD, NOTE, RELEASE, RELEASE_ALL, STATE_KINDS, Effect, effects, resolve,
+    HOLD,
+    NOTE,
+    RELEASE,
+    RELEASE_ALL,
+    STATE_KINDS,
+    Effect,
+    effects,
+    resolve,
 )
 from aurora_backend.sql.effects import seen as seen  # the cache statements.py's hot path reads
 from aurora_backend.sql.kinds import Kind
 
 __all__ = [
-    "Effect", "SessionState", "effects", "statement_text",
-    "HOLD", "RELEASE", "RELEASE_ALL", "NOTE", "STATE_KINDS",
+    "Effect",
+    "SessionState",
+    "effects",
+    "statement_text",
+    "HOLD",
+    "RELEASE",
+    "RELEASE_ALL",
+    "NOTE",
+    "STATE_KINDS",
 ]
 
 
@@ -56,7 +71,7 @@ class SessionState:
     __slots__ = ("_held",)
 
     def __init__(self) -> None:
-        self._held: Dict[str, "Counter[str]"] = {}
+        self._held: dict[str, Counter[str]] = {}
 
     def __bool__(self) -> bool:
         return bool(self._held)
@@ -100,13 +115,10 @@ class SessionState:
                 if not current:
                     del held[effect.name]
 
-    def describe(self) -> List[str]:
+    def describe(self) -> list[str]:
         """What is held, e.g. ``["advisory_lock 42", "set search_path"]`` (for logs and signals)."""
-        return sorted(
-            "%s %s" % (name, key) if key else name
-            for name, counts in self._held.items() for key in counts
-        )
+        return sorted("%s %s" % (name, key) if key else name for name, counts in self._held.items() for key in counts)
 
-    def kinds(self) -> Tuple[str, ...]:
+    def kinds(self) -> tuple[str, ...]:
         """The kinds of state held, e.g. ``("advisory_lock", "set")``."""
         return tuple(sorted(self._held))

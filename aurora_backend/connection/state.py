@@ -21,13 +21,19 @@ from __future__ import annotations
 import math
 import threading
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Protocol, Set, Tuple, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 from aurora_backend.connection.session_state import Effect, SessionState
 
 __all__ = [
-    "ConnectionState", "StatementState", "ReaperState", "RouterState", "READERS_PRUNE_AT",
-    "has_unread_rows", "state_of",
+    "ConnectionState",
+    "StatementState",
+    "ReaperState",
+    "RouterState",
+    "READERS_PRUNE_AT",
+    "has_unread_rows",
+    "state_of",
 ]
 
 #: More registered client cursors than this and the closed or collected ones are forgotten
@@ -64,15 +70,33 @@ class ConnectionState:
 
     __slots__ = (
         # Per wrapper (kept across connections).
-        "lock", "idle_window", "plain_make_cursor", "plain_health_hooks", "router",
-        "tz_differs", "tz_advised", "close_reason", "healing", "suspect_read_only", "named_cursors",
+        "lock",
+        "idle_window",
+        "plain_make_cursor",
+        "plain_health_hooks",
+        "router",
+        "tz_differs",
+        "tz_advised",
+        "close_reason",
+        "healing",
+        "suspect_read_only",
+        "named_cursors",
         # Per connection (new_connection()).
-        "connected_at", "last_used", "expires_at", "check_at", "input_waiting",
-        "session", "readers", "iterating", "kept_for", "kept_news",
+        "connected_at",
+        "last_used",
+        "expires_at",
+        "check_at",
+        "input_waiting",
+        "session",
+        "readers",
+        "iterating",
+        "kept_for",
+        "kept_news",
     )
 
-    def __init__(self, idle_window: float = math.inf, plain_make_cursor: bool = False,
-                 plain_health_hooks: bool = False) -> None:
+    def __init__(
+        self, idle_window: float = math.inf, plain_make_cursor: bool = False, plain_health_hooks: bool = False
+    ) -> None:
         #: Guards ``last_used`` and the checks against the idle reaper thread.
         self.lock = threading.Lock()
         #: min(idle_timeout, ping_after): a connection used within it needs only the socket poll.
@@ -86,18 +110,18 @@ class ConnectionState:
         self.tz_differs = False
         self.tz_advised = False
         #: Why the last close happened (the reaper may close first and say why).
-        self.close_reason: Optional[str] = None
+        self.close_reason: str | None = None
         #: Closing on purpose: errors met meanwhile are not healed again.
         self.healing = False
         #: A 25006 was seen: the next use outside a transaction asks pg_is_in_recovery().
         self.suspect_read_only = False
         #: Open server-side cursors: a slow consumer uses its connection between statements.
-        self.named_cursors: "weakref.WeakSet[Any]" = weakref.WeakSet()
-        self.expires_at: Optional[float] = None
+        self.named_cursors: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.expires_at: float | None = None
         self.new_connection(0.0, None, _always)
         self.check_at = 0.0  # no connection yet: the first one is checked in full
 
-    def new_connection(self, now: float, expires_at: Optional[float], input_waiting: Callable[[], bool]) -> None:
+    def new_connection(self, now: float, expires_at: float | None, input_waiting: Callable[[], bool]) -> None:
         """A connection opened at ``now``: nothing held, nothing seen yet."""
         self.connected_at = self.last_used = now
         #: Monotonic time the connection expires (None: never; the pool's max_lifetime rules).
@@ -112,12 +136,12 @@ class ConnectionState:
         """Nothing held: no session state, no client cursor registered."""
         self.session = SessionState()
         #: id(driver cursor) -> weak reference, for the client cursors made on this connection.
-        self.readers: Dict[int, Any] = {}
+        self.readers: dict[int, Any] = {}
         #: The same, for cursors a ``for`` loop is reading (its last row read, the loop not ended).
-        self.iterating: Dict[int, Any] = {}
-        self.kept_for: Set[str] = set()
+        self.iterating: dict[int, Any] = {}
+        self.kept_for: set[str] = set()
         #: (reason, held, error) to announce outside any lock (session.py ``_aurora_announce_kept``).
-        self.kept_news: List[Tuple[str, List[str], Optional[BaseException]]] = []
+        self.kept_news: list[tuple[str, list[str], BaseException | None]] = []
 
     def next_check(self, now: float) -> float:
         """When the next full check is due after one at ``now`` (until then, the pre-use check
@@ -155,14 +179,14 @@ class ConnectionState:
 
     # ----- session state ------------------------------------------------------------
 
-    def describe_held(self) -> List[str]:
+    def describe_held(self) -> list[str]:
         """What the connection holds, e.g. ``["advisory_lock 42", "set search_path"]``."""
         held = self.session.describe()
         if self.reading():
             held.append("cursor with unread rows")
         return held
 
-    def holds_state(self, reason: Optional[str] = None) -> bool:
+    def holds_state(self, reason: str | None = None) -> bool:
         """True while the connection holds session state; with ``reason`` ("expired", "idle",
         "read_only"), note once per connection and reason that it is kept for it (announced
         by the wrapper's ``_aurora_announce_kept``, outside any lock)."""
@@ -174,7 +198,7 @@ class ConnectionState:
             self.kept_news.append((reason, self.describe_held(), None))
         return True
 
-    def apply(self, found: Tuple[Effect, ...], params: Any = None) -> None:
+    def apply(self, found: tuple[Effect, ...], params: Any = None) -> None:
         """The effects of a statement that succeeded on this connection."""
         self.session.apply(found, params)
 
@@ -185,8 +209,8 @@ class StatementState(Protocol):
 
     last_used: float
     session: SessionState
-    readers: Dict[int, Any]
-    iterating: Dict[int, Any]
+    readers: dict[int, Any]
+    iterating: dict[int, Any]
     tz_differs: bool
 
     def note_cursor(self, cursor: Any) -> None: ...
@@ -198,11 +222,11 @@ class ReaperState(Protocol):
 
     lock: threading.Lock
     last_used: float
-    close_reason: Optional[str]
+    close_reason: str | None
 
     def cursors_open(self) -> bool: ...
 
-    def holds_state(self, reason: Optional[str] = None) -> bool: ...
+    def holds_state(self, reason: str | None = None) -> bool: ...
 
     def after_fork(self) -> None: ...
 
@@ -216,7 +240,7 @@ class RouterState(Protocol):
     last_used: float
 
 
-def state_of(wrapper: Any) -> Optional[ConnectionState]:
+def state_of(wrapper: Any) -> ConnectionState | None:
     """``wrapper.aurora`` for an aurora_backend wrapper; None for any other wrapper."""
     state = getattr(wrapper, "aurora", None)
     return state if isinstance(state, ConnectionState) else None

@@ -28,7 +28,8 @@ import contextlib
 import logging
 import math
 import weakref
-from typing import Any, Dict, Iterator, List, Protocol, Type
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from django.db import Error as DjangoDatabaseError
 from django.db.backends.utils import CursorWrapper
@@ -42,6 +43,7 @@ from aurora_backend.sql.reads import is_read
 
 logger = logging.getLogger("aurora_backend")
 
+
 def provably_not_sent(exc: BaseException) -> bool:
     """The driver refused the statement before sending it: the connection was closed."""
     return refused_before_sending(driver_error(exc))
@@ -53,7 +55,7 @@ class _CursorDB(Protocol):
     aurora: StatementState
     aurora_runtime: Any
     aurora_options: Any
-    execute_wrappers: List[Any]
+    execute_wrappers: list[Any]
     in_atomic_block: bool
     autocommit: bool
     connection: Any
@@ -271,17 +273,17 @@ def _execute_over(next_execute: Any) -> Any:
     return _execute
 
 
-_cursor_classes: Dict[type, Type[Any]] = {}
+_cursor_classes: dict[type, type[Any]] = {}
 
 
-def retrying_cursor_class(wrapper_class: type) -> Type[Any]:
+def retrying_cursor_class(wrapper_class: type) -> type[Any]:
     """``wrapper_class`` (a Django CursorWrapper class) with statement re-run mixed in."""
     if issubclass(wrapper_class, RetryingCursorMixin):
         return wrapper_class
     klass = _cursor_classes.get(wrapper_class)
     if klass is None:
         execute = _execute_over(wrapper_class._execute)  # type: ignore[attr-defined]
-        namespace: Dict[str, Any] = {
+        namespace: dict[str, Any] = {
             # What super()._execute would find, bound once here (the per-statement path).
             "_aurora_next_execute": wrapper_class._execute,  # type: ignore[attr-defined]
             "_execute": execute,

@@ -7,14 +7,15 @@ interval passes, and after a server refused the cached one.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from aurora_backend.credentials.cache import Credential
 from aurora_backend.credentials.config import CredentialsConfig
 from aurora_backend.exceptions import CredentialsCallableError
 
 
-def fetch(config: CredentialsConfig, rejected: Optional[Credential]) -> Credential:
+def fetch(config: CredentialsConfig, rejected: Credential | None) -> Credential:
     assert config.func is not None
     result: Any = config.func()
     if isinstance(result, Mapping):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import select
 import threading
-from typing import Any, Callable, Dict, Optional, Tuple
+from collections.abc import Callable
+from typing import Any, Dict, Optional, Tuple
 
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
@@ -49,7 +50,7 @@ OPEN: frozenset = frozenset((1, 2, 3))
 #: The server process id of a driver connection.
 backend_pid: Callable[[Any], int] = active.backend_pid
 #: What libpq was given to connect (host, hostaddr, sslmode, ...; never the password).
-connection_parameters: Callable[[Any], Dict[str, str]] = active.connection_parameters
+connection_parameters: Callable[[Any], dict[str, str]] = active.connection_parameters
 ssl_in_use: Callable[[Any], bool] = active.ssl_in_use
 server_version: Callable[[Any], int] = active.server_version
 #: Ask the server to cancel the connection's running statement.
@@ -63,11 +64,11 @@ is_named_cursor: Callable[[Any], bool] = active.is_named_cursor
 keep_server_instants: Callable[[Any, Any], None] = active.keep_server_instants
 
 
-_error_classes: Dict[Tuple[type, type], type] = {}
+_error_classes: dict[tuple[type, type], type] = {}
 _error_classes_lock = threading.Lock()
 
 
-def operational_error_class(base: type, operational_error: Optional[type] = None) -> type:
+def operational_error_class(base: type, operational_error: type | None = None) -> type:
     """``base`` (an aurora_backend error) that is also the driver's ``OperationalError``.
 
     What ends a connect is raised inside the driver's ``connect()``, where Django turns the
@@ -83,18 +84,22 @@ def operational_error_class(base: type, operational_error: Optional[type] = None
         with _error_classes_lock:
             klass = _error_classes.get(key)
             if klass is None:
-                namespace = {"__module__": base.__module__, "__qualname__": base.__qualname__,
-                             "__doc__": base.__doc__, "__reduce__": _reduce_driver_error}
+                namespace = {
+                    "__module__": base.__module__,
+                    "__qualname__": base.__qualname__,
+                    "__doc__": base.__doc__,
+                    "__reduce__": _reduce_driver_error,
+                }
                 klass = _error_classes[key] = type(base.__name__, (base, driver_class), namespace)
     return klass
 
 
-def _reduce_driver_error(self: BaseException) -> Tuple[Any, ...]:
+def _reduce_driver_error(self: BaseException) -> tuple[Any, ...]:
     base, driver_class = type(self).__bases__
     return (_driver_error, (base, driver_class, self.args), self.__dict__ or None)
 
 
-def _driver_error(base: type, driver_class: type, args: Tuple[Any, ...]) -> BaseException:
+def _driver_error(base: type, driver_class: type, args: tuple[Any, ...]) -> BaseException:
     error: BaseException = operational_error_class(base, driver_class)(*args)
     return error
 
@@ -139,7 +144,7 @@ def input_watch(connection: Any) -> Callable[[], Any]:
     return functools.partial(poller.poll, 0)
 
 
-def peer_address(connection: Any) -> Optional[str]:
+def peer_address(connection: Any) -> str | None:
     """The IP address the connection actually went to, if the driver can tell."""
     try:
         return active.peer_address(connection)
@@ -152,7 +157,7 @@ def is_idle(connection: Any) -> bool:
     return transaction_status(connection) == _IDLE
 
 
-def in_recovery(connection: Any) -> Optional[bool]:
+def in_recovery(connection: Any) -> bool | None:
     """``pg_is_in_recovery()``: True on a reader (a demoted writer), None if it cannot say."""
     try:
         with connection.cursor() as cursor:

@@ -22,8 +22,14 @@ if TYPE_CHECKING:
     from aurora_backend.routing.router import AuroraRouter, use_writer
 
 __all__ = [
-    "AuroraRouter", "PositionUnavailable", "ReadYourWritesMiddleware", "RoutingConfig", "dump_token", "load_token",
-    "reader_settings", "use_writer",
+    "AuroraRouter",
+    "PositionUnavailable",
+    "ReadYourWritesMiddleware",
+    "RoutingConfig",
+    "dump_token",
+    "load_token",
+    "reader_settings",
+    "use_writer",
 ]
 
 _LAZY = {

@@ -15,7 +15,8 @@ wrapper through :meth:`WriteTracker.aurora_note_write`. Whether a statement wrot
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aurora_backend.drivers import OPEN, status_of
 from aurora_backend.routing import token

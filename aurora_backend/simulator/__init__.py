@@ -25,7 +25,12 @@ _LAZY = {
 }
 
 __all__ = [
-    "AuroraSimulator", "ControlClient", "PinningError", "SimulatorError", "SimulatorProcess", "WireClient",
+    "AuroraSimulator",
+    "ControlClient",
+    "PinningError",
+    "SimulatorError",
+    "SimulatorProcess",
+    "WireClient",
     "env_resolver",
 ]
 

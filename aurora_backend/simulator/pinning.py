@@ -12,7 +12,8 @@ reads simple Query ('Q') texts and Parse messages from the client stream.
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Optional
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from aurora_backend.proxy.mode import PROXY_MAX_STATEMENT_BYTES
 from aurora_backend.sql.kinds import PinCause
@@ -36,10 +37,10 @@ class Pin(NamedTuple):
 
 def _detail(sql: str) -> str:
     text = " ".join(sql.split())
-    return text if len(text) <= DETAIL_CHARS else text[:DETAIL_CHARS - 3] + "..."
+    return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 3] + "..."
 
 
-def query_pins(sql: str, size: Optional[int] = None) -> Iterator[Pin]:
+def query_pins(sql: str, size: int | None = None) -> Iterator[Pin]:
     """Every pin one query text (simple or Parse) causes: its size, then each statement."""
     if (size if size is not None else len(sql.encode("utf-8"))) > MAX_STATEMENT_BYTES:
         yield Pin(PinCause.SIZE, _detail(sql))
@@ -57,6 +58,8 @@ def message_pins(kind: bytes, body: bytes) -> Iterator[Pin]:
         name, _, rest = body.partition(b"\0")
         text = rest.partition(b"\0")[0]
         if name:
-            yield Pin(PinCause.NAMED_PARSE,
-                      "Parse %r: %s" % (name.decode("utf-8", "replace"), _detail(text.decode("utf-8", "replace"))))
+            yield Pin(
+                PinCause.NAMED_PARSE,
+                "Parse %r: %s" % (name.decode("utf-8", "replace"), _detail(text.decode("utf-8", "replace"))),
+            )
         yield from query_pins(text.decode("utf-8", "replace"), len(text))

@@ -21,6 +21,13 @@ from aurora_backend.sql.pins import statement_pins
 from aurora_backend.sql.reads import is_read
 
 __all__ = [
-    "Effect", "Kind", "Op", "PinCause",
-    "first_keyword", "is_read", "lex", "statement_pins", "statements",
+    "Effect",
+    "Kind",
+    "Op",
+    "PinCause",
+    "first_keyword",
+    "is_read",
+    "lex",
+    "statement_pins",
+    "statements",
 ]

@@ -12,11 +12,12 @@ A name missing here costs healing on that connection, never a wrong answer.
 """
 
 import re
-from typing import FrozenSet, Pattern, Tuple
+from re import Pattern
 
 __all__ = ["NAMES", "KNOWN", "PREFIXES", "SESSION_FUNCTIONS"]
 
-NAMES: FrozenSet[str] = frozenset("""
+NAMES: frozenset[str] = frozenset(
+    """
 abbrev abs aclcontains acldefault aclexplode aclinsert aclitemeq aclitemin aclitemout aclremove acos
 acosd acosh age amvalidate any_in any_out anyarray_in anyarray_out anyarray_recv anyarray_send
 anycompatible_in anycompatible_out anycompatiblearray_in anycompatiblearray_out
@@ -436,11 +437,13 @@ window_row_number_support xid xid8_larger xid8_smaller xid8cmp xid8eq xid8ge xid
 xid8lt xid8ne xid8out xid8recv xid8send xideq xideqint4 xidin xidneq xidneqint4 xidout xidrecv
 xidsend xml xml_in xml_is_well_formed xml_is_well_formed_content xml_is_well_formed_document xml_out
 xml_recv xml_send xmlagg xmlcomment xmlconcat2 xmlexists xmlvalidate xpath xpath_exists
-""".split())
+""".split()
+)
 
 #: NAMES, and the functions of common extensions (PostGIS, pg_trgm, unaccent, uuid-ossp) and
 #: a few spelled out for readers (lower case).
-KNOWN: FrozenSet[str] = NAMES | frozenset("""
+KNOWN: frozenset[str] = NAMES | frozenset(
+    """
     abs acos asin atan atan2 avg bool_and bool_or bit_and bit_or btrim cbrt ceil ceiling chr coalesce
     concat concat_ws cos cot count cume_dist degrees dense_rank div encode decode every exp first_value
     floor format generate_series gen_random_uuid greatest initcap lag last_value lead least left length
@@ -454,15 +457,42 @@ KNOWN: FrozenSet[str] = NAMES | frozenset("""
     currval lastval obj_description col_description format_type setweight plainto_tsquery
     phraseto_tsquery websearch_to_tsquery similarity word_similarity unaccent
     int4range int8range numrange tsrange tstzrange daterange multirange geometry geography box2d
-""".split())
+""".split()
+)
 #: Name prefixes of built-in families (PostGIS st_*, json_*, pg_* ...).
-PREFIXES: Tuple[str, ...] = (
-    "array_", "json_", "jsonb_", "to_", "ts_", "date_", "regexp_", "string_", "st_",
-    "has_", "int4", "int8", "num", "range", "lower_", "upper_", "isempty", "pg_",
-    "aurora_", "current_", "inet_", "txid_", "generate_", "gen_", "uuid_", "row_to_",
-    "convert", "cardinality", "width_bucket",
+PREFIXES: tuple[str, ...] = (
+    "array_",
+    "json_",
+    "jsonb_",
+    "to_",
+    "ts_",
+    "date_",
+    "regexp_",
+    "string_",
+    "st_",
+    "has_",
+    "int4",
+    "int8",
+    "num",
+    "range",
+    "lower_",
+    "upper_",
+    "isempty",
+    "pg_",
+    "aurora_",
+    "current_",
+    "inet_",
+    "txid_",
+    "generate_",
+    "gen_",
+    "uuid_",
+    "row_to_",
+    "convert",
+    "cardinality",
+    "width_bucket",
 )
 #: Built-in names that do change session state (never taken as harmless, whatever the prefix).
 SESSION_FUNCTIONS: Pattern[str] = re.compile(
-    r"advisory|set_config|setseed|dblink|^lo_|replication_origin_session|replication_slot", re.I,
+    r"advisory|set_config|setseed|dblink|^lo_|replication_origin_session|replication_slot",
+    re.I,
 )

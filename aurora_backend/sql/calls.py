@@ -13,7 +13,7 @@ SQL syntax that looks like a call (``IN (``, ``VALUES (``,
 from __future__ import annotations
 
 import re
-from typing import List, Pattern
+from re import Pattern
 
 from aurora_backend.sql.builtins import KNOWN, PREFIXES, SESSION_FUNCTIONS
 
@@ -24,7 +24,8 @@ _CALL = re.compile(r'(?P<name>"[^"]+"|(?<![\w$])[A-Za-z_][\w$]*)\s*\(')
 # The word before a (maybe qualified) name: "INTO", "ON", "FUNCTION"...
 _BEFORE = re.compile(r'(?P<word>[A-Za-z_]+)\s*(?:(?:"(?:[^"]|"")+"|[\w$]+)\s*\.\s*)*$')
 #: Words followed by "(" that are not calls (SQL syntax, type modifiers).
-_NOT_CALLS = frozenset("""
+_NOT_CALLS = frozenset(
+    """
     all and any array as between bit by case cast char character check collate constraint cube
     decimal default distinct double else except exists extract fetch filter float from group grouping
     having ilike in include intersect interval is join key lateral like limit not numeric offset on
@@ -32,15 +33,18 @@ _NOT_CALLS = frozenset("""
     sets some substring table then time timestamp to trim union unique using values varchar varying
     when where window with within set vacuum analyze explain reindex cluster copy
     xmlelement xmlforest xmlattributes xmlconcat xmlparse xmlpi xmlroot xmlserialize xmlexists xmltable
-""".split())
+""".split()
+)
 #: Words after which "name (" is an object name, not a call (INSERT INTO t (...), DDL).
-_NAMES_AFTER = frozenset("""
+_NAMES_AFTER = frozenset(
+    """
     into table references index on view function procedure aggregate type trigger constraint key
     using as with sequence domain cursor prepare exists copy analyze only of
-""".split())
+""".split()
+)
 
 
-def unknown_calls(masked: str, start: int, end: int, known: Pattern[str]) -> List[str]:
+def unknown_calls(masked: str, start: int, end: int, known: Pattern[str]) -> list[str]:
     """The functions called in ``masked[start:end]`` (literals and comments blanked) that are
     not known to leave session state alone; ``known`` matches the calls the caller parses
     itself (set_config, advisory locks, sequences) at a call's start."""

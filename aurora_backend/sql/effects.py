@@ -21,15 +21,24 @@ may touch session state is lexed (``sql.lexer``) and parsed.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from aurora_backend.sql.calls import unknown_calls
 from aurora_backend.sql.kinds import STATE_KINDS, Kind, Op
 from aurora_backend.sql.lexer import KEYWORD, lex
 
 __all__ = [
-    "Effect", "effects", "parse", "resolve", "seen",
-    "HOLD", "RELEASE", "RELEASE_ALL", "NOTE", "STATE_KINDS",
+    "Effect",
+    "effects",
+    "parse",
+    "resolve",
+    "seen",
+    "HOLD",
+    "RELEASE",
+    "RELEASE_ALL",
+    "NOTE",
+    "STATE_KINDS",
 ]
 
 HOLD = Op.HOLD
@@ -70,12 +79,12 @@ _INTO_TEMP_HINT = re.compile(r"into\s+temp")
 # The answers for recent statement texts. An ORM sends the same few texts again and again
 # (parameters apart), so most statements cost one dict lookup (hashing the text).
 #: ``seen.get(sql)`` is ``effects(sql)`` for a text seen before (the cursor wrapper inlines it).
-seen: Dict[str, Tuple[Effect, ...]] = {}
+seen: dict[str, tuple[Effect, ...]] = {}
 _KNOWN_MAX = 2048
 _KNOWN_LONGEST = 8192  # longer texts (bulk inserts with inlined values) are not kept
 
 
-def effects(sql: str) -> Tuple[Effect, ...]:
+def effects(sql: str) -> tuple[Effect, ...]:
     """What ``sql`` (one or more statements) does to session state, in order; () for most SQL."""
     found = seen.get(sql)
     if found is None:
@@ -87,7 +96,7 @@ def effects(sql: str) -> Tuple[Effect, ...]:
     return found
 
 
-def _effects(sql: str) -> Tuple[Effect, ...]:
+def _effects(sql: str) -> tuple[Effect, ...]:
     if _FIRST_WORD.match(sql) is None:
         # Anywhere: function calls (a user function may SET or lock: Kind.UNKNOWN),
         # SELECT INTO TEMP, a second statement. Generous on purpose: a false alarm costs one
@@ -131,8 +140,11 @@ _SET = re.compile(
     r"|(?P<xml>XML\s+OPTION)\b|(?P<name>" + _NAME + r"))\s*(?:(?:TO\b|=)\s*)?(?P<value>.*)",
     re.I | re.S,
 )
-_RESET = re.compile(r"RESET\s+(?:(?P<all>ALL)\b|(?P<auth>SESSION\s+AUTHORIZATION)\b|(?P<tz>TIME\s+ZONE)\b"
-                    r"|(?P<name>" + _NAME + "))", re.I)
+_RESET = re.compile(
+    r"RESET\s+(?:(?P<all>ALL)\b|(?P<auth>SESSION\s+AUTHORIZATION)\b|(?P<tz>TIME\s+ZONE)\b"
+    r"|(?P<name>" + _NAME + "))",
+    re.I,
+)
 _CREATE_TEMP = re.compile(
     r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:(?:GLOBAL|LOCAL)\s+)?(?:(?P<temp>TEMP|TEMPORARY)\s+)?(?:UNLOGGED\s+)?"
     r"(?:RECURSIVE\s+)?(?:TABLE|VIEW|SEQUENCE)\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>" + _NAME + ")",
@@ -163,16 +175,16 @@ _SPECIAL_SETTINGS = {"tz": "timezone", "schema": "search_path", "names": "client
 _TRUE = {"true", "t", "on", "1", "yes"}
 
 
-def parse(sql: str) -> List[Effect]:
+def parse(sql: str) -> list[Effect]:
     """The effects of every statement of ``sql``, in order (uncached: see :func:`effects`)."""
     lexed = lex(sql)
-    found: List[Effect] = []
+    found: list[Effect] = []
     for start, end in lexed.spans():
         _statement(sql, lexed.masked, start, end, found)
     return found
 
 
-def _statement(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _statement(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     word = KEYWORD.match(masked, start, end)
     if word is not None:
         first = word.group(1).upper()
@@ -189,14 +201,16 @@ def _statement(sql: str, masked: str, start: int, end: int, found: List[Effect])
     for call in _FUNCTION.finditer(masked, start, end):
         _function(sql, masked, call, end, found)
     if "(" in masked[start:end]:
-        found.extend(Effect(Kind.UNKNOWN, HOLD, "call %s()" % name) for name in unknown_calls(masked, start, end, _FUNCTION))
+        found.extend(
+            Effect(Kind.UNKNOWN, HOLD, "call %s()" % name) for name in unknown_calls(masked, start, end, _FUNCTION)
+        )
 
 
-def _set(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _set(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _SET.match(masked, start, end)
     if m is None:
         return
-    value = sql[m.start("value"):m.end("value")].strip() if m.group("value") is not None else ""
+    value = sql[m.start("value") : m.end("value")].strip() if m.group("value") is not None else ""
     default = value.upper() == "DEFAULT" or (bool(m.group("tz")) and value.upper() == "LOCAL")
     if m.group("txn"):
         found.append(Effect(Kind.SET_TRANSACTION, NOTE))
@@ -205,8 +219,9 @@ def _set(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> No
         found.append(Effect(Kind.SET_LOCAL, NOTE, _setting_name(m)))
         return
     if m.group("auth"):
-        found.append(Effect(Kind.SESSION_AUTHORIZATION, RELEASE if value.upper() == "DEFAULT" else HOLD,
-                            "session_authorization"))
+        found.append(
+            Effect(Kind.SESSION_AUTHORIZATION, RELEASE if value.upper() == "DEFAULT" else HOLD, "session_authorization")
+        )
         return
     if m.group("chars"):
         found.append(Effect(Kind.SET, HOLD, "session_characteristics"))
@@ -220,14 +235,14 @@ def _set(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> No
         found.append(Effect(Kind.SET, RELEASE if default else HOLD, name))
 
 
-def _setting_name(m: "re.Match[str]") -> str:
+def _setting_name(m: re.Match[str]) -> str:
     for group, setting in _SPECIAL_SETTINGS.items():
         if m.group(group):
             return setting
     return _ident(m.group("name") or "")
 
 
-def _reset(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _reset(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _RESET.match(masked, start, end)
     if m is None:
         return
@@ -247,7 +262,7 @@ def _reset(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> 
             found.append(Effect(Kind.SET, RELEASE, name))
 
 
-def _create(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _create(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _CREATE_TEMP.match(masked, start, end)
     if m is None:
         other = _CREATE_TEMP_OBJECT.match(masked, start, end)
@@ -258,57 +273,71 @@ def _create(sql: str, masked: str, start: int, end: int, found: List[Effect]) ->
     if not m.group("temp"):
         if not name.startswith("pg_temp."):
             return
-    name = name[len("pg_temp."):] if name.startswith("pg_temp.") else name
+    name = name[len("pg_temp.") :] if name.startswith("pg_temp.") else name
     dropped = _ON_COMMIT_DROP.search(masked, m.end(), end) is not None
     found.append(Effect(Kind.TEMP_TABLE, NOTE if dropped else HOLD, name))
 
 
-def _drop(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _drop(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _DROP.match(masked, start, end)
     if m is None:
         return
-    names = re.sub(r"\b(?:CASCADE|RESTRICT)\b", "", masked[m.start("names"):end], flags=re.I)
+    names = re.sub(r"\b(?:CASCADE|RESTRICT)\b", "", masked[m.start("names") : end], flags=re.I)
     for name in names.split(","):
         name = _ident(name.strip())
         if name:
-            found.append(Effect(Kind.TEMP_TABLE, RELEASE, name[len("pg_temp."):] if name.startswith("pg_temp.") else name))
+            found.append(
+                Effect(Kind.TEMP_TABLE, RELEASE, name[len("pg_temp.") :] if name.startswith("pg_temp.") else name)
+            )
 
 
-def _listen(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _listen(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _LISTEN.match(masked, start, end)
     if m is None:
         return
     if m.group("un"):
-        found.append(Effect(Kind.LISTEN, RELEASE_ALL) if m.group("all") else Effect(Kind.LISTEN, RELEASE, _ident(m.group("name"))))
+        found.append(
+            Effect(Kind.LISTEN, RELEASE_ALL)
+            if m.group("all")
+            else Effect(Kind.LISTEN, RELEASE, _ident(m.group("name")))
+        )
     else:
         found.append(Effect(Kind.LISTEN, HOLD, _ident(m.group("name") or "")))
 
 
-def _prepare(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _prepare(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _PREPARE.match(masked, start, end)
     if m is not None:
         found.append(Effect(Kind.PREPARE, HOLD, _ident(m.group("name"))))
 
 
-def _deallocate(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _deallocate(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _DEALLOCATE.match(masked, start, end)
     if m is not None:
-        found.append(Effect(Kind.PREPARE, RELEASE_ALL) if m.group("all") else Effect(Kind.PREPARE, RELEASE, _ident(m.group("name"))))
+        found.append(
+            Effect(Kind.PREPARE, RELEASE_ALL)
+            if m.group("all")
+            else Effect(Kind.PREPARE, RELEASE, _ident(m.group("name")))
+        )
 
 
-def _declare(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _declare(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _DECLARE.match(masked, start, end)
     if m is not None:
         found.append(Effect(Kind.CURSOR, HOLD if m.group("hold") else NOTE, _ident(m.group("name"))))
 
 
-def _close(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _close(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _CLOSE.match(masked, start, end)
     if m is not None:
-        found.append(Effect(Kind.CURSOR, RELEASE_ALL) if m.group("all") else Effect(Kind.CURSOR, RELEASE, _ident(m.group("name"))))
+        found.append(
+            Effect(Kind.CURSOR, RELEASE_ALL)
+            if m.group("all")
+            else Effect(Kind.CURSOR, RELEASE, _ident(m.group("name")))
+        )
 
 
-def _discard(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _discard(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _DISCARD.match(masked, start, end)
     if m is None:
         return
@@ -322,12 +351,21 @@ def _discard(sql: str, masked: str, start: int, end: int, found: List[Effect]) -
 
 
 _RULES = {
-    "SET": _set, "RESET": _reset, "CREATE": _create, "DROP": _drop, "LISTEN": _listen, "UNLISTEN": _listen,
-    "PREPARE": _prepare, "DEALLOCATE": _deallocate, "DECLARE": _declare, "CLOSE": _close, "DISCARD": _discard,
+    "SET": _set,
+    "RESET": _reset,
+    "CREATE": _create,
+    "DROP": _drop,
+    "LISTEN": _listen,
+    "UNLISTEN": _listen,
+    "PREPARE": _prepare,
+    "DEALLOCATE": _deallocate,
+    "DECLARE": _declare,
+    "CLOSE": _close,
+    "DISCARD": _discard,
 }
 
 
-def _function(sql: str, masked: str, call: "re.Match[str]", end: int, found: List[Effect]) -> None:
+def _function(sql: str, masked: str, call: re.Match[str], end: int, found: list[Effect]) -> None:
     fn = call.group("fn").lower()
     args = _arguments(sql, masked, call.end(), end)
     index = _params_before(sql, call.end())
@@ -344,7 +382,7 @@ def _function(sql: str, masked: str, call: "re.Match[str]", end: int, found: Lis
         found.append(Effect(Kind.ADVISORY_LOCK, RELEASE if "unlock" in fn else HOLD, key, index))
 
 
-def _set_config(args: Sequence[str], index: int, found: List[Effect]) -> None:
+def _set_config(args: Sequence[str], index: int, found: list[Effect]) -> None:
     name = args[0] if args else ""
     is_local = args[2].lower() if len(args) > 2 else "'?'"
     if _PARAM.fullmatch(is_local) or _PARAM.fullmatch(name):
@@ -365,7 +403,7 @@ def _unquote(literal: str) -> str:
     return literal.strip("'").replace("''", "'").lower()
 
 
-def _arguments(sql: str, masked: str, start: int, end: int) -> List[str]:
+def _arguments(sql: str, masked: str, start: int, end: int) -> list[str]:
     """The top-level, comma-separated arguments of a call whose "(" ends at ``start``."""
     depth, pieces, begin = 0, [], start
     for i in range(start, end):
@@ -393,13 +431,13 @@ def _ident(name: str) -> str:
     return ".".join(q.replace('""', '"') if q else w.lower() for q, w in parts)
 
 
-def resolve(effect: Effect, params: Any) -> Optional[Effect]:
+def resolve(effect: Effect, params: Any) -> Effect | None:
     """The effect with query parameters filled into its key (None: it holds nothing)."""
     key = effect.key
     if "%" in key and params is not None:
-        positional = iter(params[effect.param_index:]) if isinstance(params, (list, tuple)) else iter(())
+        positional = iter(params[effect.param_index :]) if isinstance(params, (list, tuple)) else iter(())
 
-        def fill(m: "re.Match[str]") -> str:
+        def fill(m: re.Match[str]) -> str:
             if m.group() == "%%":
                 return "%"
             try:

@@ -8,7 +8,6 @@ Each is a ``str`` enum: a member equals its value (``Op.HOLD == "hold"``), print
 from __future__ import annotations
 
 from enum import Enum
-from typing import Dict
 
 __all__ = ["Op", "Kind", "PinCause", "STATE_KINDS"]
 
@@ -62,7 +61,7 @@ class Kind(_StrEnum):
 
 
 #: Kinds of session state (``Effect.name`` of HOLD/RELEASE effects), with what sets them.
-STATE_KINDS: Dict[str, str] = {
+STATE_KINDS: dict[str, str] = {
     Kind.SET: "SET / set_config(..., false) of a setting (key: the setting's name)",
     Kind.SET_ROLE: "SET ROLE (key: 'role')",
     Kind.SESSION_AUTHORIZATION: "SET SESSION AUTHORIZATION (key: 'session_authorization')",
@@ -73,8 +72,8 @@ STATE_KINDS: Dict[str, str] = {
     Kind.CURSOR: "DECLARE ... WITH HOLD (key: the cursor name)",
     Kind.TEMP_OBJECT: "CREATE of a temporary function, type, domain or other object (key: the name)",
     Kind.UNKNOWN: "a statement that may change session state in a way the text does not show: a DO "
-                  "block, CALL, a function outside the known built-ins, a quoted session function, "
-                  "dblink (key: what)",
+    "block, CALL, a function outside the known built-ins, a quoted session function, "
+    "dblink (key: what)",
 }
 
 

@@ -19,7 +19,7 @@ unterminated comment or literal runs to the end of the text (PostgreSQL would re
 from __future__ import annotations
 
 import re
-from typing import List, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 __all__ = ["Lexed", "lex", "statements", "first_keyword", "KEYWORD"]
 
@@ -52,9 +52,9 @@ class Lexed(NamedTuple):
     #: The text with comments and literals replaced by spaces (same length, same offsets).
     masked: str
     #: Offsets of the semicolons that end statements (outside comments, literals, names).
-    ends: Tuple[int, ...]
+    ends: tuple[int, ...]
 
-    def spans(self) -> List[Tuple[int, int]]:
+    def spans(self) -> list[tuple[int, int]]:
         """(start, end) of each statement, including empty ones (the caller skips them)."""
         out, start = [], 0
         for end in self.ends:
@@ -81,8 +81,8 @@ def lex(sql: str) -> Lexed:
     """``sql`` lexed: comments and literals blanked, statement ends found."""
     if not any(ch in sql for ch in _SPECIAL_CHARS):
         return Lexed(sql, sql, ())
-    pieces: List[str] = []
-    ends: List[int] = []
+    pieces: list[str] = []
+    ends: list[int] = []
     kept = pos = 0  # sql[kept:pos] is code to copy as is
     length = len(sql)
     while True:
@@ -113,7 +113,7 @@ def lex(sql: str) -> Lexed:
     return Lexed(sql, "".join(pieces), tuple(ends))
 
 
-def statements(sql: str) -> List[Tuple[str, str]]:
+def statements(sql: str) -> list[tuple[str, str]]:
     """(masked, original) text of each non-empty statement of ``sql``, stripped."""
     lexed = lex(sql)
     out = []
@@ -124,7 +124,7 @@ def statements(sql: str) -> List[Tuple[str, str]]:
     return out
 
 
-def first_keyword(sql: str) -> Optional[str]:
+def first_keyword(sql: str) -> str | None:
     """The first word of ``sql`` upper-cased, past comments (None: none, e.g. ``(SELECT``)."""
     m = KEYWORD.match(lex(sql).masked)
     return m.group(1).upper() if m is not None else None

@@ -20,7 +20,6 @@ messages) are the simulator's (``simulator/pinning.py``).
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Tuple
 
 from aurora_backend.sql.effects import effects
 from aurora_backend.sql.kinds import Kind, Op, PinCause
@@ -32,7 +31,7 @@ __all__ = ["statement_pins", "session_state_pins", "proxy_only_pins"]
 #: (SET LOCAL, SET TRANSACTION, transaction-level advisory locks) are absent; removing
 #: state pins only where AWS lists it (RESET, DEALLOCATE, DISCARD, the advisory-lock
 #: functions).
-_EFFECT_CAUSES: Dict[str, PinCause] = {
+_EFFECT_CAUSES: dict[str, PinCause] = {
     Kind.SET: PinCause.SET,
     Kind.SET_ROLE: PinCause.SET_ROLE,
     Kind.SESSION_AUTHORIZATION: PinCause.SESSION_AUTHORIZATION,
@@ -46,19 +45,20 @@ _EFFECT_CAUSES: Dict[str, PinCause] = {
     Kind.SEQUENCE: PinCause.SEQUENCE,
 }
 _NOTES_THAT_PIN = frozenset((Kind.TEMP_TABLE, Kind.CURSOR, Kind.DISCARD, Kind.SEQUENCE))
-_RELEASES_THAT_PIN = frozenset((Kind.SET, Kind.SET_ROLE, Kind.SESSION_AUTHORIZATION, Kind.ADVISORY_LOCK,
-                                Kind.PREPARE, Kind.DISCARD_ALL))
+_RELEASES_THAT_PIN = frozenset(
+    (Kind.SET, Kind.SET_ROLE, Kind.SESSION_AUTHORIZATION, Kind.ADVISORY_LOCK, Kind.PREPARE, Kind.DISCARD_ALL)
+)
 
 #: RDS Proxy's own rules beyond session state: statements that only act on state already
 #: there (EXECUTE), loading a library, and the other sequence functions.
-_PROXY_ONLY: List[Tuple["re.Pattern[str]", PinCause]] = [
+_PROXY_ONLY: list[tuple[re.Pattern[str], PinCause]] = [
     (re.compile(r"EXECUTE\b", re.I), PinCause.PREPARE),
     (re.compile(r"LOAD\b", re.I), PinCause.LOAD),
 ]
 _PROXY_ONLY_CALLS = [(re.compile(r"\b(?:currval|lastval)\s*\(", re.I), PinCause.SEQUENCE)]
 
 
-def session_state_pins(statement: str) -> List[PinCause]:
+def session_state_pins(statement: str) -> list[PinCause]:
     """Why one statement pins, from what it does to session state (shared with the ENGINE)."""
     causes = []
     for effect in effects(statement):
@@ -73,18 +73,18 @@ def session_state_pins(statement: str) -> List[PinCause]:
     return causes
 
 
-def proxy_only_pins(masked: str) -> List[PinCause]:
+def proxy_only_pins(masked: str) -> list[PinCause]:
     """Why one (masked: ``sql.lexer``) statement pins under the rules that are RDS Proxy's alone."""
     causes = [cause for pattern, cause in _PROXY_ONLY if pattern.match(masked)]
     causes += [cause for pattern, cause in _PROXY_ONLY_CALLS if pattern.search(masked)]
     return causes
 
 
-def statement_pins(sql: str) -> List[Tuple[str, List[PinCause]]]:
+def statement_pins(sql: str) -> list[tuple[str, list[PinCause]]]:
     """Each statement of ``sql`` (original text, stripped) with why it pins, without repeats."""
     out = []
     for masked, original in statements(sql):
-        causes: List[PinCause] = []
+        causes: list[PinCause] = []
         for cause in session_state_pins(original) + proxy_only_pins(masked):
             if cause not in causes:
                 causes.append(cause)

@@ -9,7 +9,7 @@ for reads that name a writing word. Conservative: unknown means yes.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict
+from typing import Any
 
 from aurora_backend.sql.effects import effects
 from aurora_backend.sql.kinds import Kind
@@ -19,20 +19,61 @@ from aurora_backend.sql.reads import READ_FIRST_WORDS, is_read, text_of
 __all__ = ["writes", "SESSION_FIRST_WORDS"]
 
 #: First words of statements that change no row a reader could read.
-SESSION_FIRST_WORDS = frozenset((
-    "SAVEPOINT", "RELEASE", "ROLLBACK", "COMMIT", "END", "BEGIN", "START", "SET", "RESET", "SHOW",
-    "DECLARE", "FETCH", "CLOSE", "MOVE", "DISCARD", "LISTEN", "UNLISTEN", "DEALLOCATE",
-))
+SESSION_FIRST_WORDS = frozenset(
+    (
+        "SAVEPOINT",
+        "RELEASE",
+        "ROLLBACK",
+        "COMMIT",
+        "END",
+        "BEGIN",
+        "START",
+        "SET",
+        "RESET",
+        "SHOW",
+        "DECLARE",
+        "FETCH",
+        "CLOSE",
+        "MOVE",
+        "DISCARD",
+        "LISTEN",
+        "UNLISTEN",
+        "DEALLOCATE",
+    )
+)
 _READ_FIRST = frozenset(READ_FIRST_WORDS)
 # SELECT ... FOR UPDATE locks rows and changes none.
 _ROW_LOCK = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+)?UPDATE\b", re.I)
 # Words whose absence proves a read cheaply (a substring test in C); is_read() decides
 # the rest. A superset of is_read()'s writing words.
-_HINTS = ("INSERT", "UPDATE", "DELETE", "MERGE", "INTO", "TRUNCATE", "CREATE", "DROP", "ALTER",
-          "GRANT", "REVOKE", "COPY", "CALL", "LOCK", "ANALY", "VAL", "SET_CONFIG", "ADVISORY",
-          "PG_TERMINATE", "PG_CANCEL", "PG_NOTIFY", "LO_", "DBLINK", "TXID_CURRENT")
+_HINTS = (
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "MERGE",
+    "INTO",
+    "TRUNCATE",
+    "CREATE",
+    "DROP",
+    "ALTER",
+    "GRANT",
+    "REVOKE",
+    "COPY",
+    "CALL",
+    "LOCK",
+    "ANALY",
+    "VAL",
+    "SET_CONFIG",
+    "ADVISORY",
+    "PG_TERMINATE",
+    "PG_CANCEL",
+    "PG_NOTIFY",
+    "LO_",
+    "DBLINK",
+    "TXID_CURRENT",
+)
 
-_known: Dict[str, bool] = {}
+_known: dict[str, bool] = {}
 _KNOWN_MAX = 2048
 
 
@@ -72,7 +113,7 @@ def _unlocked(sql: str) -> str:
     masked = lex(sql).masked
     pieces, kept = [], 0
     for m in _ROW_LOCK.finditer(masked):
-        pieces.append(sql[kept:m.start()])
+        pieces.append(sql[kept : m.start()])
         kept = m.end()
     if not pieces:
         return sql

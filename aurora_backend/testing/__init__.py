@@ -33,8 +33,17 @@ _LAZY = {
 }
 
 __all__ = [
-    "AuroraCluster", "BlueGreenDeployment", "ClusterDNS", "GlobalDatabase", "PASSWORD", "PostgresCluster", "SUPERUSER",
-    "ServerAddress", "TestClock", "find_pg_bin", "free_port",
+    "AuroraCluster",
+    "BlueGreenDeployment",
+    "ClusterDNS",
+    "GlobalDatabase",
+    "PASSWORD",
+    "PostgresCluster",
+    "SUPERUSER",
+    "ServerAddress",
+    "TestClock",
+    "find_pg_bin",
+    "free_port",
 ]
 
 __getattr__, __dir__ = exports(__name__, _LAZY)

@@ -27,7 +27,7 @@ Failover (unplanned, "detach and promote"):
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Dict, Tuple
+from typing import TYPE_CHECKING, Any
 
 from aurora_backend.simulator import AuroraSimulator
 from aurora_backend.testing import aurora_instance as ai
@@ -40,10 +40,12 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("aurora_backend")
 
 
-def _target_head(gdb: "GlobalDatabase", target: "Region") -> Instance:
+def _target_head(gdb: GlobalDatabase, target: Region) -> Instance:
     if target.name == gdb.primary_region or target.detached or not target.live:
-        raise ValueError("%r is not a secondary region of %s; secondaries: %s" % (
-            target.name, gdb.name, ", ".join(r.name for r in gdb._secondary_regions()) or "none"))
+        raise ValueError(
+            "%r is not a secondary region of %s; secondaries: %s"
+            % (target.name, gdb.name, ", ".join(r.name for r in gdb._secondary_regions()) or "none")
+        )
     return target.live[0]
 
 
@@ -56,17 +58,18 @@ def _promote(new: Instance, mark: Any) -> None:
     mark("promoted")
 
 
-def _begin(gdb: "GlobalDatabase", target: "Region", kind: str) -> Tuple[Instance, "Region", Instance, Timeline]:
+def _begin(gdb: GlobalDatabase, target: Region, kind: str) -> tuple[Instance, Region, Instance, Timeline]:
     """The instance to promote, the primary region, its writer, and the timeline to fill."""
     new = _target_head(gdb, target)
     old_region = gdb.regions[gdb.primary_region]
     old = gdb.writer
-    timeline = Timeline(kind=kind, old_writer=old.id, new_writer=new.id,
-                        old_region=old_region.name, new_region=target.name)
+    timeline = Timeline(
+        kind=kind, old_writer=old.id, new_writer=new.id, old_region=old_region.name, new_region=target.name
+    )
     return new, old_region, old, timeline
 
 
-def switchover(gdb: "GlobalDatabase", target: "Region") -> Dict[str, Any]:
+def switchover(gdb: GlobalDatabase, target: Region) -> dict[str, Any]:
     new, old_region, old, timeline = _begin(gdb, target, "switchover")
     mark = timeline.mark
     end_lsn = stop_writer(old, timeline)
@@ -87,7 +90,7 @@ def switchover(gdb: "GlobalDatabase", target: "Region") -> Dict[str, Any]:
     return timeline
 
 
-def failover(gdb: "GlobalDatabase", target: "Region", lose_unshipped: bool) -> Dict[str, Any]:
+def failover(gdb: GlobalDatabase, target: Region, lose_unshipped: bool) -> dict[str, Any]:
     new, lost, old, timeline = _begin(gdb, target, "failover")
     mark = timeline.mark
     for instance in lost.live:
@@ -114,7 +117,7 @@ def failover(gdb: "GlobalDatabase", target: "Region", lose_unshipped: bool) -> D
     return timeline
 
 
-def _rebuild(gdb: "GlobalDatabase", instance: Instance, writer: Instance) -> None:
+def _rebuild(gdb: GlobalDatabase, instance: Instance, writer: Instance) -> None:
     """Replace ``instance``'s server by a fresh standby of ``writer`` on the same port."""
     old_server = instance.server
     server = ai.new_reader(writer.server, instance.id, port=old_server.port)
@@ -127,8 +130,9 @@ def _rebuild(gdb: "GlobalDatabase", instance: Instance, writer: Instance) -> Non
     assert instance.sim is not None
     if moved:
         instance.sim.stop()
-        instance.sim = AuroraSimulator(upstream=("127.0.0.1", server.port),
-                                       listen=[(instance.address, gdb.port)]).start()
+        instance.sim = AuroraSimulator(
+            upstream=("127.0.0.1", server.port), listen=[(instance.address, gdb.port)]
+        ).start()
     else:
         instance.sim.reset()
     instance.role = READER

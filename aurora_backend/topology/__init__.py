@@ -3,4 +3,4 @@
 from typing import List
 
 #: Nothing here is for applications to import: OPTIONS["aurora"] drives it.
-__all__: List[str] = []
+__all__: list[str] = []

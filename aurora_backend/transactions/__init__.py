@@ -14,7 +14,13 @@ if TYPE_CHECKING:
     from aurora_backend.transactions.retry import Attempt, Retrying, RetryOptions, retry_atomic, retrying
 
 __all__ = [
-    "Attempt", "CommitOutcomeUnknown", "NestedRetryWarning", "RetryOptions", "Retrying", "retry_atomic", "retrying",
+    "Attempt",
+    "CommitOutcomeUnknown",
+    "NestedRetryWarning",
+    "RetryOptions",
+    "Retrying",
+    "retry_atomic",
+    "retrying",
 ]
 
 _RETRY = "aurora_backend.transactions.retry"

@@ -44,9 +44,7 @@ def _in_unit_suite(item: pytest.Item) -> bool:
     return _HERE in Path(str(item.path)).resolve().parents
 
 
-def pytest_collection_modifyitems(
-    config: pytest.Config, items: list[pytest.Item]
-) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Refuse unit tests that declare database access (the mark or a database fixture)."""
     bad = []
     for item in items:
@@ -54,20 +52,14 @@ def pytest_collection_modifyitems(
             continue
         fixtures = set(getattr(item, "fixturenames", ())) & DATABASE_FIXTURES
         if item.get_closest_marker("django_db") is not None or fixtures:
-            why = (
-                "the django_db mark"
-                if not fixtures
-                else "fixture(s) " + ", ".join(sorted(fixtures))
-            )
+            why = "the django_db mark" if not fixtures else "fixture(s) " + ", ".join(sorted(fixtures))
             bad.append(f"{item.nodeid} uses {why}")
     if bad:
         raise pytest.UsageError("\n".join([MOVE_HINT.format("these tests"), *bad]))
 
 
 @pytest.fixture(autouse=True)
-def _no_database(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _no_database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make any connect or server start in a unit test fail loudly, whatever the settings."""
     from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -76,15 +68,10 @@ def _no_database(
     what = request.node.nodeid
 
     def refuse_connection(self: BaseDatabaseWrapper) -> None:
-        raise DatabaseAccessInUnitTest(
-            f"{what} opened a connection (alias {self.alias!r}). "
-            + MOVE_HINT.format("it")
-        )
+        raise DatabaseAccessInUnitTest(f"{what} opened a connection (alias {self.alias!r}). " + MOVE_HINT.format("it"))
 
     def refuse_server(self: PostgresCluster, *args: object, **kwargs: object) -> None:
-        raise DatabaseAccessInUnitTest(
-            f"{what} started a PostgreSQL cluster. " + MOVE_HINT.format("it")
-        )
+        raise DatabaseAccessInUnitTest(f"{what} started a PostgreSQL cluster. " + MOVE_HINT.format("it"))
 
     monkeypatch.setattr(BaseDatabaseWrapper, "ensure_connection", refuse_connection)
     monkeypatch.setattr(BaseDatabaseWrapper, "connect", refuse_connection)

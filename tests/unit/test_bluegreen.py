@@ -11,14 +11,23 @@ from django.db import connections
 KEY = "DATABASES['x']['OPTIONS']['aurora']['blue_green']"
 
 
-@pytest.mark.parametrize("value, message", [
-    ({"hold": 0}, KEY + "['hold'] = 0 is invalid: it accepts a number of seconds > 0."),
-    ({"poll_fast": 2, "poll_deployed": 1}, KEY + "['poll_fast'] (2.0) must not exceed " + KEY + "['poll_deployed'] (1.0)."),
-    ({"commit_token": "yes"}, KEY + "['commit_token'] = 'yes' is invalid: it accepts True or False."),
-    ({"holdd": 1}, KEY + " has unknown key(s) 'holdd'; accepted keys are: enabled, poll, poll_deployed, "
-                         "poll_fast, hold, commit_token."),
-    ("on", KEY + " = 'on' is invalid: it accepts True, False, \"auto\", or a dict"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ({"hold": 0}, KEY + "['hold'] = 0 is invalid: it accepts a number of seconds > 0."),
+        (
+            {"poll_fast": 2, "poll_deployed": 1},
+            KEY + "['poll_fast'] (2.0) must not exceed " + KEY + "['poll_deployed'] (1.0).",
+        ),
+        ({"commit_token": "yes"}, KEY + "['commit_token'] = 'yes' is invalid: it accepts True or False."),
+        (
+            {"holdd": 1},
+            KEY + " has unknown key(s) 'holdd'; accepted keys are: enabled, poll, poll_deployed, "
+            "poll_fast, hold, commit_token.",
+        ),
+        ("on", KEY + " = 'on' is invalid: it accepts True, False, \"auto\", or a dict"),
+    ],
+)
 def test_bad_blue_green_settings_name_the_key(value, message):
     from django.core.exceptions import ImproperlyConfigured
 

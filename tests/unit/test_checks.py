@@ -5,7 +5,7 @@ The checks that query a database (E002, W010-W014, a healthy database): tests/te
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 from django.core.checks import run_checks
@@ -19,21 +19,24 @@ PROXY_HOST = "app.proxy-abc123.us-east-1.rds.amazonaws.com"
 KEEPALIVES = {"keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 5}
 
 
-def good(**overrides: Any) -> Dict[str, Any]:
+def good(**overrides: Any) -> dict[str, Any]:
     """A settings entry that triggers no check; ``overrides`` change it."""
     entry = {
-        "ENGINE": "aurora_backend", "NAME": "app", "HOST": "cluster.cluster-abc.rds.amazonaws.com",
-        "CONN_MAX_AGE": 60, "OPTIONS": {"aurora": {"connect_deadline": 30}, **KEEPALIVES},
+        "ENGINE": "aurora_backend",
+        "NAME": "app",
+        "HOST": "cluster.cluster-abc.rds.amazonaws.com",
+        "CONN_MAX_AGE": 60,
+        "OPTIONS": {"aurora": {"connect_deadline": 30}, **KEEPALIVES},
     }
     entry.update(overrides)
     return entry
 
 
-def ids(entry: Dict[str, Any]) -> List[str]:
+def ids(entry: dict[str, Any]) -> list[str]:
     return [m.id for m in alias_settings_messages("x", entry)]
 
 
-def _proxy_opts(proxy: Any = "auto", **extra: Any) -> Dict[str, Any]:
+def _proxy_opts(proxy: Any = "auto", **extra: Any) -> dict[str, Any]:
     return {"aurora": {"connect_deadline": 30, "proxy": proxy}, **extra, **KEEPALIVES}
 
 
@@ -91,7 +94,8 @@ def test_w007_proxy_mode_and_a_timezone_it_will_not_set():
         assert "ALTER ROLE app SET timezone TO 'Europe/Paris'" in message.hint
         assert ids(good(HOST=PROXY_HOST)) == []  # UTC: Aurora's default, nothing to SET
         assert ids(good(HOST=PROXY_HOST, TIME_ZONE="Europe/Paris", OPTIONS=_proxy_opts(False))) == [
-            "aurora_backend.W004"]
+            "aurora_backend.W004"
+        ]
     with override_settings(USE_TZ=False, TIME_ZONE="America/Chicago"):
         assert ids(good(HOST=PROXY_HOST)) == ["aurora_backend.W007"]
 
@@ -109,16 +113,20 @@ def test_w006_a_silent_host_would_hang_a_query():
     assert ids(good(OPTIONS={"aurora": deadline, "keepalives": 0, "tcp_user_timeout": 5000})) == []
     assert ids(good(OPTIONS={"aurora": dict(deadline, silent_host_timeout=None), **KEEPALIVES})) == []
     assert ids(good(OPTIONS={"aurora": dict(deadline, silent_host_timeout=None), "keepalives_idle": 1})) == [
-        "aurora_backend.W006"]  # interval and count left at the OS's 75 s x 9
-    [message] = alias_settings_messages("x", good(OPTIONS={"aurora": deadline, "keepalives_idle": 300,
-                                                          "tcp_user_timeout": 0}))
+        "aurora_backend.W006"
+    ]  # interval and count left at the OS's 75 s x 9
+    [message] = alias_settings_messages(
+        "x", good(OPTIONS={"aurora": deadline, "keepalives_idle": 300, "tcp_user_timeout": 0})
+    )
     assert message.id == "aurora_backend.W006" and "for 305 s" in message.msg
 
 
 @pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
 def test_settings_check_is_registered_untagged_and_skips_other_engines():
-    databases = {"default": good(OPTIONS={"aurora": {"bogus": 1}}),
-                 "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:", "OPTIONS": {"aurora": 1}}}
+    databases = {
+        "default": good(OPTIONS={"aurora": {"bogus": 1}}),
+        "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:", "OPTIONS": {"aurora": 1}},
+    }
     with override_settings(DATABASES=databases):
         messages = [m for m in run_checks() if m.id.startswith("aurora_backend.")]
     assert [(m.id, m.obj) for m in messages] == [("aurora_backend.E001", "DATABASES['default']")]

@@ -3,7 +3,6 @@
 The ENGINE against a real server: tests/test_engine.py.
 """
 
-
 from django.db import connections
 
 from aurora_backend.base import DatabaseWrapper

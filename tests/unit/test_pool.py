@@ -23,13 +23,16 @@ needs_psycopg3 = pytest.mark.skipif(
 
 
 @needs_psycopg3
-@pytest.mark.parametrize("changes,pool,expected", [
-    ({"CONN_MAX_AGE": 60}, True, "DATABASES['bad']['CONN_MAX_AGE'] = 60 cannot be used with"),
-    ({}, {"max_sise": 4}, "has unknown key 'max_sise'; accepted keys are: "),
-    ({}, {"check": None}, "['pool']['check'] cannot be set: use CONN_HEALTH_CHECKS"),
-    ({}, {"connection_class": None}, "['pool']['connection_class'] cannot be set"),
-    ({}, "yes", "['pool'] = 'yes' is invalid: it accepts True or a dict"),
-])
+@pytest.mark.parametrize(
+    "changes,pool,expected",
+    [
+        ({"CONN_MAX_AGE": 60}, True, "DATABASES['bad']['CONN_MAX_AGE'] = 60 cannot be used with"),
+        ({}, {"max_sise": 4}, "has unknown key 'max_sise'; accepted keys are: "),
+        ({}, {"check": None}, "['pool']['check'] cannot be set: use CONN_HEALTH_CHECKS"),
+        ({}, {"connection_class": None}, "['pool']['connection_class'] cannot be set"),
+        ({}, "yes", "['pool'] = 'yes' is invalid: it accepts True or a dict"),
+    ],
+)
 def test_bad_pool_settings_name_the_setting_and_the_fix(changes, pool, expected):
     with pytest.raises(ImproperlyConfigured) as err:
         _pooled(alias="bad", pool=pool, **changes)
@@ -46,7 +49,9 @@ def test_a_psycopg_too_old_for_the_pool_is_refused(monkeypatch):
 def test_system_checks_report_pool_settings():
     from aurora_backend.health.checks import alias_settings_messages
 
-    bad = [m for m in alias_settings_messages("p", _settings(pool={"max_sise": 1})) if m.id.startswith("aurora_backend.E")]
+    bad = [
+        m for m in alias_settings_messages("p", _settings(pool={"max_sise": 1})) if m.id.startswith("aurora_backend.E")
+    ]
     assert [m.id for m in bad] == ["aurora_backend.E003"]
     assert "needs psycopg 3" in bad[0].msg or "needs Django 5.1" in bad[0].msg or "unknown key 'max_sise'" in bad[0].msg
     if drivers.NAME == "psycopg" and django.VERSION >= (5, 1):
@@ -61,7 +66,9 @@ def _settings(pool=True, aurora=None, **changes):
     settings_dict = {**connection.settings_dict, "CONN_MAX_AGE": 0, **changes}
     app = "pool-%s" % uuid.uuid4().hex[:8]
     settings_dict["OPTIONS"] = {
-        **settings_dict["OPTIONS"], "pool": pool, "application_name": app,
+        **settings_dict["OPTIONS"],
+        "pool": pool,
+        "application_name": app,
         "aurora": {**settings_dict["OPTIONS"]["aurora"], **(aurora or {})},
     }
     return settings_dict

@@ -10,30 +10,39 @@ import pytest
 from aurora_backend.simulator.pinning import query_pins
 
 
-@pytest.mark.parametrize("sql, reasons", [
-    ("SELECT 1", []),
-    ("SET TIME ZONE 'UTC'", ["SET / set_config (session setting)"]),
-    ("SET default_transaction_isolation TO DEFAULT", ["RESET / SET ... TO DEFAULT (session setting)"]),
-    ("SET ROLE app_owner", ["SET ROLE"]),
-    ("SET LOCAL statement_timeout = 5", []),
-    ("BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION READ ONLY", []),
-    ("SELECT set_config('TimeZone', 'UTC', false)", ["SET / set_config (session setting)"]),
-    ("SELECT set_config('app.user', '7', true)", []),
-    ('DECLARE "c" CURSOR WITHOUT HOLD FOR SELECT 1', ["cursor declared (DECLARE)"]),
-    ("SELECT nextval('s'), 'setval(' AS text", ["sequence function"]),
-    ("SELECT currval('s')", ["sequence function"]),
-    ("LOAD 'auto_explain'", ["LOAD (library)"]),
-    ("CREATE TEMP TABLE t (a int) ON COMMIT DROP", ["temporary table, sequence or view"]),
-    ("DISCARD ALL", ["DISCARD (session state)"]),
-    ("CREATE TEMPORARY TABLE t (a int)", ["temporary table, sequence or view"]),
-    ("SELECT pg_advisory_xact_lock(1)", []),
-    ("SELECT pg_try_advisory_lock(1)", ["session-level advisory lock"]),
-    ("/* LISTEN */ UPDATE t SET a = 1 -- SET x", []),
-    ("SELECT E'it\\'s; SET x = 1', $$; LISTEN y$$, 'a;b'; SET search_path = app", ["SET / set_config (session setting)"]),
-    ("LISTEN jobs; PREPARE p AS SELECT 1; EXECUTE p", ["LISTEN", "prepared statement (SQL)", "prepared statement (SQL)"]),
-    ("UNLISTEN jobs; CLOSE c; SET CONSTRAINTS ALL IMMEDIATE", []),
-    ("SELECT '%s'" % ("x" * 16400), ["statement over 16 KB"]),
-])
+@pytest.mark.parametrize(
+    "sql, reasons",
+    [
+        ("SELECT 1", []),
+        ("SET TIME ZONE 'UTC'", ["SET / set_config (session setting)"]),
+        ("SET default_transaction_isolation TO DEFAULT", ["RESET / SET ... TO DEFAULT (session setting)"]),
+        ("SET ROLE app_owner", ["SET ROLE"]),
+        ("SET LOCAL statement_timeout = 5", []),
+        ("BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION READ ONLY", []),
+        ("SELECT set_config('TimeZone', 'UTC', false)", ["SET / set_config (session setting)"]),
+        ("SELECT set_config('app.user', '7', true)", []),
+        ('DECLARE "c" CURSOR WITHOUT HOLD FOR SELECT 1', ["cursor declared (DECLARE)"]),
+        ("SELECT nextval('s'), 'setval(' AS text", ["sequence function"]),
+        ("SELECT currval('s')", ["sequence function"]),
+        ("LOAD 'auto_explain'", ["LOAD (library)"]),
+        ("CREATE TEMP TABLE t (a int) ON COMMIT DROP", ["temporary table, sequence or view"]),
+        ("DISCARD ALL", ["DISCARD (session state)"]),
+        ("CREATE TEMPORARY TABLE t (a int)", ["temporary table, sequence or view"]),
+        ("SELECT pg_advisory_xact_lock(1)", []),
+        ("SELECT pg_try_advisory_lock(1)", ["session-level advisory lock"]),
+        ("/* LISTEN */ UPDATE t SET a = 1 -- SET x", []),
+        (
+            "SELECT E'it\\'s; SET x = 1', $$; LISTEN y$$, 'a;b'; SET search_path = app",
+            ["SET / set_config (session setting)"],
+        ),
+        (
+            "LISTEN jobs; PREPARE p AS SELECT 1; EXECUTE p",
+            ["LISTEN", "prepared statement (SQL)", "prepared statement (SQL)"],
+        ),
+        ("UNLISTEN jobs; CLOSE c; SET CONSTRAINTS ALL IMMEDIATE", []),
+        ("SELECT '%s'" % ("x" * 16400), ["statement over 16 KB"]),
+    ],
+)
 def test_pinning_rules(sql, reasons):
     assert [pin.reason for pin in query_pins(sql)] == reasons
 
@@ -58,11 +67,19 @@ def test_proxy_option_auto_true_false_and_the_idle_cap():
         AuroraOptions.from_settings("x", {"aurora": {"proxy": "yes"}})
 
 
-@pytest.mark.parametrize("server_zone, django_zone, same", [
-    ("Etc/UTC", "UTC", True), ("UTC", "Etc/UTC", True), ("Etc/Universal", "UTC", True), ("GMT", "UTC", True),
-    ("utc", "UTC", True), ("Europe/Paris", "Europe/Paris", True), ("Europe/Paris", "UTC", False),
-    ("Etc/GMT+1", "UTC", False),
-])
+@pytest.mark.parametrize(
+    "server_zone, django_zone, same",
+    [
+        ("Etc/UTC", "UTC", True),
+        ("UTC", "Etc/UTC", True),
+        ("Etc/Universal", "UTC", True),
+        ("GMT", "UTC", True),
+        ("utc", "UTC", True),
+        ("Europe/Paris", "Europe/Paris", True),
+        ("Europe/Paris", "UTC", False),
+        ("Etc/GMT+1", "UTC", False),
+    ],
+)
 def test_zone_names_of_one_zone_are_the_same_zone(server_zone, django_zone, same):
     from aurora_backend.proxy.mode import same_zone
 

@@ -88,7 +88,7 @@ def test_star_import_gives_exactly_all(package):
 @pytest.mark.parametrize("package", PACKAGES)
 def test_unknown_names_raise_attribute_error(package):
     with pytest.raises(AttributeError, match="no_such_name"):
-        getattr(importlib.import_module(package), "no_such_name")
+        importlib.import_module(package).no_such_name
 
 
 @pytest.mark.parametrize("package,name", _names())
@@ -107,14 +107,28 @@ def test_documented_deep_paths_and_public_paths_are_the_same_object(deep, public
     assert name in importlib.import_module(package).__all__
 
 
-@pytest.mark.parametrize("package", ["aurora_backend", "aurora_backend.routing", "aurora_backend.transactions",
-                                     "aurora_backend.health", "aurora_backend.observability"])
+@pytest.mark.parametrize(
+    "package",
+    [
+        "aurora_backend",
+        "aurora_backend.routing",
+        "aurora_backend.transactions",
+        "aurora_backend.health",
+        "aurora_backend.observability",
+    ],
+)
 def test_importing_the_package_loads_neither_django_nor_a_driver(package):
     env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
     code = (
         "import sys, %s; loaded = sorted(m for m in ('django', 'psycopg', 'psycopg2') if m in sys.modules); "
         "print(','.join(loaded))" % package
     )
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
-                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
     assert done.stdout.strip() == ""

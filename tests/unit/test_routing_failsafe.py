@@ -22,8 +22,11 @@ def test_reader_settings_shares_objects_refuses_custom_endpoints_ignores_case():
             return [host]
 
     resolver = Resolver()
-    writer = {"HOST": "App.Cluster-Abc123.eu-west-1.rds.amazonaws.com", "NAME": "app",
-              "OPTIONS": {"aurora": {"resolver": resolver, "connect_deadline": 30}}}
+    writer = {
+        "HOST": "App.Cluster-Abc123.eu-west-1.rds.amazonaws.com",
+        "NAME": "app",
+        "OPTIONS": {"aurora": {"resolver": resolver, "connect_deadline": 30}},
+    }
     reader = reader_settings(writer)
     assert reader["HOST"] == "App.cluster-ro-Abc123.eu-west-1.rds.amazonaws.com"
     assert reader["OPTIONS"]["aurora"]["resolver"] is resolver

@@ -27,5 +27,9 @@ def test_default_detection_is_aws_keepalives_and_tcp_user_timeout() -> None:
     assert AuroraOptions().silent_host_timeout == 6.0
     params = detection_params(6.0)
     assert {k: params[k] for k in ("keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count")} == {
-        "keepalives": 1, "keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 5}
+        "keepalives": 1,
+        "keepalives_idle": 1,
+        "keepalives_interval": 1,
+        "keepalives_count": 5,
+    }
     assert params["tcp_user_timeout"] == 6000  # libpq >= 12 (both drivers here ship 17)

@@ -22,9 +22,7 @@ from tests.unit.conftest import DatabaseAccessInUnitTest
 
 
 def test_a_query_is_refused_with_the_fix():
-    with pytest.raises(
-        DatabaseAccessInUnitTest, match="move it to the integration suite"
-    ):
+    with pytest.raises(DatabaseAccessInUnitTest, match="move it to the integration suite"):
         connection.cursor()
 
 
@@ -51,24 +49,15 @@ def test_the_django_db_mark_and_database_fixtures_are_refused_at_collection():
     with pytest.raises(pytest.UsageError) as err:
         conftest.pytest_collection_modifyitems(None, items)  # type: ignore[arg-type]
     message = str(err.value)
-    assert (
-        "test_marked uses the django_db mark" in message
-        and "test_db uses fixture(s) db" in message
-    )
-    assert (
-        "test_pure" not in message
-        and "move these tests to the integration suite (tests/)" in message
-    )
+    assert "test_marked uses the django_db mark" in message and "test_db uses fixture(s) db" in message
+    assert "test_pure" not in message and "move these tests to the integration suite (tests/)" in message
     conftest.pytest_collection_modifyitems(None, [_item("test_pure")])  # type: ignore[arg-type]
 
 
 def test_the_driver_under_test_is_the_one_asked_for():
     """AURORA_TEST_DRIVER=psycopg2 hides psycopg 3 here too (tests/base_settings.py)."""
     if os.environ.get("AURORA_TEST_DRIVER") == "psycopg2":
-        assert (
-            settings.DRIVER == "psycopg2"
-            and sys.modules.get("psycopg", "absent") is None
-        )
+        assert settings.DRIVER == "psycopg2" and sys.modules.get("psycopg", "absent") is None
         from django.db.backends.postgresql import base
 
         assert not base.is_psycopg3
@@ -79,8 +68,6 @@ def test_the_driver_under_test_is_the_one_asked_for():
     reason="only under .ci/unit_without_postgres.sh",
 )
 def test_no_postgresql_is_installed_here():
-    assert [
-        tool for tool in ("pg_ctl", "postgres", "initdb", "psql") if shutil.which(tool)
-    ] == []
+    assert [tool for tool in ("pg_ctl", "postgres", "initdb", "psql") if shutil.which(tool)] == []
     with pytest.raises(RuntimeError, match="No PostgreSQL server found"):
         find_pg_bin()
