@@ -10,7 +10,7 @@ as the code. The messages, with their sources, are in docs/aurora_facts.md.
 from __future__ import annotations
 
 import enum
-from typing import Any, Optional
+from typing import Any
 
 from aurora_backend.drivers import is_closed
 
@@ -126,7 +126,7 @@ def driver_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def sqlstate(exc: BaseException) -> Optional[str]:
+def sqlstate(exc: BaseException) -> str | None:
     """The five-character SQLSTATE of a driver error, or None (connect-time errors)."""
     exc = driver_error(exc)
     code = getattr(exc, "pgcode", None) or getattr(exc, "sqlstate", None)
@@ -171,7 +171,7 @@ def classify(exc: BaseException, connection: Any = None) -> ErrorKind:
     return ErrorKind.OTHER
 
 
-def _classify_code(code: str) -> Optional[ErrorKind]:
+def _classify_code(code: str) -> ErrorKind | None:
     if code in ("57P01", "57P02") or code.startswith("08"):
         return ErrorKind.DISCONNECT
     if code in ("57P03", "53300"):
@@ -185,7 +185,7 @@ def _classify_code(code: str) -> Optional[ErrorKind]:
     return None
 
 
-def _classify_message(message: str) -> Optional[ErrorKind]:
+def _classify_message(message: str) -> ErrorKind | None:
     # Order matters: "database "x" does not exist" must not be read as a retryable failure
     # just because libpq prefixed it with 'connection to server at ... failed'.
     if _has(message, _SESSION_LOST_MESSAGES):

@@ -27,7 +27,8 @@ import logging
 import math
 import threading
 import weakref
-from typing import Any, Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
@@ -35,22 +36,22 @@ from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
 from aurora_backend import bluegreen, credentials, signals, stats
-from aurora_backend.topology import router as topology
-from aurora_backend.global_db import forwarding
-from aurora_backend.global_db.router import router_for as global_router_for
 from aurora_backend.connection import keepalive
 from aurora_backend.connection.connect import Attempt, connect_with_retry, describe_error
-from aurora_backend.drivers import in_recovery, input_watch, is_idle, is_named_cursor, peer_address
-from aurora_backend.errors import ErrorKind, classify, is_scale_event
 from aurora_backend.connection.freshness import FreshnessMixin, plain_health_hooks
-from aurora_backend.pool.config import pool_options
-from aurora_backend.pool.mixin import PoolMixin
 from aurora_backend.connection.lifetime import draw_expiry, reaper
-from aurora_backend.proxy.mode import ProxyModeMixin, pin_free_operations, proxy_enabled, proxy_options
-from aurora_backend.options import OPTIONS_KEY, AuroraOptions
-from aurora_backend.runtime import Runtime
 from aurora_backend.connection.session import READERS_PRUNE_AT
 from aurora_backend.connection.statements import _cursor_classes, retrying_cursor_class
+from aurora_backend.drivers import in_recovery, input_watch, is_idle, is_named_cursor, peer_address
+from aurora_backend.errors import ErrorKind, classify, is_scale_event
+from aurora_backend.global_db import forwarding
+from aurora_backend.global_db.router import router_for as global_router_for
+from aurora_backend.options import OPTIONS_KEY, AuroraOptions
+from aurora_backend.pool.config import pool_options
+from aurora_backend.pool.mixin import PoolMixin
+from aurora_backend.proxy.mode import ProxyModeMixin, pin_free_operations, proxy_enabled, proxy_options
+from aurora_backend.runtime import Runtime
+from aurora_backend.topology import router as topology
 
 logger = logging.getLogger("aurora_backend")
 
@@ -70,14 +71,14 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
     """Aurora-aware behaviour for a PostgreSQL ``DatabaseWrapper`` (put it first in the MRO)."""
 
     #: Address (IP) the current connection went to, or None before the first connection.
-    aurora_address: Optional[str] = None
+    aurora_address: str | None = None
     #: Our settings for this alias.
     aurora_options: AuroraOptions
 
     # Attributes of Django's wrapper this mixin reads; declared for type checkers.
     alias: str
     connection: Any
-    settings_dict: Dict[str, Any]
+    settings_dict: dict[str, Any]
     in_atomic_block: bool
     autocommit: bool
 
@@ -92,10 +93,10 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         pool_options(self.alias, self.settings_dict)
         self.aurora_runtime = Runtime()
         self._aurora_lock = threading.Lock()
-        self._aurora_expires_at: Optional[float] = None
+        self._aurora_expires_at: float | None = None
         self._aurora_last_used = 0.0
         self._aurora_connected_at = 0.0
-        self._aurora_close_reason: Optional[str] = None
+        self._aurora_close_reason: str | None = None
         self._aurora_healing = False
         self._aurora_suspect_read_only = False
         # Before _aurora_check_at only the socket needs a look (see close_if_health_check_failed).
@@ -104,7 +105,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         self._aurora_idle_window = min(windows, default=math.inf)
         self._aurora_input_waiting: Callable[[], bool] = lambda: True
         # Open server-side cursors: a slow consumer uses its connection between statements.
-        self._aurora_named_cursors: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._aurora_named_cursors: weakref.WeakSet[Any] = weakref.WeakSet()
         # Per class, read per cursor: nobody between us and Django's make_cursor (see
         # make_cursor), or its close_if_health_check_failed (see freshness.py).
         self._aurora_plain_make_cursor = _plain_make_cursor(type(self))
@@ -119,12 +120,12 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
 
     # ----- connecting ---------------------------------------------------------------
 
-    def get_connection_params(self) -> Dict[str, Any]:
+    def get_connection_params(self) -> dict[str, Any]:
         params = super().get_connection_params()  # type: ignore[misc]
         params.pop(OPTIONS_KEY, None)
         return keepalive.apply(params, self.aurora_options.silent_host_timeout)
 
-    def get_new_connection(self, conn_params: Dict[str, Any]) -> Any:
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         parent = super().get_new_connection  # type: ignore[misc]
         pooled = self.pool is not None
         if pooled:  # a checkout: the pool opened it (and routed it) through _aurora_pool_connect
@@ -137,8 +138,12 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
             router = global_router_for(self, conn_params) or topology.router_for(self, conn_params)
             try:
                 connection, address = connect_with_retry(
-                    router.wrap(parent) if router else parent, conn_params, self.aurora_options, self.aurora_runtime,
-                    on_retry=self._aurora_connect_retried, endpoint=self._aurora_endpoint(conn_params),
+                    router.wrap(parent) if router else parent,
+                    conn_params,
+                    self.aurora_options,
+                    self.aurora_runtime,
+                    on_retry=self._aurora_connect_retried,
+                    endpoint=self._aurora_endpoint(conn_params),
                 )
             except Exception:
                 stats.incr(self.alias, "connect_failures")  # given up (deadline) or not retryable
@@ -165,7 +170,10 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         if reason is not None:
             stats.incr(self.alias, "reconnects")
             signals.reconnected.send(
-                sender=type(self), alias=self.alias, connection=self, reason=reason,
+                sender=type(self),
+                alias=self.alias,
+                connection=self,
+                reason=reason,
                 address=self.aurora_address,
             )
         if self.aurora_options.idle_timeout is not None and self.pool is None:
@@ -191,17 +199,23 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
                 raw = self.connection  # None: the connect itself failed (already retried)
                 elapsed = self.aurora_runtime.clock() - start
                 if (
-                    raw is None or self.pool is not None or number >= _SETUP_ATTEMPTS
+                    raw is None
+                    or self.pool is not None
+                    or number >= _SETUP_ATTEMPTS
                     or elapsed >= self.aurora_options.connect_deadline
                     or classify(exc, raw) not in (ErrorKind.DISCONNECT, ErrorKind.CONNECT_RETRYABLE)
                 ):
                     raise
-                logger.warning("connection %r to %s died during connect-time setup: %s; connecting again",
-                               self.alias, self.aurora_address, describe_error(exc))
+                logger.warning(
+                    "connection %r to %s died during connect-time setup: %s; connecting again",
+                    self.alias,
+                    self.aurora_address,
+                    describe_error(exc),
+                )
                 self._aurora_connect_retried(Attempt(number, exc, 0.0, elapsed, self.aurora_address))
                 self._aurora_close("disconnect")
 
-    def _aurora_endpoint(self, params: Dict[str, Any]) -> str:
+    def _aurora_endpoint(self, params: dict[str, Any]) -> str:
         return "%r (%s:%s)" % (self.alias, params.get("host") or "local socket", params.get("port") or 5432)
 
     def _aurora_connect_retried(self, attempt: Attempt) -> None:
@@ -209,8 +223,13 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         if is_scale_event(attempt.error):
             self._aurora_scale_event(attempt.error)
         signals.connect_retry.send(
-            sender=type(self), alias=self.alias, connection=self, attempt=attempt.number,
-            error=attempt.error, delay=attempt.delay, elapsed=attempt.elapsed,
+            sender=type(self),
+            alias=self.alias,
+            connection=self,
+            attempt=attempt.number,
+            error=attempt.error,
+            delay=attempt.delay,
+            elapsed=attempt.elapsed,
         )
 
     # ----- errors -------------------------------------------------------------------
@@ -291,7 +310,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
 _SETUP_ATTEMPTS = 5
 
 _RetryingCursorWrapper = retrying_cursor_class(CursorWrapper)
-_plain: Dict[type, bool] = {}
+_plain: dict[type, bool] = {}
 
 
 def _plain_make_cursor(klass: type) -> bool:
@@ -300,7 +319,7 @@ def _plain_make_cursor(klass: type) -> bool:
     plain = _plain.get(klass)
     if plain is None:
         mro = klass.__mro__
-        after = mro[mro.index(AuroraWrapperMixin) + 1:]
+        after = mro[mro.index(AuroraWrapperMixin) + 1 :]
         owner = next((k for k in after if "make_cursor" in vars(k)), None)
         plain = _plain[klass] = owner is BaseDatabaseWrapper
     return plain

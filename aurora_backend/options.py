@@ -8,8 +8,9 @@ know, raises ``ImproperlyConfigured`` naming the key and what it accepts.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
@@ -38,44 +39,44 @@ class AuroraOptions:
     backoff_max: float = 2.0
     #: Each connection lives a random time within this range, then is truly closed and
     #: reopened (new DNS resolution). None disables it.
-    max_age: Optional[Tuple[float, float]] = (300.0, 600.0)
+    max_age: tuple[float, float] | None = (300.0, 600.0)
     #: A connection unused this long is closed, so an idle process holds none. None: never.
-    idle_timeout: Optional[float] = 120.0
+    idle_timeout: float | None = 120.0
     #: A connection unused this long is checked with ``SELECT 1`` before reuse. None: never.
-    ping_after: Optional[float] = 30.0
+    ping_after: float | None = 30.0
     #: Outside a transaction, re-run a read that failed because the connection died.
     retry_reads: bool = True
     #: Resolve the host at connect time and spread connections over its addresses.
     spread_addresses: bool = True
     #: Name resolver (a callable or its dotted path); None uses ``socket.getaddrinfo``.
-    resolver: Optional[Resolver] = field(default=None, compare=False)
+    resolver: Resolver | None = field(default=None, compare=False)
     #: After a failover, find the new writer through aurora_replica_status() and the
     #: instance endpoints instead of waiting for DNS (docs/topology.md). Aurora endpoints only.
     topology: bool = True
     #: Instance endpoint name, "{instance}.<suffix>"; None: derived from the cluster endpoint.
-    topology_template: Optional[str] = None
+    topology_template: str | None = None
     #: Re-read the topology at connect time at most this often (seconds).
     topology_refresh: float = 30.0
     #: RDS Proxy mode (docs/proxy.md): True, False, or None ("auto": on when HOST contains ".proxy-").
-    proxy: Optional[bool] = None
+    proxy: bool | None = None
     #: A silent host (no FIN, no RST) makes a query waiting on it fail within about this
     #: long: libpq keepalives and tcp_user_timeout (connection/keepalive.py). None: libpq's.
-    silent_host_timeout: Optional[float] = 6.0
+    silent_host_timeout: float | None = 6.0
     #: Where each login's user and password come from (IAM, Secrets Manager, a callable);
     #: None: USER and PASSWORD. See aurora_backend/credentials.
-    credentials: Optional[credentials_config.CredentialsConfig] = None
+    credentials: credentials_config.CredentialsConfig | None = None
     #: RDS Blue/Green switchovers: watch the phase, hold traffic through one (docs/bluegreen.md).
     blue_green: blue_green_config.BlueGreenConfig = field(default_factory=blue_green_config.BlueGreenConfig)
     #: Aurora Global Database (docs/global_database.md): the app's region, each region's
     #: instance endpoint template, cross-region reader fallback, write forwarding refusals.
-    home_region: Optional[str] = None
-    global_instance_templates: Optional[Mapping[str, str]] = field(default=None, compare=False)
+    home_region: str | None = None
+    global_instance_templates: Mapping[str, str] | None = field(default=None, compare=False)
     cross_region_reads: bool = False
-    write_forwarding: Optional[str] = None
-    primary_alias: Optional[str] = None
+    write_forwarding: str | None = None
+    primary_alias: str | None = None
 
     @classmethod
-    def from_settings(cls, alias: str, options: Mapping[str, Any]) -> "AuroraOptions":
+    def from_settings(cls, alias: str, options: Mapping[str, Any]) -> AuroraOptions:
         """Parse ``OPTIONS`` of a DATABASES entry (the whole dict, ours under "aurora")."""
         raw = options.get(OPTIONS_KEY, {})
         where = "DATABASES[%r]['OPTIONS'][%r]" % (alias, OPTIONS_KEY)
@@ -123,7 +124,7 @@ def _positive(key: str, value: Any, accepted: str = "a number of seconds > 0") -
     return float(value)
 
 
-def _optional_positive(key: str, value: Any) -> Optional[float]:
+def _optional_positive(key: str, value: Any) -> float | None:
     if value is None:
         return None
     return _positive(key, value, "a number of seconds > 0, or None to disable it")
@@ -146,11 +147,8 @@ def _libpq_int(alias: str, value: Any) -> int:
         ) from err
 
 
-def _max_age(key: str, value: Any) -> Optional[Tuple[float, float]]:
-    accepted = (
-        "None (no expiry), a number of seconds > 0, or a [min, max] pair of seconds "
-        "with 0 < min <= max"
-    )
+def _max_age(key: str, value: Any) -> tuple[float, float] | None:
+    accepted = "None (no expiry), a number of seconds > 0, or a [min, max] pair of seconds with 0 < min <= max"
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -163,9 +161,11 @@ def _max_age(key: str, value: Any) -> Optional[Tuple[float, float]]:
     raise _key_error(key, value, accepted)
 
 
-def _silent_host_timeout(key: str, value: Any) -> Optional[float]:
-    accepted = ("a number of seconds >= 2 (keepalives need one second idle and one probe), "
-                "or None to leave libpq's TCP settings alone")
+def _silent_host_timeout(key: str, value: Any) -> float | None:
+    accepted = (
+        "a number of seconds >= 2 (keepalives need one second idle and one probe), "
+        "or None to leave libpq's TCP settings alone"
+    )
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 2:
@@ -179,7 +179,7 @@ def _bool(key: str, value: Any) -> bool:
     return value
 
 
-def _proxy(key: str, value: Any) -> Optional[bool]:
+def _proxy(key: str, value: Any) -> bool | None:
     if value is None or value == "auto":
         return None
     if not isinstance(value, bool):
@@ -187,7 +187,7 @@ def _proxy(key: str, value: Any) -> Optional[bool]:
     return value
 
 
-def _resolver(key: str, value: Any) -> Optional[Resolver]:
+def _resolver(key: str, value: Any) -> Resolver | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -200,12 +200,15 @@ def _resolver(key: str, value: Any) -> Optional[Resolver]:
     return value
 
 
-def _template(key: str, value: Any) -> Optional[str]:
+def _template(key: str, value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or "{instance}" not in value or value.count("{") != 1:
-        raise _key_error(key, value, "None or a host name containing {instance}, e.g. "
-                         "'{instance}.abc123.us-east-1.rds.amazonaws.com'")
+        raise _key_error(
+            key,
+            value,
+            "None or a host name containing {instance}, e.g. '{instance}.abc123.us-east-1.rds.amazonaws.com'",
+        )
     return value
 
 

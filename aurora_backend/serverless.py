@@ -10,13 +10,14 @@ across a resume).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
+from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def close_all(aliases: Optional[Sequence[str]] = None) -> None:
+def close_all(aliases: Sequence[str] | None = None) -> None:
     """Close the connections of ``aliases`` (default: every one opened in this thread).
 
     With Django's pool (``OPTIONS["pool"]``) closing only returns a connection to the pool,
@@ -33,7 +34,7 @@ def close_all(aliases: Optional[Sequence[str]] = None) -> None:
 
 
 @contextmanager
-def close_connections(aliases: Optional[Sequence[str]] = None) -> Iterator[None]:
+def close_connections(aliases: Sequence[str] | None = None) -> Iterator[None]:
     """Run a block, then close the database connections, whatever the block raised."""
     try:
         yield

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from typing import Any, Dict, Optional
+from typing import Any
 
 COUNTERS = (
     "connections",
@@ -34,9 +34,9 @@ COUNTERS = (
 )
 
 _lock = threading.Lock()
-_counts: Dict[str, Dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
-_last_scale_event: Dict[str, float] = {}
-_gauges: Dict[str, Dict[str, int]] = defaultdict(dict)
+_counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
+_last_scale_event: dict[str, float] = {}
+_gauges: dict[str, dict[str, int]] = defaultdict(dict)
 
 
 def incr(alias: str, counter: str, amount: int = 1) -> None:
@@ -52,7 +52,7 @@ def set_gauge(alias: str, name: str, value: int) -> None:
         _gauges[alias][name] = value
 
 
-def snapshot(alias: Optional[str] = None) -> Dict[str, Any]:
+def snapshot(alias: str | None = None) -> dict[str, Any]:
     """Counters of one alias (or of all, keyed by alias), plus ``last_scale_event`` (epoch s)."""
     with _lock:
         if alias is not None:

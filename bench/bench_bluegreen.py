@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import types
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,8 +40,10 @@ from common import POOL, configure_django, median, print_machine  # noqa: E402
 from aurora_backend.testing.bluegreen import BlueGreenDeployment  # noqa: E402
 
 CLIENTS = ("aurora", "stock")
-TABLE = ("CREATE TABLE bench_writes (id bigserial PRIMARY KEY, client text, "
-         "on_server text DEFAULT current_setting('cluster_name'), at timestamptz DEFAULT clock_timestamp())")
+TABLE = (
+    "CREATE TABLE bench_writes (id bigserial PRIMARY KEY, client text, "
+    "on_server text DEFAULT current_setting('cluster_name'), at timestamptz DEFAULT clock_timestamp())"
+)
 INSERT = "INSERT INTO bench_writes (client) VALUES (%s) RETURNING on_server"
 
 
@@ -50,7 +52,7 @@ def stock_engine(dns: Any) -> str:
     from django.db.backends.postgresql import base
 
     class DatabaseWrapper(base.DatabaseWrapper):
-        def get_connection_params(self) -> Dict[str, Any]:
+        def get_connection_params(self) -> dict[str, Any]:
             params = super().get_connection_params()
             params["hostaddr"] = dns.resolve(params["host"])[0]
             return params
@@ -68,8 +70,8 @@ class Writer(threading.Thread):
     def __init__(self, alias: str, client: str) -> None:
         super().__init__(daemon=True)
         self.alias, self.client = alias, client
-        self.acks: List[Tuple[float, str]] = []
-        self.errors: List[float] = []
+        self.acks: list[tuple[float, str]] = []
+        self.errors: list[float] = []
         self.stop = threading.Event()
 
     def write(self) -> str:
@@ -84,8 +86,11 @@ class Writer(threading.Thread):
 
         from aurora_backend import retry_atomic
 
-        once = retry_atomic(self.write, using=self.alias, max_attempts=1000, max_time=120) \
-            if self.client == "aurora" else transaction.atomic(using=self.alias)(self.write)
+        once = (
+            retry_atomic(self.write, using=self.alias, max_attempts=1000, max_time=120)
+            if self.client == "aurora"
+            else transaction.atomic(using=self.alias)(self.write)
+        )
         while not self.stop.is_set():
             try:
                 on = once()
@@ -98,14 +103,18 @@ class Writer(threading.Thread):
         connections[self.alias].close()
 
 
-def one_switchover(bg: BlueGreenDeployment, round_no: int, ttl: float) -> Dict[str, Dict[str, Any]]:
+def one_switchover(bg: BlueGreenDeployment, round_no: int, ttl: float) -> dict[str, dict[str, Any]]:
     from aurora_backend import stats
     from aurora_backend.testing.fixtures import register_alias, unregister_alias
 
     bg.blue.writer.query(TABLE, dbname=bg.database)
     green = bg.create()
-    aurora = bg.blue.database_settings(blue_green={"poll": 60, "poll_deployed": 1.0, "poll_fast": 0.1, "hold": 60},
-                                       connect_deadline=60, connect_timeout=2, topology=False)
+    aurora = bg.blue.database_settings(
+        blue_green={"poll": 60, "poll_deployed": 1.0, "poll_fast": 0.1, "hold": 60},
+        connect_deadline=60,
+        connect_timeout=2,
+        topology=False,
+    )
     stock = dict(aurora, ENGINE=stock_engine(bg.dns), OPTIONS={})
     if POOL:
         for entry in (aurora, stock):
@@ -131,8 +140,13 @@ def one_switchover(bg: BlueGreenDeployment, round_no: int, ttl: float) -> Dict[s
         green_acks = [t for t, on in writer.acks if on == green.writer.id]
         outage = min(green_acks) - max(blue_acks) if blue_acks and green_acks else None
         held = stats.snapshot(aliases[client]).get("blue_green_held_ms", 0) / 1000.0
-        results[client] = {"outage": outage, "errors": len(writer.errors), "held": held, "floor": floor,
-                           "writes": len(writer.acks)}
+        results[client] = {
+            "outage": outage,
+            "errors": len(writer.errors),
+            "held": held,
+            "floor": floor,
+            "writes": len(writer.acks),
+        }
     for alias in aliases.values():
         unregister_alias(alias)
     return results
@@ -148,31 +162,51 @@ def main() -> None:
     if args.quick:
         args.rounds, args.ttl, args.preparation = 1, 1.0, 1.0
     configured = False
-    rows: Dict[str, List[Dict[str, Any]]] = {client: [] for client in CLIENTS}
+    rows: dict[str, list[dict[str, Any]]] = {client: [] for client in CLIENTS}
     for round_no in range(args.rounds):
         with BlueGreenDeployment(ttl=args.ttl, preparation=args.preparation, post=1.0) as bg:
             if not configured:
                 configure_django({"default": bg.blue.database_settings(blue_green=False)}, migrate=())
                 print_machine()
-                print("Blue/Green: DNS TTL %.1f s, PREPARATION %.1f s, %d switchover(s)%s"
-                      % (args.ttl, args.preparation, args.rounds, "; Django's pool" if POOL else ""))
+                print(
+                    "Blue/Green: DNS TTL %.1f s, PREPARATION %.1f s, %d switchover(s)%s"
+                    % (args.ttl, args.preparation, args.rounds, "; Django's pool" if POOL else "")
+                )
                 configured = True
             result = one_switchover(bg, round_no, args.ttl)
         for client in CLIENTS:
             rows[client].append(result[client])
             r = result[client]
-            print("  round %d %-7s outage %s s  errors %3d  held %.2f s  floor %.2f s  writes %d" % (
-                round_no + 1, client, "%.2f" % r["outage"] if r["outage"] is not None else "n/a",
-                r["errors"], r["held"], r["floor"], r["writes"]))
+            print(
+                "  round %d %-7s outage %s s  errors %3d  held %.2f s  floor %.2f s  writes %d"
+                % (
+                    round_no + 1,
+                    client,
+                    "%.2f" % r["outage"] if r["outage"] is not None else "n/a",
+                    r["errors"],
+                    r["held"],
+                    r["floor"],
+                    r["writes"],
+                )
+            )
     print()
-    print("%-8s %14s %12s %12s %12s %12s" % ("client", "outage median", "outage max", "app errors", "held (s)",
-                                             "floor (s)"))
+    print(
+        "%-8s %14s %12s %12s %12s %12s"
+        % ("client", "outage median", "outage max", "app errors", "held (s)", "floor (s)")
+    )
     for client in CLIENTS:
         outages = [r["outage"] for r in rows[client] if r["outage"] is not None]
-        print("%-8s %14s %12s %12d %12.2f %12.2f" % (
-            client, "%.2f" % median(outages) if outages else "n/a", "%.2f" % max(outages) if outages else "n/a",
-            sum(r["errors"] for r in rows[client]),
-            median([r["held"] for r in rows[client]]), median([r["floor"] for r in rows[client]])))
+        print(
+            "%-8s %14s %12s %12d %12.2f %12.2f"
+            % (
+                client,
+                "%.2f" % median(outages) if outages else "n/a",
+                "%.2f" % max(outages) if outages else "n/a",
+                sum(r["errors"] for r in rows[client]),
+                median([r["held"] for r in rows[client]]),
+                median([r["floor"] for r in rows[client]]),
+            )
+        )
     a = [r["outage"] for r in rows["aurora"] if r["outage"] is not None]
     s = [r["outage"] for r in rows["stock"] if r["outage"] is not None]
     if a and s:

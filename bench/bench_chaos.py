@@ -40,7 +40,8 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,10 +50,10 @@ from common import POOL, bench_server, configure_django, database, percentile, p
 APP_LOG = logging.getLogger("bench_chaos")  # the app's own error log (--log)
 ACCOUNTS = 50
 BALANCE = 1_000_000
-Planned = Tuple[int, int, int, uuid.UUID]  # source index, destination index, amount, request id
+Planned = tuple[int, int, int, uuid.UUID]  # source index, destination index, amount, request id
 
 
-def plan_transfers(count: int, seed: int) -> List[Planned]:
+def plan_transfers(count: int, seed: int) -> list[Planned]:
     """The same ``count`` transfers for both runs: random pairs of accounts, small amounts."""
     rng = random.Random(seed)
     planned = []
@@ -62,7 +63,7 @@ def plan_transfers(count: int, seed: int) -> List[Planned]:
     return planned
 
 
-def schedule(duration: float, pause: float, window: float) -> List[Tuple[float, str]]:
+def schedule(duration: float, pause: float, window: float) -> list[tuple[float, str]]:
     """(seconds after the start, simulator command): the same events for both runs."""
     events = [
         (0.10, "scale"),
@@ -96,15 +97,15 @@ def aurora_transfer(source_id: int, destination_id: int, amount: int, request_id
 class Run:
     """What the app saw during one run: outcome per request, latencies, errors by class."""
 
-    def __init__(self, planned: List[Planned]) -> None:
+    def __init__(self, planned: list[Planned]) -> None:
         self.planned = planned
-        self.acknowledged: List[Optional[bool]] = [None] * len(planned)
-        self.latencies: List[float] = []
+        self.acknowledged: list[bool | None] = [None] * len(planned)
+        self.latencies: list[float] = []
         self.errors: collections.Counter = collections.Counter()
         self.lock = threading.Lock()
         self.next_index = itertools.count()
 
-    def record(self, index: int, took: float, error: Optional[BaseException]) -> None:
+    def record(self, index: int, took: float, error: BaseException | None) -> None:
         from aurora_backend.errors import classify
 
         with self.lock:
@@ -115,8 +116,16 @@ class Run:
                 self.errors["%s (%s)" % (type(error).__name__, classify(error).value)] += 1
 
 
-def worker(run: Run, call: Callable[..., Any], alias: str, ids: List[int], start: float, rate: float,
-           finished: threading.Barrier, release: threading.Event) -> None:
+def worker(
+    run: Run,
+    call: Callable[..., Any],
+    alias: str,
+    ids: list[int],
+    start: float,
+    rate: float,
+    finished: threading.Barrier,
+    release: threading.Event,
+) -> None:
     """Take the next request, wait for its arrival time, run it; hold the connection at the end."""
     from django.db import connections
 
@@ -140,7 +149,7 @@ def worker(run: Run, call: Callable[..., Any], alias: str, ids: List[int], start
         connections.close_all()
 
 
-def scheduler(proc: Any, events: List[Tuple[float, str]], start: float, log: List[str]) -> None:
+def scheduler(proc: Any, events: list[tuple[float, str]], start: float, log: list[str]) -> None:
     """Send each command to the simulator at its time; log what it hit."""
     for at, command in events:
         time.sleep(max(0.0, start + at - time.monotonic()))
@@ -156,8 +165,10 @@ def server_connections() -> int:
     from django.db import connections
 
     with connections["default"].cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
         return int(cur.fetchone()[0])
 
 
@@ -171,7 +182,7 @@ def settle_connections(expected: int, timeout: float = 5.0) -> int:
     return count
 
 
-def reset_ledger() -> Tuple[List[int], int]:
+def reset_ledger() -> tuple[list[int], int]:
     """Empty ledger, ACCOUNTS accounts of BALANCE each; their ids and the total."""
     from django.db import connections
     from ledger.services import open_accounts, totals
@@ -182,7 +193,7 @@ def reset_ledger() -> Tuple[List[int], int]:
     return ids, totals()["total"]
 
 
-def audit(run: Run, ids: List[int]) -> Dict[str, Any]:
+def audit(run: Run, ids: list[int]) -> dict[str, Any]:
     """Compare the table with what the app believes; check balances against the transfer rows."""
     from django.db.models import Sum
     from ledger.models import Account, Transfer
@@ -193,16 +204,27 @@ def audit(run: Run, ids: List[int]) -> Dict[str, Any]:
     believed_failed = {p[3] for p, ok in zip(run.planned, run.acknowledged) if ok is False}
     debits = dict(Transfer.objects.values_list("source_id").annotate(s=Sum("amount")))
     credits = dict(Transfer.objects.values_list("destination_id").annotate(s=Sum("amount")))
-    consistent = all(a.balance == BALANCE - debits.get(a.pk, 0) + credits.get(a.pk, 0)
-                     for a in Account.objects.all())
-    return {"committed": len(applied), "acknowledged": len(believed_ok),
-            "unknown_fate": len(believed_failed & applied), "lost": len(believed_ok - applied),
-            "never_answered": run.acknowledged.count(None), "total_after": totals()["total"],
-            "consistent": consistent}
+    consistent = all(a.balance == BALANCE - debits.get(a.pk, 0) + credits.get(a.pk, 0) for a in Account.objects.all())
+    return {
+        "committed": len(applied),
+        "acknowledged": len(believed_ok),
+        "unknown_fate": len(believed_failed & applied),
+        "lost": len(believed_ok - applied),
+        "never_answered": run.acknowledged.count(None),
+        "total_after": totals()["total"],
+        "consistent": consistent,
+    }
 
 
-def chaos_run(proc: Any, alias: str, call: Callable[..., Any], planned: List[Planned], threads: int,
-              duration: float, events: List[Tuple[float, str]]) -> Dict[str, Any]:
+def chaos_run(
+    proc: Any,
+    alias: str,
+    call: Callable[..., Any],
+    planned: list[Planned],
+    threads: int,
+    duration: float,
+    events: list[tuple[float, str]],
+) -> dict[str, Any]:
     """One run: fresh ledger, workers and scheduler, then the audit and the counters."""
     from aurora_backend import stats
 
@@ -213,8 +235,10 @@ def chaos_run(proc: Any, alias: str, call: Callable[..., Any], planned: List[Pla
     finished, release = threading.Barrier(threads + 1), threading.Event()
     start = time.monotonic() + 0.2
     rate = len(planned) / duration
-    pool = [threading.Thread(target=worker, args=(run, call, alias, ids, start, rate, finished, release),
-                             daemon=True) for _ in range(threads)]
+    pool = [
+        threading.Thread(target=worker, args=(run, call, alias, ids, start, rate, finished, release), daemon=True)
+        for _ in range(threads)
+    ]
     pool.append(threading.Thread(target=scheduler, args=(proc, events, start, log), daemon=True))
     for thread in pool:
         thread.start()
@@ -230,17 +254,29 @@ def chaos_run(proc: Any, alias: str, call: Callable[..., Any], planned: List[Pla
         connections[alias].close_pool()
     proc.command("reset")
     after = stats.snapshot(alias)
-    counters = {name: after[name] - before[name] for name in
-                ("reconnects", "connect_retries", "transactions_retried", "statements_retried", "scale_events")}
+    counters = {
+        name: after[name] - before[name]
+        for name in ("reconnects", "connect_retries", "transactions_retried", "statements_retried", "scale_events")
+    }
     result = audit(run, ids)
-    result.update(counters, requested=len(planned), total_before=total_before, errors=run.errors,
-                  p50=percentile(run.latencies, 0.5), p99=percentile(run.latencies, 0.99),
-                  max=max(run.latencies, default=0.0), opened=OPENED[alias] - opened_before,
-                  held=held, left_open=settle_connections(0), elapsed=elapsed, log=log)
+    result.update(
+        counters,
+        requested=len(planned),
+        total_before=total_before,
+        errors=run.errors,
+        p50=percentile(run.latencies, 0.5),
+        p99=percentile(run.latencies, 0.99),
+        max=max(run.latencies, default=0.0),
+        opened=OPENED[alias] - opened_before,
+        held=held,
+        left_open=settle_connections(0),
+        elapsed=elapsed,
+        log=log,
+    )
     return result
 
 
-OPENED: Dict[str, int] = collections.Counter()
+OPENED: dict[str, int] = collections.Counter()
 _OPENED_LOCK = threading.Lock()
 
 
@@ -250,7 +286,7 @@ def count_opened(sender: Any, connection: Any, **_: Any) -> None:
         OPENED[connection.alias] += 1
 
 
-ROWS: List[Tuple[str, Callable[[Dict[str, Any]], str]]] = [
+ROWS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("transfers requested", lambda r: str(r["requested"])),
     ("acknowledged (app saw success)", lambda r: str(r["acknowledged"])),
     ("committed (rows in ledger_transfer)", lambda r: str(r["committed"])),
@@ -261,8 +297,10 @@ ROWS: List[Tuple[str, Callable[[Dict[str, Any]], str]]] = [
     ("ledger total before", lambda r: str(r["total_before"])),
     ("ledger total after", lambda r: str(r["total_after"])),
     ("balances match transfer rows", lambda r: "yes" if r["consistent"] else "NO"),
-    ("latency p50 / p99 / max (ms, acknowledged)",
-     lambda r: "%.1f / %.1f / %.0f" % (r["p50"] * 1e3, r["p99"] * 1e3, r["max"] * 1e3)),
+    (
+        "latency p50 / p99 / max (ms, acknowledged)",
+        lambda r: "%.1f / %.1f / %.0f" % (r["p50"] * 1e3, r["p99"] * 1e3, r["max"] * 1e3),
+    ),
     ("connections opened", lambda r: str(r["opened"])),
     ("reconnects (stats)", lambda r: str(r["reconnects"])),
     ("connect retries (stats)", lambda r: str(r["connect_retries"])),
@@ -274,7 +312,7 @@ ROWS: List[Tuple[str, Callable[[Dict[str, Any]], str]]] = [
 ]
 
 
-def print_results(results: Dict[str, Dict[str, Any]]) -> None:
+def print_results(results: dict[str, dict[str, Any]]) -> None:
     labels = list(results)
     print()
     for label, r in results.items():
@@ -286,11 +324,10 @@ def print_results(results: Dict[str, Dict[str, Any]]) -> None:
         print("%-44s %s" % (name, "".join("%-24s" % fmt(r) for r in results.values())))
     classes = sorted(set().union(*(r["errors"] for r in results.values())))
     for name in classes:
-        print("%-44s %s" % ("  error " + name, "".join("%-24s" % r["errors"].get(name, 0)
-                                                       for r in results.values())))
+        print("%-44s %s" % ("  error " + name, "".join("%-24s" % r["errors"].get(name, 0) for r in results.values())))
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny setting for the smoke test")
     parser.add_argument("--threads", type=int, default=None, help="client threads (default 8)")
@@ -310,8 +347,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
         if value <= 0:
             parser.error("%s must be > 0, got %r" % (name, value))
     if 0.55 * duration + window >= 0.75 * duration or 0.30 * duration + pause >= 0.55 * duration:
-        parser.error("--window/--pause too long for --duration %g: the pause must end before 55%% of it, "
-                     "the failover window before 75%%" % duration)
+        parser.error(
+            "--window/--pause too long for --duration %g: the pause must end before 55%% of it, "
+            "the failover window before 75%%" % duration
+        )
     from aurora_backend.simulator import SimulatorProcess
 
     with bench_server() as srv:
@@ -319,15 +358,17 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
         try:
             host, port = proc.address
             pooled = {"min_size": 0, "max_size": threads} if POOL else None  # one per worker thread
-            stock = database(srv, "django.db.backends.postgresql", host=host, port=port, conn_max_age=None,
-                             pool=pooled)
+            stock = database(srv, "django.db.backends.postgresql", host=host, port=port, conn_max_age=None, pool=pooled)
             stock["OPTIONS"]["connect_timeout"] = 10  # aurora_backend's default per attempt; bounded
-            configure_django({
-                "default": database(srv, "django.db.backends.postgresql"),
-                "aurora": database(srv, "aurora_backend", host=host, port=port, conn_max_age=None, aurora={},
-                                   pool=pooled),
-                "stock": stock,
-            })
+            configure_django(
+                {
+                    "default": database(srv, "django.db.backends.postgresql"),
+                    "aurora": database(
+                        srv, "aurora_backend", host=host, port=port, conn_max_age=None, aurora={}, pool=pooled
+                    ),
+                    "stock": stock,
+                }
+            )
             if args.log:
                 handler = logging.FileHandler(args.log)
                 handler.setFormatter(logging.Formatter("%(asctime)s %(threadName)s %(levelname)s %(message)s"))
@@ -340,12 +381,24 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
             print_machine("default")
             events = schedule(duration, pause, window)
             if 0.30 * duration + pause > 0.45 * duration:
-                print("note: the scale event at %.1f s falls inside the pause: it kills the held connection "
-                      "attempts (see docs/benchmarks.md, chaos run)" % (0.45 * duration))
-            print("threads=%d transfers=%d over %.1f s (%.0f/s), %d accounts; failover window %.1f s, "
-                  "pause %.1f s; aurora_backend: package defaults; %s" % (
-                      threads, transfers, duration, transfers / duration, ACCOUNTS, window, pause,
-                      "Django's pool, max_size %d" % threads if POOL else "no pool"))
+                print(
+                    "note: the scale event at %.1f s falls inside the pause: it kills the held connection "
+                    "attempts (see docs/benchmarks.md, chaos run)" % (0.45 * duration)
+                )
+            print(
+                "threads=%d transfers=%d over %.1f s (%.0f/s), %d accounts; failover window %.1f s, "
+                "pause %.1f s; aurora_backend: package defaults; %s"
+                % (
+                    threads,
+                    transfers,
+                    duration,
+                    transfers / duration,
+                    ACCOUNTS,
+                    window,
+                    pause,
+                    "Django's pool, max_size %d" % threads if POOL else "no pool",
+                )
+            )
             planned = plan_transfers(transfers, args.seed)
             results = {
                 "aurora+retry_atomic": chaos_run(proc, "aurora", aurora_transfer, planned, threads, duration, events),

@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,8 +36,8 @@ class Writer(threading.Thread):
     def __init__(self, alias: str = "default") -> None:
         super().__init__(daemon=True)
         self.alias = alias
-        self.acks: List[Tuple[float, str]] = []
-        self.errors: List[Tuple[float, str]] = []
+        self.acks: list[tuple[float, str]] = []
+        self.errors: list[tuple[float, str]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -56,7 +56,7 @@ class Writer(threading.Thread):
         connections[self.alias].close()
 
 
-def one_failover(cluster: AuroraCluster, writer: Writer, wait: float) -> Dict[str, Any]:
+def one_failover(cluster: AuroraCluster, writer: Writer, wait: float) -> dict[str, Any]:
     began = time.monotonic()
     timeline = cluster.failover()
     timeline["dns_move"] = round(timeline["promoted"] + timeline["dns_moves_after_promotion"], 3)
@@ -64,15 +64,17 @@ def one_failover(cluster: AuroraCluster, writer: Writer, wait: float) -> Dict[st
     return timeline
 
 
-def first_write(writer: Writer, new: str, began: float, wait: float) -> Dict[str, Any]:
+def first_write(writer: Writer, new: str, began: float, wait: float) -> dict[str, Any]:
     """When ``writer`` first got a write acknowledged by ``new`` after ``began``, and its errors."""
     deadline = time.monotonic() + wait
-    first: Optional[float] = None
+    first: float | None = None
     while first is None and time.monotonic() < deadline:
         first = next((t for t, who in list(writer.acks) if t >= began and who == new), None)
         time.sleep(0.01)
-    return {"first_write": None if first is None else round(first - began, 3),
-            "app_errors": sum(1 for t, _ in writer.errors if t >= began)}
+    return {
+        "first_write": None if first is None else round(first - began, 3),
+        "app_errors": sum(1 for t, _ in writer.errors if t >= began),
+    }
 
 
 def main() -> None:
@@ -96,8 +98,10 @@ def main() -> None:
         with connections["default"].cursor() as cur:
             cur.execute("CREATE TABLE bench_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())")
         print_machine()
-        print("cluster start: %.2f s (writer + %d readers, pg_basebackup each, simulators, Aurora functions)"
-              % (started, args.readers))
+        print(
+            "cluster start: %.2f s (writer + %d readers, pg_basebackup each, simulators, Aurora functions)"
+            % (started, args.readers)
+        )
         print("DNS: ttl %.1f s, record moves %.1f s after promotion" % (args.ttl, args.dns_delay))
         writer = Writer()
         writer.start()
@@ -113,17 +117,21 @@ def main() -> None:
         report(rows)
 
 
-def report(rows: List[Dict[str, Any]]) -> None:
+def report(rows: list[dict[str, Any]]) -> None:
     steps = ("writer_down", "caught_up", "promoted", "dns_move", "old_writer_back", "first_write")
     print("failover timeline (seconds after the writer's connections were killed):")
     print("  %-3s %-27s " % ("#", "old -> new") + " ".join("%-15s" % s for s in steps) + " app_errors")
     for i, row in enumerate(rows, 1):
         cells = " ".join("%-15s" % ("-" if row.get(s) is None else "%.3f" % row[s]) for s in steps)
-        print("  %-3d %-27s %s %d" % (i, "%s -> %s" % (row["old_writer"][-10:], row["new_writer"][-10:]),
-                                      cells, row["app_errors"]))
+        print(
+            "  %-3d %-27s %s %d"
+            % (i, "%s -> %s" % (row["old_writer"][-10:], row["new_writer"][-10:]), cells, row["app_errors"])
+        )
     firsts = [r["first_write"] for r in rows if r["first_write"] is not None]
-    print("first successful write after the kill: median %.3f s, max %.3f s (%d/%d failovers)"
-          % (median(firsts), max(firsts) if firsts else 0.0, len(firsts), len(rows)))
+    print(
+        "first successful write after the kill: median %.3f s, max %.3f s (%d/%d failovers)"
+        % (median(firsts), max(firsts) if firsts else 0.0, len(firsts), len(rows))
+    )
 
 
 if __name__ == "__main__":

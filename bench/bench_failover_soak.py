@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,10 +56,10 @@ class Opened:
 
     def __init__(self) -> None:
         self.count = 0
-        self.port: Optional[int] = None
+        self.port: int | None = None
         self.lock = threading.Lock()
 
-    def note(self, kwargs: Dict[str, Any], conninfo: str = "") -> None:
+    def note(self, kwargs: dict[str, Any], conninfo: str = "") -> None:
         port = kwargs.get("port")
         if port is None and "port=" in conninfo:
             port = conninfo.split("port=")[1].split()[0]
@@ -113,8 +113,8 @@ class LostCommits(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.started: Dict[int, float] = {}
-        self.answers: List[Tuple[str, float]] = []
+        self.started: dict[int, float] = {}
+        self.answers: list[tuple[str, float]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         message = str(record.msg)
@@ -131,14 +131,14 @@ class LostCommits(logging.Handler):
 class Workers:
     """3 writers (transfers under retry_atomic) and 2 readers; what each saw, timed."""
 
-    def __init__(self, accounts: List[int], pooled: bool) -> None:
+    def __init__(self, accounts: list[int], pooled: bool) -> None:
         self.accounts = accounts
         #: Without a pool the threads keep their connection (CONN_MAX_AGE None, max_age's
         #: expiry): connections opened are reconnects. With one, each use is a checkout.
         self.pooled = pooled
-        self.acks: List[Tuple[float, str, uuid.UUID]] = []  # (time, instance that committed, request id)
-        self.errors: List[Tuple[float, str]] = []
-        self.unknown: List[Tuple[float, str]] = []
+        self.acks: list[tuple[float, str, uuid.UUID]] = []  # (time, instance that committed, request id)
+        self.errors: list[tuple[float, str]] = []
+        self.unknown: list[tuple[float, str]] = []
         self.reads = 0
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -147,9 +147,9 @@ class Workers:
 
     def write(self, k: int) -> None:
         from django.db import connections
+        from ledger import services
 
         from aurora_backend import CommitOutcomeUnknown, retry_atomic
-        from ledger import services
 
         @retry_atomic
         def transfer(source: int, destination: int, amount: int, request_id: uuid.UUID) -> str:
@@ -177,7 +177,6 @@ class Workers:
     def read(self) -> None:
         from django.db import connections
         from django.db.models import Sum
-
         from ledger.models import Account
 
         while not self.stop.is_set():
@@ -199,7 +198,7 @@ class Workers:
             traceback.print_exc()
         time.sleep(0.01)
 
-    def first_ack_on(self, instance: str, after: float, wait: float) -> Optional[float]:
+    def first_ack_on(self, instance: str, after: float, wait: float) -> float | None:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             with self.lock:
@@ -218,8 +217,10 @@ def run_driver(args: argparse.Namespace) -> None:
     with AuroraCluster(readers=2, ttl=args.ttl, dns_delay=args.dns_delay) as cluster:
         OPENED.port = cluster.port
         aurora = {"connect_deadline": 60, "connect_timeout": 2}
-        databases = {"default": cluster.database_settings(**aurora),
-                     "replica": cluster.database_settings(cluster.reader_endpoint, **aurora)}
+        databases = {
+            "default": cluster.database_settings(**aurora),
+            "replica": cluster.database_settings(cluster.reader_endpoint, **aurora),
+        }
         if POOL:
             for entry in databases.values():
                 entry["OPTIONS"]["pool"] = {"max_size": 4}
@@ -238,18 +239,23 @@ def run_driver(args: argparse.Namespace) -> None:
 
         info = machine()
         info["postgresql"] = server_version()
-        print("  machine: nproc=%(nproc)s cpu=%(cpu)s; Python %(python)s, Django %(django)s, %(driver)s "
-              "(libpq %(libpq)s), PostgreSQL %(postgresql)s" % info, flush=True)
+        print(
+            "  machine: nproc=%(nproc)s cpu=%(cpu)s; Python %(python)s, Django %(django)s, %(driver)s "
+            "(libpq %(libpq)s), PostgreSQL %(postgresql)s" % info,
+            flush=True,
+        )
 
-        from aurora_backend import signals
         from ledger.models import Account, Transfer
 
-        accounts = [a.pk for a in Account.objects.bulk_create(
-            [Account(name="soak-%d" % i, balance=1000) for i in range(8)])]
-        connections["default"].close()
-        found: List[Tuple[float, Optional[float], str]] = []  # (time, seconds from first sign, how)
+        from aurora_backend import signals
 
-        def on_failover(sender: Any, alias: str, seconds: Optional[float], how: str, **kw: Any) -> None:
+        accounts = [
+            a.pk for a in Account.objects.bulk_create([Account(name="soak-%d" % i, balance=1000) for i in range(8)])
+        ]
+        connections["default"].close()
+        found: list[tuple[float, float | None, str]] = []  # (time, seconds from first sign, how)
+
+        def on_failover(sender: Any, alias: str, seconds: float | None, how: str, **kw: Any) -> None:
             if alias == "default":
                 found.append((time.monotonic(), seconds, how))
 
@@ -268,17 +274,31 @@ def run_driver(args: argparse.Namespace) -> None:
                 first = workers.first_ack_on(timeline["new_writer"], began, 60)
                 time.sleep(settle)  # DNS settled: the next failover starts clean
                 signs = [s for t, s, how in found if t >= began and how == "topology"]
-                rows.append({
-                    "n": number, "old": timeline["old_writer"], "new": timeline["new_writer"],
-                    "outage": None if first is None else round(first - began, 3),
-                    "after_promote": None if first is None else round(first - promoted, 3),
-                    "first_sign": signs[0] if signs else None,
-                    "opened": OPENED.count - opened,
-                })
-                print("  failover %2d %s -> %s: first transfer on the new writer %s s after the kill "
-                      "(%s s after pg_promote()); topology: %s s from the first sign; %d connections opened"
-                      % (number, rows[-1]["old"][-10:], rows[-1]["new"][-10:], rows[-1]["outage"],
-                         rows[-1]["after_promote"], rows[-1]["first_sign"], rows[-1]["opened"]), flush=True)
+                rows.append(
+                    {
+                        "n": number,
+                        "old": timeline["old_writer"],
+                        "new": timeline["new_writer"],
+                        "outage": None if first is None else round(first - began, 3),
+                        "after_promote": None if first is None else round(first - promoted, 3),
+                        "first_sign": signs[0] if signs else None,
+                        "opened": OPENED.count - opened,
+                    }
+                )
+                print(
+                    "  failover %2d %s -> %s: first transfer on the new writer %s s after the kill "
+                    "(%s s after pg_promote()); topology: %s s from the first sign; %d connections opened"
+                    % (
+                        number,
+                        rows[-1]["old"][-10:],
+                        rows[-1]["new"][-10:],
+                        rows[-1]["outage"],
+                        rows[-1]["after_promote"],
+                        rows[-1]["first_sign"],
+                        rows[-1]["opened"],
+                    ),
+                    flush=True,
+                )
         finally:
             workers.stop.set()
             for thread in workers.threads:
@@ -288,13 +308,18 @@ def run_driver(args: argparse.Namespace) -> None:
         acked = [r for _, _, r in workers.acks]
         result = {
             "driver": driver,
-            "failovers": args.failovers, "acknowledged": len(acked), "committed": len(committed),
-            "app_errors": len(workers.errors), "commit_outcome_unknown": len(workers.unknown),
+            "failovers": args.failovers,
+            "acknowledged": len(acked),
+            "committed": len(committed),
+            "app_errors": len(workers.errors),
+            "commit_outcome_unknown": len(workers.unknown),
             "lost": len(set(acked) - set(committed)),
             "doubled": sum(n - 1 for n in Counter(committed).values() if n > 1),
             "unacknowledged_committed": len(set(committed) - set(acked)),
-            "balance_total_ok": total == 8 * 1000, "reads": workers.reads,
-            "opened": OPENED.count, "rows": rows,
+            "balance_total_ok": total == 8 * 1000,
+            "reads": workers.reads,
+            "opened": OPENED.count,
+            "rows": rows,
             "lost_commits": dict(Counter(answer for answer, _ in lost_commits.answers)),
             "lost_commit_seconds": sorted(round(t, 3) for _, t in lost_commits.answers),
             "errors_seen": dict(Counter(e for _, e in workers.errors).most_common(5)),
@@ -305,32 +330,59 @@ def run_driver(args: argparse.Namespace) -> None:
 # ----- the parent: each driver in turn, then the table ------------------------------------
 
 
-def _stats(values: List[float]) -> str:
+def _stats(values: list[float]) -> str:
     if not values:
         return "-"
     ordered = sorted(values)
     return "%.2f / %.2f / %.2f" % (ordered[0], ordered[len(ordered) // 2], ordered[-1])
 
 
-def report(results: List[Dict[str, Any]], args: argparse.Namespace) -> None:
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print()
-    print("%d failovers per driver; DNS TTL %.1f s, record moving %.1f s after the promotion; "
-          "3 retry_atomic writers + 2 readers" % (args.failovers, args.ttl, args.dns_delay))
-    head = ("driver", "acked", "committed", "app errors", "unknown", "lost", "doubled",
-            "outage s min/med/max", "after promote s", "first 3 vs last 3", "connections (per failover)")
+    print(
+        "%d failovers per driver; DNS TTL %.1f s, record moving %.1f s after the promotion; "
+        "3 retry_atomic writers + 2 readers" % (args.failovers, args.ttl, args.dns_delay)
+    )
+    head = (
+        "driver",
+        "acked",
+        "committed",
+        "app errors",
+        "unknown",
+        "lost",
+        "doubled",
+        "outage s min/med/max",
+        "after promote s",
+        "first 3 vs last 3",
+        "connections (per failover)",
+    )
     print(" | ".join(head))
     for r in results:
         outages = [row["outage"] for row in r["rows"] if row["outage"] is not None]
         after = [row["after_promote"] for row in r["rows"] if row["after_promote"] is not None]
         first, last = after[:3], after[-3:]
-        print(" | ".join(str(x) for x in (
-            r["driver"], r["acknowledged"], r["committed"], r["app_errors"], r["commit_outcome_unknown"],
-            r["lost"], r["doubled"], _stats(outages), _stats(after),
-            "%.2f vs %.2f" % (sum(first) / max(len(first), 1), sum(last) / max(len(last), 1)),
-            "%d (%s)" % (r["opened"], _stats([float(row["opened"]) for row in r["rows"]])),
-        )))
-        print("    lost COMMITs resolved by txid_status: %s; seconds from the lost COMMIT to the answer "
-              "min/med/max: %s" % (r["lost_commits"] or "none", _stats(r["lost_commit_seconds"])))
+        print(
+            " | ".join(
+                str(x)
+                for x in (
+                    r["driver"],
+                    r["acknowledged"],
+                    r["committed"],
+                    r["app_errors"],
+                    r["commit_outcome_unknown"],
+                    r["lost"],
+                    r["doubled"],
+                    _stats(outages),
+                    _stats(after),
+                    "%.2f vs %.2f" % (sum(first) / max(len(first), 1), sum(last) / max(len(last), 1)),
+                    "%d (%s)" % (r["opened"], _stats([float(row["opened"]) for row in r["rows"]])),
+                )
+            )
+        )
+        print(
+            "    lost COMMITs resolved by txid_status: %s; seconds from the lost COMMIT to the answer "
+            "min/med/max: %s" % (r["lost_commits"] or "none", _stats(r["lost_commit_seconds"]))
+        )
         if r["errors_seen"]:
             print("    errors:", r["errors_seen"])
 
@@ -338,8 +390,11 @@ def report(results: List[Dict[str, Any]], args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--failovers", type=int, default=20)
-    parser.add_argument("--drivers", default=None, help="comma-separated; default all three "
-                        "(--quick: AURORA_TEST_DRIVER's, or the one Django picks)")
+    parser.add_argument(
+        "--drivers",
+        default=None,
+        help="comma-separated; default all three (--quick: AURORA_TEST_DRIVER's, or the one Django picks)",
+    )
     parser.add_argument("--ttl", type=float, default=5.0)
     parser.add_argument("--dns-delay", type=float, default=5.0)
     parser.add_argument("--quick", action="store_true", help="2 failovers, TTL and DNS delay 0.5 s")
@@ -357,13 +412,22 @@ def main() -> None:
     for driver in args.drivers.split(","):
         print("%s:" % driver, flush=True)
         env = dict(os.environ, AURORA_TEST_DRIVER=driver)
-        command = [sys.executable, os.path.abspath(__file__), "--child", "--failovers", str(args.failovers),
-                   "--ttl", str(args.ttl), "--dns-delay", str(args.dns_delay)]
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--child",
+            "--failovers",
+            str(args.failovers),
+            "--ttl",
+            str(args.ttl),
+            "--dns-delay",
+            str(args.dns_delay),
+        ]
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith(RESULT):
-                results.append(json.loads(line[len(RESULT):]))
+                results.append(json.loads(line[len(RESULT) :]))
             else:
                 print(line, end="", flush=True)
         if proc.wait() != 0:

@@ -33,7 +33,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Callable, Dict, List, Optional
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,10 +47,13 @@ def child(n: int) -> None:
 
     with bench_server() as srv:
         pool = {"min_size": 0, "max_size": 1} if POOL else None
-        configure_django({
-            "stock": database(srv, "django.db.backends.postgresql", conn_max_age=None, pool=pool),
-            "aurora": database(srv, "aurora_backend", conn_max_age=None, aurora={}, pool=pool),
-        }, migrate=("stock",))
+        configure_django(
+            {
+                "stock": database(srv, "django.db.backends.postgresql", conn_max_age=None, pool=pool),
+                "aurora": database(srv, "aurora_backend", conn_max_age=None, aurora={}, pool=pool),
+            },
+            migrate=("stock",),
+        )
         from django.db import connections
         from ledger.models import Account
 
@@ -93,13 +96,16 @@ def child(n: int) -> None:
         connections.close_all()
 
 
-def _observed_phases(ops: Dict[str, Callable[[], None]], n: int) -> List[str]:
+def _observed_phases(ops: dict[str, Callable[[], None]], n: int) -> list[str]:
     """The "aurora" workloads again: with the counters only (OpenTelemetry without the
     per-statement histogram, and Prometheus), then with everything."""
     os.getppid()  # marker: the set-up below is a phase of its own, not reported
     phases = ["setup observability"]
-    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("opentelemetry", "prometheus_client")
-                    or m.startswith("aurora_backend.observability"))
+    loaded = sorted(
+        m
+        for m in sys.modules
+        if m.split(".")[0] in ("opentelemetry", "prometheus_client") or m.startswith("aurora_backend.observability")
+    )
     print("IMPORTED " + (",".join(loaded) or "none"))
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -110,8 +116,9 @@ def _observed_phases(ops: Dict[str, Callable[[], None]], n: int) -> List[str]:
     prometheus.register(CollectorRegistry())
     for engine, duration in (("aurora+counters", False), ("aurora+obs", True)):
         otel.uninstrument()
-        otel.instrument(meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
-                        operation_duration=duration)
+        otel.instrument(
+            meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]), operation_duration=duration
+        )
         for op in ops.values():
             for _ in range(30):
                 op()
@@ -125,15 +132,24 @@ def _observed_phases(ops: Dict[str, Callable[[], None]], n: int) -> List[str]:
     return phases[:-1]
 
 
-def measure(n: int, driver: Optional[str]) -> Dict[str, Dict[str, float]]:
+def measure(n: int, driver: str | None) -> dict[str, dict[str, float]]:
     """Run the child under callgrind; instructions per statement per workload and engine."""
     env = dict(os.environ)
     if driver:
         env["AURORA_TEST_DRIVER"] = driver
     with tempfile.TemporaryDirectory(prefix="aurora-callgrind-") as tmp:
         out = os.path.join(tmp, "cg.out")
-        command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, "--dump-before=getppid",
-                   sys.executable, os.path.abspath(__file__), "--child", "-n", str(n)]
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=" + out,
+            "--dump-before=getppid",
+            sys.executable,
+            os.path.abspath(__file__),
+            "--child",
+            "-n",
+            str(n),
+        ]
         proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0:
             raise SystemExit("callgrind run failed:\n%s\n%s" % (proc.stdout[-2000:], proc.stderr[-3000:]))
@@ -144,7 +160,7 @@ def measure(n: int, driver: Optional[str]) -> Dict[str, Dict[str, float]]:
         dumps = sorted(glob.glob(out + ".*"), key=lambda p: int(p.rsplit(".", 1)[1]))
         totals = [_total(path) for path in dumps]
     # dump 1: start-up; dump k+1: phase k (from its marker to the next one).
-    result: Dict[str, Dict[str, float]] = {}
+    result: dict[str, dict[str, float]] = {}
     for index, label in enumerate(phases):
         workload, engine = label.split()
         result.setdefault(workload, {})[engine] = totals[index + 1] / n
@@ -159,27 +175,36 @@ def _total(path: str) -> int:
     raise SystemExit("no totals in %s" % path)
 
 
-def report(driver_label: str, result: Dict[str, Dict[str, float]]) -> None:
+def report(driver_label: str, result: dict[str, dict[str, float]]) -> None:
     for workload in WORKLOADS:
         stock, aurora = result[workload]["stock"], result[workload]["aurora"]
-        print("  %-10s %-15s stock %9.0f  aurora %9.0f  instr/statement   ratio %.4f  (%+.2f%%)" % (
-            driver_label, workload, stock, aurora, aurora / stock, (aurora / stock - 1) * 100))
-        for engine, label in (("aurora+counters", "+ otel counters, prometheus"),
-                              ("aurora+obs", "+ otel with operation.duration")):
+        print(
+            "  %-10s %-15s stock %9.0f  aurora %9.0f  instr/statement   ratio %.4f  (%+.2f%%)"
+            % (driver_label, workload, stock, aurora, aurora / stock, (aurora / stock - 1) * 100)
+        )
+        for engine, label in (
+            ("aurora+counters", "+ otel counters, prometheus"),
+            ("aurora+obs", "+ otel with operation.duration"),
+        ):
             observed = result[workload].get(engine)
             if observed is not None:
-                print("  %-10s %-15s %-32s %9.0f  instr/statement   ratio to stock %.4f  (%+.0f vs aurora)" % (
-                    driver_label, workload, label, observed, observed / stock, observed - aurora))
+                print(
+                    "  %-10s %-15s %-32s %9.0f  instr/statement   ratio to stock %.4f  (%+.0f vs aurora)"
+                    % (driver_label, workload, label, observed, observed / stock, observed - aurora)
+                )
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("-n", type=int, default=None, help="statements per phase (default 400; --quick 100)")
     parser.add_argument("--quick", action="store_true", help="fewer statements (smoke test)")
     parser.add_argument("--all-drivers", action="store_true", help="psycopg2, psycopg and pool in turn")
-    parser.add_argument("--observability", action="store_true",
-                        help="also measure the aurora ENGINE with OpenTelemetry and Prometheus enabled")
+    parser.add_argument(
+        "--observability",
+        action="store_true",
+        help="also measure the aurora ENGINE with OpenTelemetry and Prometheus enabled",
+    )
     args = parser.parse_args(argv)
     n = args.n or (100 if args.quick else 400)
     if args.child:
@@ -194,7 +219,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     print("versions: Python %(python)s, Django %(django)s, %(driver)s (libpq %(libpq)s)" % info)
     print("command: python %s" % " ".join(sys.argv))
     print("client instructions per statement (valgrind --tool=callgrind, %d statements per phase):" % n)
-    for driver in (("psycopg2", "psycopg", "pool") if args.all_drivers else (None,)):
+    for driver in ("psycopg2", "psycopg", "pool") if args.all_drivers else (None,):
         report(driver or DRIVER, measure(n, driver))
 
 

@@ -19,7 +19,8 @@ import os
 import sys
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,7 +32,7 @@ WARMUP = 5
 Op = Callable[[], Any]
 
 
-def orm_ops(alias: str) -> Dict[str, Op]:
+def orm_ops(alias: str) -> dict[str, Op]:
     """The ORM workloads on one alias."""
     from django.db import transaction
     from ledger.models import Account, Transfer
@@ -51,12 +52,13 @@ def orm_ops(alias: str) -> Dict[str, Op]:
     def insert() -> Any:
         with transaction.atomic(using=alias):
             return Transfer.objects.using(alias).create(
-                request_id=uuid.uuid4(), source_id=source, destination_id=destination, amount=1)
+                request_id=uuid.uuid4(), source_id=source, destination_id=destination, amount=1
+            )
 
     return {"get": get, "list100": list100, "insert": insert}
 
 
-def retry_ops(alias: str) -> Dict[str, Op]:
+def retry_ops(alias: str) -> dict[str, Op]:
     """The insert workload in ``retry_atomic`` (empty when it does not exist yet)."""
     try:
         from aurora_backend.transactions.retry import retry_atomic
@@ -69,12 +71,13 @@ def retry_ops(alias: str) -> Dict[str, Op]:
     @retry_atomic(using=alias)
     def insert() -> Any:
         return Transfer.objects.using(alias).create(
-            request_id=uuid.uuid4(), source_id=source, destination_id=destination, amount=1)
+            request_id=uuid.uuid4(), source_id=source, destination_id=destination, amount=1
+        )
 
     return {"insert": insert}
 
 
-def raw_ops(dsn: str) -> Dict[str, Op]:
+def raw_ops(dsn: str) -> dict[str, Op]:
     """The same SQL as the ORM sends, on a bare driver connection: the floor."""
     from aurora_backend import drivers
 
@@ -88,21 +91,27 @@ def raw_ops(dsn: str) -> Dict[str, Op]:
 
     def get() -> Any:
         state["i"] += 1
-        cur.execute('SELECT "ledger_account"."id", "ledger_account"."name", "ledger_account"."balance" '
-                    'FROM "ledger_account" WHERE "ledger_account"."id" = %s LIMIT 21',
-                    (source + state["i"] % ACCOUNTS,))
+        cur.execute(
+            'SELECT "ledger_account"."id", "ledger_account"."name", "ledger_account"."balance" '
+            'FROM "ledger_account" WHERE "ledger_account"."id" = %s LIMIT 21',
+            (source + state["i"] % ACCOUNTS,),
+        )
         return cur.fetchall()
 
     def list100() -> Any:
-        cur.execute('SELECT "ledger_account"."id", "ledger_account"."name", "ledger_account"."balance" '
-                    'FROM "ledger_account" ORDER BY "ledger_account"."id" ASC LIMIT 100')
+        cur.execute(
+            'SELECT "ledger_account"."id", "ledger_account"."name", "ledger_account"."balance" '
+            'FROM "ledger_account" ORDER BY "ledger_account"."id" ASC LIMIT 100'
+        )
         return cur.fetchall()
 
     def insert() -> Any:
         conn.autocommit = False
-        cur.execute('INSERT INTO "ledger_transfer" ("request_id", "source_id", "destination_id", "amount", '
-                    '"created_at") VALUES (%s, %s, %s, %s, now()) RETURNING "ledger_transfer"."id"',
-                    (str(uuid.uuid4()), source, destination, 1))
+        cur.execute(
+            'INSERT INTO "ledger_transfer" ("request_id", "source_id", "destination_id", "amount", '
+            '"created_at") VALUES (%s, %s, %s, %s, now()) RETURNING "ledger_transfer"."id"',
+            (str(uuid.uuid4()), source, destination, 1),
+        )
         cur.fetchone()
         conn.commit()
         conn.autocommit = True
@@ -142,7 +151,7 @@ def pin_backend(pid: int) -> None:
     pin(pid, 1)
 
 
-def time_ops(op: Op, n: int) -> Tuple[List[float], List[float]]:
+def time_ops(op: Op, n: int) -> tuple[list[float], list[float]]:
     """Run ``op`` ``n`` times; the wall time and this thread's CPU time of each call in µs.
 
     CPU time is what the client library spends itself: unlike wall time it is not
@@ -158,8 +167,9 @@ def time_ops(op: Op, n: int) -> Tuple[List[float], List[float]]:
     return wall, cpu
 
 
-def run(engines: Dict[str, Dict[str, Op]], n: int, rounds: int, block: int,
-        reopen: Optional[Dict[str, Op]] = None) -> Dict[str, Any]:
+def run(
+    engines: dict[str, dict[str, Op]], n: int, rounds: int, block: int, reopen: dict[str, Op] | None = None
+) -> dict[str, Any]:
     """Per (workload, engine): every op's µs; engines interleaved in blocks of ``block`` ops.
 
     Within a round the engines take turns every ``block`` operations (ABC, CBA, ABC, ...),
@@ -170,9 +180,9 @@ def run(engines: Dict[str, Dict[str, Op]], n: int, rounds: int, block: int,
     comparing two long-lived connections compares two placements, not two ENGINEs.
     """
     reopen = reopen or {}
-    samples: Dict[str, Dict[str, List[float]]] = {}
-    cpu: Dict[str, Dict[str, List[float]]] = {}
-    blocks: Dict[str, Dict[str, List[float]]] = {}
+    samples: dict[str, dict[str, list[float]]] = {}
+    cpu: dict[str, dict[str, list[float]]] = {}
+    blocks: dict[str, dict[str, list[float]]] = {}
     names = list(engines)
     for round_no in range(rounds + 1):  # round 0 warms up and is not recorded
         for workload in ("get", "list100", "insert"):
@@ -197,38 +207,59 @@ def run(engines: Dict[str, Dict[str, Op]], n: int, rounds: int, block: int,
     return {"samples": samples, "cpu": cpu, "blocks": blocks}
 
 
-def report(result: Dict[str, Any], n: int, rounds: int, block: int) -> Dict[str, float]:
+def report(result: dict[str, Any], n: int, rounds: int, block: int) -> dict[str, float]:
     """Print the table; return the aurora/stock ratio per workload."""
     samples, blocks = result["samples"], result["blocks"]
-    print("\nmedian µs per operation (%d rounds x %d ops per engine, interleaved in blocks of %d)"
-          % (rounds, n, block))
-    print("%-9s %9s %9s %9s %13s %20s %12s %22s" % (
-        "workload", "raw", "stock", "aurora", "aurora/stock", "paired (p25-p75)", "aurora-stock",
-        "client CPU a/s (µs)"))
-    ratios: Dict[str, float] = {}
+    print("\nmedian µs per operation (%d rounds x %d ops per engine, interleaved in blocks of %d)" % (rounds, n, block))
+    print(
+        "%-9s %9s %9s %9s %13s %20s %12s %22s"
+        % (
+            "workload",
+            "raw",
+            "stock",
+            "aurora",
+            "aurora/stock",
+            "paired (p25-p75)",
+            "aurora-stock",
+            "client CPU a/s (µs)",
+        )
+    )
+    ratios: dict[str, float] = {}
     for workload, by_engine in samples.items():
         med = {name: median(values) for name, values in by_engine.items()}
         ratio = med["aurora"] / med["stock"]
         ratios[workload] = ratio
         paired = [a / s for a, s in zip(blocks[workload]["aurora"], blocks[workload]["stock"])]
         cpu = {name: median(values) for name, values in result["cpu"][workload].items()}
-        print("%-9s %9.1f %9.1f %9.1f %13.3f %20s %10.1fus %22s" % (
-            workload, med.get("raw", 0.0), med["stock"], med["aurora"], ratio,
-            "%.3f (%.3f-%.3f)" % (median(paired), percentile(paired, 0.25), percentile(paired, 0.75)),
-            med["aurora"] - med["stock"],
-            "%.3f (%.1f/%.1f)" % (cpu["aurora"] / cpu["stock"], cpu["aurora"], cpu["stock"])))
+        print(
+            "%-9s %9.1f %9.1f %9.1f %13.3f %20s %10.1fus %22s"
+            % (
+                workload,
+                med.get("raw", 0.0),
+                med["stock"],
+                med["aurora"],
+                ratio,
+                "%.3f (%.3f-%.3f)" % (median(paired), percentile(paired, 0.25), percentile(paired, 0.75)),
+                med["aurora"] - med["stock"],
+                "%.3f (%.1f/%.1f)" % (cpu["aurora"] / cpu["stock"], cpu["aurora"], cpu["stock"]),
+            )
+        )
         retry = med.get("aurora+retry_atomic")
         if retry is not None:
-            print("%-9s %9s %9s %9.1f %13.3f   retry_atomic vs stock atomic; vs aurora atomic %.3f" % (
-                "  retry", "", "", retry, retry / med["stock"], retry / med["aurora"]))
+            print(
+                "%-9s %9s %9s %9.1f %13.3f   retry_atomic vs stock atomic; vs aurora atomic %.3f"
+                % ("  retry", "", "", retry, retry / med["stock"], retry / med["aurora"])
+            )
     worst = max(ratios.values())
-    print("\ntarget aurora/stock <= 1.03 on every workload: %s (worst %.3f)"
-          % ("HOLDS" if worst <= 1.03 else "MISSED", worst))
+    print(
+        "\ntarget aurora/stock <= 1.03 on every workload: %s (worst %.3f)"
+        % ("HOLDS" if worst <= 1.03 else "MISSED", worst)
+    )
     print("load average at the end: %s" % " ".join("%.2f" % x for x in os.getloadavg()))
     return ratios
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny setting for the smoke test")
     parser.add_argument("-n", type=int, default=None, help="operations per engine per round (default 2000)")
@@ -239,19 +270,24 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     rounds = args.rounds or (2 if args.quick else 5)
     block = args.block or (10 if args.quick else 20)
     with bench_server() as srv:
-        configure_django({
-            "aurora": database(srv, "aurora_backend", conn_max_age=None),
-            "stock": database(srv, "django.db.backends.postgresql", conn_max_age=None),
-        }, migrate=("stock",))
+        configure_django(
+            {
+                "aurora": database(srv, "aurora_backend", conn_max_age=None),
+                "stock": database(srv, "django.db.backends.postgresql", conn_max_age=None),
+            },
+            migrate=("stock",),
+        )
         from django.db import connections
         from ledger.models import Account
 
-        Account.objects.using("stock").bulk_create(
-            [Account(name="acct-%d" % i, balance=1000) for i in range(ACCOUNTS)])
+        Account.objects.using("stock").bulk_create([Account(name="acct-%d" % i, balance=1000) for i in range(ACCOUNTS)])
         print_machine("stock")
         pinned = pin(0, 0)
-        print("placement: client on CPU 0, server backends on CPU 1" if pinned else
-              "placement: not pinned (one CPU, or sched_setaffinity refused)")
+        print(
+            "placement: client on CPU 0, server backends on CPU 1"
+            if pinned
+            else "placement: not pinned (one CPU, or sched_setaffinity refused)"
+        )
         engines = {"aurora": orm_ops("aurora"), "stock": orm_ops("stock"), "raw": raw_ops(srv.dsn)}
         retry = retry_ops("aurora")
         if retry:
@@ -259,8 +295,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         else:
             print("aurora_backend.transactions.retry not importable: retry_atomic not measured")
         print("load average at the start: %s" % " ".join("%.2f" % x for x in os.getloadavg()))
-        reopen = {name: _reopener(alias) for name, alias in (
-            ("aurora", "aurora"), ("stock", "stock"), ("aurora+retry_atomic", "aurora")) if name in engines}
+        reopen = {
+            name: _reopener(alias)
+            for name, alias in (("aurora", "aurora"), ("stock", "stock"), ("aurora+retry_atomic", "aurora"))
+            if name in engines
+        }
         result = run(engines, n, rounds, block, reopen)
         ratios = report(result, n, rounds, block)
         connections.close_all()

@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,17 +44,17 @@ BUCKET = 0.5
 class SimulatedDNS:
     """A reader endpoint: each resolution returns one of the current readers at random."""
 
-    def __init__(self, addresses: List[str], seed: int = 5) -> None:
+    def __init__(self, addresses: list[str], seed: int = 5) -> None:
         self._lock = threading.Lock()
         self._addresses = list(addresses)
         self._rng = random.Random(seed)
         self.resolutions = 0
 
-    def set(self, addresses: List[str]) -> None:
+    def set(self, addresses: list[str]) -> None:
         with self._lock:
             self._addresses = list(addresses)
 
-    def __call__(self, host: str, port: int) -> List[str]:
+    def __call__(self, host: str, port: int) -> list[str]:
         with self._lock:
             self.resolutions += 1
             return [self._rng.choice(self._addresses)]
@@ -69,8 +69,9 @@ def readers_reachable(host_port: int, user: str, password: str, dbname: str) -> 
 
     for address in READERS:
         try:
-            drivers.connect(host=address, port=host_port, user=user, password=password,
-                             dbname=dbname, connect_timeout=2).close()
+            drivers.connect(
+                host=address, port=host_port, user=user, password=password, dbname=dbname, connect_timeout=2
+            ).close()
         except drivers.OperationalError:
             return False
     return True
@@ -81,9 +82,9 @@ class Run:
 
     def __init__(self, label: str, workers: int, duration: float, add_at: float) -> None:
         self.label, self.workers, self.duration, self.add_at = label, workers, duration, add_at
-        self.current: List[Optional[str]] = [None] * workers
-        self.samples: List[tuple] = []
-        self.opens: List[float] = []
+        self.current: list[str | None] = [None] * workers
+        self.samples: list[tuple] = []
+        self.opens: list[float] = []
         self.errors = 0
         self.queries = 0
         self.start = 0.0
@@ -120,8 +121,10 @@ class Run:
         stop = threading.Event()
         barrier = threading.Barrier(self.workers + 1)
         connection_created.connect(self.opened, weak=False)
-        threads = [threading.Thread(target=self.worker, args=(i, alias_for, barrier, stop), daemon=True)
-                   for i in range(self.workers)]
+        threads = [
+            threading.Thread(target=self.worker, args=(i, alias_for, barrier, stop), daemon=True)
+            for i in range(self.workers)
+        ]
         try:
             for thread in threads:
                 thread.start()
@@ -156,7 +159,7 @@ def stock_alias_for(port: int) -> Any:
     return alias_for
 
 
-def print_timeline(runs: List[Run]) -> None:
+def print_timeline(runs: list[Run]) -> None:
     print("\nconnections per reader over time (.1/.2/.3), reader 127.0.0.3 added at t=%.1fs" % runs[0].add_at)
     print("%6s  %s" % ("t (s)", "  ".join("%-16s" % r.label for r in runs)))
     for i in range(min(len(r.samples) for r in runs)):
@@ -167,7 +170,7 @@ def print_timeline(runs: List[Run]) -> None:
         print("%6.1f  %s" % (runs[0].samples[i][0], "  ".join(cells)))
 
 
-def summarize(run: Run) -> Dict[str, Any]:
+def summarize(run: Run) -> dict[str, Any]:
     """Max/min per reader after the new reader had one max-age window, and when it got load."""
     first_on_new = next((t for t, c in run.samples if c.get(READERS[2], 0) > 0), None)
     tail = [c for t, c in run.samples if t >= run.duration - max(2.0, run.duration / 4)]
@@ -182,7 +185,7 @@ def summarize(run: Run) -> Dict[str, Any]:
     }
 
 
-def print_histogram(runs: List[Run]) -> None:
+def print_histogram(runs: list[Run]) -> None:
     print("\nconnection opens per %.1f s bucket after the simultaneous start" % BUCKET)
     buckets = int(runs[0].duration / BUCKET) + 1
     hist = {r.label: Counter(int(t / BUCKET) for t in r.opens) for r in runs}
@@ -191,18 +194,26 @@ def print_histogram(runs: List[Run]) -> None:
         print("%6.1f  %s" % (b * BUCKET, "  ".join("%8d" % hist[r.label].get(b, 0) for r in runs)))
     for r in runs:
         later = [n for b, n in hist[r.label].items() if b > 0]
-        print("%s: %d opens after the start, peak %d per %.1f s bucket" % (
-            r.label, sum(later), max(later) if later else 0, BUCKET))
+        print(
+            "%s: %d opens after the start, peak %d per %.1f s bucket"
+            % (r.label, sum(later), max(later) if later else 0, BUCKET)
+        )
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny setting for the smoke test")
     parser.add_argument("--workers", type=int, default=None, help="worker threads (default 12)")
     parser.add_argument("--duration", type=float, default=None, help="seconds per backend (default 20)")
     parser.add_argument("--add-at", type=float, default=None, help="seconds until 127.0.0.3 is added (default 6)")
-    parser.add_argument("--max-age", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
-                        help="aurora max_age range in seconds (default 2 4)")
+    parser.add_argument(
+        "--max-age",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("MIN", "MAX"),
+        help="aurora max_age range in seconds (default 2 4)",
+    )
     args = parser.parse_args(argv)
     workers = args.workers or (6 if args.quick else 12)
     duration = args.duration or (4.0 if args.quick else 20.0)
@@ -210,17 +221,23 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
     max_age = list(args.max_age or ([0.5, 1.0] if args.quick else [2.0, 4.0]))
     with bench_server() as srv:
         if not readers_reachable(srv.port, srv.user, srv.password, srv.dbname):
-            print("skipped: the server does not listen on %s (port %d); unset AURORA_TEST_DSN to use "
-                  "a throwaway cluster that does" % (", ".join(READERS), srv.port))
+            print(
+                "skipped: the server does not listen on %s (port %d); unset AURORA_TEST_DSN to use "
+                "a throwaway cluster that does" % (", ".join(READERS), srv.port)
+            )
             return {}
         aurora = {"max_age": max_age, "idle_timeout": None, "resolver": DNS}
-        stock = {"stock-%d" % i: database(srv, "django.db.backends.postgresql", conn_max_age=None)
-                 for i in range(workers)}
-        configure_django({
-            "default": database(srv, "django.db.backends.postgresql"),
-            "aurora": database(srv, "aurora_backend", host=ENDPOINT, conn_max_age=None, aurora=aurora),
-            **stock,
-        }, migrate=("default",))
+        stock = {
+            "stock-%d" % i: database(srv, "django.db.backends.postgresql", conn_max_age=None) for i in range(workers)
+        }
+        configure_django(
+            {
+                "default": database(srv, "django.db.backends.postgresql"),
+                "aurora": database(srv, "aurora_backend", host=ENDPOINT, conn_max_age=None, aurora=aurora),
+                **stock,
+            },
+            migrate=("default",),
+        )
         print_machine("default")
         print("workers=%d duration=%.1fs add_at=%.1fs aurora max_age=%s" % (workers, duration, add_at, max_age))
         runs = [Run("aurora", workers, duration, add_at), Run("stock", workers, duration, add_at)]
@@ -232,14 +249,23 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
         for r in runs:
             s = summarize(r)
             result[r.label] = s
-            print("%s: %d queries, %d errors; first connection on 127.0.0.3 at %s; last %.1f s: max %d / "
-                  "min %d connections per reader" % (
-                      r.label, r.queries, r.errors,
-                      "t=%.1fs" % s["first_on_new"] if s["first_on_new"] is not None else "never",
-                      max(2.0, duration / 4), s["tail_max"], s["tail_min"]))
-            print("%s: mean connections per reader in the last %.1f s: %s" % (
-                r.label, max(2.0, duration / 4),
-                ", ".join("%s %.1f" % (a, m) for a, m in s["tail_mean"].items())))
+            print(
+                "%s: %d queries, %d errors; first connection on 127.0.0.3 at %s; last %.1f s: max %d / "
+                "min %d connections per reader"
+                % (
+                    r.label,
+                    r.queries,
+                    r.errors,
+                    "t=%.1fs" % s["first_on_new"] if s["first_on_new"] is not None else "never",
+                    max(2.0, duration / 4),
+                    s["tail_max"],
+                    s["tail_min"],
+                )
+            )
+            print(
+                "%s: mean connections per reader in the last %.1f s: %s"
+                % (r.label, max(2.0, duration / 4), ", ".join("%s %.1f" % (a, m) for a, m in s["tail_mean"].items()))
+            )
         print("DNS resolutions: %d" % DNS.resolutions)
         return result
 

@@ -29,7 +29,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +39,7 @@ from common import bench_server, configure_django, database, median, print_machi
 CONNECT_TIMEOUT = 2
 
 
-def query(alias: str) -> Tuple[float, Optional[str]]:
+def query(alias: str) -> tuple[float, str | None]:
     """Run one ORM-level query; its duration in seconds and the error class name, if any."""
     from django.db import Error, connections
 
@@ -59,13 +60,13 @@ def warm(alias: str) -> None:
     connections[alias].ensure_connection()
 
 
-def scale_event(sim: Any, alias: str, _: float) -> Tuple[float, Optional[str]]:
+def scale_event(sim: Any, alias: str, _: float) -> tuple[float, str | None]:
     warm(alias)
     sim.scale_event()
     return query(alias)
 
 
-def failover(sim: Any, alias: str, window: float) -> Tuple[float, Optional[str]]:
+def failover(sim: Any, alias: str, window: float) -> tuple[float, str | None]:
     warm(alias)
     sim.failover(window=window, mode="starting_up")
     took, error = query(alias)
@@ -74,8 +75,8 @@ def failover(sim: Any, alias: str, window: float) -> Tuple[float, Optional[str]]
     return took - window, error
 
 
-def cold_start(resume_after: float) -> Callable[[Any, str, float], Tuple[float, Optional[str]]]:
-    def scenario(sim: Any, alias: str, _: float) -> Tuple[float, Optional[str]]:
+def cold_start(resume_after: float) -> Callable[[Any, str, float], tuple[float, str | None]]:
+    def scenario(sim: Any, alias: str, _: float) -> tuple[float, str | None]:
         from django.db import connections
 
         connections.close_all()
@@ -98,8 +99,9 @@ def cold_start(resume_after: float) -> Callable[[Any, str, float], Tuple[float, 
     return scenario
 
 
-def measure(sim: Any, scenario: Callable[..., Tuple[float, Optional[str]]], alias: str,
-            window: float, repeat: int) -> Dict[str, Any]:
+def measure(
+    sim: Any, scenario: Callable[..., tuple[float, str | None]], alias: str, window: float, repeat: int
+) -> dict[str, Any]:
     figures, errors = [], []
     for _ in range(repeat):
         took, error = scenario(sim, alias, window)
@@ -107,7 +109,7 @@ def measure(sim: Any, scenario: Callable[..., Tuple[float, Optional[str]]], alia
     return {"figures": figures, "errors": errors}
 
 
-def fmt(result: Dict[str, Any]) -> str:
+def fmt(result: dict[str, Any]) -> str:
     figures, errors = result["figures"], result["errors"]
     parts = []
     if figures:
@@ -117,7 +119,7 @@ def fmt(result: Dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny setting for the smoke test")
     parser.add_argument("--repeat", type=int, default=None, help="repeats per scenario (default 5)")
@@ -135,21 +137,26 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
             aurora = {"connect_timeout": CONNECT_TIMEOUT}
             stock = database(srv, "django.db.backends.postgresql", host=host, port=port, conn_max_age=None)
             stock["OPTIONS"]["connect_timeout"] = CONNECT_TIMEOUT
-            configure_django({
-                "default": database(srv, "django.db.backends.postgresql"),
-                "aurora": database(srv, "aurora_backend", host=host, port=port, conn_max_age=None, aurora=aurora),
-                "stock": stock,
-            }, migrate=())
+            configure_django(
+                {
+                    "default": database(srv, "django.db.backends.postgresql"),
+                    "aurora": database(srv, "aurora_backend", host=host, port=port, conn_max_age=None, aurora=aurora),
+                    "stock": stock,
+                },
+                migrate=(),
+            )
             print_machine("default")
-            print("aurora_backend: package defaults, connect_timeout=%d s; stock: connect_timeout=%d s, no retry"
-                  % (CONNECT_TIMEOUT, CONNECT_TIMEOUT))
-            scenarios: List[Tuple[str, Callable[..., Any]]] = [
+            print(
+                "aurora_backend: package defaults, connect_timeout=%d s; stock: connect_timeout=%d s, no retry"
+                % (CONNECT_TIMEOUT, CONNECT_TIMEOUT)
+            )
+            scenarios: list[tuple[str, Callable[..., Any]]] = [
                 ("scale event: next query's total time", scale_event),
                 ("failover (window %.1f s): first success after the window" % window, failover),
             ]
             for r in resumes:
                 scenarios.append(("cold start (resume after %.1f s): added latency beyond it" % r, cold_start(r)))
-            results: Dict[str, Dict[str, Any]] = {}
+            results: dict[str, dict[str, Any]] = {}
             print()
             for label, scenario in scenarios:
                 for alias in ("aurora", "stock"):

@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Any, Dict, List
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,8 +62,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--write-ratio", type=float, default=0.3)
     parser.add_argument("--apply-delay", type=int, default=20, help="ms the standbys apply commits late")
     parser.add_argument("--think", type=float, default=25.0, help="ms between a user's steps")
-    parser.add_argument("--rollback-ratio", type=float, default=0.05,
-                        help="share of steps that also write in atomic() and roll back")
+    parser.add_argument(
+        "--rollback-ratio", type=float, default=0.05, help="share of steps that also write in atomic() and roll back"
+    )
     parser.add_argument("--quick", action="store_true", help="2 threads x 40 steps")
     args = parser.parse_args()
     if args.quick:
@@ -71,7 +72,7 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def reader_endpoint(host: str, port: int) -> List[str]:
+def reader_endpoint(host: str, port: int) -> list[str]:
     return list(READERS)
 
 
@@ -97,8 +98,8 @@ class Timed:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.lock = threading.Lock()
-        self.times: List[float] = []
-        self.connecting: List[float] = []
+        self.times: list[float] = []
+        self.connecting: list[float] = []
 
     def db_for_read(self, model: Any, **hints: Any) -> Any:
         from django.db import connections
@@ -122,10 +123,10 @@ class RolledBack(Exception):
     pass
 
 
-def worker(index: int, args: argparse.Namespace, stale: List[int], latency: List[float],
-           failsafe: List[List[int]]) -> None:
+def worker(
+    index: int, args: argparse.Namespace, stale: list[int], latency: list[float], failsafe: list[list[int]]
+) -> None:
     from django.db import connections, router, transaction
-
     from ledger.models import Account
 
     rng = random.Random(index)
@@ -159,24 +160,23 @@ def worker(index: int, args: argparse.Namespace, stale: List[int], latency: List
     connections.close_all()
 
 
-def run(name: str, router: Any, args: argparse.Namespace, log: ReadLog) -> Dict[str, Any]:
+def run(name: str, router: Any, args: argparse.Namespace, log: ReadLog) -> dict[str, Any]:
     from django.db import router as django_router
     from django.test.utils import override_settings
 
-    from aurora_backend.routing import token
-
-    from aurora_backend.routing import position
+    from aurora_backend.routing import position, token
 
     timed = Timed(router)
     log.reads.clear()
     trips = dict(position.round_trips)
     stale = [0] * args.threads
     failsafe = [[0, 0] for _ in range(args.threads)]
-    latency: List[float] = []
+    latency: list[float] = []
     with override_settings(DATABASE_ROUTERS=[timed]):
         django_router.routers  # noqa: B018 (built now, outside the timed section)
-        threads = [threading.Thread(target=worker, args=(i, args, stale, latency, failsafe))
-                   for i in range(args.threads)]
+        threads = [
+            threading.Thread(target=worker, args=(i, args, stale, latency, failsafe)) for i in range(args.threads)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -186,27 +186,43 @@ def run(name: str, router: Any, args: argparse.Namespace, log: ReadLog) -> Dict[
     share = "  ".join("%s %5.1f%%" % (addr, 100.0 * log.reads[addr] / reads) for addr in [WRITER] + READERS)
     mean = sum(timed.times) / len(timed.times) if timed.times else 0.0
     read_mean = sum(latency) / len(latency)
-    print("%-12s reads %5d  %s  stale %4d  read µs median %6.1f mean %6.1f  db_for_read µs median %5.1f "
-          "mean %6.1f (+%d calls that opened the reader's connection)" % (
-              name, reads, share, sum(stale), median(latency) * 1e6, read_mean * 1e6,
-              median(timed.times) * 1e6, mean * 1e6, len(timed.connecting)), flush=True)
+    print(
+        "%-12s reads %5d  %s  stale %4d  read µs median %6.1f mean %6.1f  db_for_read µs median %5.1f "
+        "mean %6.1f (+%d calls that opened the reader's connection)"
+        % (
+            name,
+            reads,
+            share,
+            sum(stale),
+            median(latency) * 1e6,
+            read_mean * 1e6,
+            median(timed.times) * 1e6,
+            mean * 1e6,
+            len(timed.connecting),
+        ),
+        flush=True,
+    )
     writer_trips = position.round_trips["writer"] - trips["writer"]
     reader_trips = position.round_trips["reader"] - trips["reader"]
     if writer_trips or reader_trips:
-        print("%-12s position reads: %d on the writer (after writes), %d on readers: %.3f round trips per read"
-              % ("", writer_trips, reader_trips, (writer_trips + reader_trips) / reads))
+        print(
+            "%-12s position reads: %d on the writer (after writes), %d on readers: %.3f round trips per read"
+            % ("", writer_trips, reader_trips, (writer_trips + reader_trips) / reads)
+        )
     after, on_writer = sum(f[0] for f in failsafe), sum(f[1] for f in failsafe)
     if name == "aurora":
-        print("%-12s fail-safe cost: %d of %d reads (%.1f%%) went to the writer only because a rolled-back "
-              "write counts as a write (%d reads followed one)" % (
-                  "", on_writer, reads, 100.0 * on_writer / reads, after))
+        print(
+            "%-12s fail-safe cost: %d of %d reads (%.1f%%) went to the writer only because a rolled-back "
+            "write counts as a write (%d reads followed one)" % ("", on_writer, reads, 100.0 * on_writer / reads, after)
+        )
     return {"stale": sum(stale), "reads": reads, "read_mean": read_mean}
 
 
 def hot_path(naive: Any, ours: Any, calls: int) -> None:
     """One thread, nothing written, the reader caught up: what choosing costs per read."""
-    from aurora_backend.routing import token
     from ledger.models import Account
+
+    from aurora_backend.routing import token
 
     token.clear()
     figures = []
@@ -219,8 +235,10 @@ def hot_path(naive: Any, ours: Any, calls: int) -> None:
                 router.db_for_read(Account)
             best.append((time.perf_counter() - start) / calls)
         figures.append(min(best) * 1e6)
-    print("hot path, µs per db_for_read (one thread, no write pending, best of 5 x %d): naive %.2f, aurora %.2f"
-          % (calls, figures[0], figures[1]))
+    print(
+        "hot path, µs per db_for_read (one thread, no write pending, best of 5 x %d): naive %.2f, aurora %.2f"
+        % (calls, figures[0], figures[1])
+    )
 
 
 def main() -> None:
@@ -228,40 +246,51 @@ def main() -> None:
     # Commits flushed at once, as on Aurora (the test clusters commit asynchronously, which
     # holds WAL back from the standbys for up to wal_writer_delay).
     primary = PostgresCluster(settings={"listen_addresses": WRITER, "synchronous_commit": "on"}).start()
-    standbys: List[PostgresCluster] = []
+    standbys: list[PostgresCluster] = []
     try:
         port = primary.port + 1
         for address in READERS:
-            standby = primary.replica(port=port, settings={
-                "listen_addresses": address, "recovery_min_apply_delay": "%dms" % args.apply_delay})
+            standby = primary.replica(
+                port=port, settings={"listen_addresses": address, "recovery_min_apply_delay": "%dms" % args.apply_delay}
+            )
             standbys.append(standby.start())
             port = standby.port
         srv = ServerAddress(WRITER, primary.port, SUPERUSER, PASSWORD, "postgres")
-        reader = database(srv, "aurora_backend", host=ENDPOINT, port=standbys[0].port,
-                          aurora={"resolver": reader_endpoint, "max_age": [0.5, 1.5], "connect_deadline": 5})
+        reader = database(
+            srv,
+            "aurora_backend",
+            host=ENDPOINT,
+            port=standbys[0].port,
+            aurora={"resolver": reader_endpoint, "max_age": [0.5, 1.5], "connect_deadline": 5},
+        )
         reader["TEST"] = {"MIRROR": "default"}
         configure_django({"default": database(srv, "aurora_backend"), "reader": reader})
         from django.conf import settings
         from django.db.backends.signals import connection_created
+        from ledger.models import Account
 
         from aurora_backend.routing.config import RoutingConfig
         from aurora_backend.routing.router import AuroraRouter
         from aurora_backend.testing.routers import FixedWindowRouter, NaiveReaderRouter
-        from ledger.models import Account
 
         settings.AURORA_ROUTING = {"writer": "default", "reader": "reader"}
         log = ReadLog()
+
         def watch(sender: Any, connection: Any, **kwargs: Any) -> None:
             if log not in connection.execute_wrappers:  # a wrapper outlives its connections
                 connection.execute_wrappers.append(log)
 
         connection_created.connect(watch, weak=False)
-        Account.objects.bulk_create([Account(name="seed-%d" % i) for i in range(20)] +
-                                    [Account(name="worker-%d" % i) for i in range(args.threads)])
+        Account.objects.bulk_create(
+            [Account(name="seed-%d" % i) for i in range(20)]
+            + [Account(name="worker-%d" % i) for i in range(args.threads)]
+        )
         time.sleep(0.5 + args.apply_delay / 1000)  # the standbys replay the seed rows
         print_machine()
-        print("routing: writer %s, readers %s (apply delay %d ms); %d threads x %d steps, write ratio %.2f" % (
-            WRITER, "/".join(READERS), args.apply_delay, args.threads, args.steps, args.write_ratio))
+        print(
+            "routing: writer %s, readers %s (apply delay %d ms); %d threads x %d steps, write ratio %.2f"
+            % (WRITER, "/".join(READERS), args.apply_delay, args.threads, args.steps, args.write_ratio)
+        )
         print("%-12s %-11s  %-17s %-17s %-17s" % ("router", "", "read share: " + WRITER, READERS[0], READERS[1]))
         window = args.apply_delay / 2000.0
         naive = run("naive", NaiveReaderRouter("default", "reader"), args, log)
@@ -270,8 +299,10 @@ def main() -> None:
         ours = AuroraRouter(RoutingConfig.from_settings())
         results = {"naive": naive}
         results["aurora"] = run("aurora", ours, args, log)
-        print("added latency per read, aurora vs naive (mean read time, routing included): %+.1f µs"
-              % ((results["aurora"]["read_mean"] - results["naive"]["read_mean"]) * 1e6))
+        print(
+            "added latency per read, aurora vs naive (mean read time, routing included): %+.1f µs"
+            % ((results["aurora"]["read_mean"] - results["naive"]["read_mean"]) * 1e6)
+        )
         hot_path(NaiveReaderRouter("default", "reader"), ours, 2000 if args.quick else 20000)
     finally:
         try:

@@ -26,14 +26,16 @@ import shutil
 import subprocess
 import sys
 import timeit
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import bench_server, configure_django, database, print_machine  # noqa: E402
 
-ORM_GET = ('SELECT "ledger_account"."id", "ledger_account"."name", "ledger_account"."balance" '
-           'FROM "ledger_account" WHERE "ledger_account"."id" = %s LIMIT 21')
+ORM_GET = (
+    'SELECT "ledger_account"."id", "ledger_account"."name", "ledger_account"."balance" '
+    'FROM "ledger_account" WHERE "ledger_account"."id" = %s LIMIT 21'
+)
 ENGINES = {"stock": "django.db.backends.postgresql", "untracked": "aurora_backend", "tracked": "aurora_backend"}
 
 
@@ -46,7 +48,7 @@ def time_effects(scale: float = 1.0) -> None:
 
     # Django builds a new string for every query, so its hash is computed every time: so here.
     head, tail = ORM_GET[:40], ORM_GET[40:]
-    counter = iter(range(10 ** 9))
+    counter = iter(range(10**9))
     build = best(lambda: head + tail)
     seen = best(lambda: session_state.effects(head + tail)) - build
     build_unique = best(lambda: head + str(next(counter)) + tail, 50000)
@@ -62,9 +64,10 @@ def time_effects(scale: float = 1.0) -> None:
 def switch_off() -> None:
     """No session-state tracking in this process: the cursor wrapper as it was before it
     (issue 17), i.e. its _execute without the tracking lines and Django's close/__iter__."""
+    from django.db import Error as DjangoDatabaseError
+
     from aurora_backend.connection import statements
     from aurora_backend.drivers import OPEN, status_of
-    from django.db import Error as DjangoDatabaseError
 
     def _execute(self: Any, sql: Any, params: Any, *ignored: Any) -> Any:
         db = self.db
@@ -121,7 +124,7 @@ def instructions(dsn: str, variant: str, workload: str, n: int, valgrind: bool =
     return int(match.group(1)) if match else 0
 
 
-def count_instructions(n: int, workloads: List[str], valgrind: bool) -> Dict[str, Dict[str, float]]:
+def count_instructions(n: int, workloads: list[str], valgrind: bool) -> dict[str, dict[str, float]]:
     with bench_server() as srv:
         configure_django({"aurora": database(srv, "aurora_backend", aurora={})}, migrate=("aurora",))
         from bench_overhead import ACCOUNTS
@@ -132,7 +135,7 @@ def count_instructions(n: int, workloads: List[str], valgrind: bool) -> Dict[str
         from django.db import connections
 
         connections.close_all()
-        per_op: Dict[str, Dict[str, float]] = {}
+        per_op: dict[str, dict[str, float]] = {}
         for workload in workloads:
             for variant in ENGINES:
                 base = instructions(srv.dsn, variant, workload, 0, valgrind)
@@ -141,7 +144,7 @@ def count_instructions(n: int, workloads: List[str], valgrind: bool) -> Dict[str
     return per_op
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny setting for the smoke test")
     parser.add_argument("-n", type=int, default=None, help="operations per count (default 300)")
@@ -154,15 +157,19 @@ def main(argv: Optional[List[str]] = None) -> None:
     n = args.n or (3 if args.quick else 300)
     per_op = count_instructions(n, ["get"] if args.quick else ["get", "list100", "insert"], valgrind)
     if not valgrind:
-        print("\nthe children ran without valgrind (%s): no instruction counts"
-              % ("--quick" if args.quick else "valgrind not found: apt-get install valgrind"))
+        print(
+            "\nthe children ran without valgrind (%s): no instruction counts"
+            % ("--quick" if args.quick else "valgrind not found: apt-get install valgrind")
+        )
         return None
     print("\nclient instructions per operation (callgrind; (N=%d ops - 0 ops) / N)" % n)
     print("%-9s %12s %12s %12s %12s %11s" % ("workload", "stock", "untracked", "tracked", "tracked-un", "% of stock"))
     for workload, by in per_op.items():
         cost = by["tracked"] - by["untracked"]
-        print("%-9s %12.0f %12.0f %12.0f %12.0f %10.2f%%" % (
-            workload, by["stock"], by["untracked"], by["tracked"], cost, 100.0 * cost / by["stock"]))
+        print(
+            "%-9s %12.0f %12.0f %12.0f %12.0f %10.2f%%"
+            % (workload, by["stock"], by["untracked"], by["tracked"], cost, 100.0 * cost / by["stock"])
+        )
     print("command: python bench/bench_session_state.py%s" % (" --quick" if args.quick else ""))
     return None
 

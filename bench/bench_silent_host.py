@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,43 +48,69 @@ ACCOUNTS, BALANCE = 20, 1000
 HUNG_AFTER = 60  # seconds: a wait on a silent host this long is reported as hung, then ended
 
 
-def settings(cluster: AuroraCluster) -> Dict[str, Dict[str, Any]]:
+def settings(cluster: AuroraCluster) -> dict[str, dict[str, Any]]:
     aurora = cluster.database_settings()  # the ENGINE's defaults; only the cluster's DNS
     if POOL:
         aurora["OPTIONS"]["pool"] = {"max_size": 8}
     writer = cluster.writer
-    stock = {"ENGINE": "django.db.backends.postgresql", "NAME": cluster.database, "USER": SUPERUSER,
-             "PASSWORD": PASSWORD, "HOST": writer.address, "PORT": str(cluster.port)}
+    stock = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": cluster.database,
+        "USER": SUPERUSER,
+        "PASSWORD": PASSWORD,
+        "HOST": writer.address,
+        "PORT": str(cluster.port),
+    }
     reader = cluster.readers[0]
-    direct = {"ENGINE": "aurora_backend", "NAME": cluster.database, "USER": SUPERUSER, "PASSWORD": PASSWORD,
-              "HOST": reader.address, "PORT": str(cluster.port), "OPTIONS": {}}
-    stock_keepalives = dict(stock, HOST=reader.address, OPTIONS={
-        "keepalives": 1, "keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 5,
-        "connect_timeout": 10})
+    direct = {
+        "ENGINE": "aurora_backend",
+        "NAME": cluster.database,
+        "USER": SUPERUSER,
+        "PASSWORD": PASSWORD,
+        "HOST": reader.address,
+        "PORT": str(cluster.port),
+        "OPTIONS": {},
+    }
+    stock_keepalives = dict(
+        stock,
+        HOST=reader.address,
+        OPTIONS={
+            "keepalives": 1,
+            "keepalives_idle": 1,
+            "keepalives_interval": 1,
+            "keepalives_count": 5,
+            "connect_timeout": 10,
+        },
+    )
     return {"default": aurora, "stock": stock, "atomic_aurora": direct, "atomic_stock": stock_keepalives}
 
 
 # -- 0. mid-query inside atomic(): how long until the app gets its error ------------------------
 
 
-def in_atomic(cluster: AuroraCluster) -> Dict[str, Tuple[float, str]]:
+def in_atomic(cluster: AuroraCluster) -> dict[str, tuple[float, str]]:
     from django.db import connections, transaction
 
     reader = cluster.readers[0]
-    seen: Dict[str, Tuple[float, str]] = {}
-    for alias, name in (("atomic_aurora", "aurora (defaults)"),
-                        ("atomic_stock", "stock (keepalives 1/1/5, connect_timeout 10)")):
+    seen: dict[str, tuple[float, str]] = {}
+    for alias, name in (
+        ("atomic_aurora", "aurora (defaults)"),
+        ("atomic_stock", "stock (keepalives 1/1/5, connect_timeout 10)"),
+    ):
         marker = "bench-silent-%s" % alias
         connections[alias].ensure_connection()
         admin = reader.admin(cluster.database)
-        silenced: List[float] = []
+        silenced: list[float] = []
         done = threading.Event()
 
         def watch() -> None:
             with admin.cursor() as cur:
                 for _ in range(1000):
-                    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
-                                "AND pid <> pg_backend_pid()", ["%" + marker + "%"])
+                    cur.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
+                        "AND pid <> pg_backend_pid()",
+                        ["%" + marker + "%"],
+                    )
                     if cur.fetchone()[0]:
                         break
                     time.sleep(0.01)
@@ -95,8 +121,11 @@ def in_atomic(cluster: AuroraCluster) -> Dict[str, Tuple[float, str]]:
                 silenced.append(time.monotonic())
                 if not done.wait(HUNG_AFTER):  # still waiting: let it end (the bench must)
                     cluster.unsilence(reader.id)
-                    cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE %s "
-                                "AND pid <> pg_backend_pid()", ["%" + marker + "%"])
+                    cur.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE %s "
+                        "AND pid <> pg_backend_pid()",
+                        ["%" + marker + "%"],
+                    )
 
         watcher = threading.Thread(target=watch)
         watcher.start()
@@ -113,8 +142,11 @@ def in_atomic(cluster: AuroraCluster) -> Dict[str, Tuple[float, str]]:
         if reader.silent_host is not None and reader.silent_host.silent:
             cluster.unsilence(reader.id)
         with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE %s "
-                        "AND pid <> pg_backend_pid()", ["%" + marker + "%"])
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE %s "
+                "AND pid <> pg_backend_pid()",
+                ["%" + marker + "%"],
+            )
         admin.close()
         connections[alias].close()
         if failed - silenced[0] >= HUNG_AFTER:
@@ -129,7 +161,7 @@ def in_atomic(cluster: AuroraCluster) -> Dict[str, Tuple[float, str]]:
 # -- 1. a hung reader, then a scale event on the writer ----------------------------------------
 
 
-def hung_reader(cluster: AuroraCluster, window: float) -> Dict[str, List[float]]:
+def hung_reader(cluster: AuroraCluster, window: float) -> dict[str, list[float]]:
     from django.db import connections
 
     hung = cluster.readers[-1]
@@ -140,7 +172,7 @@ def hung_reader(cluster: AuroraCluster, window: float) -> Dict[str, List[float]]
     cluster.silence(hung.id)
     assert cluster.writer.sim is not None
     cluster.writer.sim.scale_event()
-    times: Dict[str, List[float]] = {"aurora": [], "stock": []}
+    times: dict[str, list[float]] = {"aurora": [], "stock": []}
     errors = {"aurora": 0, "stock": 0}
     for alias, name in (("default", "aurora"), ("stock", "stock")):
         try:  # the event's error, on the connection each had
@@ -160,13 +192,17 @@ def hung_reader(cluster: AuroraCluster, window: float) -> Dict[str, List[float]]
     for alias in ("default", "stock"):
         connections[alias].close()
     cluster.unsilence(hung.id)
-    print("hung reader %s + scale event on the writer: new writer connections over %.0f s "
-          "(errors on the event: aurora %d, stock %d)" % (hung.id, window, errors["aurora"], errors["stock"]))
+    print(
+        "hung reader %s + scale event on the writer: new writer connections over %.0f s "
+        "(errors on the event: aurora %d, stock %d)" % (hung.id, window, errors["aurora"], errors["stock"])
+    )
     print("  %-7s %6s %9s %9s %9s %9s" % ("", "n", "median", "mean", "p95", "max"))
     for name in ("aurora", "stock"):
         ms = sorted(x * 1000 for x in times[name])
-        print("  %-7s %6d %7.2fms %7.2fms %7.2fms %7.2fms" % (
-            name, len(ms), statistics.median(ms), statistics.fmean(ms), ms[int(0.95 * (len(ms) - 1))], ms[-1]))
+        print(
+            "  %-7s %6d %7.2fms %7.2fms %7.2fms %7.2fms"
+            % (name, len(ms), statistics.median(ms), statistics.fmean(ms), ms[int(0.95 * (len(ms) - 1))], ms[-1])
+        )
     a, s = statistics.median(times["aurora"]), statistics.median(times["stock"])
     print("  aurora - stock, median: %+.2f ms (ratio %.2f)" % ((a - s) * 1000, a / s))
     return times
@@ -178,16 +214,18 @@ def hung_reader(cluster: AuroraCluster, window: float) -> Dict[str, List[float]]
 class Workload:
     """Reader and writer threads on "default"; what the app saw, with times."""
 
-    def __init__(self, ids: List[int], readers: int, writers: int, seed: int) -> None:
+    def __init__(self, ids: list[int], readers: int, writers: int, seed: int) -> None:
         self.ids = ids
         self.stop = threading.Event()
-        self.commits: List[Tuple[float, str]] = []
-        self.read_errors: List[Tuple[float, str]] = []
-        self.write_errors: List[Tuple[float, str]] = []
+        self.commits: list[tuple[float, str]] = []
+        self.read_errors: list[tuple[float, str]] = []
+        self.write_errors: list[tuple[float, str]] = []
         self.reads = 0
         self.threads = [threading.Thread(target=self.read, name="bench-read-%d" % k) for k in range(readers)]
-        self.threads += [threading.Thread(target=self.write, args=(random.Random(seed + k),), name="bench-write-%d" % k)
-                         for k in range(writers)]
+        self.threads += [
+            threading.Thread(target=self.write, args=(random.Random(seed + k),), name="bench-write-%d" % k)
+            for k in range(writers)
+        ]
 
     def read(self) -> None:
         from django.db import connections
@@ -204,9 +242,9 @@ class Workload:
 
     def write(self, rng: random.Random) -> None:
         from django.db import connections
+        from ledger.services import _apply
 
         from aurora_backend import retry_atomic
-        from ledger.services import _apply
 
         @retry_atomic(using="default")
         def transfer(source: int, destination: int, request_id: uuid.UUID) -> str:
@@ -226,11 +264,11 @@ class Workload:
         connections.close_all()
 
 
-def silent_writer(cluster: AuroraCluster, readers: int, writers: int, wait: float) -> Dict[str, Any]:
+def silent_writer(cluster: AuroraCluster, readers: int, writers: int, wait: float) -> dict[str, Any]:
     from django.db import connections
+    from ledger.services import open_accounts, totals
 
     from aurora_backend.serverless import close_all
-    from ledger.services import open_accounts, totals
 
     ids = [a.pk for a in open_accounts(ACCOUNTS, BALANCE)]
     connections["default"].close()
@@ -244,7 +282,7 @@ def silent_writer(cluster: AuroraCluster, readers: int, writers: int, wait: floa
     timeline = cluster.failover(old_writer=DOWN)
     new = timeline["new_writer"]
     deadline = silenced + wait
-    first: Optional[float] = None
+    first: float | None = None
     while time.monotonic() < deadline:
         first = next((t for t, who in list(work.commits) if who == new), None)
         if first is not None and time.monotonic() > first + 2.0:
@@ -257,14 +295,22 @@ def silent_writer(cluster: AuroraCluster, readers: int, writers: int, wait: floa
     total = totals()["total"]
     close_all()
     left = threads_left(10.0)
-    return {"old": old.id, "new": new, "promoted": timeline["promoted"],
-            "first_write": None if first is None else first - silenced,
-            "read_errors": work.read_errors, "write_errors": work.write_errors, "reads": work.reads,
-            "commits": len(work.commits), "total": total, "expected_total": ACCOUNTS * BALANCE,
-            "threads_left": left}
+    return {
+        "old": old.id,
+        "new": new,
+        "promoted": timeline["promoted"],
+        "first_write": None if first is None else first - silenced,
+        "read_errors": work.read_errors,
+        "write_errors": work.write_errors,
+        "reads": work.reads,
+        "commits": len(work.commits),
+        "total": total,
+        "expected_total": ACCOUNTS * BALANCE,
+        "threads_left": left,
+    }
 
 
-def threads_left(timeout: float) -> Dict[str, int]:
+def threads_left(timeout: float) -> dict[str, int]:
     """aurora_backend's threads still alive (probe threads end with their probes: waited for)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -273,30 +319,52 @@ def threads_left(timeout: float) -> Dict[str, int]:
         if not probes or time.monotonic() >= deadline:
             break
         time.sleep(0.05)
-    return {"probe": len(probes), "idle_reaper": sum(n == "aurora_backend-idle-reaper" for n in ours),
-            "other": len([n for n in ours if not n.startswith("aurora-probe") and n != "aurora_backend-idle-reaper"
-                          and not n.startswith("aurora-simulator")])}
+    return {
+        "probe": len(probes),
+        "idle_reaper": sum(n == "aurora_backend-idle-reaper" for n in ours),
+        "other": len(
+            [
+                n
+                for n in ours
+                if not n.startswith("aurora-probe")
+                and n != "aurora_backend-idle-reaper"
+                and not n.startswith("aurora-simulator")
+            ]
+        ),
+    }
 
 
-def report(result: Dict[str, Any]) -> None:
-    print("silent writer %s under the ledger workload (default settings; failover started at the silence, "
-          "%s promoted %.2f s later):" % (result["old"], result["new"], result["promoted"]))
+def report(result: dict[str, Any]) -> None:
+    print(
+        "silent writer %s under the ledger workload (default settings; failover started at the silence, "
+        "%s promoted %.2f s later):" % (result["old"], result["new"], result["promoted"])
+    )
     first = result["first_write"]
-    print("  first transfer committed on the new writer: %s after the silence (goal < 12 s)"
-          % ("never" if first is None else "%.2f s" % first))
-    print("  app errors: reads %d of %d, retry_atomic transfers %d of %d" % (
-        len(result["read_errors"]), result["reads"] + len(result["read_errors"]),
-        len(result["write_errors"]), result["commits"] + len(result["write_errors"])))
+    print(
+        "  first transfer committed on the new writer: %s after the silence (goal < 12 s)"
+        % ("never" if first is None else "%.2f s" % first)
+    )
+    print(
+        "  app errors: reads %d of %d, retry_atomic transfers %d of %d"
+        % (
+            len(result["read_errors"]),
+            result["reads"] + len(result["read_errors"]),
+            len(result["write_errors"]),
+            result["commits"] + len(result["write_errors"]),
+        )
+    )
     for when, what in (result["read_errors"] + result["write_errors"])[:5]:
         print("    %s" % what)
     print("  ledger total: %d (expected %d)" % (result["total"], result["expected_total"]))
     left = result["threads_left"]
-    print("  threads of ours left after close_all(): probe %d, other %d (idle reaper: %d, the daemon "
-          "that closes idle connections, started at the first connect)" % (left["probe"], left["other"],
-                                                                            left["idle_reaper"]))
+    print(
+        "  threads of ours left after close_all(): probe %d, other %d (idle reaper: %d, the daemon "
+        "that closes idle connections, started at the first connect)"
+        % (left["probe"], left["other"], left["idle_reaper"])
+    )
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke setting: TTL 0.5 s, 3 s window")
     parser.add_argument("--all-drivers", action="store_true", help="run once per driver, in subprocesses")
@@ -309,8 +377,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         status = 0
         for driver in ("psycopg2", "psycopg", "pool"):
             print("=== AURORA_TEST_DRIVER=%s" % driver, flush=True)
-            status |= subprocess.call([sys.executable, os.path.abspath(__file__), *forward],
-                                      env=dict(os.environ, AURORA_TEST_DRIVER=driver))
+            status |= subprocess.call(
+                [sys.executable, os.path.abspath(__file__), *forward], env=dict(os.environ, AURORA_TEST_DRIVER=driver)
+            )
         raise SystemExit(status)
     reason = unavailable()
     if reason:

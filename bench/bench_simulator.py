@@ -20,7 +20,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine  # noqa: E402
 
 from aurora_backend import drivers  # noqa: E402
-
 from aurora_backend.simulator import AuroraSimulator, SimulatorProcess  # noqa: E402
 from aurora_backend.testing import PostgresCluster, ServerAddress  # noqa: E402
 
@@ -39,18 +38,21 @@ def round_trips(cursors, iterations: int) -> list[list[float]]:
 def run(srv: ServerAddress, iterations: int) -> None:
     """Direct vs the in-process simulator (it shares the GIL with this client) vs the
     simulator in its own process (``python -m aurora_backend.simulator``, as in CI)."""
-    with AuroraSimulator(upstream=(srv.host, srv.port)) as sim, \
-            SimulatorProcess(upstream=(srv.host, srv.port)) as proc:
+    with AuroraSimulator(upstream=(srv.host, srv.port)) as sim, SimulatorProcess(upstream=(srv.host, srv.port)) as proc:
         targets = {"direct": (srv.host, srv.port), "in-process": sim.address, "subprocess": proc.address}
-        conns = {name: drivers.connect(host=host, port=port, user=srv.user, password=srv.password,
-                                        dbname=srv.dbname) for name, (host, port) in targets.items()}
+        conns = {
+            name: drivers.connect(host=host, port=port, user=srv.user, password=srv.password, dbname=srv.dbname)
+            for name, (host, port) in targets.items()
+        }
         for conn in conns.values():
             conn.autocommit = True
         cursors = [conn.cursor() for conn in conns.values()]
         info = machine()
         print("machine: nproc=%(nproc)s cpu=%(cpu)s" % info)
-        print("versions: Python %s, %s (libpq %s), PostgreSQL %s" % (
-            info["python"], info["driver"], info["libpq"], drivers.server_version(conns["direct"])))
+        print(
+            "versions: Python %s, %s (libpq %s), PostgreSQL %s"
+            % (info["python"], info["driver"], info["libpq"], drivers.server_version(conns["direct"]))
+        )
         print("command: python %s" % " ".join(sys.argv))
         round_trips(cursors, min(200, iterations))  # warm up
         medians = dict(zip(conns, (statistics.median(x) * 1e6 for x in round_trips(cursors, iterations))))

@@ -30,7 +30,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,14 +55,14 @@ class Attempts:
     """Times of connection attempts: successes (connection_created), failures (recorded)."""
 
     def __init__(self) -> None:
-        self.times: List[float] = []
+        self.times: list[float] = []
         self._lock = threading.Lock()
 
     def record(self, **_: Any) -> None:
         with self._lock:
             self.times.append(time.monotonic())
 
-    def since(self, start: float) -> List[float]:
+    def since(self, start: float) -> list[float]:
         with self._lock:
             return sorted(t - start for t in self.times if t >= start)
 
@@ -97,18 +98,17 @@ def fixed_delays(delay: float) -> Callable[[], Iterator[float]]:
 
 def expo_delays(base: float, cap: float) -> Callable[[], Iterator[float]]:
     """aurora_backend's schedule, min(cap, base * 2**n), without the jitter."""
-    return lambda: (min(cap, base * 2 ** n) for n in itertools.count())
+    return lambda: (min(cap, base * 2**n) for n in itertools.count())
 
 
-def storm(sim: Any, clients: int, use: Callable[[], None], alias: str, window: float,
-          limit: float) -> Dict[str, Any]:
+def storm(sim: Any, clients: int, use: Callable[[], None], alias: str, window: float, limit: float) -> dict[str, Any]:
     """Connect ``clients`` threads, fail over, release them together; sample attempts."""
     from django.db import connections
 
     ready = threading.Barrier(clients + 1)
     go = threading.Event()
-    done: List[float] = []
-    errors: List[str] = []
+    done: list[float] = []
+    errors: list[str] = []
     lock = threading.Lock()
 
     def client() -> None:
@@ -143,8 +143,14 @@ def storm(sim: Any, clients: int, use: Callable[[], None], alias: str, window: f
     for t in times:
         buckets[int(t / BUCKET)] += 1
     finished = max(done) - start if done else float("nan")
-    return {"buckets": buckets, "attempts": len(times), "accepted": accepted, "errors": errors,
-            "reconnected": len(done), "all_done_s": finished}
+    return {
+        "buckets": buckets,
+        "attempts": len(times),
+        "accepted": accepted,
+        "errors": errors,
+        "reconnected": len(done),
+        "all_done_s": finished,
+    }
 
 
 class RemoteSimulator:
@@ -161,14 +167,14 @@ class RemoteSimulator:
         self.process.command("reset")
 
     @property
-    def counters(self) -> Dict[str, int]:
+    def counters(self) -> dict[str, int]:
         return self.process.status()["counters"]
 
     def stop(self) -> None:
         self.process.stop()
 
 
-def print_results(results: Dict[str, Dict[str, Any]], window: float) -> None:
+def print_results(results: dict[str, dict[str, Any]], window: float) -> None:
     labels = list(results)
     print("\nconnection attempts per 100 ms after the drop (failover window %.1f s)" % window)
     print("%6s  %s" % ("t (s)", "  ".join("%8s" % label for label in labels)))
@@ -179,20 +185,36 @@ def print_results(results: Dict[str, Dict[str, Any]], window: float) -> None:
     print()
     for label, r in results.items():
         after_first = r["buckets"][1:] or [0]
-        print("%-7s attempts %4d (simulator accepted %d), peak %3d per 100 ms (after the first 100 ms: %3d), "
-              "reconnected %d, app errors %d, all reconnected at %.2f s" % (
-                  label, r["attempts"], r["accepted"], max(r["buckets"] or [0]), max(after_first),
-                  r["reconnected"], len(r["errors"]), r["all_done_s"]))
+        print(
+            "%-7s attempts %4d (simulator accepted %d), peak %3d per 100 ms (after the first 100 ms: %3d), "
+            "reconnected %d, app errors %d, all reconnected at %.2f s"
+            % (
+                label,
+                r["attempts"],
+                r["accepted"],
+                max(r["buckets"] or [0]),
+                max(after_first),
+                r["reconnected"],
+                len(r["errors"]),
+                r["all_done_s"],
+            )
+        )
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny setting for the smoke test")
     parser.add_argument("--clients", type=int, default=None, help="connections dropped at once (default 200)")
     parser.add_argument("--window", type=float, default=None, help="seconds the server rejects (default 3)")
     parser.add_argument("--fixed-delay", type=float, default=0.5, help="fixed reconnect delay (default 0.5 s)")
-    parser.add_argument("--backoff", type=float, nargs=2, default=None, metavar=("BASE", "MAX"),
-                        help="aurora backoff_base and backoff_max (default: the package's)")
+    parser.add_argument(
+        "--backoff",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("BASE", "MAX"),
+        help="aurora backoff_base and backoff_max (default: the package's)",
+    )
     args = parser.parse_args(argv)
     clients = args.clients or (20 if args.quick else 200)
     window = args.window if args.window is not None else (0.6 if args.quick else 5.0)
@@ -208,18 +230,26 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
         sim = RemoteSimulator(SimulatorProcess(upstream=(srv.host, srv.port)).start())
         try:
             host, port = sim.address
-            aurora = {"backoff_base": args.backoff[0], "backoff_max": args.backoff[1],
-                      "connect_deadline": 60, "connect_timeout": 5, "idle_timeout": None}
-            configure_django({
-                "default": database(srv, "django.db.backends.postgresql"),
-                "aurora": database(srv, "aurora_backend", host=host, port=port, conn_max_age=None,
-                                   aurora=aurora),
-                "stock": database(srv, "django.db.backends.postgresql", host=host, port=port,
-                                  conn_max_age=None),
-            }, migrate=())
+            aurora = {
+                "backoff_base": args.backoff[0],
+                "backoff_max": args.backoff[1],
+                "connect_deadline": 60,
+                "connect_timeout": 5,
+                "idle_timeout": None,
+            }
+            configure_django(
+                {
+                    "default": database(srv, "django.db.backends.postgresql"),
+                    "aurora": database(srv, "aurora_backend", host=host, port=port, conn_max_age=None, aurora=aurora),
+                    "stock": database(srv, "django.db.backends.postgresql", host=host, port=port, conn_max_age=None),
+                },
+                migrate=(),
+            )
             print_machine("default")
-            print("clients=%d window=%.1fs aurora backoff_base=%g backoff_max=%g (full jitter); "
-                  "fixed delay %g s" % (clients, window, args.backoff[0], args.backoff[1], args.fixed_delay))
+            print(
+                "clients=%d window=%.1fs aurora backoff_base=%g backoff_max=%g (full jitter); "
+                "fixed delay %g s" % (clients, window, args.backoff[0], args.backoff[1], args.fixed_delay)
+            )
             limit = window + 30
             from django.db.backends.signals import connection_created
 
@@ -231,8 +261,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
             results = {
                 "aurora": storm(sim, clients, aurora_client("aurora"), "aurora", window, limit),
                 "expo": storm(sim, clients, loop_client("stock", expo_delays(base, cap)), "stock", window, limit),
-                "fixed": storm(sim, clients, loop_client("stock", fixed_delays(args.fixed_delay)), "stock",
-                               window, limit),
+                "fixed": storm(
+                    sim, clients, loop_client("stock", fixed_delays(args.fixed_delay)), "stock", window, limit
+                ),
             }
             print_results(results, window)
             return results

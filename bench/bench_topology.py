@@ -20,7 +20,7 @@ import argparse
 import os
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,23 +44,29 @@ def main() -> None:
         args.failovers, args.ttl, args.dns_delay = 1, 1.0, 1.0
     with AuroraCluster(readers=args.readers, ttl=args.ttl, dns_delay=args.dns_delay) as cluster:
         common = {"connect_deadline": 60, "connect_timeout": 2}
-        configure_django({
-            "default": cluster.database_settings(**common),
-            "dns": cluster.database_settings(topology=False, **common),
-            "topology": cluster.database_settings(topology=True, **common),
-        }, migrate=())
+        configure_django(
+            {
+                "default": cluster.database_settings(**common),
+                "dns": cluster.database_settings(topology=False, **common),
+                "topology": cluster.database_settings(topology=True, **common),
+            },
+            migrate=(),
+        )
         from django.db import connections
 
         with connections["default"].cursor() as cur:
             cur.execute("CREATE TABLE bench_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())")
         connections["default"].close()
         print_machine()
-        print("DNS: ttl %.1f s, record moves %.1f s after promotion; %d readers" % (args.ttl, args.dns_delay, args.readers))
+        print(
+            "DNS: ttl %.1f s, record moves %.1f s after promotion; %d readers"
+            % (args.ttl, args.dns_delay, args.readers)
+        )
         writers = {path: Writer(path) for path in PATHS}
         for writer in writers.values():
             writer.start()
         time.sleep(1.0)
-        rows: List[Dict[str, Any]] = []
+        rows: list[dict[str, Any]] = []
         try:
             for _ in range(args.failovers):
                 rows.append(one(cluster, writers, args.ttl + args.dns_delay + 30))
@@ -72,11 +78,10 @@ def main() -> None:
         report(rows)
 
 
-def one(cluster: AuroraCluster, writers: Dict[str, Writer], wait: float) -> Dict[str, Any]:
+def one(cluster: AuroraCluster, writers: dict[str, Writer], wait: float) -> dict[str, Any]:
     began = time.monotonic()
     timeline = cluster.failover()
-    row: Dict[str, Any] = {"old": timeline["old_writer"], "new": timeline["new_writer"],
-                           "promote": timeline["promote"]}
+    row: dict[str, Any] = {"old": timeline["old_writer"], "new": timeline["new_writer"], "promote": timeline["promote"]}
     for path, writer in writers.items():
         seen = first_write(writer, timeline["new_writer"], began, wait)
         row[path] = None if seen["first_write"] is None else round(seen["first_write"] - timeline["promote"], 3)
@@ -84,18 +89,34 @@ def one(cluster: AuroraCluster, writers: Dict[str, Writer], wait: float) -> Dict
     return row
 
 
-def report(rows: List[Dict[str, Any]]) -> None:
+def report(rows: list[dict[str, Any]]) -> None:
     print("first write acknowledged by the new writer, seconds after pg_promote() was called:")
     print("  %-3s %-27s %-10s %-12s %-10s %-12s" % ("#", "old -> new", "dns", "dns errors", "topology", "topo errors"))
     for i, row in enumerate(rows, 1):
-        print("  %-3d %-27s %-10s %-12d %-10s %-12d" % (
-            i, "%s -> %s" % (row["old"][-10:], row["new"][-10:]), row["dns"], row["dns_errors"],
-            row["topology"], row["topology_errors"]))
+        print(
+            "  %-3d %-27s %-10s %-12d %-10s %-12d"
+            % (
+                i,
+                "%s -> %s" % (row["old"][-10:], row["new"][-10:]),
+                row["dns"],
+                row["dns_errors"],
+                row["topology"],
+                row["topology_errors"],
+            )
+        )
     for path in PATHS:
         values = [r[path] for r in rows if r[path] is not None]
-        print("%-8s path: median %.3f s, max %.3f s after the promotion call (%d/%d failovers); app errors %d"
-              % (path, median(values), max(values) if values else 0.0, len(values), len(rows),
-                 sum(r[path + "_errors"] for r in rows)))
+        print(
+            "%-8s path: median %.3f s, max %.3f s after the promotion call (%d/%d failovers); app errors %d"
+            % (
+                path,
+                median(values),
+                max(values) if values else 0.0,
+                len(values),
+                len(rows),
+                sum(r[path + "_errors"] for r in rows),
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import os
 import platform
 import statistics
 import sys
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for _path in (ROOT, os.path.join(ROOT, "testproject")):
@@ -40,9 +41,9 @@ def _require_loopback(host: str) -> None:
 
 
 @contextlib.contextmanager
-def bench_server(dbname: Optional[str] = None) -> Iterator[ServerAddress]:
+def bench_server(dbname: str | None = None) -> Iterator[ServerAddress]:
     """A server and a fresh database on it, both gone when the block ends."""
-    cluster: Optional[PostgresCluster] = None
+    cluster: PostgresCluster | None = None
     if os.environ.get("AURORA_TEST_DSN"):
         base = ServerAddress.from_dsn(os.environ["AURORA_TEST_DSN"])
     else:
@@ -81,12 +82,18 @@ def _admin(srv: ServerAddress, sql: str) -> None:
         conn.close()
 
 
-def database(srv: ServerAddress, engine: str, host: Optional[str] = None, port: Optional[int] = None,
-             conn_max_age: Optional[int] = None, aurora: Optional[Dict[str, Any]] = None,
-             pool: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def database(
+    srv: ServerAddress,
+    engine: str,
+    host: str | None = None,
+    port: int | None = None,
+    conn_max_age: int | None = None,
+    aurora: dict[str, Any] | None = None,
+    pool: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """A DATABASES entry on ``srv`` (``host``/``port`` override, e.g. a simulator's); with
     ``pool``, Django's pool (``OPTIONS["pool"]``, CONN_MAX_AGE 0 as Django requires)."""
-    entry: Dict[str, Any] = {
+    entry: dict[str, Any] = {
         "ENGINE": engine,
         "NAME": srv.dbname,
         "USER": srv.user,
@@ -104,7 +111,7 @@ def database(srv: ServerAddress, engine: str, host: Optional[str] = None, port: 
     return entry
 
 
-def configure_django(databases: Dict[str, Dict[str, Any]], migrate: Sequence[str] = ("default",)) -> None:
+def configure_django(databases: dict[str, dict[str, Any]], migrate: Sequence[str] = ("default",)) -> None:
     """settings.configure() with testproject's ledger app, then create its tables."""
     import django
     from django.conf import settings
@@ -131,7 +138,7 @@ def configure_django(databases: Dict[str, Dict[str, Any]], migrate: Sequence[str
         call_command("migrate", database=alias, run_syncdb=True, verbosity=0)
 
 
-def machine() -> Dict[str, str]:
+def machine() -> dict[str, str]:
     """nproc, CPU model and the versions that matter for the figures."""
     import django
 
@@ -168,12 +175,13 @@ def print_machine(alias: str = "default") -> None:
     info = machine()
     info["postgresql"] = server_version(alias)
     print("machine: nproc=%(nproc)s cpu=%(cpu)s" % info)
-    print("versions: Python %(python)s, Django %(django)s, %(driver)s (libpq %(libpq)s), "
-          "PostgreSQL %(postgresql)s" % info)
+    print(
+        "versions: Python %(python)s, Django %(django)s, %(driver)s (libpq %(libpq)s), PostgreSQL %(postgresql)s" % info
+    )
     print("command: python %s" % " ".join(sys.argv))
 
 
-def percentile(values: List[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     """The ``q`` quantile (0..1) of ``values`` (nearest rank); 0.0 when empty."""
     if not values:
         return 0.0
@@ -182,5 +190,5 @@ def percentile(values: List[float], q: float) -> float:
     return ordered[index]
 
 
-def median(values: List[float]) -> float:
+def median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0

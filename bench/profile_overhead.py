@@ -25,7 +25,7 @@ import select
 import sys
 import timeit
 import types
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,7 +78,7 @@ def components(alias: str, stock: str) -> None:
         print("  %-40s %7.2f" % (label, best))
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny setting for the smoke test")
     parser.add_argument("-n", type=int, default=None, help="ops per variant per round (default 2000)")
@@ -108,10 +108,21 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
             paired = [x / y for x, y in zip(blocks[name], blocks["stock"])]
             out[name] = med / stock
             cpu_med = median(cpu[name])
-            print("  %-14s %8.1f  vs stock %.3f  paired %.3f (p25 %.3f, p75 %.3f)  %+6.1f µs   "
-                  "client CPU %6.1f µs (%+.1f)" % (
-                      name, med, med / stock, median(paired), percentile(paired, 0.25),
-                      percentile(paired, 0.75), med - stock, cpu_med, cpu_med - median(cpu["stock"])))
+            print(
+                "  %-14s %8.1f  vs stock %.3f  paired %.3f (p25 %.3f, p75 %.3f)  %+6.1f µs   "
+                "client CPU %6.1f µs (%+.1f)"
+                % (
+                    name,
+                    med,
+                    med / stock,
+                    median(paired),
+                    percentile(paired, 0.25),
+                    percentile(paired, 0.75),
+                    med - stock,
+                    cpu_med,
+                    cpu_med - median(cpu["stock"]),
+                )
+            )
         components("aurora", "stock")
         connections.close_all()
         return out

@@ -11,7 +11,7 @@ import json
 import os
 import time
 import unittest
-from typing import Any, Dict, List
+from typing import Any
 
 from django.test.runner import DiscoverRunner
 
@@ -25,9 +25,9 @@ class RecordingResult(unittest.TextTestResult):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.outcomes: Dict[str, str] = {}
-        self.details: Dict[str, str] = {}
-        self.durations: Dict[str, float] = {}
+        self.outcomes: dict[str, str] = {}
+        self.details: dict[str, str] = {}
+        self.durations: dict[str, float] = {}
         self.started = time.monotonic()
         self._test_started = 0.0
 
@@ -76,15 +76,18 @@ class RecordingResult(unittest.TextTestResult):
         super().addSubTest(test, subtest, err)
         if err is not None:
             failed = issubclass(err[0], test.failureException)
-            self._record(test, "failure" if failed else "error",
-                         "[%s]\n%s" % (subtest._subDescription(), self._exc_info_to_string(err, test)))
+            self._record(
+                test,
+                "failure" if failed else "error",
+                "[%s]\n%s" % (subtest._subDescription(), self._exc_info_to_string(err, test)),
+            )
 
     def stopTestRun(self) -> None:
         super().stopTestRun()
         path = os.environ.get(RESULTS_ENV)
         if not path:
             return
-        summary: Dict[str, Any] = {
+        summary: dict[str, Any] = {
             "tests_run": self.testsRun,
             "failures": len(self.failures),
             "errors": len(self.errors),
@@ -95,8 +98,11 @@ class RecordingResult(unittest.TextTestResult):
             "driver": _driver(),
         }
         with open(path, "w") as fh:
-            json.dump({"summary": summary, "outcomes": self.outcomes, "details": self.details,
-                       "durations": self.durations}, fh, indent=1)
+            json.dump(
+                {"summary": summary, "outcomes": self.outcomes, "details": self.details, "durations": self.durations},
+                fh,
+                indent=1,
+            )
 
 
 def _driver() -> str:
@@ -139,4 +145,4 @@ class RecordingRunner(DiscoverRunner):
         return type("Recording" + base.__name__, (RecordingResult, base), {})
 
 
-__all__: List[str] = ["RecordingResult", "RecordingRunner", "RESULTS_ENV"]
+__all__: list[str] = ["RecordingResult", "RecordingRunner", "RESULTS_ENV"]

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -37,12 +37,41 @@ from aurora_backend.testing import PostgresCluster, ServerAddress  # noqa: E402
 #: Apps of Django's tests/ that exercise connections, transactions, cursors and the
 #: postgresql backend most (~6,500 tests, ~2.5 min per ENGINE on 2 cores).
 DEFAULT_APPS = [
-    "backends", "transactions", "select_for_update", "test_utils", "queries", "handlers",
-    "requests_tests", "servers", "async", "db_utils", "test_runner", "postgres_tests",
-    "migrations", "schema", "introspection", "inspectdb", "model_fields", "basic",
-    "bulk_create", "delete", "delete_regress", "expressions", "aggregation", "raw_query",
-    "dbshell", "db_functions", "timezones", "fixtures", "cache", "sessions_tests",
-    "get_or_create", "update", "multiple_database", "lookup", "model_regress",
+    "backends",
+    "transactions",
+    "select_for_update",
+    "test_utils",
+    "queries",
+    "handlers",
+    "requests_tests",
+    "servers",
+    "async",
+    "db_utils",
+    "test_runner",
+    "postgres_tests",
+    "migrations",
+    "schema",
+    "introspection",
+    "inspectdb",
+    "model_fields",
+    "basic",
+    "bulk_create",
+    "delete",
+    "delete_regress",
+    "expressions",
+    "aggregation",
+    "raw_query",
+    "dbshell",
+    "db_functions",
+    "timezones",
+    "fixtures",
+    "cache",
+    "sessions_tests",
+    "get_or_create",
+    "update",
+    "multiple_database",
+    "lookup",
+    "model_regress",
 ]
 #: Variant name -> (ENGINE, OPTIONS). "aurora" keeps aurora_backend's default OPTIONS;
 #: "aurora_ping" (opt-in) pings before every use outside a transaction, to prove the
@@ -60,9 +89,17 @@ ENGINES = {
 #: ``--gis``: GeoDjango's database-backed gis_tests apps plus the spatial-reference checks,
 #: under PostGIS's ENGINE and aurora_backend.postgis.
 GIS_APPS = [
-    "gis_tests.geoapp", "gis_tests.geogapp", "gis_tests.geo3d", "gis_tests.distapp",
-    "gis_tests.relatedapp", "gis_tests.rasterapp", "gis_tests.inspectapp", "gis_tests.layermap",
-    "gis_tests.gis_migrations", "gis_tests.test_spatialrefsys", "gis_tests.tests",
+    "gis_tests.geoapp",
+    "gis_tests.geogapp",
+    "gis_tests.geo3d",
+    "gis_tests.distapp",
+    "gis_tests.relatedapp",
+    "gis_tests.rasterapp",
+    "gis_tests.inspectapp",
+    "gis_tests.layermap",
+    "gis_tests.gis_migrations",
+    "gis_tests.test_spatialrefsys",
+    "gis_tests.tests",
 ]
 #: Variant name -> extra settings lines. "aurora_router": reader routing installed for a
 #: single-alias setup (AURORA_ROUTING's reader is the writer: the router must change nothing).
@@ -70,7 +107,7 @@ GIS_APPS = [
 #: DATABASE_ROUTERS changes in Django (makemigrations then checks every alias's history).
 EXTRA_SETTINGS = {
     "aurora_router": 'DATABASE_ROUTERS = ["aurora_backend.routers.AuroraRouter"]\n'
-                     'AURORA_ROUTING = {"writer": "default", "reader": "default"}\n',
+    'AURORA_ROUTING = {"writer": "default", "reader": "default"}\n',
     "aurora_any_router": 'DATABASE_ROUTERS = ["builtins.object"]\n',
 }
 ENGINES["aurora_router"] = ("aurora_backend", {})
@@ -99,19 +136,35 @@ TEST_RUNNER = "django_suite_runner.RecordingRunner"
 '''
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("django_src", help="extracted Django source distribution (holds tests/runtests.py)")
     parser.add_argument("--apps", nargs="+", default=DEFAULT_APPS, help="test labels (default: %(default)s)")
-    parser.add_argument("--engines", nargs="+", choices=sorted(ENGINES), default=["stock", "aurora"],
-                        help="variants to run (default: %(default)s)")
-    parser.add_argument("--engine", action="append", default=[], metavar="NAME=ENGINE",
-                        help="also run ENGINE (a dotted module on PYTHONPATH) as variant NAME, e.g. a fix candidate")
-    parser.add_argument("--gis", action="store_true",
-                        help="GeoDjango: run GIS_APPS (unless --apps is given) under gis_stock and gis_aurora")
-    parser.add_argument("--rds-proxy-sim", action="store_true",
-                        help="run each variant through the simulator in RDS Proxy mode and report which "
-                             "sessions RDS Proxy would pin, and why")
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        choices=sorted(ENGINES),
+        default=["stock", "aurora"],
+        help="variants to run (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        metavar="NAME=ENGINE",
+        help="also run ENGINE (a dotted module on PYTHONPATH) as variant NAME, e.g. a fix candidate",
+    )
+    parser.add_argument(
+        "--gis",
+        action="store_true",
+        help="GeoDjango: run GIS_APPS (unless --apps is given) under gis_stock and gis_aurora",
+    )
+    parser.add_argument(
+        "--rds-proxy-sim",
+        action="store_true",
+        help="run each variant through the simulator in RDS Proxy mode and report which "
+        "sessions RDS Proxy would pin, and why",
+    )
     parser.add_argument("--out", help="directory for settings, logs and JSON results (default: a new temp dir)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per ENGINE run")
     args = parser.parse_args(argv)
@@ -131,20 +184,27 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def write_settings(out: str, key: str, server: ServerAddress, via: Optional[Tuple[str, int]] = None) -> str:
+def write_settings(out: str, key: str, server: ServerAddress, via: tuple[str, int] | None = None) -> str:
     """Write ``settings_<key>.py`` into ``out`` and return its module name."""
     module = "settings_%s" % key
     with open(os.path.join(out, module + ".py"), "w") as fh:
-        fh.write(SETTINGS_TEMPLATE % {
-            "engine": ENGINES[key][0], "options": ENGINES[key][1], "name": "djsuite_%s" % key,
-            "host": via[0] if via else server.host, "port": str(via[1] if via else server.port),
-            "user": server.user, "password": server.password,
-        })
+        fh.write(
+            SETTINGS_TEMPLATE
+            % {
+                "engine": ENGINES[key][0],
+                "options": ENGINES[key][1],
+                "name": "djsuite_%s" % key,
+                "host": via[0] if via else server.host,
+                "port": str(via[1] if via else server.port),
+                "user": server.user,
+                "password": server.password,
+            }
+        )
         fh.write(EXTRA_SETTINGS.get(key, ""))
     return module
 
 
-def run_engine(args: argparse.Namespace, out: str, key: str, server: ServerAddress) -> Dict[str, Any]:
+def run_engine(args: argparse.Namespace, out: str, key: str, server: ServerAddress) -> dict[str, Any]:
     """Run runtests.py for one ENGINE (through an RDS Proxy-mode simulator with --rds-proxy-sim)."""
     if not args.rds_proxy_sim:
         return _run_runtests(args, out, key, server, None)
@@ -168,8 +228,9 @@ def run_engine(args: argparse.Namespace, out: str, key: str, server: ServerAddre
     return results
 
 
-def _run_runtests(args: argparse.Namespace, out: str, key: str, server: ServerAddress,
-                  via: Optional[Tuple[str, int]]) -> Dict[str, Any]:
+def _run_runtests(
+    args: argparse.Namespace, out: str, key: str, server: ServerAddress, via: tuple[str, int] | None
+) -> dict[str, Any]:
     module = write_settings(out, key, server, via)
     results = os.path.join(out, "results_%s.json" % key)
     log = os.path.join(out, "log_%s.txt" % key)
@@ -180,8 +241,15 @@ def _run_runtests(args: argparse.Namespace, out: str, key: str, server: ServerAd
     print("[%s] %s  (log: %s)" % (key, " ".join(cmd), log), flush=True)
     started = time.monotonic()
     with open(log, "w") as fh:
-        proc = subprocess.run(cmd, cwd=os.path.join(args.django_src, "tests"), env=env, stdout=fh,
-                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=args.timeout)
+        proc = subprocess.run(
+            cmd,
+            cwd=os.path.join(args.django_src, "tests"),
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            timeout=args.timeout,
+        )
     print("[%s] exit %d after %.0f s" % (key, proc.returncode, time.monotonic() - started), flush=True)
     if not os.path.exists(results):
         raise SystemExit("[%s] runtests.py wrote no results; see %s" % (key, log))
@@ -189,11 +257,11 @@ def _run_runtests(args: argparse.Namespace, out: str, key: str, server: ServerAd
         return json.load(fh)
 
 
-def pinning_report(key: str, sessions: List[Dict[str, Any]]) -> None:
+def pinning_report(key: str, sessions: list[dict[str, Any]]) -> None:
     """Print how many sessions RDS Proxy would pin, and each cause with an example."""
     pinned = [s for s in sessions if s["pinned"]]
     print("\n[%s] RDS Proxy mode: %d client session(s), %d pinned" % (key, len(sessions), len(pinned)))
-    causes: Dict[str, List[Any]] = {}
+    causes: dict[str, list[Any]] = {}
     for session in pinned:
         for reason in session["reasons"]:
             entry = causes.setdefault(reason["reason"], [0, 0, reason["detail"]])
@@ -203,7 +271,7 @@ def pinning_report(key: str, sessions: List[Dict[str, Any]]) -> None:
         print("  %-36s %3d session(s) %6d statement(s)  e.g. %s" % (reason, n_sessions, n_statements, example[:90]))
 
 
-def differences(runs: Dict[str, Dict[str, Any]]) -> List[Tuple[str, Dict[str, str]]]:
+def differences(runs: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, str]]]:
     """Tests whose outcome is not the same in every run (a test missing in a run counts)."""
     names = sorted(set().union(*(r["outcomes"] for r in runs.values())))
     diff = []
@@ -214,7 +282,7 @@ def differences(runs: Dict[str, Dict[str, Any]]) -> List[Tuple[str, Dict[str, st
     return diff
 
 
-def report(runs: Dict[str, Dict[str, Any]], out: str) -> int:
+def report(runs: dict[str, dict[str, Any]], out: str) -> int:
     keys = list(runs)
     print("\n%-22s" % "" + "".join("%14s" % k for k in keys))
     for column in COLUMNS + ["driver"]:
@@ -236,7 +304,7 @@ def report(runs: Dict[str, Dict[str, Any]], out: str) -> int:
     return 1 if diff else 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.out or tempfile.mkdtemp(prefix="django-suite-")
     os.makedirs(out, exist_ok=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 
 from aurora_backend.serverless import close_all
-
 from aurora_backend.testing.fixtures import (  # noqa: F401 (session fixtures: a local Aurora cluster)
     aurora_cluster,
     aurora_cluster_options,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Dict, List
+from typing import Any
 
 import psycopg2
 import pytest
@@ -41,7 +41,7 @@ def offline_aws(monkeypatch):
     aws.clear()
 
 
-def sql(statement: str, *args: Any) -> List[Any]:
+def sql(statement: str, *args: Any) -> list[Any]:
     """Run one statement as the superuser on the test server's ``postgres`` database."""
     srv = server()
     conn = psycopg2.connect(host=srv.host, port=srv.port, user=srv.user, password=srv.password, dbname="postgres")
@@ -64,16 +64,21 @@ def drop_role() -> None:
     sql("DROP ROLE IF EXISTS %s" % ROLE)
 
 
-def settings_for(creds: Any, **aurora: Any) -> Dict[str, Any]:
+def settings_for(creds: Any, **aurora: Any) -> dict[str, Any]:
     """An aurora_backend alias on the test server, logging in as ROLE through ``creds``."""
     srv = server()
-    options: Dict[str, Any] = {"aurora": {**TEST_AURORA_OPTIONS, "credentials": creds, **aurora}}
+    options: dict[str, Any] = {"aurora": {**TEST_AURORA_OPTIONS, "credentials": creds, **aurora}}
     if pool_enabled():
         # Connections live 0.3 s, so the pool keeps opening new ones through the rotation.
         options["pool"] = {"min_size": 2, "max_size": 12, "max_lifetime": 0.3, "timeout": 10}
     return {
-        **connections["default"].settings_dict, "NAME": "postgres", "USER": ROLE, "PASSWORD": "",
-        "HOST": srv.host, "PORT": str(srv.port), "OPTIONS": options,
+        **connections["default"].settings_dict,
+        "NAME": "postgres",
+        "USER": ROLE,
+        "PASSWORD": "",
+        "HOST": srv.host,
+        "PORT": str(srv.port),
+        "OPTIONS": options,
     }
 
 
@@ -81,17 +86,17 @@ class Workload:
     """Threads running ``SELECT current_user`` through the ENGINE; each query on a new
     connection (with Django's pool: on a pooled one, which lives 0.3 s)."""
 
-    def __init__(self, settings_dict: Dict[str, Any], threads: int = 6) -> None:
+    def __init__(self, settings_dict: dict[str, Any], threads: int = 6) -> None:
         self.settings_dict = settings_dict
         self.done = 0
         #: Backend pids (physical connections) in the order first seen.
-        self.pids: Dict[int, None] = {}
-        self.errors: List[str] = []
+        self.pids: dict[int, None] = {}
+        self.errors: list[str] = []
         self.cond = threading.Condition()
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
-    def __enter__(self) -> "Workload":
+    def __enter__(self) -> Workload:
         for thread in self.threads:
             thread.start()
         return self
@@ -129,7 +134,8 @@ class Workload:
         with self.cond:
             done, seen = self.done + queries, len(self.pids) + logins
             assert self.cond.wait_for(lambda: self.done >= done and len(self.pids) >= seen, timeout), (
-                "workload stalled: %s" % self.errors[:3])
+                "workload stalled: %s" % self.errors[:3]
+            )
 
 
 def close_pool() -> None:

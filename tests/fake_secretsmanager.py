@@ -14,16 +14,16 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 
 class FakeSecretsManager:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         #: secret name -> {version id: {"SecretString": ..., "VersionStages": [...], "CreatedDate": ...}}
-        self.secrets: Dict[str, Dict[str, Dict[str, Any]]] = {}
-        self.reads: "collections.Counter[Tuple[str, str]]" = collections.Counter()
-        self.authorizations: List[str] = []
+        self.secrets: dict[str, dict[str, dict[str, Any]]] = {}
+        self.reads: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.authorizations: list[str] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -32,7 +32,7 @@ class FakeSecretsManager:
     def url(self) -> str:
         return "http://127.0.0.1:%d" % self.server.server_address[1]
 
-    def start(self) -> "FakeSecretsManager":
+    def start(self) -> FakeSecretsManager:
         self.thread.start()
         return self
 
@@ -41,7 +41,7 @@ class FakeSecretsManager:
         self.server.server_close()
         self.thread.join(5)
 
-    def create(self, name: str, value: Dict[str, Any]) -> str:
+    def create(self, name: str, value: dict[str, Any]) -> str:
         version = str(uuid.uuid4())
         with self.lock:
             self.secrets[name] = {version: _version(value, ["AWSCURRENT"])}
@@ -49,7 +49,7 @@ class FakeSecretsManager:
 
     # ----- the API -----------------------------------------------------------------
 
-    def call(self, target: str, body: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
+    def call(self, target: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         name = body.get("SecretId")
         with self.lock:
             versions = self.secrets.get(name)
@@ -74,20 +74,26 @@ class FakeSecretsManager:
                 return 200, {"ARN": _arn(name), "Name": name}
         return _error("InvalidRequestException", "unsupported operation %s" % target)
 
-    def _get(self, name: str, versions: Dict[str, Dict[str, Any]], body: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
+    def _get(self, name: str, versions: dict[str, dict[str, Any]], body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         stage = body.get("VersionStage") or "AWSCURRENT"
         self.reads[(name, stage)] += 1
         for version, data in versions.items():
             if stage in data["VersionStages"]:
                 return 200, {
-                    "ARN": _arn(name), "Name": name, "VersionId": version, "SecretString": data["SecretString"],
-                    "VersionStages": list(data["VersionStages"]), "CreatedDate": data["CreatedDate"],
+                    "ARN": _arn(name),
+                    "Name": name,
+                    "VersionId": version,
+                    "SecretString": data["SecretString"],
+                    "VersionStages": list(data["VersionStages"]),
+                    "CreatedDate": data["CreatedDate"],
                 }
-        return _error("ResourceNotFoundException",
-                      "Secrets Manager can't find the specified secret value for staging label: %s" % stage)
+        return _error(
+            "ResourceNotFoundException",
+            "Secrets Manager can't find the specified secret value for staging label: %s" % stage,
+        )
 
 
-def _version(value: Dict[str, Any], stages: List[str]) -> Dict[str, Any]:
+def _version(value: dict[str, Any], stages: list[str]) -> dict[str, Any]:
     return {"SecretString": json.dumps(value), "VersionStages": list(stages), "CreatedDate": time.time()}
 
 
@@ -95,7 +101,7 @@ def _arn(name: str) -> str:
     return "arn:aws:secretsmanager:eu-west-1:123456789012:secret:%s-AbCdEf" % name
 
 
-def _error(kind: str, message: str) -> Tuple[int, Dict[str, Any]]:
+def _error(kind: str, message: str) -> tuple[int, dict[str, Any]]:
     return 400, {"__type": kind, "Message": message}
 
 
@@ -105,7 +111,7 @@ def _handler(fake: FakeSecretsManager) -> type:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
             target = (self.headers.get("X-Amz-Target") or "").rpartition(".")[2]
-            auth: Optional[str] = self.headers.get("Authorization")
+            auth: str | None = self.headers.get("Authorization")
             if not auth or "AWS4-HMAC-SHA256" not in auth:
                 status, reply = _error("UnrecognizedClientException", "missing SigV4 Authorization")
             else:

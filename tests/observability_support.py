@@ -3,14 +3,15 @@ exporter, a private Prometheus registry, and the counters each of them shows."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, FrozenSet, Iterator, NamedTuple, Tuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import pytest
 
 from aurora_backend import stats
 from aurora_backend.observability import catalog, events, otel, prometheus
 
-Key = Tuple[str, str]  # (stats counter, alias)
+Key = tuple[str, str]  # (stats counter, alias)
 
 
 class Readers(NamedTuple):
@@ -45,9 +46,9 @@ def readers() -> Iterator[Readers]:
         meter_provider.shutdown()
 
 
-def otel_points(reader: Any) -> Dict[Tuple[str, FrozenSet[Tuple[str, Any]]], Any]:
+def otel_points(reader: Any) -> dict[tuple[str, frozenset[tuple[str, Any]]], Any]:
     """(metric name, attributes) -> value (sums, gauges) or the point itself (histograms)."""
-    found: Dict[Tuple[str, FrozenSet[Tuple[str, Any]]], Any] = {}
+    found: dict[tuple[str, frozenset[tuple[str, Any]]], Any] = {}
     data = reader.get_metrics_data()
     for resource in data.resource_metrics if data else ():
         for scope in resource.scope_metrics:
@@ -59,9 +60,9 @@ def otel_points(reader: Any) -> Dict[Tuple[str, FrozenSet[Tuple[str, Any]]], Any
 
 
 class Counters(NamedTuple):
-    stats: Dict[Key, int]
-    otel: Dict[Key, float]
-    prometheus: Dict[Key, float]
+    stats: dict[Key, int]
+    otel: dict[Key, float]
+    prometheus: dict[Key, float]
 
 
 def counters(readers: Readers) -> Counters:
@@ -80,11 +81,11 @@ def counters(readers: Readers) -> Counters:
     return Counters(from_stats, from_otel, from_prom)
 
 
-def moved(before: Dict[Key, float], after: Dict[Key, float]) -> Dict[Key, float]:
+def moved(before: dict[Key, float], after: dict[Key, float]) -> dict[Key, float]:
     return {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
 
 
-def assert_same_moves(before: Counters, after: Counters) -> Dict[Key, float]:
+def assert_same_moves(before: Counters, after: Counters) -> dict[Key, float]:
     """The counters OpenTelemetry and Prometheus moved are exactly those stats moved."""
     expected = moved(before.stats, after.stats)
     assert moved(before.otel, after.otel) == expected

@@ -15,18 +15,18 @@ import random
 import threading
 import uuid
 from collections import Counter
-from typing import Any, List
+from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connections
+from ledger import services
+from ledger.models import Account, Transfer
 
 from aurora_backend import retry_atomic
 from aurora_backend.testing.aurora_instance import connect
 from aurora_backend.testing.aurora_sql import COLUMNS
 from aurora_backend.testing.fixtures import cluster_aliases
-from ledger import services
-from ledger.models import Account, Transfer
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -34,8 +34,13 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture(scope="module")
 def cluster(aurora_cluster, django_db_blocker):
     """The session's cluster, with aliases "aurora" and "aurora_ro" for this module only."""
-    options = {"connect_deadline": 10, "connect_timeout": 2, "backoff_base": 0.02, "backoff_max": 0.2,
-               "topology": False}
+    options = {
+        "connect_deadline": 10,
+        "connect_timeout": 2,
+        "backoff_base": 0.02,
+        "backoff_max": 0.2,
+        "topology": False,
+    }
     with cluster_aliases(aurora_cluster, **options), django_db_blocker.unblock():
         with connections["aurora"].schema_editor() as editor:
             editor.execute("CREATE TABLE IF NOT EXISTS cluster_probe (v text)")
@@ -106,7 +111,8 @@ def test_failover_promotes_a_reader_for_real(db):
     writers = [row["server_id"] for row in status if row["session_id"] == "MASTER_SESSION_ID"]
     assert writers == [target.id]
     assert sorted(row["server_id"] for row in status if row["session_id"] != "MASTER_SESSION_ID") == sorted(
-        r.id for r in cluster.readers)
+        r.id for r in cluster.readers
+    )
     assert target.scalar("SELECT count(*) FROM cluster_probe WHERE v = %s", [marker], dbname=cluster.database) == 1
 
 
@@ -161,7 +167,7 @@ def test_reader_endpoint_spreads_connections(db):
 class _LostCommits(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.answers: List[str] = []
+        self.answers: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.getMessage().startswith("txid_status("):
@@ -170,10 +176,14 @@ class _LostCommits(logging.Handler):
 
 def test_ledger_holds_under_repeated_failovers(db):
     cluster = db
-    accounts = [a.pk for a in Account.objects.using("aurora").bulk_create(
-        [Account(name="acct-%d" % i, balance=1000) for i in range(8)])]
-    acknowledged: List[uuid.UUID] = []
-    errors: List[BaseException] = []
+    accounts = [
+        a.pk
+        for a in Account.objects.using("aurora").bulk_create(
+            [Account(name="acct-%d" % i, balance=1000) for i in range(8)]
+        )
+    ]
+    acknowledged: list[uuid.UUID] = []
+    errors: list[BaseException] = []
     lock, stop = threading.Lock(), threading.Event()
     lost = _LostCommits()
     logging.getLogger("aurora_backend").addHandler(lost)
@@ -217,8 +227,10 @@ def test_ledger_holds_under_repeated_failovers(db):
     assert total == 8 * 1000
     assert len({t["new_writer"] for t in timelines}) >= 2
     assert set(lost.answers) <= {"committed", "aborted"}
-    print("ledger across %d failovers: %d transfers, lost COMMITs resolved: %s"
-          % (len(timelines), len(applied), dict(Counter(lost.answers))))
+    print(
+        "ledger across %d failovers: %d transfers, lost COMMITs resolved: %s"
+        % (len(timelines), len(applied), dict(Counter(lost.answers)))
+    )
 
 
 def test_a_commit_lost_in_the_failover_is_resolved_on_the_promoted_replica(db):
@@ -252,8 +264,11 @@ def test_a_commit_lost_in_the_failover_is_resolved_on_the_promoted_replica(db):
     try:
         from aurora_backend.testing.aurora_instance import wait_until
 
-        wait_until(lambda: old.scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'") == 1,
-                   10, "a COMMIT waiting for the synchronous reader")
+        wait_until(
+            lambda: old.scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'") == 1,
+            10,
+            "a COMMIT waiting for the synchronous reader",
+        )
         cluster.failover(target.id, old_writer="down")
         thread.join(30)
     finally:
@@ -272,8 +287,7 @@ def test_aurora_health_shows_writer_readers_and_lag(db):
     sql("INSERT INTO cluster_probe VALUES ('lag 1')")
     from aurora_backend.testing.aurora_instance import wait_until
 
-    wait_until(lambda: (cluster.replica_lag_ms(lagging.id) or 0) > 300, 5, "replica lag above 300 ms",
-               interval=0.05)
+    wait_until(lambda: (cluster.replica_lag_ms(lagging.id) or 0) > 300, 5, "replica lag above 300 ms", interval=0.05)
     sql("INSERT INTO cluster_probe VALUES ('lag 2')")
     out = io.StringIO()
     with pytest.raises(SystemExit) as exit_:
@@ -301,8 +315,23 @@ def test_cli_serves_a_cluster_until_sigterm_and_leaves_nothing_running():
 
     name = "cli-%d" % os.getpid()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aurora_backend.simulator", "cluster", "--readers", "1", "--name", name,
-         "--ttl", "0.2", "--dns-delay", "0.2"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "aurora_backend.simulator",
+            "cluster",
+            "--readers",
+            "1",
+            "--name",
+            name,
+            "--ttl",
+            "0.2",
+            "--dns-delay",
+            "0.2",
+        ],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         assert select.select([proc.stdout], [], [], 60)[0], "the cluster CLI printed nothing in 60 s"
         info = json.loads(proc.stdout.readline())
@@ -336,8 +365,10 @@ def test_a_killed_test_process_leaves_no_server_running():
     import time
 
     name = "killed-%d" % os.getpid()
-    code = ("import sys; from aurora_backend.testing import AuroraCluster; "
-            "c = AuroraCluster(readers=1, name=%r).start(); print('up', flush=True); sys.stdin.read()" % name)
+    code = (
+        "import sys; from aurora_backend.testing import AuroraCluster; "
+        "c = AuroraCluster(readers=1, name=%r).start(); print('up', flush=True); sys.stdin.read()" % name
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stdin=subprocess.PIPE)
     try:
         assert select.select([proc.stdout], [], [], 60)[0] and proc.stdout.readline() == b"up\n"
@@ -375,5 +406,8 @@ def test_aurora_health_reports_a_writer_alias_that_reaches_a_reader_as_unhealthy
         call_command("aurora_health", "--database", "aurora_ro", "--json", stdout=out)
     except SystemExit:  # (e.g. the promoted reader's recent restart, replica lag)
         pass
-    assert not [f for f in json.loads(out.getvalue())["databases"][0]["findings"]
-                if f["code"] == "writer_endpoint_reaches_reader"]
+    assert not [
+        f
+        for f in json.loads(out.getvalue())["databases"][0]["findings"]
+        if f["code"] == "writer_endpoint_reaches_reader"
+    ]

@@ -21,22 +21,47 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPECTED = {
     "bench_overhead.py": ["median µs per operation", "get ", "list100 ", "insert ", "target aurora/stock"],
     "profile_overhead.py": ["get by pk, median µs", "no-precheck", "components, µs per call"],
-    "bench_reader_spread.py": ["connections per reader over time", "connection opens per 0.5 s bucket",
-                               "aurora: ", "stock: "],
+    "bench_reader_spread.py": [
+        "connections per reader over time",
+        "connection opens per 0.5 s bucket",
+        "aurora: ",
+        "stock: ",
+    ],
     "bench_recovery.py": ["scale event: next query's total time", "failover (window", "cold start (resume after"],
-    "bench_storm.py": ["connection attempts per 100 ms", "aurora  attempts", "expo    attempts",
-                       "fixed   attempts"],
-    "bench_routing.py": ["read share", "naive ", "window-15s ", "aurora ", "stale ", "added latency per read", "hot path"],
+    "bench_storm.py": ["connection attempts per 100 ms", "aurora  attempts", "expo    attempts", "fixed   attempts"],
+    "bench_routing.py": [
+        "read share",
+        "naive ",
+        "window-15s ",
+        "aurora ",
+        "stale ",
+        "added latency per read",
+        "hot path",
+    ],
     "bench_simulator.py": ["SELECT 1 round trip", "direct ", "in-process ", "subprocess "],
     "bench_session_state.py": ["effects(sql), ns per call", "ORM text seen before", "the children ran"],
     "bench_cluster.py": ["cluster start:", "failover timeline", "first successful write after the kill"],
-    "bench_topology.py": ["first write acknowledged by the new writer", "dns      path: median",
-                          "topology path: median"],
-    "bench_failover_soak.py": ["failover  1 ", "failover  2 ", "driver | acked | committed | app errors",
-                               "lost COMMITs resolved by txid_status"],
+    "bench_topology.py": [
+        "first write acknowledged by the new writer",
+        "dns      path: median",
+        "topology path: median",
+    ],
+    "bench_failover_soak.py": [
+        "failover  1 ",
+        "failover  2 ",
+        "driver | acked | committed | app errors",
+        "lost COMMITs resolved by txid_status",
+    ],
     "bench_bluegreen.py": ["Blue/Green: DNS TTL", "round 1 aurora", "round 1 stock", "outage median"],
-    "bench_chaos.py": ["chaos run", "aurora+retry_atomic", "stock+atomic", "transfers requested",
-                       "unknown-fate writes", "ledger total after", "server connections left open"],
+    "bench_chaos.py": [
+        "chaos run",
+        "aurora+retry_atomic",
+        "stock+atomic",
+        "transfers requested",
+        "unknown-fate writes",
+        "ledger total after",
+        "server connections left open",
+    ],
 }
 
 
@@ -44,7 +69,11 @@ def run_bench(script: str, timeout: float = 50) -> str:
     env = dict(os.environ, AURORA_TEST_DSN=server().dsn, PYTHONPATH=ROOT)
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", script), "--quick"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=timeout,
     )
     output = proc.stdout.decode("utf-8", "replace")
     assert proc.returncode == 0, "%s --quick exited with %d:\n%s" % (script, proc.returncode, output[-3000:])
@@ -80,6 +109,10 @@ def test_bench_silent_host_runs_quick() -> None:
     if reason:
         pytest.skip("no silent host here: %s" % reason)
     output = run_bench("bench_silent_host.py", timeout=110)
-    for line in ("first transfer committed on the new writer", "app errors: reads", "ledger total",
-                 "threads of ours left"):
+    for line in (
+        "first transfer committed on the new writer",
+        "app errors: reads",
+        "ledger total",
+        "threads of ours left",
+    ):
         assert line in output, "bench_silent_host.py printed no %r:\n%s" % (line, output[-3000:])

@@ -12,10 +12,12 @@ import random
 import threading
 import time
 import uuid
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 from django.db import OperationalError, connections, transaction
+from ledger import services
+from ledger.models import Account, Transfer
 
 from aurora_backend import bluegreen, retry_atomic, signals, stats
 from aurora_backend.bluegreen import tokens
@@ -23,16 +25,15 @@ from aurora_backend.testing.bluegreen import BlueGreenDeployment
 from aurora_backend.testing.drivers import pool_enabled
 from aurora_backend.testing.fixtures import register_alias, unregister_alias
 from aurora_backend.transactions.commit_outcome import CommitOutcomeUnknown
-from ledger import services
-from ledger.models import Account, Transfer
 
 pytestmark = pytest.mark.timeout(90)
 
 WATCH = {"poll": 0.2, "poll_deployed": 0.05, "poll_fast": 0.02, "hold": 10}
-CONNECT = {"connect_deadline": 10, "connect_timeout": 2, "backoff_base": 0.02, "backoff_max": 0.2,
-           "topology": False}
-WHERE = ("ALTER TABLE ledger_transfer ADD COLUMN written_on text DEFAULT current_setting('cluster_name'), "
-         "ADD COLUMN written_at timestamptz DEFAULT clock_timestamp()")
+CONNECT = {"connect_deadline": 10, "connect_timeout": 2, "backoff_base": 0.02, "backoff_max": 0.2, "topology": False}
+WHERE = (
+    "ALTER TABLE ledger_transfer ADD COLUMN written_on text DEFAULT current_setting('cluster_name'), "
+    "ADD COLUMN written_at timestamptz DEFAULT clock_timestamp()"
+)
 
 
 def deployment() -> BlueGreenDeployment:
@@ -70,7 +71,7 @@ def _clean(django_db_blocker):
 
 @pytest.fixture
 def phases():
-    seen: List[tuple] = []
+    seen: list[tuple] = []
 
     def record(sender, alias, phase, previous, **kwargs):
         seen.append((alias, previous, phase))
@@ -112,14 +113,23 @@ def watcher(name: str) -> bluegreen.Watcher:
 KEY = "DATABASES['x']['OPTIONS']['aurora']['blue_green']"
 
 
-@pytest.mark.parametrize("value, message", [
-    ({"hold": 0}, KEY + "['hold'] = 0 is invalid: it accepts a number of seconds > 0."),
-    ({"poll_fast": 2, "poll_deployed": 1}, KEY + "['poll_fast'] (2.0) must not exceed " + KEY + "['poll_deployed'] (1.0)."),
-    ({"commit_token": "yes"}, KEY + "['commit_token'] = 'yes' is invalid: it accepts True or False."),
-    ({"holdd": 1}, KEY + " has unknown key(s) 'holdd'; accepted keys are: enabled, poll, poll_deployed, "
-                         "poll_fast, hold, commit_token."),
-    ("on", KEY + " = 'on' is invalid: it accepts True, False, \"auto\", or a dict"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ({"hold": 0}, KEY + "['hold'] = 0 is invalid: it accepts a number of seconds > 0."),
+        (
+            {"poll_fast": 2, "poll_deployed": 1},
+            KEY + "['poll_fast'] (2.0) must not exceed " + KEY + "['poll_deployed'] (1.0).",
+        ),
+        ({"commit_token": "yes"}, KEY + "['commit_token'] = 'yes' is invalid: it accepts True or False."),
+        (
+            {"holdd": 1},
+            KEY + " has unknown key(s) 'holdd'; accepted keys are: enabled, poll, poll_deployed, "
+            "poll_fast, hold, commit_token.",
+        ),
+        ("on", KEY + " = 'on' is invalid: it accepts True, False, \"auto\", or a dict"),
+    ],
+)
 def test_bad_blue_green_settings_name_the_key(value, message):
     from django.core.exceptions import ImproperlyConfigured
 
@@ -149,23 +159,43 @@ def test_aurora_functions_are_in_pg_catalog_as_on_aurora(staging):
     rows = staging.blue.writer.query(
         "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
         "WHERE n.nspname = 'pg_catalog' AND p.proname IN ('aurora_version', 'aurora_db_instance_identifier', "
-        "'aurora_replica_status', 'get_blue_green_fast_switchover_metadata') ORDER BY 1", dbname=staging.database)
-    assert [r[0] for r in rows] == ["aurora_db_instance_identifier", "aurora_replica_status", "aurora_version",
-                                    "get_blue_green_fast_switchover_metadata"]
+        "'aurora_replica_status', 'get_blue_green_fast_switchover_metadata') ORDER BY 1",
+        dbname=staging.database,
+    )
+    assert [r[0] for r in rows] == [
+        "aurora_db_instance_identifier",
+        "aurora_replica_status",
+        "aurora_version",
+        "get_blue_green_fast_switchover_metadata",
+    ]
     # What the AWS Python wrapper runs, qualified (its database_dialect.py).
     writer = staging.blue.writer
-    assert writer.scalar("SELECT server_id FROM pg_catalog.aurora_replica_status() WHERE session_id "
-                         "OPERATOR(pg_catalog.=) 'MASTER_SESSION_ID'", dbname=staging.database) == writer.id
-    assert writer.scalar("SELECT 'pg_catalog.get_blue_green_fast_switchover_metadata'::regproc::text", dbname=staging.database) is not None
+    assert (
+        writer.scalar(
+            "SELECT server_id FROM pg_catalog.aurora_replica_status() WHERE session_id "
+            "OPERATOR(pg_catalog.=) 'MASTER_SESSION_ID'",
+            dbname=staging.database,
+        )
+        == writer.id
+    )
+    assert (
+        writer.scalar(
+            "SELECT 'pg_catalog.get_blue_green_fast_switchover_metadata'::regproc::text", dbname=staging.database
+        )
+        is not None
+    )
 
 
 def test_metadata_lists_both_environments_with_the_wrappers_columns(staging):
     rows = staging.blue.writer.query(
         "SELECT version, endpoint, port, role, status FROM "
-        "pg_catalog.get_blue_green_fast_switchover_metadata('aws_advanced_python_wrapper-1.0')", dbname=staging.database)
+        "pg_catalog.get_blue_green_fast_switchover_metadata('aws_advanced_python_wrapper-1.0')",
+        dbname=staging.database,
+    )
     assert {r[3] for r in rows} == {"BLUE_GREEN_DEPLOYMENT_SOURCE", "BLUE_GREEN_DEPLOYMENT_TARGET"}
     assert {(r[0], r[2], r[4]) for r in rows} == {("1.0", staging.blue.port, "AVAILABLE")}
     assert staging.green is not None and staging.green.cluster_endpoint in {r[1] for r in rows}
+
     def rows_of(side: str) -> list:
         return [{k: v for k, v in row.items() if k != "update_stamp"} for row in staging.metadata(side)]
 
@@ -203,8 +233,8 @@ def test_a_hold_that_outlasts_its_setting_raises_naming_it(staging, phases):
 
 def test_a_switchover_rolled_back_before_in_progress_changes_nothing(staging, phases):
     name = alias(staging, "bg_rollback")
-    written: List[int] = []
-    errors: List[BaseException] = []
+    written: list[int] = []
+    errors: list[BaseException] = []
     stop = threading.Event()
 
     def write() -> None:
@@ -233,8 +263,10 @@ def test_a_switchover_rolled_back_before_in_progress_changes_nothing(staging, ph
         assert not watcher(name).switched and stats.snapshot(name)["blue_green_holds"] == 0
         assert staging.dns.authoritative(staging.blue.cluster_endpoint) == [staging.blue.writer.address]
         on_green = staging.green.writer.scalar(  # type: ignore[union-attr]
-            "SELECT count(*) FROM ledger_transfer WHERE written_on <> %s", [staging.blue.writer.id],
-            dbname=staging.database)
+            "SELECT count(*) FROM ledger_transfer WHERE written_on <> %s",
+            [staging.blue.writer.id],
+            dbname=staging.database,
+        )
         assert on_green == 0  # every write went to blue (and reached green by replication)
     finally:
         stop.set()
@@ -248,8 +280,8 @@ def test_the_ledger_through_a_switchover(phases):
     """0 app errors, 0 lost, 0 doubled; no write on green before the switch, none on old blue after."""
     bg = deployment()
     name = alias(bg, "bg_ledger", commit_token=True)
-    acked: List[uuid.UUID] = []
-    errors: List[BaseException] = []
+    acked: list[uuid.UUID] = []
+    errors: list[BaseException] = []
     stop = threading.Event()
     transfer = retry_atomic(services._apply, using=name, max_attempts=50, max_time=30)
 
@@ -283,8 +315,9 @@ def test_the_ledger_through_a_switchover(phases):
         assert [p for p, _ in timeline] == ["CREATED", "PREPARATION", "IN_PROGRESS", "POST", "COMPLETED"]
         assert [p[2] for p in phases if p[0] == name] == ["CREATED", "PREPARATION", "IN_PROGRESS", "POST", "COMPLETED"]
         db = bg.database
-        rows = green.writer.query("SELECT request_id, written_on, written_at < %s FROM ledger_transfer",
-                                  [bg.switched_at], dbname=db)
+        rows = green.writer.query(
+            "SELECT request_id, written_on, written_at < %s FROM ledger_transfer", [bg.switched_at], dbname=db
+        )
         assert sorted(str(r[0]) for r in rows) == sorted(str(a) for a in acked)  # none lost, none doubled
         assert green.writer.scalar("SELECT sum(balance) FROM ledger_account", dbname=db) == 10 * 1000
         assert not [r for r in rows if r[1] == green.writer.id and r[2]]  # nothing on green before the switch
@@ -314,12 +347,14 @@ def test_a_commit_lost_in_the_switchover_is_settled_by_its_token():
     """
     bg = deployment()
     with_token, plain = alias(bg, "bg_token", commit_token=True), alias(bg, "bg_plain")
-    outcome: Dict[str, Any] = {}
+    outcome: dict[str, Any] = {}
 
     def commit(name: str) -> None:
         try:
-            retry_atomic(lambda: connections[name].cursor().execute(
-                "INSERT INTO slow_commit (v) VALUES (%s)", [name]), using=name)()
+            retry_atomic(
+                lambda: connections[name].cursor().execute("INSERT INTO slow_commit (v) VALUES (%s)", [name]),
+                using=name,
+            )()
             outcome[name] = "committed"
         except BaseException as exc:
             outcome[name] = exc
@@ -339,8 +374,9 @@ def test_a_commit_lost_in_the_switchover_is_settled_by_its_token():
         threads = [threading.Thread(target=commit, args=(name,)) for name in (with_token, plain)]
         for thread in threads:
             thread.start()
-        wait_for(lambda: bg.blue.writer.scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'") == 2)
+        wait_for(
+            lambda: bg.blue.writer.scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'") == 2
+        )
         bg.switchover()
         for thread in threads:
             thread.join(30)

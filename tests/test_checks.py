@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 from django.core.checks import Tags, run_checks
@@ -16,17 +16,20 @@ PROXY_HOST = "app.proxy-abc123.us-east-1.rds.amazonaws.com"
 KEEPALIVES = {"keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 5}
 
 
-def good(**overrides: Any) -> Dict[str, Any]:
+def good(**overrides: Any) -> dict[str, Any]:
     """A settings entry that triggers no check; ``overrides`` change it."""
     entry = {
-        "ENGINE": "aurora_backend", "NAME": "app", "HOST": "cluster.cluster-abc.rds.amazonaws.com",
-        "CONN_MAX_AGE": 60, "OPTIONS": {"aurora": {"connect_deadline": 30}, **KEEPALIVES},
+        "ENGINE": "aurora_backend",
+        "NAME": "app",
+        "HOST": "cluster.cluster-abc.rds.amazonaws.com",
+        "CONN_MAX_AGE": 60,
+        "OPTIONS": {"aurora": {"connect_deadline": 30}, **KEEPALIVES},
     }
     entry.update(overrides)
     return entry
 
 
-def ids(entry: Dict[str, Any]) -> List[str]:
+def ids(entry: dict[str, Any]) -> list[str]:
     return [m.id for m in alias_settings_messages("x", entry)]
 
 
@@ -54,7 +57,7 @@ def test_w002_connect_deadline_shorter_than_a_resume():
     assert ids(good(OPTIONS={"aurora": {"connect_deadline": 15}, **KEEPALIVES})) == []
 
 
-def _proxy_opts(proxy: Any = "auto", **extra: Any) -> Dict[str, Any]:
+def _proxy_opts(proxy: Any = "auto", **extra: Any) -> dict[str, Any]:
     return {"aurora": {"connect_deadline": 30, "proxy": proxy}, **extra, **KEEPALIVES}
 
 
@@ -88,7 +91,8 @@ def test_w007_proxy_mode_and_a_timezone_it_will_not_set():
         assert "ALTER ROLE app SET timezone TO 'Europe/Paris'" in message.hint
         assert ids(good(HOST=PROXY_HOST)) == []  # UTC: Aurora's default, nothing to SET
         assert ids(good(HOST=PROXY_HOST, TIME_ZONE="Europe/Paris", OPTIONS=_proxy_opts(False))) == [
-            "aurora_backend.W004"]
+            "aurora_backend.W004"
+        ]
     with override_settings(USE_TZ=False, TIME_ZONE="America/Chicago"):
         assert ids(good(HOST=PROXY_HOST)) == ["aurora_backend.W007"]
 
@@ -106,16 +110,20 @@ def test_w006_a_silent_host_would_hang_a_query():
     assert ids(good(OPTIONS={"aurora": deadline, "keepalives": 0, "tcp_user_timeout": 5000})) == []
     assert ids(good(OPTIONS={"aurora": dict(deadline, silent_host_timeout=None), **KEEPALIVES})) == []
     assert ids(good(OPTIONS={"aurora": dict(deadline, silent_host_timeout=None), "keepalives_idle": 1})) == [
-        "aurora_backend.W006"]  # interval and count left at the OS's 75 s x 9
-    [message] = alias_settings_messages("x", good(OPTIONS={"aurora": deadline, "keepalives_idle": 300,
-                                                          "tcp_user_timeout": 0}))
+        "aurora_backend.W006"
+    ]  # interval and count left at the OS's 75 s x 9
+    [message] = alias_settings_messages(
+        "x", good(OPTIONS={"aurora": deadline, "keepalives_idle": 300, "tcp_user_timeout": 0})
+    )
     assert message.id == "aurora_backend.W006" and "for 305 s" in message.msg
 
 
 @pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
 def test_settings_check_is_registered_untagged_and_skips_other_engines():
-    databases = {"default": good(OPTIONS={"aurora": {"bogus": 1}}),
-                 "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:", "OPTIONS": {"aurora": 1}}}
+    databases = {
+        "default": good(OPTIONS={"aurora": {"bogus": 1}}),
+        "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:", "OPTIONS": {"aurora": 1}},
+    }
     with override_settings(DATABASES=databases):
         messages = [m for m in run_checks() if m.id.startswith("aurora_backend.")]
     assert [(m.id, m.obj) for m in messages] == [("aurora_backend.E001", "DATABASES['default']")]
@@ -123,7 +131,8 @@ def test_settings_check_is_registered_untagged_and_skips_other_engines():
 
 # ----- database checks (manage.py check --database ...) ------------------------------------
 
-def database_ids(aliases: List[str]) -> List[str]:
+
+def database_ids(aliases: list[str]) -> list[str]:
     return sorted(m.id for m in run_checks(tags=[Tags.database], databases=aliases) if m.id.startswith("aurora_"))
 
 
@@ -145,7 +154,11 @@ def test_w010_to_w013_scaling_blockers():
     fast = {"long_transaction_seconds": 0.2, "idle_in_transaction_seconds": 0.2}
     with blocking_session(), override_settings(AURORA_HEALTH=fast):
         assert database_ids(["default"]) == [
-            "aurora_backend.W010", "aurora_backend.W011", "aurora_backend.W012", "aurora_backend.W013"]
+            "aurora_backend.W010",
+            "aurora_backend.W011",
+            "aurora_backend.W012",
+            "aurora_backend.W013",
+        ]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -57,7 +57,8 @@ def hook():
 def _hooked_wrapper(**aurora) -> DatabaseWrapper:
     settings = {**connection.settings_dict}
     settings["OPTIONS"] = {
-        **settings["OPTIONS"], "aurora": {**settings["OPTIONS"]["aurora"], **aurora},
+        **settings["OPTIONS"],
+        "aurora": {**settings["OPTIONS"]["aurora"], **aurora},
         "application_name": "setup-%s" % uuid.uuid4().hex[:8],
         "options": "-c search_path=connect_hook,pg_catalog,public -c TimeZone=America/Chicago",
     }

@@ -13,7 +13,7 @@ import logging
 import secrets
 import uuid
 from importlib import resources
-from typing import Any, Dict, List
+from typing import Any
 
 import boto3
 import pytest
@@ -28,8 +28,17 @@ from aurora_backend.credentials.cache import peek
 from aurora_backend.credentials.login import cache_key
 from aurora_backend.testing.drivers import pool_enabled
 from tests.credentials_support import (
-    ACCESS_KEY, ALIAS, ROLE, SECRET_KEY, Workload, close_pool, create_role, drop_role, offline_aws,
-    settings_for, sql,
+    ACCESS_KEY,
+    ALIAS,
+    ROLE,
+    SECRET_KEY,
+    Workload,
+    close_pool,
+    create_role,
+    drop_role,
+    offline_aws,
+    settings_for,
+    sql,
 )
 from tests.fake_secretsmanager import FakeSecretsManager
 
@@ -65,13 +74,13 @@ def passwords():
         drop_role()
 
 
-def sm_source(fake: FakeSecretsManager) -> Dict[str, Any]:
+def sm_source(fake: FakeSecretsManager) -> dict[str, Any]:
     return {"source": "secretsmanager", "secret_id": SECRET, "region": "eu-west-1", "endpoint_url": fake.url}
 
 
 def test_the_server_authenticates_the_role_with_scram(passwords):
     assert sql("SHOW password_encryption") == [("scram-sha-256",)]
-    (stored,), = sql("SELECT rolpassword FROM pg_authid WHERE rolname = %s", ROLE)
+    ((stored,),) = sql("SELECT rolpassword FROM pg_authid WHERE rolname = %s", ROLE)
     assert stored.startswith("SCRAM-SHA-256$")
     methods = {row[0] for row in sql("SELECT auth_method FROM pg_hba_file_rules WHERE type = 'host'")}
     assert methods == {"scram-sha-256"}
@@ -96,22 +105,27 @@ def test_rotation_under_a_threaded_workload_is_invisible(source, passwords, fake
     version = fake_sm.create(SECRET, {"username": ROLE, "password": old, "engine": "postgres"})
     settings_dict = settings_for(sm_source(fake_sm) if source == "secretsmanager" else store)
     lambda_client = boto3.client(
-        "secretsmanager", region_name="eu-west-1", endpoint_url=fake_sm.url,
-        aws_access_key_id="AKIDLAMBDA", aws_secret_access_key="lambda-secret",
+        "secretsmanager",
+        region_name="eu-west-1",
+        endpoint_url=fake_sm.url,
+        aws_access_key_id="AKIDLAMBDA",
+        aws_secret_access_key="lambda-secret",
     )
     keeper = DatabaseWrapper(settings_dict, alias=ALIAS)  # a connection that lives through it
     stats.reset()
     try:
         with keeper.cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
-            (pid_before,), = cursor.fetchall()
+            ((pid_before,),) = cursor.fetchall()
         with Workload(settings_dict) as work:
             work.wait_for(30)
             # createSecret: the new password under AWSPENDING.
             pending = str(uuid.uuid4())
             store.pending = new
             lambda_client.put_secret_value(
-                SecretId=SECRET, ClientRequestToken=pending, VersionStages=["AWSPENDING"],
+                SecretId=SECRET,
+                ClientRequestToken=pending,
+                VersionStages=["AWSPENDING"],
                 SecretString=json.dumps({"username": ROLE, "password": new, "engine": "postgres"}),
             )
             work.wait_for(30)
@@ -119,19 +133,32 @@ def test_rotation_under_a_threaded_workload_is_invisible(source, passwords, fake
             before = len(work.pids)
             work.wait_for(60, logins=12)  # new logins while AWSCURRENT still holds the old password
             lambda_client.update_secret_version_stage(  # finishSecret
-                SecretId=SECRET, VersionStage="AWSCURRENT", MoveToVersionId=pending, RemoveFromVersionId=version,
+                SecretId=SECRET,
+                VersionStage="AWSCURRENT",
+                MoveToVersionId=pending,
+                RemoveFromVersionId=version,
             )
             store.current, store.pending = new, None
             work.wait_for(30, logins=6)
         with keeper.cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
-            (pid_after,), = cursor.fetchall()
+            ((pid_after,),) = cursor.fetchall()
     finally:
         keeper.close()
     connected = stats.snapshot(ALIAS)["connections"]
-    print("rotation via %s: %d connections (%d physical, %d after ALTER ROLE), %d errors, "
-          "secret reads %s, callable calls %d" % (source, connected, len(work.pids), len(work.pids) - before,
-                                                  len(work.errors), dict(fake_sm.reads), store.calls))
+    print(
+        "rotation via %s: %d connections (%d physical, %d after ALTER ROLE), %d errors, "
+        "secret reads %s, callable calls %d"
+        % (
+            source,
+            connected,
+            len(work.pids),
+            len(work.pids) - before,
+            len(work.errors),
+            dict(fake_sm.reads),
+            store.calls,
+        )
+    )
     assert work.errors == []
     assert len(work.pids) - before >= 18  # logins after ALTER ROLE, all with the new password
     assert pid_after == pid_before  # rotation never closes a live connection
@@ -170,8 +197,8 @@ def test_a_credential_refused_twice_is_a_clear_error_after_one_fresh_fetch(passw
     assert wrong not in caplog.text
 
 
-def _capture_signals() -> List[str]:
-    seen: List[str] = []
+def _capture_signals() -> list[str]:
+    seen: list[str] = []
 
     def receiver(sender, **kwargs):
         seen.append(repr(sorted(kwargs.items(), key=lambda kv: kv[0])))
@@ -181,7 +208,7 @@ def _capture_signals() -> List[str]:
     return seen
 
 
-def _health(alias: str, settings_dict: Dict[str, Any]) -> List[str]:
+def _health(alias: str, settings_dict: dict[str, Any]) -> list[str]:
     from tests.test_health import validate
 
     connections.settings[alias] = settings_dict
@@ -214,7 +241,7 @@ def test_secrets_never_reach_logs_errors_signals_health_or_repr(passwords, fake_
     seen = _capture_signals()
     wrong = "wrong-" + secrets.token_hex(12)
     fake_sm.create(SECRET, {"username": ROLE, "password": old})
-    texts: List[str] = []
+    texts: list[str] = []
     try:
         good = settings_for(sm_source(fake_sm))
         wrapper = DatabaseWrapper(good, alias=ALIAS)
@@ -223,7 +250,9 @@ def test_secrets_never_reach_logs_errors_signals_health_or_repr(passwords, fake_
             assert cursor.fetchone()[0] == ROLE
         texts += [repr(wrapper.aurora_options), repr(wrapper.settings_dict), repr(vars(wrapper))]
         texts += [repr(vars(peek(key))) for key in [cache_key(wrapper.aurora_options.credentials, None, None, None)]]
-        texts += [repr(Login(wrapper.aurora_options.credentials, wrapper.aurora_runtime, OperationalError, "x").__dict__)]
+        texts += [
+            repr(Login(wrapper.aurora_options.credentials, wrapper.aurora_runtime, OperationalError, "x").__dict__)
+        ]
         wrapper.close()
         health = _health("rotating_health", good)
         texts += health

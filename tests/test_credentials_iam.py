@@ -11,7 +11,7 @@ import hmac
 import random
 import sys
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import botocore.auth
@@ -20,8 +20,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from aurora_backend.base import DatabaseWrapper
 from aurora_backend.credentials import Login, config
-from aurora_backend.credentials.login import cache
 from aurora_backend.credentials.cache import Credential, CredentialCache
+from aurora_backend.credentials.login import cache
 from aurora_backend.options import AuroraOptions
 from aurora_backend.runtime import Runtime
 from tests.credentials_support import ACCESS_KEY, SECRET_KEY, offline_aws
@@ -63,16 +63,20 @@ def iam_login(clock: Clock, seed: int = 7) -> Login:
     return Login(options.credentials, Runtime(clock=clock, random=random.Random(seed)), Exception, "'default'")
 
 
-def verify_sigv4(token: str, secret_key: str) -> Dict[str, str]:
+def verify_sigv4(token: str, secret_key: str) -> dict[str, str]:
     """Check the presigned token's signature as the server would; return its query."""
     url = urlsplit("https://" + token)
     query = parse_qsl(url.query, keep_blank_values=True)
     fields = dict(query)
     encode = lambda s: quote(s, safe="-_.~")  # noqa: E731
     canonical_query = "&".join("%s=%s" % (encode(k), encode(v)) for k, v in sorted(query) if k != "X-Amz-Signature")
-    canonical = "\n".join(["GET", url.path or "/", canonical_query, "host:%s\n" % url.netloc, "host", hashlib.sha256(b"").hexdigest()])
+    canonical = "\n".join(
+        ["GET", url.path or "/", canonical_query, "host:%s\n" % url.netloc, "host", hashlib.sha256(b"").hexdigest()]
+    )
     scope = fields["X-Amz-Credential"].split("/", 1)[1]
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", fields["X-Amz-Date"], scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", fields["X-Amz-Date"], scope, hashlib.sha256(canonical.encode()).hexdigest()]
+    )
     key = ("AWS4" + secret_key).encode()
     for part in scope.split("/"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
@@ -109,7 +113,7 @@ def test_region_comes_from_the_endpoint_or_the_option(clock):
 def test_token_is_refreshed_before_15_minutes_and_reused_until_then(clock):
     params = {"host": ENDPOINT, "port": 5432, "user": "app_iam"}
     login = iam_login(clock)
-    tokens: List[str] = []
+    tokens: list[str] = []
     for second in range(0, 1800):
         clock.now = float(second)
         attempt = dict(params)
@@ -127,10 +131,10 @@ def test_token_is_refreshed_before_15_minutes_and_reused_until_then(clock):
 
 
 def test_fifty_threads_make_one_fetch(clock):
-    calls: List[str] = []
+    calls: list[str] = []
     entered, release = threading.Event(), threading.Event()
 
-    def fetch(rejected: Optional[Credential]) -> Credential:
+    def fetch(rejected: Credential | None) -> Credential:
         calls.append(threading.current_thread().name)
         entered.set()
         release.wait(10)
@@ -138,7 +142,7 @@ def test_fifty_threads_make_one_fetch(clock):
 
     shared = CredentialCache(fetch, refresh=600.0)
     runtime = Runtime(clock=clock, random=random.Random(1))
-    got: List[Credential] = []
+    got: list[Credential] = []
     threads = [threading.Thread(target=lambda: got.append(shared.get(runtime))) for _ in range(50)]
     for thread in threads:
         thread.start()
@@ -156,9 +160,9 @@ def test_fifty_threads_make_one_fetch(clock):
 
 def test_a_due_refresh_is_made_by_one_thread_while_the_others_use_the_valid_one(clock):
     entered, release = threading.Event(), threading.Event()
-    calls: List[int] = []
+    calls: list[int] = []
 
-    def fetch(rejected: Optional[Credential]) -> Credential:
+    def fetch(rejected: Credential | None) -> Credential:
         calls.append(1)
         if len(calls) == 2:
             entered.set()
@@ -180,9 +184,9 @@ def test_a_due_refresh_is_made_by_one_thread_while_the_others_use_the_valid_one(
 
 
 def test_a_failed_refresh_keeps_the_valid_credential_then_fails_clearly_past_expiry(clock, caplog):
-    outcomes: List[Any] = [Credential("u", "pw-1", "token", 840.0)]
+    outcomes: list[Any] = [Credential("u", "pw-1", "token", 840.0)]
 
-    def fetch(rejected: Optional[Credential]) -> Credential:
+    def fetch(rejected: Credential | None) -> Credential:
         result = outcomes.pop(0) if outcomes else RuntimeError("AWS is unreachable")
         if isinstance(result, Exception):
             raise result
@@ -201,16 +205,24 @@ def test_a_failed_refresh_keeps_the_valid_credential_then_fails_clearly_past_exp
 
 # ----- the option ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("creds,options,fragment", [
-    ({"source": "iam"}, {}, "requires TLS, but OPTIONS['sslmode'] is None"),
-    ({"source": "iam"}, {"sslmode": "prefer"}, "set OPTIONS['sslmode'] to 'require'"),
-    ({"source": "iam", "refresh": 900}, {"sslmode": "require"}, "['refresh'] = 900 is invalid"),
-    ({"source": "vault"}, {}, "['source'] = 'vault' is invalid: it accepts 'iam', 'secretsmanager', 'callable'"),
-    ({"source": "secretsmanager"}, {}, "needs 'secret_id'"),
-    ({"source": "secretsmanager", "secret_id": "s", "user": "x"}, {}, "unknown key(s) 'user' for source 'secretsmanager'"),
-    ({"source": "callable", "callable": "no.such.fn"}, {}, "['callable'] = 'no.such.fn' is invalid"),
-    (42, {}, "a callable returning (user, password), its dotted path"),
-])
+
+@pytest.mark.parametrize(
+    "creds,options,fragment",
+    [
+        ({"source": "iam"}, {}, "requires TLS, but OPTIONS['sslmode'] is None"),
+        ({"source": "iam"}, {"sslmode": "prefer"}, "set OPTIONS['sslmode'] to 'require'"),
+        ({"source": "iam", "refresh": 900}, {"sslmode": "require"}, "['refresh'] = 900 is invalid"),
+        ({"source": "vault"}, {}, "['source'] = 'vault' is invalid: it accepts 'iam', 'secretsmanager', 'callable'"),
+        ({"source": "secretsmanager"}, {}, "needs 'secret_id'"),
+        (
+            {"source": "secretsmanager", "secret_id": "s", "user": "x"},
+            {},
+            "unknown key(s) 'user' for source 'secretsmanager'",
+        ),
+        ({"source": "callable", "callable": "no.such.fn"}, {}, "['callable'] = 'no.such.fn' is invalid"),
+        (42, {}, "a callable returning (user, password), its dotted path"),
+    ],
+)
 def test_bad_credentials_options_name_the_key_and_the_fix(creds, options, fragment):
     with pytest.raises(ImproperlyConfigured) as err:
         parse(creds, **options)
@@ -238,17 +250,24 @@ def test_without_boto3_the_error_names_the_extra(monkeypatch):
     assert "pip install 'aurora_backend[iam]'" in str(err.value) and KEY in str(err.value)
 
 
-@pytest.mark.parametrize("changes,fragment", [
-    ({"HOST": "10.0.0.5"}, "is not an RDS endpoint name"),
-    ({"PASSWORD": "left-over"}, "remove PASSWORD"),
-    ({"HOST": ""}, "set DATABASES['iam']['HOST'] to the cluster's endpoint name"),
-])
+@pytest.mark.parametrize(
+    "changes,fragment",
+    [
+        ({"HOST": "10.0.0.5"}, "is not an RDS endpoint name"),
+        ({"PASSWORD": "left-over"}, "remove PASSWORD"),
+        ({"HOST": ""}, "set DATABASES['iam']['HOST'] to the cluster's endpoint name"),
+    ],
+)
 def test_iam_settings_are_checked_when_the_wrapper_is_built(changes, fragment):
     from django.db import connections
 
     settings_dict = {
-        **connections["default"].settings_dict, "HOST": ENDPOINT, "USER": "app", "PASSWORD": "",
-        "OPTIONS": {"sslmode": "require", "aurora": {"credentials": {"source": "iam"}}}, **changes,
+        **connections["default"].settings_dict,
+        "HOST": ENDPOINT,
+        "USER": "app",
+        "PASSWORD": "",
+        "OPTIONS": {"sslmode": "require", "aurora": {"credentials": {"source": "iam"}}},
+        **changes,
     }
     with pytest.raises(ImproperlyConfigured) as err:
         DatabaseWrapper(settings_dict, alias="iam")
@@ -269,8 +288,13 @@ def test_region_parsing():
 def test_the_system_check_reports_a_bad_credentials_setting_without_connecting():
     from aurora_backend.health.checks import alias_settings_messages
 
-    settings_dict = {"ENGINE": "aurora_backend", "HOST": ENDPOINT, "USER": "app", "PASSWORD": "left-over",
-                     "OPTIONS": {"sslmode": "require", "aurora": {"credentials": {"source": "iam"}}}}
+    settings_dict = {
+        "ENGINE": "aurora_backend",
+        "HOST": ENDPOINT,
+        "USER": "app",
+        "PASSWORD": "left-over",
+        "OPTIONS": {"sslmode": "require", "aurora": {"credentials": {"source": "iam"}}},
+    }
     (message,) = alias_settings_messages("default", settings_dict)
     assert message.id == "aurora_backend.E001" and "remove PASSWORD" in message.msg
     assert "left-over" not in message.msg

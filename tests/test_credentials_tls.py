@@ -35,9 +35,28 @@ if shutil.which("openssl") is None:
 def tls_server(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("iam-tls"))
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", "server.key", "-out", "server.crt", "-days", "1", "-subj", "/CN=" + ENDPOINT],
-        cwd=workdir, check=True, capture_output=True, timeout=30,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=" + ENDPOINT,
+        ],
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     try:
         cluster = PostgresCluster(settings={"ssl": "on", "ssl_cert_file": "server.crt", "ssl_key_file": "server.key"})
@@ -77,12 +96,24 @@ def accept_token_at(cluster: PostgresCluster, clock) -> None:
 @pytest.mark.usefixtures("offline_aws")
 def test_iam_login_over_tls_with_a_token_for_the_endpoint_name(tls_server, clock, django_db_blocker):
     settings_dict = {
-        **connections["default"].settings_dict, "HOST": ENDPOINT, "PORT": str(tls_server.port),
-        "NAME": "postgres", "USER": ROLE, "PASSWORD": "",
-        "OPTIONS": {"sslmode": "require", "aurora": {
-            "resolver": lambda host, port: ["127.0.0.1"], "connect_deadline": 5, "connect_timeout": 2,
-            "credentials": {"source": "iam"}, "max_age": None, "idle_timeout": None, "ping_after": None,
-        }},
+        **connections["default"].settings_dict,
+        "HOST": ENDPOINT,
+        "PORT": str(tls_server.port),
+        "NAME": "postgres",
+        "USER": ROLE,
+        "PASSWORD": "",
+        "OPTIONS": {
+            "sslmode": "require",
+            "aurora": {
+                "resolver": lambda host, port: ["127.0.0.1"],
+                "connect_deadline": 5,
+                "connect_timeout": 2,
+                "credentials": {"source": "iam"},
+                "max_age": None,
+                "idle_timeout": None,
+                "ping_after": None,
+            },
+        },
     }
     first, later = DatabaseWrapper(settings_dict, alias="iam"), DatabaseWrapper(settings_dict, alias="iam")
     for wrapper in (first, later):

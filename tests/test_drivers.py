@@ -7,12 +7,12 @@ import threading
 
 import pytest
 from django.db import OperationalError, connection
+from ledger.models import Account
 
 from aurora_backend import drivers, stats
 from aurora_backend.base import DatabaseWrapper
 from aurora_backend.errors import ErrorKind, classify
 from aurora_backend.testing.drivers import requested
-from ledger.models import Account
 from tests.pg import server
 from tests.test_reconnect import admin, terminate, terminate_when_running  # noqa: F401  fixture
 
@@ -21,8 +21,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def _raw(**kwargs):
     srv = server()
-    return drivers.connect(host=srv.host, port=srv.port, user=srv.user, password=srv.password,
-                           dbname="postgres", **kwargs)
+    return drivers.connect(
+        host=srv.host, port=srv.port, user=srv.user, password=srv.password, dbname="postgres", **kwargs
+    )
 
 
 def test_the_seam_uses_the_driver_django_uses():
@@ -78,8 +79,9 @@ def test_a_read_with_server_side_binding_is_rerun_after_a_disconnect(admin):
         with wrapper.cursor() as cursor:
             if drivers.NAME == "psycopg":
                 assert type(cursor.cursor).__name__ == "ServerBindingCursor"
-            cursor.execute("SELECT name FROM ledger_account WHERE pg_sleep(0.3) IS NOT NULL AND balance >= %s "
-                           "ORDER BY name", [0])
+            cursor.execute(
+                "SELECT name FROM ledger_account WHERE pg_sleep(0.3) IS NOT NULL AND balance >= %s ORDER BY name", [0]
+            )
             rows = [row[0] for row in cursor.fetchall()]
         killer.join()
         assert rows == ["b0", "b1", "b2"]

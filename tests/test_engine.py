@@ -5,12 +5,12 @@ import json
 import pytest
 from django.db import connection, connections
 from django.test import Client
+from ledger import services
+from ledger.models import Account
 
 from aurora_backend import drivers
 from aurora_backend.base import DatabaseWrapper
 from aurora_backend.mixin import AuroraWrapperMixin
-from ledger import services
-from ledger.models import Account
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,7 +38,8 @@ def test_views_move_money_and_keep_the_total():
     a, b = services.open_accounts(2, 100)
     client = Client()
     response = client.post(
-        "/transfer/", json.dumps({"source": a.pk, "destination": b.pk, "amount": 30}),
+        "/transfer/",
+        json.dumps({"source": a.pk, "destination": b.pk, "amount": 30}),
         content_type="application/json",
     )
     assert response.status_code == 201, response.content
@@ -46,7 +47,8 @@ def test_views_move_money_and_keep_the_total():
     listed = client.get("/accounts/").json()["accounts"]
     assert [row["balance"] for row in listed] == [70, 130]
     too_much = client.post(
-        "/transfer/", json.dumps({"source": a.pk, "destination": b.pk, "amount": 1000}),
+        "/transfer/",
+        json.dumps({"source": a.pk, "destination": b.pk, "amount": 1000}),
         content_type="application/json",
     )
     assert too_much.status_code == 409
@@ -76,7 +78,10 @@ def test_readme_run_command_sets_up_and_serves_testproject():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(
         [sys.executable, os.path.join(root, "testproject", "run.py"), "--check"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "transfer 201" in result.stdout
@@ -169,13 +174,15 @@ def test_transfer_to_an_unknown_account_is_404_naming_it():
     a, _ = services.open_accounts(2, 100)
     client = Client()
     response = client.post(
-        "/transfer/", json.dumps({"source": a.pk, "destination": 999999, "amount": 5}),
+        "/transfer/",
+        json.dumps({"source": a.pk, "destination": 999999, "amount": 5}),
         content_type="application/json",
     )
     assert response.status_code == 404, response.content
     assert response.json() == {"error": "no account with id 999999"}
     same = client.post(
-        "/transfer/", json.dumps({"source": a.pk, "destination": a.pk, "amount": 5}),
+        "/transfer/",
+        json.dumps({"source": a.pk, "destination": a.pk, "amount": 5}),
         content_type="application/json",
     )
     assert same.status_code == 400

@@ -3,7 +3,6 @@
 import pytest
 
 from aurora_backend import drivers
-
 from aurora_backend.errors import (
     ErrorKind,
     classify,
@@ -24,7 +23,11 @@ D, C, R, T, N, O = (
 
 # (message as libpq/psycopg2 reports it with no SQLSTATE, expected kind, is a scale event)
 MESSAGES = [
-    ("terminating connection due to serverless scale event timeout\nSSL connection has been closed unexpectedly", D, True),
+    (
+        "terminating connection due to serverless scale event timeout\nSSL connection has been closed unexpectedly",
+        D,
+        True,
+    ),
     ("FATAL:  terminating connection because backend initialization completed past serverless scale point", C, True),
     ("FATAL:  terminating connection because backend initialization completed past seamless quiet point", C, True),
     ("terminating current active connection due to forced scale event", D, True),
@@ -46,10 +49,18 @@ MESSAGES = [
     ("server sent an error response during SSL exchange", C, False),
     ("could not serialize access due to concurrent update", T, False),
     ("deadlock detected", T, False),
-    ('connection to server at "h" (10.0.0.1), port 5432 failed: FATAL:  password authentication failed for user "app"', N, False),
+    (
+        'connection to server at "h" (10.0.0.1), port 5432 failed: FATAL:  password authentication failed for user "app"',
+        N,
+        False,
+    ),
     ('connection to server at "h" (10.0.0.1), port 5432 failed: FATAL:  database "nope" does not exist', N, False),
     ("Feature not supported: RDS Proxy currently doesn't support command-line options.", N, False),
-    ('connection to server at "127.0.0.2", port 5432 failed: server certificate for "db.x" does not match host name "y"', N, False),
+    (
+        'connection to server at "127.0.0.2", port 5432 failed: server certificate for "db.x" does not match host name "y"',
+        N,
+        False,
+    ),
     ('connection to server at "127.0.0.2", port 5432 failed: SSL error: certificate verify failed', N, False),
     ('could not translate host name "db.example" to address: Temporary failure in name resolution', C, False),
     ('could not translate host name "db.exmaple" to address: Name or service not known', N, False),
@@ -80,9 +91,24 @@ class _Psycopg3Style(Exception):
 
 # (SQLSTATE, kind): by code, whatever the message says
 CODES = [
-    ("57P01", D), ("57P02", D), ("08006", D), ("08001", D), ("08003", D), ("57P03", C),
-    ("53300", C), ("25006", R), ("40001", T), ("40P01", T), ("28P01", N), ("28000", N),
-    ("3D000", N), ("23505", N), ("22012", N), ("42601", N), ("XX000", O), ("57014", O),
+    ("57P01", D),
+    ("57P02", D),
+    ("08006", D),
+    ("08001", D),
+    ("08003", D),
+    ("57P03", C),
+    ("53300", C),
+    ("25006", R),
+    ("40001", T),
+    ("40P01", T),
+    ("28P01", N),
+    ("28000", N),
+    ("3D000", N),
+    ("23505", N),
+    ("22012", N),
+    ("42601", N),
+    ("XX000", O),
+    ("57014", O),
 ]
 
 
@@ -108,6 +134,7 @@ def test_transaction_retryable_set():
 
 
 # ----- errors made by a real server, with the driver we ship -----
+
 
 def _connect(**overrides):
     srv = server()

@@ -50,8 +50,12 @@ def writer(pair, django_db_blocker):
     """An alias on the cluster endpoint, connected while DNS still names the old writer."""
     dns = DNS(STANDBY)
     settings_dict = {
-        **connection.settings_dict, "NAME": "postgres", "HOST": ENDPOINT, "PORT": str(pair.port),
-        "USER": SUPERUSER, "PASSWORD": PASSWORD,
+        **connection.settings_dict,
+        "NAME": "postgres",
+        "HOST": ENDPOINT,
+        "PORT": str(pair.port),
+        "USER": SUPERUSER,
+        "PASSWORD": PASSWORD,
         "OPTIONS": {"aurora": {"resolver": dns, "connect_deadline": 5, "connect_timeout": 2}},
     }
     wrapper = DatabaseWrapper(settings_dict, alias="writer")

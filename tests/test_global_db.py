@@ -13,12 +13,14 @@ import random
 import threading
 import time
 import uuid
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import NotSupportedError, connections, transaction
 from django.test import override_settings
+from ledger import services
+from ledger.models import Account, Transfer
 
 from aurora_backend import retry_atomic, signals
 from aurora_backend.global_db import state as global_state
@@ -31,59 +33,81 @@ from aurora_backend.runtime import Runtime
 from aurora_backend.testing.drivers import pool_enabled
 from aurora_backend.testing.fixtures import register_alias, unregister_alias
 from aurora_backend.topology import router as topology
-from ledger import services
-from ledger.models import Account, Transfer
 
 pytestmark = pytest.mark.timeout(90)
 OPTIONS = {"connect_deadline": 10, "connect_timeout": 2, "backoff_base": 0.02, "backoff_max": 0.2}
 ALIASES = ("gdb_w", "gdb_r", "gdb_dns", "gdb_fwd", "gdb_fwd_err")
 HOME = "local-2"
 no_pool_routing = pytest.mark.skipif(
-    pool_enabled(), reason="the global router does not route Django's pool's connects yet "
-                           "(docs/global_database.md); the pool path is the DNS path, covered by the ledger test")
+    pool_enabled(),
+    reason="the global router does not route Django's pool's connects yet "
+    "(docs/global_database.md); the pool path is the DNS path, covered by the ledger test",
+)
 
 
 # -- without a database ----------------------------------------------------------------
 
-@pytest.mark.parametrize("host, expected", [
-    ("app.global-a1b2c3d4e5.global.rds.amazonaws.com", True),
-    ("App.GLOBAL-A1B2C3D4E5.Global.RDS.AmazonAWS.com.", True),
-    ("gdb.global-0123456789ab.global.rds.localhost", True),
-    ("app.cluster-abc123.us-east-1.rds.amazonaws.com", False),
-    ("app.global-abc.rds.amazonaws.com", False),
-    ("db.example.com", False),
-    ("", False),
-])
+
+@pytest.mark.parametrize(
+    "host, expected",
+    [
+        ("app.global-a1b2c3d4e5.global.rds.amazonaws.com", True),
+        ("App.GLOBAL-A1B2C3D4E5.Global.RDS.AmazonAWS.com.", True),
+        ("gdb.global-0123456789ab.global.rds.localhost", True),
+        ("app.cluster-abc123.us-east-1.rds.amazonaws.com", False),
+        ("app.global-abc.rds.amazonaws.com", False),
+        ("db.example.com", False),
+        ("", False),
+    ],
+)
 def test_global_writer_endpoints_are_recognised(host, expected):
     assert is_global_endpoint(host) is expected
 
 
-@pytest.mark.parametrize("aurora, match", [
-    ({"home_region": "US East"}, r"\['home_region'\].*AWS region"),
-    ({"global_instance_templates": {"us-east-1": "abc.example.com"}}, r"\['global_instance_templates'\].*\{instance\}"),
-    ({"write_forwarding": "maybe"}, r"\['write_forwarding'\].*'error'.*'route'"),
-    ({"write_forwarding": "route"}, r"\['write_forwarding'\] = 'route' needs .*\['primary_alias'\]"),
-    ({"cross_region_reads": True}, r"\['cross_region_reads'\] = True needs .*\['global_instance_templates'\]"),
-    ({"home_region": "eu-west-1", "global_instance_templates": {"us-east-1": "{instance}.a.example.com"}},
-     r"\['home_region'\] = 'eu-west-1' is not a region of"),
-])
+@pytest.mark.parametrize(
+    "aurora, match",
+    [
+        ({"home_region": "US East"}, r"\['home_region'\].*AWS region"),
+        (
+            {"global_instance_templates": {"us-east-1": "abc.example.com"}},
+            r"\['global_instance_templates'\].*\{instance\}",
+        ),
+        ({"write_forwarding": "maybe"}, r"\['write_forwarding'\].*'error'.*'route'"),
+        ({"write_forwarding": "route"}, r"\['write_forwarding'\] = 'route' needs .*\['primary_alias'\]"),
+        ({"cross_region_reads": True}, r"\['cross_region_reads'\] = True needs .*\['global_instance_templates'\]"),
+        (
+            {"home_region": "eu-west-1", "global_instance_templates": {"us-east-1": "{instance}.a.example.com"}},
+            r"\['home_region'\] = 'eu-west-1' is not a region of",
+        ),
+    ],
+)
 def test_bad_global_settings_name_the_key(aurora, match):
     with pytest.raises(ImproperlyConfigured, match=match):
         AuroraOptions.from_settings("reader", {"aurora": aurora})
 
 
-@pytest.mark.parametrize("sql, kind", [
-    ('SAVEPOINT "s1_x"', "SAVEPOINT"), ('RELEASE SAVEPOINT "s1_x"', "RELEASE"),
-    ('ROLLBACK TO SAVEPOINT "s1_x"', "ROLLBACK TO"), ("CREATE TABLE t (v int)", "CREATE"),
-    ("  -- note\n lock table t in exclusive mode", "LOCK"), ("TRUNCATE t", "TRUNCATE"),
-    ("SELECT nextval('s')", "nextval()"), ("SELECT * INTO t2 FROM t", "SELECT INTO"),
-    ("INSERT INTO t VALUES (1)", None), ("SELECT * FROM t WHERE v = 1", None), ("UPDATE t SET v = 2", None),
-])
+@pytest.mark.parametrize(
+    "sql, kind",
+    [
+        ('SAVEPOINT "s1_x"', "SAVEPOINT"),
+        ('RELEASE SAVEPOINT "s1_x"', "RELEASE"),
+        ('ROLLBACK TO SAVEPOINT "s1_x"', "ROLLBACK TO"),
+        ("CREATE TABLE t (v int)", "CREATE"),
+        ("  -- note\n lock table t in exclusive mode", "LOCK"),
+        ("TRUNCATE t", "TRUNCATE"),
+        ("SELECT nextval('s')", "nextval()"),
+        ("SELECT * INTO t2 FROM t", "SELECT INTO"),
+        ("INSERT INTO t VALUES (1)", None),
+        ("SELECT * FROM t WHERE v = 1", None),
+        ("UPDATE t SET v = 2", None),
+    ],
+)
 def test_statements_write_forwarding_refuses(sql, kind):
     assert refused(sql) == kind
 
 
 # -- on the local global database --------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def gdb(django_db_blocker):
@@ -99,8 +123,9 @@ def gdb(django_db_blocker):
         "gdb_w": database.database_settings(**OPTIONS),
         "gdb_dns": database.database_settings(topology=False, **OPTIONS),
         "gdb_r": database.database_settings(database.reader_endpoint(HOME), **home),
-        "gdb_fwd": database.database_settings(database.reader_endpoint(HOME), write_forwarding="route",
-                                              primary_alias="gdb_w", **home),
+        "gdb_fwd": database.database_settings(
+            database.reader_endpoint(HOME), write_forwarding="route", primary_alias="gdb_w", **home
+        ),
         "gdb_fwd_err": database.database_settings(database.reader_endpoint(HOME), write_forwarding="error", **home),
     }
     for alias, entry in settings.items():
@@ -124,7 +149,7 @@ def gdb(django_db_blocker):
 def db(gdb, django_db_blocker):
     topology.reset()
     global_state.reset()
-    moves: List[Dict[str, Any]] = []
+    moves: list[dict[str, Any]] = []
 
     def on_failover(sender: Any, **kwargs: Any) -> None:
         moves.append(kwargs)
@@ -142,7 +167,7 @@ def db(gdb, django_db_blocker):
     gdb.dns.flush()
 
 
-def where(using: str) -> Tuple[str, bool]:
+def where(using: str) -> tuple[str, bool]:
     with connections[using].cursor() as cursor:
         cursor.execute("SELECT aurora_db_instance_identifier(), pg_is_in_recovery()")
         name, recovering = cursor.fetchone()
@@ -152,22 +177,40 @@ def where(using: str) -> Tuple[str, bool]:
 def test_global_functions_have_aws_columns_and_follow_replication(db):
     gdb, _ = db
     rows = gdb.status(instance_id=gdb.regions[HOME].instances[-1].id)  # asked on a secondary reader
-    assert list(rows[0]) == ["server_id", "session_id", "aws_region", "durable_lsn", "highest_lsn_rcvd",
-                             "feedback_epoch", "feedback_xmin", "oldest_read_view_lsn", "visibility_lag_in_msec"]
+    assert list(rows[0]) == [
+        "server_id",
+        "session_id",
+        "aws_region",
+        "durable_lsn",
+        "highest_lsn_rcvd",
+        "feedback_epoch",
+        "feedback_xmin",
+        "oldest_read_view_lsn",
+        "visibility_lag_in_msec",
+    ]
     assert {r["server_id"]: r["aws_region"] for r in rows} == {i.id: gdb.region_of(i.id) for i in gdb.instances()}
     writers = [r for r in rows if r["session_id"] == "MASTER_SESSION_ID"]
     assert [w["server_id"] for w in writers] == [gdb.writer.id] and writers[0]["visibility_lag_in_msec"] is None
     status = gdb.status("SELECT * FROM aurora_global_db_status()")
-    assert list(status[0]) == ["aws_region", "highest_lsn_written", "durability_lag_in_msec", "rpo_lag_in_msec",
-                               "last_lag_calculation_time", "feedback_epoch", "feedback_xmin"]
+    assert list(status[0]) == [
+        "aws_region",
+        "highest_lsn_written",
+        "durability_lag_in_msec",
+        "rpo_lag_in_msec",
+        "last_lag_calculation_time",
+        "feedback_epoch",
+        "feedback_xmin",
+    ]
     assert [(s["aws_region"], s["durability_lag_in_msec"]) for s in status][0] == (gdb.primary_region, -1)
     paused = gdb.regions[HOME].instances[-1]
     gdb.pause_replay(paused.id)
     try:
         gdb.writer.query("SELECT txid_current()", dbname=gdb.database)
         time.sleep(0.3)  # the lag is wall-clock time since the last replayed commit: let some pass
-        lags = {r["server_id"]: r["visibility_lag_in_msec"]
-                for r in gdb.status("SELECT * FROM aurora_global_db_instance_status()")}
+        lags = {
+            r["server_id"]: r["visibility_lag_in_msec"]
+            for r in gdb.status("SELECT * FROM aurora_global_db_instance_status()")
+        }
         assert lags[paused.id] >= 300
         assert all(lag == 0 for name, lag in lags.items() if name not in (paused.id, gdb.writer.id))
     finally:
@@ -274,8 +317,9 @@ def test_health_shows_the_global_topology_lags_and_home_region(db):
         assert lag == 0  # the region's lag: its closest instance (the first one is not paused)
     assert reader["home_region"] == "home region %s; reads stay in it (cross_region_reads off)" % HOME
     forwarding = health_findings("gdb_fwd")
-    assert forwarding["write_forwarding"] == ("statements write forwarding refuses: run on 'gdb_w' outside a "
-                                              "transaction, raise inside one")
+    assert forwarding["write_forwarding"] == (
+        "statements write forwarding refuses: run on 'gdb_w' outside a transaction, raise inside one"
+    )
 
 
 @no_pool_routing
@@ -290,8 +334,9 @@ def test_switchover_found_faster_than_dns(db):
     with connections["gdb_w"].cursor() as cursor:
         cursor.execute("SELECT count(*) FROM ledger_account")
     assert where("gdb_w") == (timeline["new_writer"], False)
-    assert [(m["old_writer"], m["new_writer"], m["how"]) for m in moves] == [(old.id, timeline["new_writer"],
-                                                                             "topology")]
+    assert [(m["old_writer"], m["new_writer"], m["how"]) for m in moves] == [
+        (old.id, timeline["new_writer"], "topology")
+    ]
     health = health_findings("gdb_w")
     assert "global database: %s primary (writer %s" % (target, timeline["new_writer"]) in health["global_topology"]
     assert "found by topology" in health["global_routing"]
@@ -300,7 +345,7 @@ def test_switchover_found_faster_than_dns(db):
     assert "secondary, lag " in reader["global_topology"]
 
 
-def health_findings(alias: str) -> Dict[str, str]:
+def health_findings(alias: str) -> dict[str, str]:
     import io
     import json
 
@@ -315,7 +360,7 @@ def health_findings(alias: str) -> Dict[str, str]:
     return {f["code"]: f["message"] for f in report["findings"]}
 
 
-def _outage(acks: List[float], began: float) -> float:
+def _outage(acks: list[float], began: float) -> float:
     """The longest time without an acknowledged write after ``began`` (s)."""
     times = sorted(t for t in acks if t >= began - 1.0)
     return max((b - a for a, b in zip(times, times[1:])), default=float("inf"))
@@ -329,11 +374,18 @@ def test_ledger_from_the_secondary_region(db, event, capsys):
     if event == "failover" and len(gdb._secondary_regions()) == 0:
         pytest.skip("no secondary region left")
     paths = ("gdb_w", "gdb_dns")
-    accounts = {alias: [a.pk for a in Account.objects.using("gdb_w").bulk_create(
-        [Account(name="g-%s" % uuid.uuid4(), balance=1000) for _ in range(6)])] for alias in paths}
+    accounts = {
+        alias: [
+            a.pk
+            for a in Account.objects.using("gdb_w").bulk_create(
+                [Account(name="g-%s" % uuid.uuid4(), balance=1000) for _ in range(6)]
+            )
+        ]
+        for alias in paths
+    }
     gdb.wait_streaming()
-    acknowledged: Dict[str, List[Tuple[uuid.UUID, float]]] = {alias: [] for alias in paths}
-    errors: List[BaseException] = []
+    acknowledged: dict[str, list[tuple[uuid.UUID, float]]] = {alias: [] for alias in paths}
+    errors: list[BaseException] = []
     lock, stop = threading.Lock(), threading.Event()
 
     # On the DNS path (the DNS-only alias; the global endpoint under Django's pool,
@@ -341,8 +393,7 @@ def test_ledger_from_the_secondary_region(db, event, capsys):
     # delay), which retry_atomic's default 5 attempts may or may not outlast, by luck: the
     # budget such an app needs covers the DNS window. The topology path needs no more than
     # the defaults (services.transfer).
-    transfers = {alias: retry_atomic(services._apply, using=alias, max_attempts=100, max_time=10)
-                 for alias in paths}
+    transfers = {alias: retry_atomic(services._apply, using=alias, max_attempts=100, max_time=10) for alias in paths}
 
     def worker(alias: str, k: int) -> None:
         rng = random.Random(k)
@@ -374,7 +425,8 @@ def test_ledger_from_the_secondary_region(db, event, capsys):
         promoted = began + timeline["promoted"]
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not all(
-                any(t > promoted for _, t in acknowledged[alias]) for alias in paths):
+            any(t > promoted for _, t in acknowledged[alias]) for alias in paths
+        ):
             stop.wait(0.05)
         stop.wait(0.3)
     finally:
@@ -385,15 +437,18 @@ def test_ledger_from_the_secondary_region(db, event, capsys):
     figures = {}
     for alias in paths:
         acks = [rid for rid, _ in acknowledged[alias]]
-        applied = list(Transfer.objects.using("gdb_w").filter(source_id__in=accounts[alias])
-                       .values_list("request_id", flat=True))
+        applied = list(
+            Transfer.objects.using("gdb_w").filter(source_id__in=accounts[alias]).values_list("request_id", flat=True)
+        )
         assert len(applied) == len(set(applied)) == len(acks) and set(applied) == set(acks)
         total = sum(Account.objects.using("gdb_w").filter(pk__in=accounts[alias]).values_list("balance", flat=True))
         assert total == 6000
         figures[alias] = _outage([t for _, t in acknowledged[alias]], began)
     with capsys.disabled():
-        print("\n%s (%s, TTL %.1f s, DNS moves %.1f s after promotion): write outage %.3f s via the global "
-              "topology, %.3f s DNS-only" % (event, timeline["new_region"], gdb.dns.ttl, gdb.dns_delay,
-                                             figures["gdb_w"], figures["gdb_dns"]))
+        print(
+            "\n%s (%s, TTL %.1f s, DNS moves %.1f s after promotion): write outage %.3f s via the global "
+            "topology, %.3f s DNS-only"
+            % (event, timeline["new_region"], gdb.dns.ttl, gdb.dns_delay, figures["gdb_w"], figures["gdb_dns"])
+        )
     if not pool_enabled():
         assert any(m["how"] == "topology" and m["alias"] == "gdb_w" for m in moves)

@@ -6,8 +6,9 @@ import contextlib
 import io
 import json
 import time
+from collections.abc import Iterator
 from importlib import resources
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -26,7 +27,8 @@ BLOCKER_APP = "health-test-blocker"
 
 # ----- helpers (also used by test_checks.py) ----------------------------------------
 
-def run(*args: str) -> Tuple[int, str, str]:
+
+def run(*args: str) -> tuple[int, str, str]:
     """Run the command; return (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     try:
@@ -37,7 +39,7 @@ def run(*args: str) -> Tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def run_json(*args: str) -> Tuple[int, Dict[str, Any]]:
+def run_json(*args: str) -> tuple[int, dict[str, Any]]:
     code, out, _ = run("--json", *args)
     return code, json.loads(out)
 
@@ -47,8 +49,13 @@ def raw_session(application: str = BLOCKER_APP, **params: Any) -> Iterator[Any]:
     """A second, raw driver session on the test database (not Django's)."""
     srv = server()
     conn = drivers.connect(
-        host=srv.host, port=srv.port, user=params.pop("user", srv.user), password=params.pop("password", srv.password),
-        dbname=connections["default"].settings_dict["NAME"], application_name=application, **params,
+        host=srv.host,
+        port=srv.port,
+        user=params.pop("user", srv.user),
+        password=params.pop("password", srv.password),
+        dbname=connections["default"].settings_dict["NAME"],
+        application_name=application,
+        **params,
     )
     try:
         yield conn
@@ -71,7 +78,7 @@ def blocking_session() -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def extra_alias(alias: str, **overrides: Any) -> Iterator[Dict[str, Any]]:
+def extra_alias(alias: str, **overrides: Any) -> Iterator[dict[str, Any]]:
     """Add a DATABASES alias (a copy of default's with ``overrides``) for the duration."""
     settings_dict = dict(connections["default"].settings_dict, **overrides)
     connections.settings[alias] = settings_dict
@@ -90,7 +97,7 @@ def extra_alias(alias: str, **overrides: Any) -> Iterator[Dict[str, Any]]:
 _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 
 
-def validate(instance: Any, schema: Dict[str, Any], root: Optional[Dict[str, Any]] = None, path: str = "$") -> List[str]:
+def validate(instance: Any, schema: dict[str, Any], root: dict[str, Any] | None = None, path: str = "$") -> list[str]:
     """Errors of ``instance`` against ``schema`` (type, enum, const, required, properties,
     additionalProperties, items, minimum, oneOf, local $ref)."""
     root = root or schema
@@ -102,7 +109,7 @@ def validate(instance: Any, schema: Dict[str, Any], root: Optional[Dict[str, Any
     if "oneOf" in schema:
         matches = [s for s in schema["oneOf"] if not validate(instance, s, root, path)]
         return [] if len(matches) == 1 else ["%s: matches %d of oneOf" % (path, len(matches))]
-    errors: List[str] = []
+    errors: list[str] = []
     if "type" in schema and not any(_is_type(instance, t) for t in _as_list(schema["type"])):
         return ["%s: %r is not %s" % (path, instance, schema["type"])]
     if "enum" in schema and instance not in schema["enum"]:
@@ -128,7 +135,7 @@ def validate(instance: Any, schema: Dict[str, Any], root: Optional[Dict[str, Any
     return errors
 
 
-def _as_list(value: Any) -> List[Any]:
+def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
@@ -140,11 +147,12 @@ def _is_type(instance: Any, name: str) -> bool:
     return isinstance(instance, _TYPES[name])
 
 
-def schema() -> Dict[str, Any]:
+def schema() -> dict[str, Any]:
     return json.loads(resources.files("aurora_backend").joinpath("health/schema.json").read_text())
 
 
 # ----- the command, state by state ----------------------------------------------------
+
 
 def test_healthy_server_exits_0_with_a_readable_table():
     code, out, _ = run("--database", "default")
@@ -280,9 +288,7 @@ CREATE FUNCTION aurora_replica_status() RETURNS TABLE (
            ('db-reader-1', 'a1b2c3', 99::bigint, 4500::real, 3.0::real, now())
 $$;
 """
-DROP_FAKE_AURORA = (
-    "DROP FUNCTION IF EXISTS aurora_version(), aurora_db_instance_identifier(), aurora_replica_status()"
-)
+DROP_FAKE_AURORA = "DROP FUNCTION IF EXISTS aurora_version(), aurora_db_instance_identifier(), aurora_replica_status()"
 
 
 def test_aurora_sections_with_fake_aurora_functions():
@@ -301,7 +307,9 @@ def test_aurora_sections_with_fake_aurora_functions():
     assert alias["server"]["aurora"] is True
     assert (alias["server"]["aurora_version"], alias["server"]["instance_id"]) == ("15.4.1", "db-writer-1")
     assert [(r["server_id"], r["role"], r["replica_lag_ms"]) for r in alias["readers"]] == [
-        ("db-writer-1", "writer", None), ("db-reader-1", "reader", 4500.0)]
+        ("db-writer-1", "writer", None),
+        ("db-reader-1", "reader", 4500.0),
+    ]
     assert code == 1 and [f["code"] for f in alias["findings"] if f["level"] == "warning"] == ["replica_lag"]
     assert "Aurora 15.4.1, instance db-writer-1" in table and "db-reader-1 lag 4500 ms" in table
 

@@ -4,15 +4,13 @@ retried transaction move exactly the counters ``stats.snapshot()`` moves, in Ope
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.db import connections
+from ledger.models import Account
 
 from aurora_backend import drivers, retry_atomic, stats
 from aurora_backend.observability import catalog
 from aurora_backend.testing.drivers import pool_enabled
-from ledger.models import Account
 from tests.observability_support import (  # noqa: F401 (fixture)
     assert_same_moves,
     counters,
@@ -67,8 +65,9 @@ def test_read_rerun_after_a_scale_event_is_an_event_with_its_time(simulator, rea
     killer = threading.Thread(target=lambda: (wait_until_running("pg_sleep"), simulator.scale_event()))
     killer.start()
     with readers.tracer.start_as_current_span("request"):
-        rows = list(Account.objects.using("sim").extra(where=["pg_sleep(0.3) IS NOT NULL"])
-                    .values_list("name", flat=True))
+        rows = list(
+            Account.objects.using("sim").extra(where=["pg_sleep(0.3) IS NOT NULL"]).values_list("name", flat=True)
+        )
     killer.join()
     assert rows == ["r"]
     moves = assert_same_moves(before, counters(readers))
@@ -132,8 +131,12 @@ def test_retried_transaction_moves_the_same_counters_and_its_outcome(readers):
     assert moves[("reconnects", "default")] == 1
     outcome = frozenset({"alias": "default", "outcome": "committed"}.items())
     assert otel_points(readers.metrics)[(catalog.TRANSACTION_OUTCOMES.name, outcome)] == 1
-    assert readers.registry.get_sample_value(
-        "aurora_transaction_outcomes_total", {"alias": "default", "outcome": "committed"}) == 1
+    assert (
+        readers.registry.get_sample_value(
+            "aurora_transaction_outcomes_total", {"alias": "default", "outcome": "committed"}
+        )
+        == 1
+    )
     (span,) = readers.spans.get_finished_spans()
     (retry,) = [e for e in span.events if e.name == "aurora.transaction_retry"]
     assert retry.attributes["aurora.attempt"] == 1
@@ -161,12 +164,18 @@ def test_connection_count_by_state(readers):
     connection.close()
     connection.ensure_connection()  # connection_created: now counted
     points = otel_points(readers.metrics)
-    idle = ("db.client.connection.count", frozenset({"db.client.connection.pool.name": "default",
-                                                     "db.client.connection.state": "idle"}.items()))
+    idle = (
+        "db.client.connection.count",
+        frozenset({"db.client.connection.pool.name": "default", "db.client.connection.state": "idle"}.items()),
+    )
     assert points[idle] >= 1
-    assert readers.registry.get_sample_value(
-        "db_client_connection_count", {"db_client_connection_pool_name": "default",
-                                       "db_client_connection_state": "idle"}) == points[idle]
+    assert (
+        readers.registry.get_sample_value(
+            "db_client_connection_count",
+            {"db_client_connection_pool_name": "default", "db_client_connection_state": "idle"},
+        )
+        == points[idle]
+    )
 
 
 def test_instance_labels_are_bounded():
@@ -242,8 +251,10 @@ def test_lost_commit_verdict_is_counted(readers, probe, retries):
     work = retry_atomic(backoff_base=0.001, backoff_max=0.01)(block)
     work()
     assert calls == [1, 2]
-    for metric, labels in ((catalog.LOST_COMMITS, {"alias": "default", "verdict": "aborted"}),
-                           (catalog.TRANSACTION_OUTCOMES, {"alias": "default", "outcome": "committed"})):
+    for metric, labels in (
+        (catalog.LOST_COMMITS, {"alias": "default", "verdict": "aborted"}),
+        (catalog.TRANSACTION_OUTCOMES, {"alias": "default", "outcome": "committed"}),
+    ):
         assert otel_points(readers.metrics)[(metric.name, frozenset(labels.items()))] == 1
         assert readers.registry.get_sample_value(metric.prometheus_name + "_total", labels) == 1
 

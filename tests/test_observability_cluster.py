@@ -3,7 +3,7 @@ counter (labelled by the new writer), its duration, and exactly the stats counte
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from django.db import connections
@@ -53,10 +53,14 @@ def test_cluster_failover_is_counted_timed_and_on_the_span(cluster, readers):
     assert readers.registry.get_sample_value("aurora_failovers_total", labels) == 1
     duration = points[(catalog.FAILOVER_DURATION.name, frozenset({"alias": "obs", "how": "topology"}.items()))]
     assert duration.count == 1 and 0 <= duration.sum < 10
-    assert readers.registry.get_sample_value(
-        "aurora_failover_duration_seconds_count", {"alias": "obs", "how": "topology"}) == 1
-    assert readers.registry.get_sample_value(
-        "aurora_failover_duration_seconds_sum", {"alias": "obs", "how": "topology"}) == duration.sum
+    assert (
+        readers.registry.get_sample_value("aurora_failover_duration_seconds_count", {"alias": "obs", "how": "topology"})
+        == 1
+    )
+    assert (
+        readers.registry.get_sample_value("aurora_failover_duration_seconds_sum", {"alias": "obs", "how": "topology"})
+        == duration.sum
+    )
     (span,) = readers.spans.get_finished_spans()
     (event,) = [e for e in span.events if e.name == "aurora.failover"]
     assert (event.attributes["aurora.old_writer"], event.attributes["aurora.new_writer"]) == (old.id, target.id)

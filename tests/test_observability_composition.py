@@ -3,17 +3,16 @@ instrumentors, and django-prometheus's ENGINE composed with AuroraWrapperMixin."
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from django.conf import settings
 from django.db import connections
 from django.test import Client
+from ledger.models import Account
 
 from aurora_backend.serverless import close_all
-from aurora_backend.testing.drivers import pool_enabled
 from aurora_backend.testing.fixtures import register_alias, unregister_alias
-from ledger.models import Account
 
 db = pytest.mark.django_db(transaction=True, databases=["default"])
 
@@ -82,8 +81,11 @@ def test_one_span_per_statement_outside_requests(traced):
         for n in range(3):
             cursor.execute("SELECT %s", [n])
             assert cursor.fetchone() == (n,)
-    statements = [s.attributes.get("db.statement") or s.attributes.get("db.query.text")
-                  for s in traced.get_finished_spans() if s.kind.name == "CLIENT"]
+    statements = [
+        s.attributes.get("db.statement") or s.attributes.get("db.query.text")
+        for s in traced.get_finished_spans()
+        if s.kind.name == "CLIENT"
+    ]
     assert statements == ["SELECT %s"] * 3
 
 

@@ -23,7 +23,11 @@ def test_defaults_come_from_the_facts():
 def test_valid_values_are_normalised():
     options = parse(max_age=[60, 90], idle_timeout=None, ping_after=5, connect_timeout=3)
     assert (options.max_age, options.idle_timeout, options.ping_after, options.connect_timeout) == (
-        (60.0, 90.0), None, 5.0, 3)
+        (60.0, 90.0),
+        None,
+        5.0,
+        3,
+    )
     assert parse(max_age=45).max_age == (45.0, 45.0)
     assert parse(max_age=None).max_age is None
 
@@ -76,9 +80,19 @@ def test_backoff_base_above_max():
 
 def test_the_engine_refuses_bad_settings_when_the_alias_is_built():
     settings_dict = {
-        "ENGINE": "aurora_backend", "NAME": "x", "USER": "", "PASSWORD": "", "HOST": "", "PORT": "",
-        "OPTIONS": {"aurora": {"idle_timeout": -5}}, "TIME_ZONE": None, "CONN_MAX_AGE": 0,
-        "CONN_HEALTH_CHECKS": False, "AUTOCOMMIT": True, "ATOMIC_REQUESTS": False, "TEST": {},
+        "ENGINE": "aurora_backend",
+        "NAME": "x",
+        "USER": "",
+        "PASSWORD": "",
+        "HOST": "",
+        "PORT": "",
+        "OPTIONS": {"aurora": {"idle_timeout": -5}},
+        "TIME_ZONE": None,
+        "CONN_MAX_AGE": 0,
+        "CONN_HEALTH_CHECKS": False,
+        "AUTOCOMMIT": True,
+        "ATOMIC_REQUESTS": False,
+        "TEST": {},
     }
     with pytest.raises(ImproperlyConfigured, match=r"\['idle_timeout'\] = -5"):
         DatabaseWrapper(settings_dict, alias="broken")

@@ -45,7 +45,9 @@ def _settings(pool=True, aurora=None, **changes):
     settings_dict = {**connection.settings_dict, "CONN_MAX_AGE": 0, **changes}
     app = "pool-%s" % uuid.uuid4().hex[:8]
     settings_dict["OPTIONS"] = {
-        **settings_dict["OPTIONS"], "pool": pool, "application_name": app,
+        **settings_dict["OPTIONS"],
+        "pool": pool,
+        "application_name": app,
         "aurora": {**settings_dict["OPTIONS"]["aurora"], **(aurora or {})},
     }
     return settings_dict
@@ -95,13 +97,16 @@ def test_pool_on_a_django_without_one_names_the_setting_and_the_fix():
 
 
 @needs_psycopg3
-@pytest.mark.parametrize("changes,pool,expected", [
-    ({"CONN_MAX_AGE": 60}, True, "DATABASES['bad']['CONN_MAX_AGE'] = 60 cannot be used with"),
-    ({}, {"max_sise": 4}, "has unknown key 'max_sise'; accepted keys are: "),
-    ({}, {"check": None}, "['pool']['check'] cannot be set: use CONN_HEALTH_CHECKS"),
-    ({}, {"connection_class": None}, "['pool']['connection_class'] cannot be set"),
-    ({}, "yes", "['pool'] = 'yes' is invalid: it accepts True or a dict"),
-])
+@pytest.mark.parametrize(
+    "changes,pool,expected",
+    [
+        ({"CONN_MAX_AGE": 60}, True, "DATABASES['bad']['CONN_MAX_AGE'] = 60 cannot be used with"),
+        ({}, {"max_sise": 4}, "has unknown key 'max_sise'; accepted keys are: "),
+        ({}, {"check": None}, "['pool']['check'] cannot be set: use CONN_HEALTH_CHECKS"),
+        ({}, {"connection_class": None}, "['pool']['connection_class'] cannot be set"),
+        ({}, "yes", "['pool'] = 'yes' is invalid: it accepts True or a dict"),
+    ],
+)
 def test_bad_pool_settings_name_the_setting_and_the_fix(changes, pool, expected):
     with pytest.raises(ImproperlyConfigured) as err:
         _pooled(alias="bad", pool=pool, **changes)
@@ -168,8 +173,13 @@ def test_pool_connections_are_retried_across_a_scale_point(simulator):
 
     before = stats.snapshot("pooled-sim")["connect_retries"]
     simulator.scale_point_on_connect(2)
-    wrapper = _pooled(alias="pooled-sim", pool={"max_size": 2}, HOST="127.0.0.1", PORT=str(SIM_PORT),
-                      NAME=connection.settings_dict["NAME"])
+    wrapper = _pooled(
+        alias="pooled-sim",
+        pool={"max_size": 2},
+        HOST="127.0.0.1",
+        PORT=str(SIM_PORT),
+        NAME=connection.settings_dict["NAME"],
+    )
     assert _query(wrapper) > 0
     assert stats.snapshot("pooled-sim")["connect_retries"] == before + 2
 
@@ -287,7 +297,9 @@ def test_a_server_restart_empties_the_pool_and_requests_succeed_once_it_is_back(
 def test_system_checks_report_pool_settings():
     from aurora_backend.health.checks import alias_settings_messages
 
-    bad = [m for m in alias_settings_messages("p", _settings(pool={"max_sise": 1})) if m.id.startswith("aurora_backend.E")]
+    bad = [
+        m for m in alias_settings_messages("p", _settings(pool={"max_sise": 1})) if m.id.startswith("aurora_backend.E")
+    ]
     assert [m.id for m in bad] == ["aurora_backend.E003"]
     assert "needs psycopg 3" in bad[0].msg or "needs Django 5.1" in bad[0].msg or "unknown key 'max_sise'" in bad[0].msg
     if drivers.NAME == "psycopg" and django.VERSION >= (5, 1):

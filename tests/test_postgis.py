@@ -18,6 +18,7 @@ try:
     from django.contrib.gis.db.models.functions import Distance
     from django.contrib.gis.geos import Point, Polygon
     from django.contrib.gis.measure import D
+
     import aurora_backend.postgis.base  # noqa: F401 (loads GDAL through GeoDjango)
 except (ImportError, OSError, ImproperlyConfigured) as exc:  # pragma: no cover - depends on the machine
     pytest.skip("GeoDjango cannot load GDAL/GEOS (%s): apt-get install gdal-bin" % exc, allow_module_level=True)
@@ -49,8 +50,13 @@ class City(models.Model):
 def _alias_settings(host: str, port: int) -> dict:
     srv = server()
     return {
-        "ENGINE": "aurora_backend.postgis", "NAME": DB_NAME, "USER": srv.user, "PASSWORD": srv.password,
-        "HOST": host, "PORT": str(port), "OPTIONS": {"aurora": dict(TEST_AURORA_OPTIONS)},
+        "ENGINE": "aurora_backend.postgis",
+        "NAME": DB_NAME,
+        "USER": srv.user,
+        "PASSWORD": srv.password,
+        "HOST": host,
+        "PORT": str(port),
+        "OPTIONS": {"aurora": dict(TEST_AURORA_OPTIONS)},
     }
 
 
@@ -68,12 +74,15 @@ def gis(django_db_blocker):
         with connections["default"]._nodb_cursor() as cursor:
             cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'")
             if cursor.fetchone() is None:
-                pytest.skip("the PostgreSQL server has no postgis extension: apt-get install "
-                            "postgresql-<major>-postgis-3")
+                pytest.skip(
+                    "the PostgreSQL server has no postgis extension: apt-get install postgresql-<major>-postgis-3"
+                )
         _admin_sql("DROP DATABASE IF EXISTS %s" % DB_NAME)
         _admin_sql("CREATE DATABASE %s" % DB_NAME)
         added = {"gis": _alias_settings(srv.host, srv.port), "gis_sim": _alias_settings("127.0.0.1", SIM_PORT)}
-        connections.settings.update(connections.configure_settings({"default": connections.settings["default"], **added}))
+        connections.settings.update(
+            connections.configure_settings({"default": connections.settings["default"], **added})
+        )
         try:
             connection = connections["gis"]
             connection.prepare_database()  # the PostGIS ENGINE's CREATE EXTENSION IF NOT EXISTS postgis
@@ -91,17 +100,20 @@ def gis(django_db_blocker):
 @pytest.fixture
 def cities(gis):
     City.objects.using("gis").all().delete()
-    City.objects.using("gis").bulk_create([
-        City(name="Paris", point=Point(2.3522, 48.8566, srid=4326)),
-        City(name="Lyon", point=Point(4.8357, 45.7640, srid=4326)),
-        City(name="Berlin", point=Point(13.4050, 52.5200, srid=4326)),
-    ])
+    City.objects.using("gis").bulk_create(
+        [
+            City(name="Paris", point=Point(2.3522, 48.8566, srid=4326)),
+            City(name="Lyon", point=Point(4.8357, 45.7640, srid=4326)),
+            City(name="Berlin", point=Point(13.4050, 52.5200, srid=4326)),
+        ]
+    )
     return gis
 
 
 def test_engine_is_postgis_with_the_mixin(gis):
-    from aurora_backend.mixin import AuroraWrapperMixin
     from django.contrib.gis.db.backends.postgis.base import DatabaseWrapper as PostGIS
+
+    from aurora_backend.mixin import AuroraWrapperMixin
 
     mro = type(gis).__mro__
     assert mro.index(AuroraWrapperMixin) < mro.index(PostGIS)
@@ -147,5 +159,9 @@ def test_scale_event_is_healed_on_postgis(cities, simulator):
     after = stats.snapshot("gis_sim")
     # Seen before use (the FATAL waiting on the socket): one reconnect, nothing re-run.
     assert {k: after[k] - before[k] for k in ("connections", "reconnects", "scale_events", "statements_retried")} == {
-        "connections": 1, "reconnects": 1, "scale_events": 1, "statements_retried": 0}
+        "connections": 1,
+        "reconnects": 1,
+        "scale_events": 1,
+        "statements_retried": 0,
+    }
     sim_alias.close()

@@ -15,13 +15,13 @@ import psycopg2
 import pytest
 from django.db import connections, transaction
 from django.db.backends.postgresql.psycopg_any import IsolationLevel
+from ledger import services
+from ledger.models import Account, Transfer
 
 from aurora_backend import retry_atomic, stats
 from aurora_backend.simulator.control import ControlClient, serve_control
 from aurora_backend.simulator.pinning import query_pins
 from aurora_backend.simulator.rds_proxy import PinningError
-from ledger import services
-from ledger.models import Account, Transfer
 from tests.pg import server
 from tests.settings import SIM_PORT, TEST_AURORA_OPTIONS
 
@@ -30,30 +30,39 @@ pytestmark = pytest.mark.timeout(60)
 REPEATABLE_READ = IsolationLevel.REPEATABLE_READ  # the active driver's number for it
 
 
-@pytest.mark.parametrize("sql, reasons", [
-    ("SELECT 1", []),
-    ("SET TIME ZONE 'UTC'", ["SET / set_config (session setting)"]),
-    ("SET default_transaction_isolation TO DEFAULT", ["RESET / SET ... TO DEFAULT (session setting)"]),
-    ("SET ROLE app_owner", ["SET ROLE"]),
-    ("SET LOCAL statement_timeout = 5", []),
-    ("BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION READ ONLY", []),
-    ("SELECT set_config('TimeZone', 'UTC', false)", ["SET / set_config (session setting)"]),
-    ("SELECT set_config('app.user', '7', true)", []),
-    ('DECLARE "c" CURSOR WITHOUT HOLD FOR SELECT 1', ["cursor declared (DECLARE)"]),
-    ("SELECT nextval('s'), 'setval(' AS text", ["sequence function"]),
-    ("SELECT currval('s')", ["sequence function"]),
-    ("LOAD 'auto_explain'", ["LOAD (library)"]),
-    ("CREATE TEMP TABLE t (a int) ON COMMIT DROP", ["temporary table, sequence or view"]),
-    ("DISCARD ALL", ["DISCARD (session state)"]),
-    ("CREATE TEMPORARY TABLE t (a int)", ["temporary table, sequence or view"]),
-    ("SELECT pg_advisory_xact_lock(1)", []),
-    ("SELECT pg_try_advisory_lock(1)", ["session-level advisory lock"]),
-    ("/* LISTEN */ UPDATE t SET a = 1 -- SET x", []),
-    ("SELECT E'it\\'s; SET x = 1', $$; LISTEN y$$, 'a;b'; SET search_path = app", ["SET / set_config (session setting)"]),
-    ("LISTEN jobs; PREPARE p AS SELECT 1; EXECUTE p", ["LISTEN", "prepared statement (SQL)", "prepared statement (SQL)"]),
-    ("UNLISTEN jobs; CLOSE c; SET CONSTRAINTS ALL IMMEDIATE", []),
-    ("SELECT '%s'" % ("x" * 16400), ["statement over 16 KB"]),
-])
+@pytest.mark.parametrize(
+    "sql, reasons",
+    [
+        ("SELECT 1", []),
+        ("SET TIME ZONE 'UTC'", ["SET / set_config (session setting)"]),
+        ("SET default_transaction_isolation TO DEFAULT", ["RESET / SET ... TO DEFAULT (session setting)"]),
+        ("SET ROLE app_owner", ["SET ROLE"]),
+        ("SET LOCAL statement_timeout = 5", []),
+        ("BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION READ ONLY", []),
+        ("SELECT set_config('TimeZone', 'UTC', false)", ["SET / set_config (session setting)"]),
+        ("SELECT set_config('app.user', '7', true)", []),
+        ('DECLARE "c" CURSOR WITHOUT HOLD FOR SELECT 1', ["cursor declared (DECLARE)"]),
+        ("SELECT nextval('s'), 'setval(' AS text", ["sequence function"]),
+        ("SELECT currval('s')", ["sequence function"]),
+        ("LOAD 'auto_explain'", ["LOAD (library)"]),
+        ("CREATE TEMP TABLE t (a int) ON COMMIT DROP", ["temporary table, sequence or view"]),
+        ("DISCARD ALL", ["DISCARD (session state)"]),
+        ("CREATE TEMPORARY TABLE t (a int)", ["temporary table, sequence or view"]),
+        ("SELECT pg_advisory_xact_lock(1)", []),
+        ("SELECT pg_try_advisory_lock(1)", ["session-level advisory lock"]),
+        ("/* LISTEN */ UPDATE t SET a = 1 -- SET x", []),
+        (
+            "SELECT E'it\\'s; SET x = 1', $$; LISTEN y$$, 'a;b'; SET search_path = app",
+            ["SET / set_config (session setting)"],
+        ),
+        (
+            "LISTEN jobs; PREPARE p AS SELECT 1; EXECUTE p",
+            ["LISTEN", "prepared statement (SQL)", "prepared statement (SQL)"],
+        ),
+        ("UNLISTEN jobs; CLOSE c; SET CONSTRAINTS ALL IMMEDIATE", []),
+        ("SELECT '%s'" % ("x" * 16400), ["statement over 16 KB"]),
+    ],
+)
 def test_pinning_rules(sql, reasons):
     assert [pin.reason for pin in query_pins(sql)] == reasons
 
@@ -61,8 +70,8 @@ def test_pinning_rules(sql, reasons):
 def test_proxy_option_auto_true_false_and_the_idle_cap():
     from django.core.exceptions import ImproperlyConfigured
 
-    from aurora_backend.proxy.mode import PROXY_IDLE_CLOSE, proxy_enabled, proxy_options
     from aurora_backend.options import AuroraOptions
+    from aurora_backend.proxy.mode import PROXY_IDLE_CLOSE, proxy_enabled, proxy_options
 
     proxy_host = {"HOST": "app.proxy-abc.eu-west-1.rds.amazonaws.com"}
     cluster_host = {"HOST": "app.cluster-abc.eu-west-1.rds.amazonaws.com"}
@@ -80,8 +89,14 @@ def test_proxy_option_auto_true_false_and_the_idle_cap():
 
 def _raw(port=SIM_PORT):
     srv = server()
-    conn = psycopg2.connect(host="127.0.0.1", port=port, user=srv.user, password=srv.password,
-                            dbname="postgres", application_name="pin-test")
+    conn = psycopg2.connect(
+        host="127.0.0.1",
+        port=port,
+        user=srv.user,
+        password=srv.password,
+        dbname="postgres",
+        application_name="pin-test",
+    )
     conn.autocommit = True
     return conn
 
@@ -124,8 +139,9 @@ def test_named_prepared_statement_is_a_protocol_level_pin(simulator):
     psycopg = pytest.importorskip("psycopg", reason="psycopg 3 sends Parse messages")
     srv = server()
     with simulator.watch_pinning() as watch:
-        with psycopg.connect(host="127.0.0.1", port=SIM_PORT, user=srv.user, password=srv.password,
-                             dbname="postgres", autocommit=True) as conn:
+        with psycopg.connect(
+            host="127.0.0.1", port=SIM_PORT, user=srv.user, password=srv.password, dbname="postgres", autocommit=True
+        ) as conn:
             conn.execute("SELECT %s::int", [1], prepare=False)  # unnamed statement: no pin
             assert watch.pins == []
             conn.execute("SELECT %s::int", [1], prepare=True)
@@ -135,11 +151,16 @@ def test_named_prepared_statement_is_a_protocol_level_pin(simulator):
 
 # ----- the ENGINE in front of the simulator ----------------------------------------------------
 
+
 def _alias(proxy: bool) -> dict:
     srv = server()
     return {
-        "ENGINE": "aurora_backend", "NAME": connections["default"].creation._get_test_db_name(),
-        "USER": srv.user, "PASSWORD": srv.password, "HOST": "127.0.0.1", "PORT": str(SIM_PORT),
+        "ENGINE": "aurora_backend",
+        "NAME": connections["default"].creation._get_test_db_name(),
+        "USER": srv.user,
+        "PASSWORD": srv.password,
+        "HOST": "127.0.0.1",
+        "PORT": str(SIM_PORT),
         # What users behind RDS Proxy set: a local timezone and a stricter isolation level.
         "TIME_ZONE": "Europe/Paris",
         "OPTIONS": {"aurora": {**TEST_AURORA_OPTIONS, "proxy": proxy}, "isolation_level": REPEATABLE_READ},
@@ -188,8 +209,11 @@ def test_ledger_workload_pins_without_proxy_mode_and_not_with_it(proxied):
     # Django's timezone SET and .iterator()'s DECLARE under both drivers; psycopg2 also SETs
     # default_transaction_isolation around each atomic() (psycopg 3 puts it in BEGIN).
     assert {"SET / set_config (session setting)", "cursor declared (DECLARE)"} <= reasons, details
-    assert reasons <= {"SET / set_config (session setting)", "RESET / SET ... TO DEFAULT (session setting)",
-                       "cursor declared (DECLARE)"}, details
+    assert reasons <= {
+        "SET / set_config (session setting)",
+        "RESET / SET ... TO DEFAULT (session setting)",
+        "cursor declared (DECLARE)",
+    }, details
     assert "set_config('TimeZone', 'Europe/Paris', false)" in details
 
     with proxied.assert_no_pinning() as on:
@@ -239,7 +263,10 @@ def test_proxy_mode_logs_how_to_set_the_timezone(proxied, caplog):
     with caplog.at_level(logging.WARNING, logger="aurora_backend"):
         connections["proxy_on"].ensure_connection()
     text = caplog.text
-    assert "does not SET the session timezone" in text and "ALTER ROLE %s SET timezone TO 'Europe/Paris'" % server().user in text
+    assert (
+        "does not SET the session timezone" in text
+        and "ALTER ROLE %s SET timezone TO 'Europe/Paris'" % server().user in text
+    )
 
 
 def test_datetimes_keep_their_instant_without_the_timezone_set(proxied):
@@ -251,7 +278,9 @@ def test_datetimes_keep_their_instant_without_the_timezone_set(proxied):
             cursor.execute("SELECT '2024-01-01 12:00:00+00'::timestamptz, current_setting('TimeZone')")
             value, session_tz = cursor.fetchone()
         assert value == noon_utc, alias
-        assert session_tz == ("Europe/Paris" if alias == "proxy_off" else connections[alias].connection.info.parameter_status("TimeZone"))
+        assert session_tz == (
+            "Europe/Paris" if alias == "proxy_off" else connections[alias].connection.info.parameter_status("TimeZone")
+        )
 
 
 def test_retry_and_commit_outcome_stay_pin_free_through_a_scale_event(proxied):
@@ -306,11 +335,19 @@ def test_assert_no_pinning_fails_with_the_causes(proxied):
                 cursor.execute("CLOSE c")
 
 
-@pytest.mark.parametrize("server_zone, django_zone, same", [
-    ("Etc/UTC", "UTC", True), ("UTC", "Etc/UTC", True), ("Etc/Universal", "UTC", True), ("GMT", "UTC", True),
-    ("utc", "UTC", True), ("Europe/Paris", "Europe/Paris", True), ("Europe/Paris", "UTC", False),
-    ("Etc/GMT+1", "UTC", False),
-])
+@pytest.mark.parametrize(
+    "server_zone, django_zone, same",
+    [
+        ("Etc/UTC", "UTC", True),
+        ("UTC", "Etc/UTC", True),
+        ("Etc/Universal", "UTC", True),
+        ("GMT", "UTC", True),
+        ("utc", "UTC", True),
+        ("Europe/Paris", "Europe/Paris", True),
+        ("Europe/Paris", "UTC", False),
+        ("Etc/GMT+1", "UTC", False),
+    ],
+)
 def test_zone_names_of_one_zone_are_the_same_zone(server_zone, django_zone, same):
     from aurora_backend.proxy.mode import same_zone
 
@@ -320,8 +357,9 @@ def test_zone_names_of_one_zone_are_the_same_zone(server_zone, django_zone, same
 def test_a_server_in_etc_utc_and_django_in_utc_is_no_difference(proxied, caplog):
     settings_dict = {**_alias(True), "TIME_ZONE": "UTC"}
     settings_dict["OPTIONS"] = {**settings_dict["OPTIONS"], "options": "-c TimeZone=Etc/UTC"}
-    connections.settings.update(connections.configure_settings({"default": connections.settings["default"],
-                                                                "proxy_utc": settings_dict}))
+    connections.settings.update(
+        connections.configure_settings({"default": connections.settings["default"], "proxy_utc": settings_dict})
+    )
     try:
         with caplog.at_level(logging.WARNING, logger="aurora_backend"):
             with proxied.assert_no_pinning():

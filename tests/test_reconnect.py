@@ -11,12 +11,12 @@ import time
 
 import pytest
 from django.db import OperationalError, connection, transaction
+from ledger.models import Account
 
 from aurora_backend import drivers, signals, stats
 from aurora_backend.base import DatabaseWrapper
 from aurora_backend.connection.connect import ClusterUnavailable
 from aurora_backend.runtime import Runtime
-from ledger.models import Account
 from tests.pg import server
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -200,8 +200,9 @@ def test_bad_password_or_missing_database_fail_at_once(changes):
 
 def test_connect_retry_is_exact_with_injected_time(admin):
     """Refused connections: backoff with full jitter until the deadline, then a clear error."""
-    from aurora_backend.testing import free_port
     import random
+
+    from aurora_backend.testing import free_port
 
     settings_dict = {**connection.settings_dict, "PORT": str(free_port())}
     settings_dict["OPTIONS"] = {"aurora": {"connect_deadline": 5, "backoff_base": 0.5, "backoff_max": 2}}
@@ -270,7 +271,9 @@ def test_server_down_past_the_deadline_fails_with_a_clear_error():
             wrapper.ensure_connection()
     finally:
         pg.start()
-    assert "did not accept a connection in 1." in str(err.value) or "did not accept a connection in 0." in str(err.value)
+    assert "did not accept a connection in 1." in str(err.value) or "did not accept a connection in 0." in str(
+        err.value
+    )
     assert isinstance(err.value.__cause__, ClusterUnavailable)
 
 

@@ -14,12 +14,12 @@ import time
 import pytest
 from django.core.signals import request_finished, request_started
 from django.db import OperationalError, connections
+from ledger.models import Account
 
 from aurora_backend import drivers, signals, stats
 from aurora_backend.connection.connect import ClusterUnavailable
 from aurora_backend.options import AuroraOptions
 from aurora_backend.serverless import close_all
-from ledger.models import Account
 from tests.pg import server
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "sim"])
@@ -59,7 +59,8 @@ def wait_until_running(marker, timeout=10.0):
             while time.monotonic() < deadline:
                 cur.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
-                    "AND pid <> pg_backend_pid()", ["%" + marker + "%"],
+                    "AND pid <> pg_backend_pid()",
+                    ["%" + marker + "%"],
                 )
                 if cur.fetchone()[0]:
                     return
@@ -119,7 +120,9 @@ def test_scale_event_during_a_select_returns_the_right_rows(simulator):
     killer = threading.Thread(target=lambda: (wait_until_running("pg_sleep"), hit.append(simulator.scale_event())))
     killer.start()
     rows = list(
-        Account.objects.using("sim").extra(where=["pg_sleep(0.3) IS NOT NULL"]).order_by("name")
+        Account.objects.using("sim")
+        .extra(where=["pg_sleep(0.3) IS NOT NULL"])
+        .order_by("name")
         .values_list("name", flat=True)
     )
     killer.join()
@@ -134,7 +137,9 @@ def test_scale_event_during_an_insert_raises_once_and_never_duplicates(simulator
             "CREATE FUNCTION aurora_slow() RETURNS trigger LANGUAGE plpgsql AS "
             "$$ BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$"
         )
-        cur.execute("CREATE TRIGGER aurora_slow BEFORE INSERT ON ledger_account FOR EACH ROW EXECUTE FUNCTION aurora_slow()")
+        cur.execute(
+            "CREATE TRIGGER aurora_slow BEFORE INSERT ON ledger_account FOR EACH ROW EXECUTE FUNCTION aurora_slow()"
+        )
     try:
         sim_db.ensure_connection()
         killer = threading.Thread(target=lambda: (wait_until_running("INSERT INTO"), simulator.scale_event()))

@@ -13,15 +13,16 @@ import socket
 import threading
 import time
 import warnings
-from typing import Any, Callable, List
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.db import IntegrityError, OperationalError, connection, connections, transaction
 
 from aurora_backend import CommitOutcomeUnknown, drivers, retry_atomic, retrying, signals, stats
 from aurora_backend.errors import sqlstate
-from aurora_backend.transactions.retry import NestedRetryWarning
 from aurora_backend.runtime import Runtime, jittered_delays
+from aurora_backend.transactions.retry import NestedRetryWarning
 from tests.pg import server
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
@@ -51,7 +52,10 @@ def admin():
     """A raw autocommit driver connection to the test database, outside Django."""
     srv = server()
     conn = drivers.connect(
-        host=srv.host, port=srv.port, user=srv.user, password=srv.password,
+        host=srv.host,
+        port=srv.port,
+        user=srv.user,
+        password=srv.password,
         dbname=connections["default"].settings_dict["NAME"],
     )
     conn.autocommit = True
@@ -78,7 +82,7 @@ class Recorder:
     """A Runtime whose sleeps are recorded (and really slept only when ``real``)."""
 
     def __init__(self, seed: int = 7, real: bool = False) -> None:
-        self.slept: List[float] = []
+        self.slept: list[float] = []
         self.real = real
         self.runtime = Runtime(clock=time.monotonic, sleep=self.sleep, random=random.Random(seed))
 
@@ -102,7 +106,7 @@ def recorder():
 @pytest.fixture
 def retries():
     """Every transaction_retry signal sent during the test."""
-    seen: List[dict] = []
+    seen: list[dict] = []
 
     def receiver(sender: Any, **kwargs: Any) -> None:
         seen.append(kwargs)
@@ -146,7 +150,7 @@ def terminate_self(admin: Any) -> None:
 
 
 def run_threads(target: Callable[[int], None], count: int) -> None:
-    errors: List[BaseException] = []
+    errors: list[BaseException] = []
 
     def run(k: int) -> None:
         try:
@@ -386,9 +390,7 @@ def test_bad_arguments_name_the_argument():
 
 
 def _in_commit(admin: Any, pid: int) -> bool:
-    return bool(scalar(
-        admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event = 'PgSleep'", [pid]
-    ))
+    return bool(scalar(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event = 'PgSleep'", [pid]))
 
 
 def _lost_commit_work(calls: list, callbacks: list, fault: Callable[[int, int], None], sleep_s: float):
@@ -417,7 +419,9 @@ def test_lost_commit_that_aborted_is_retried(probe, retries, caplog):
         wait_for(lambda: _in_commit(probe, pid))
         scalar(probe, "SELECT pg_terminate_backend(%s)", [pid])
 
-    work = retry_atomic(backoff_base=0.001, backoff_max=0.01)(_lost_commit_work(calls, callbacks, kill_during_commit, 5))
+    work = retry_atomic(backoff_base=0.001, backoff_max=0.01)(
+        _lost_commit_work(calls, callbacks, kill_during_commit, 5)
+    )
     work()
     assert calls == [1, 2] and callbacks == [2]
     assert scalar(probe, "SELECT count(*) FROM retry_probe") == 1  # no double write

@@ -9,14 +9,14 @@ from __future__ import annotations
 import random
 import threading
 import uuid
-from typing import Any, Callable, List
+from collections.abc import Callable
 
 import pytest
 from django.db import connections, transaction
-
-from aurora_backend import retry_atomic, stats
 from ledger import services
 from ledger.models import Transfer
+
+from aurora_backend import retry_atomic, stats
 from tests.test_retry_atomic import admin, run_threads, scalar, sql  # noqa: F401 (fixture)
 
 SIM = pytest.mark.django_db(transaction=True, databases=["default", "sim"])
@@ -71,7 +71,7 @@ def _ledger_under_faults(alias: str, fault: Callable[[], int], every: float) -> 
     no transfer needs more than two attempts however slow the machine (a fault on a wall-clock
     timer alone could strike one slow transaction on every attempt until it gave up)."""
     accounts = [a.pk for a in services.open_accounts(ACCOUNTS, BALANCE)]
-    requested: List[uuid.UUID] = []
+    requested: list[uuid.UUID] = []
     lock, stop = threading.Lock(), threading.Event()
     progress = threading.Condition()
     committed_since_strike: dict = {}  # worker -> transfers committed since the last strike
@@ -138,12 +138,14 @@ def test_ledger_transfers_survive_scale_events(simulator):
 @pytest.mark.django_db(transaction=True)
 def test_ledger_transfers_survive_terminated_backends(admin):  # noqa: F811 (fixture)
     def kill_one() -> int:
-        return int(scalar(
-            admin,
-            "SELECT count(pg_terminate_backend(pid)) FROM (SELECT pid FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND backend_type = 'client backend' ORDER BY random() LIMIT 1) AS victim",
-        ))
+        return int(
+            scalar(
+                admin,
+                "SELECT count(pg_terminate_backend(pid)) FROM (SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend' ORDER BY random() LIMIT 1) AS victim",
+            )
+        )
 
     figures = _ledger_under_faults("default", kill_one, 0.1)
     print("ledger via pg_terminate_backend:", figures)

@@ -14,6 +14,7 @@ import types
 import pytest
 from django.db import connections, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
+from ledger.models import Account
 
 from aurora_backend import drivers, signals, stats
 from aurora_backend.health import report as health
@@ -25,7 +26,6 @@ from aurora_backend.runtime import Runtime
 from aurora_backend.testing import PASSWORD, SUPERUSER, PostgresCluster
 from aurora_backend.testing.drivers import pool_enabled
 from aurora_backend.testing.routers import FixedWindowRouter, NaiveReaderRouter
-from ledger.models import Account
 from tests.settings import TEST_AURORA_OPTIONS
 
 W, R = "rw_writer", "rw_reader"
@@ -51,8 +51,15 @@ def alias_settings(port: int, host: str = "127.0.0.1", **aurora) -> dict:
     options: dict = {"aurora": {**TEST_AURORA_OPTIONS, **aurora}}
     if pool_enabled():
         options["pool"] = {"min_size": 0, "max_size": 4}
-    return {"ENGINE": "aurora_backend", "NAME": "postgres", "HOST": host, "PORT": str(port),
-            "USER": SUPERUSER, "PASSWORD": PASSWORD, "OPTIONS": options}
+    return {
+        "ENGINE": "aurora_backend",
+        "NAME": "postgres",
+        "HOST": host,
+        "PORT": str(port),
+        "USER": SUPERUSER,
+        "PASSWORD": PASSWORD,
+        "OPTIONS": options,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +74,10 @@ def pair(django_db_blocker):
         # The reader endpoint is a name spread over two addresses by the ENGINE; a pool builds
         # connections from parameters frozen at its creation (no resolver): an address there.
         reader_host = "127.0.0.2" if pool_enabled() else "reader.cluster-ro-test.invalid"
-        entries = {W: alias_settings(primary.port),
-                   R: alias_settings(standby.port, reader_host, resolver=reader_endpoint)}
+        entries = {
+            W: alias_settings(primary.port),
+            R: alias_settings(standby.port, reader_host, resolver=reader_endpoint),
+        }
         for alias, entry in entries.items():
             connections.settings[alias] = connections.configure_settings({"default": entry})["default"]
         with django_db_blocker.unblock():
@@ -242,7 +251,9 @@ def test_transactions_select_for_update_raw_writes_and_rollbacks(paused):
 
 def test_aurora_replica_lag_path(pair):
     """Same-signature aurora_* functions; lag measured from the standby's real replay."""
-    sql(pair.primary, """
+    sql(
+        pair.primary,
+        """
         CREATE OR REPLACE FUNCTION aurora_db_instance_identifier() RETURNS text LANGUAGE sql AS $$
             SELECT CASE WHEN pg_is_in_recovery() THEN 'reader-1' ELSE 'writer-1' END $$;
         CREATE OR REPLACE FUNCTION aurora_replica_status() RETURNS TABLE (
@@ -252,7 +263,8 @@ def test_aurora_replica_lag_path(pair):
                    (CASE WHEN pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()
                     THEN extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()) * 1000
                     ELSE 0 END)::real, 1::real, clock_timestamp() $$;
-    """)
+    """,
+    )
     wait_replayed(pair)
     sql(pair.standby, "SELECT pg_wal_replay_pause()")
     clock = Clock()
@@ -279,11 +291,18 @@ def test_aurora_replica_lag_path(pair):
 
 def test_a_reader_lagging_past_max_lag_gets_no_reads(paused):
     events = []
-    signals.reader_fallback.connect(lambda sender, **kw: events.append(("fallback", kw["reason"])), weak=False, dispatch_uid="t1")
-    signals.reader_restored.connect(lambda sender, **kw: events.append(("restored", kw["reason"])), weak=False, dispatch_uid="t2")
+    signals.reader_fallback.connect(
+        lambda sender, **kw: events.append(("fallback", kw["reason"])), weak=False, dispatch_uid="t1"
+    )
+    signals.reader_restored.connect(
+        lambda sender, **kw: events.append(("restored", kw["reason"])), weak=False, dispatch_uid="t2"
+    )
     ours = router(max_lag=0.001)
     try:
-        lsn = sql(paused.primary, "INSERT INTO ledger_account (name, balance) VALUES ('pending', 1) RETURNING pg_current_wal_insert_lsn()")[0]
+        lsn = sql(
+            paused.primary,
+            "INSERT INTO ledger_account (name, balance) VALUES ('pending', 1) RETURNING pg_current_wal_insert_lsn()",
+        )[0]
         deadline = time.monotonic() + 10
         while not sql(paused.standby, "SELECT pg_last_wal_receive_lsn() >= '%s'" % lsn)[0]:
             assert time.monotonic() < deadline
@@ -462,7 +481,11 @@ def test_use_writer_and_one_database_mode(pair):
             assert ours.db_for_read(Account) == W
         assert ours.db_for_read(Account) == R
     single = AuroraRouter(RoutingConfig(writer=W, reader=W))
-    assert (single.db_for_read(Account), single.db_for_write(Account), single.allow_migrate(W, "ledger")) == (None, None, None)
+    assert (single.db_for_read(Account), single.db_for_write(Account), single.allow_migrate(W, "ledger")) == (
+        None,
+        None,
+        None,
+    )
     ours.close()
 
 
@@ -470,11 +493,14 @@ def test_writer_without_a_wal_position_falls_back_to_the_window(paused):
     """A role that may not call pg_current_wal_insert_lsn() (RDS restricts some functions)."""
     from aurora_backend.routing import carry
 
-    sql(paused.primary, """
+    sql(
+        paused.primary,
+        """
         CREATE ROLE ryw_app LOGIN PASSWORD 'ryw-app-pw';
         GRANT ALL ON ledger_account TO ryw_app; GRANT ALL ON SEQUENCE ledger_account_id_seq TO ryw_app;
         REVOKE EXECUTE ON FUNCTION pg_current_wal_insert_lsn() FROM PUBLIC;
-    """)
+    """,
+    )
     app = "rw_app"
     entry = {**alias_settings(paused.primary.port), "USER": "ryw_app", "PASSWORD": "ryw-app-pw"}
     connections.settings[app] = connections.configure_settings({"default": entry})["default"]
@@ -494,10 +520,13 @@ def test_writer_without_a_wal_position_falls_back_to_the_window(paused):
         del connections[app]
         del connections.settings[app]
         carry._unsupported.clear()
-        sql(paused.primary, """
+        sql(
+            paused.primary,
+            """
             GRANT EXECUTE ON FUNCTION pg_current_wal_insert_lsn() TO PUBLIC;
             DROP OWNED BY ryw_app; DROP ROLE ryw_app;
-        """)
+        """,
+        )
 
 
 def test_cookie_middleware_in_an_async_stack(paused):
@@ -533,23 +562,26 @@ def test_cookie_middleware_in_an_async_stack(paused):
     ours.close()
 
 
-@pytest.mark.parametrize("sql, wrote", [
-    ('INSERT INTO "ledger_account" ("name") VALUES (%s) RETURNING "ledger_account"."id"', True),
-    ('SELECT "ledger_account"."id" FROM "ledger_account" WHERE "ledger_account"."id" = %s', False),
-    ('SELECT "a"."id" FROM "a" WHERE "a"."id" = 1 FOR NO KEY UPDATE', False),
-    ('SELECT "updated_at" FROM "t"', False),
-    ("SELECT nextval('s')", True),
-    ("SELECT * INTO t2 FROM t", True),
-    ("WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x", True),
-    ("SELECT pg_advisory_lock(1)", True),
-    ("EXPLAIN ANALYZE DELETE FROM t", True),
-    ("/* app */ SELECT 1", False),
-    ("/* app */ UPDATE t SET a = 1", True),
-    ("  delete from t", True),
-    ("SAVEPOINT s1", False),
-    ("SET search_path = x", False),
-    ("COMMIT", False),
-])
+@pytest.mark.parametrize(
+    "sql, wrote",
+    [
+        ('INSERT INTO "ledger_account" ("name") VALUES (%s) RETURNING "ledger_account"."id"', True),
+        ('SELECT "ledger_account"."id" FROM "ledger_account" WHERE "ledger_account"."id" = %s', False),
+        ('SELECT "a"."id" FROM "a" WHERE "a"."id" = 1 FOR NO KEY UPDATE', False),
+        ('SELECT "updated_at" FROM "t"', False),
+        ("SELECT nextval('s')", True),
+        ("SELECT * INTO t2 FROM t", True),
+        ("WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x", True),
+        ("SELECT pg_advisory_lock(1)", True),
+        ("EXPLAIN ANALYZE DELETE FROM t", True),
+        ("/* app */ SELECT 1", False),
+        ("/* app */ UPDATE t SET a = 1", True),
+        ("  delete from t", True),
+        ("SAVEPOINT s1", False),
+        ("SET search_path = x", False),
+        ("COMMIT", False),
+    ],
+)
 def test_which_statements_count_as_writes(sql, wrote):
     from aurora_backend.routing.writes import writes
 

@@ -14,11 +14,19 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
+from ledger.models import Account
 
 from aurora_backend.routing import dump_token, reader_settings, token
-from ledger.models import Account
 from tests.test_routing import (  # noqa: F401 (fixtures)
-    Clock, R, W, fresh, pair, paused, router, sql, wait_replayed,
+    Clock,
+    R,
+    W,
+    fresh,
+    pair,
+    paused,
+    router,
+    sql,
+    wait_replayed,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -27,8 +35,10 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture
 def row(pair, request):
     """A row both servers have (balance 0), then replay paused: the reader keeps 0."""
-    (pk,) = sql(pair.primary, "INSERT INTO ledger_account (name, balance) VALUES ('%s', 0) RETURNING id"
-                % request.node.name[:60])
+    (pk,) = sql(
+        pair.primary,
+        "INSERT INTO ledger_account (name, balance) VALUES ('%s', 0) RETURNING id" % request.node.name[:60],
+    )
     wait_replayed(pair)
     sql(pair.standby, "SELECT pg_wal_replay_pause()")
     token.clear()
@@ -144,8 +154,9 @@ def test_copy_through_djangos_cursor_counts_as_a_write(row):
 def test_raw_with_a_write_goes_to_the_writer(row):
     ours = router()
     with override_settings(DATABASE_ROUTERS=[ours]):
-        inserted = list(Account.objects.raw(
-            "INSERT INTO ledger_account (name, balance) VALUES ('raw-insert', 5) RETURNING *"))
+        inserted = list(
+            Account.objects.raw("INSERT INTO ledger_account (name, balance) VALUES ('raw-insert', 5) RETURNING *")
+        )
         assert [(a.name, a.balance) for a in inserted] == [("raw-insert", 5)]
         assert Account.objects.get(name="raw-insert").balance == 5  # marked: the writer
         token.clear()
@@ -156,8 +167,11 @@ def test_raw_with_a_write_goes_to_the_writer(row):
 
 
 def test_a_user_function_call_counts_as_a_write(row, pair):
-    sql(pair.primary, """CREATE OR REPLACE FUNCTION bump(i int) RETURNS int LANGUAGE sql AS
-                         $$ UPDATE ledger_account SET balance = 11 WHERE id = i RETURNING balance $$""")
+    sql(
+        pair.primary,
+        """CREATE OR REPLACE FUNCTION bump(i int) RETURNS int LANGUAGE sql AS
+                         $$ UPDATE ledger_account SET balance = 11 WHERE id = i RETURNING balance $$""",
+    )
     ours = router()
     with override_settings(DATABASE_ROUTERS=[ours]):
         with connections[W].cursor() as cursor:
@@ -177,8 +191,11 @@ def test_reader_settings_shares_objects_refuses_custom_endpoints_ignores_case():
             return [host]
 
     resolver = Resolver()
-    writer = {"HOST": "App.Cluster-Abc123.eu-west-1.rds.amazonaws.com", "NAME": "app",
-              "OPTIONS": {"aurora": {"resolver": resolver, "connect_deadline": 30}}}
+    writer = {
+        "HOST": "App.Cluster-Abc123.eu-west-1.rds.amazonaws.com",
+        "NAME": "app",
+        "OPTIONS": {"aurora": {"resolver": resolver, "connect_deadline": 30}},
+    }
     reader = reader_settings(writer)
     assert reader["HOST"] == "App.cluster-ro-Abc123.eu-west-1.rds.amazonaws.com"
     assert reader["OPTIONS"]["aurora"]["resolver"] is resolver

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import random
 import threading
-from typing import Any, List
+from typing import Any
 
 import pytest
 from django.db import OperationalError, connection, connections
@@ -42,7 +42,10 @@ class FakeClock:
 def admin():
     srv = server()
     conn = drivers.connect(
-        host=srv.host, port=srv.port, user=srv.user, password=srv.password,
+        host=srv.host,
+        port=srv.port,
+        user=srv.user,
+        password=srv.password,
         dbname=connection.settings_dict["NAME"],
     )
     conn.autocommit = True
@@ -53,7 +56,7 @@ def admin():
 @pytest.fixture
 def kept():
     """Every session_state_kept signal sent during the test."""
-    seen: List[dict] = []
+    seen: list[dict] = []
 
     def receiver(sender: Any, **kwargs: Any) -> None:
         seen.append(kwargs)
@@ -111,7 +114,10 @@ def test_advisory_lock_is_still_held_after_an_idle_spell_longer_than_idle_timeou
     clock.now += 20  # and past max_age too
     assert pid_of(wrapper) == pid
     assert run(wrapper, "SELECT pg_advisory_unlock(42)") == [(True,)]  # the first still holds it
-    assert [(k["reason"], k["state"]) for k in kept] == [("idle", ["advisory_lock 42"]), ("expired", ["advisory_lock 42"])]
+    assert [(k["reason"], k["state"]) for k in kept] == [
+        ("idle", ["advisory_lock 42"]),
+        ("expired", ["advisory_lock 42"]),
+    ]
     assert stats.snapshot(ALIAS)["session_state_kept"] == before + 2
     # Unlocked: an ordinary connection again, closed when idle.
     clock.now += 2
@@ -119,12 +125,15 @@ def test_advisory_lock_is_still_held_after_an_idle_spell_longer_than_idle_timeou
     assert pid_of(wrapper) != pid
 
 
-@pytest.mark.parametrize("setup, undo", [
-    ("SET search_path TO pg_catalog", "RESET ALL"),
-    ("LISTEN jobs", "UNLISTEN *"),
-    ("CREATE TEMP TABLE scratch (i int)", "DISCARD ALL"),
-    ("PREPARE q AS SELECT 1", "DEALLOCATE q"),
-])
+@pytest.mark.parametrize(
+    "setup, undo",
+    [
+        ("SET search_path TO pg_catalog", "RESET ALL"),
+        ("LISTEN jobs", "UNLISTEN *"),
+        ("CREATE TEMP TABLE scratch (i int)", "DISCARD ALL"),
+        ("PREPARE q AS SELECT 1", "DEALLOCATE q"),
+    ],
+)
 def test_other_session_state_keeps_the_connection_until_undone(wrapper, clock, setup, undo):
     run(wrapper, setup)
     pid = pid_of(wrapper)
@@ -160,7 +169,9 @@ GRANT SELECT ON public.records, tenant_a.records TO tenant_a_role;
 ALTER TABLE public.records ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_a ON public.records FOR SELECT TO tenant_a_role USING (tenant = 'a');
 """
-TENANT_DROP = "DROP SCHEMA IF EXISTS tenant_a CASCADE; DROP TABLE IF EXISTS public.records; DROP ROLE IF EXISTS tenant_a_role"
+TENANT_DROP = (
+    "DROP SCHEMA IF EXISTS tenant_a CASCADE; DROP TABLE IF EXISTS public.records; DROP ROLE IF EXISTS tenant_a_role"
+)
 
 
 @pytest.fixture
@@ -203,14 +214,17 @@ ENTER_TENANT = """CREATE OR REPLACE FUNCTION public.enter_tenant(t text) RETURNS
                   AS $$ SELECT set_config('search_path', t, false) $$"""
 
 
-@pytest.mark.parametrize("setup", [
-    "DO $$BEGIN PERFORM set_config('search_path', 'tenant_a', false); END$$",
-    "SELECT enter_tenant('tenant_a')",  # a function that calls set_config: not in the text
-    'SELECT "pg_advisory_lock"(42)',  # quoted: the same function
-    "CREATE FUNCTION pg_temp.tenant() RETURNS text LANGUAGE sql AS $$ SELECT 'a' $$",
-    "CREATE TYPE pg_temp.pair AS (a int, b int)",
-    "CREATE DOMAIN pg_temp.positive AS int CHECK (VALUE > 0)",
-])
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "DO $$BEGIN PERFORM set_config('search_path', 'tenant_a', false); END$$",
+        "SELECT enter_tenant('tenant_a')",  # a function that calls set_config: not in the text
+        'SELECT "pg_advisory_lock"(42)',  # quoted: the same function
+        "CREATE FUNCTION pg_temp.tenant() RETURNS text LANGUAGE sql AS $$ SELECT 'a' $$",
+        "CREATE TYPE pg_temp.pair AS (a int, b int)",
+        "CREATE DOMAIN pg_temp.positive AS int CHECK (VALUE > 0)",
+    ],
+)
 def test_state_the_text_cannot_show_lets_the_error_through(tenants, admin, kept, setup):
     """Fail-safe: what the app did on the session may have changed the answer (or left
     state a new connection lacks), so a read killed mid-query is not re-run."""
@@ -285,7 +299,6 @@ def test_a_closed_cursor_with_unread_rows_no_longer_holds_the_connection(wrapper
     assert pid_of(wrapper) != pid
 
 
-
 def test_any_of_many_open_cursors_holds_the_connection_once_it_has_unread_rows(wrapper, clock):
     cursors = [wrapper.cursor() for _ in range(40)]  # more than the registry keeps unpruned
     for cursor in cursors:
@@ -297,6 +310,7 @@ def test_any_of_many_open_cursors_holds_the_connection_once_it_has_unread_rows(w
     for cursor in cursors:
         cursor.close()
     assert wrapper.aurora_session_state() == []
+
 
 # ----- 4. a lost COMMIT judged by another database ------------------------------------------
 
@@ -331,14 +345,20 @@ def other_database(admin):
     other = PostgresCluster().start()
     try:
         address = other.address
-        raw = drivers.connect(host=address.host, port=address.port, user=address.user,
-                               password=address.password, dbname=address.dbname)
+        raw = drivers.connect(
+            host=address.host, port=address.port, user=address.user, password=address.password, dbname=address.dbname
+        )
         raw.autocommit = True
         with raw.cursor() as cursor:
             cursor.execute('CREATE DATABASE "%s"' % connection.settings_dict["NAME"])
         raw.close()
-        raw = drivers.connect(host=address.host, port=address.port, user=address.user,
-                               password=address.password, dbname=connection.settings_dict["NAME"])
+        raw = drivers.connect(
+            host=address.host,
+            port=address.port,
+            user=address.user,
+            password=address.password,
+            dbname=connection.settings_dict["NAME"],
+        )
         raw.autocommit = True
         ahead = scalar(admin, "SELECT txid_current()") + 1000
         with raw.cursor() as cursor:
@@ -357,10 +377,12 @@ def test_a_lost_commit_answered_by_another_database_is_commit_outcome_unknown(ad
     # settings say, as a reconnect through DNS does.
     settings = wrapper.settings_dict
     wrapper.aurora_runtime = Runtime()  # real time: commit_check_time must be able to run out
-    calls: List[int] = []
+    calls: list[int] = []
 
     def in_commit(pid: int) -> bool:
-        return bool(scalar(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event = 'PgSleep'", [pid]))
+        return bool(
+            scalar(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event = 'PgSleep'", [pid])
+        )
 
     def switch_then_kill(pid: int) -> None:
         wait_for(lambda: in_commit(pid))
@@ -394,8 +416,13 @@ def test_the_server_identity_is_readable_by_a_role_without_privileges(admin):
         cursor.execute("DROP ROLE IF EXISTS plain_login")
         cursor.execute("CREATE ROLE plain_login LOGIN PASSWORD 'plain-pw'")
     try:
-        plain = drivers.connect(host=srv.host, port=srv.port, user="plain_login", password="plain-pw",
-                                dbname=connection.settings_dict["NAME"])
+        plain = drivers.connect(
+            host=srv.host,
+            port=srv.port,
+            user="plain_login",
+            password="plain-pw",
+            dbname=connection.settings_dict["NAME"],
+        )
         try:
             with plain.cursor() as cursor:
                 cursor.execute("SELECT " + IDENTITY_COLUMNS)

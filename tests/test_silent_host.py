@@ -10,7 +10,8 @@ from __future__ import annotations
 import select
 import threading
 import time
-from typing import Any, Dict, Iterator, List
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -31,8 +32,13 @@ pytestmark = pytest.mark.timeout(120)
 
 #: Stock Django (psycopg2) with AWS's keepalives 1/1/5: its error, measured in issue 26.
 STOCK_WITH_KEEPALIVES = 7.2
-SCALED = {"silent_host_timeout": 2, "connect_timeout": 2, "connect_deadline": 10,
-          "backoff_base": 0.02, "backoff_max": 0.2}
+SCALED = {
+    "silent_host_timeout": 2,
+    "connect_timeout": 2,
+    "connect_deadline": 10,
+    "backoff_base": 0.02,
+    "backoff_max": 0.2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +64,24 @@ def test_default_detection_is_aws_keepalives_and_tcp_user_timeout() -> None:
     assert AuroraOptions().silent_host_timeout == 6.0
     params = detection_params(6.0)
     assert {k: params[k] for k in ("keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count")} == {
-        "keepalives": 1, "keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 5}
+        "keepalives": 1,
+        "keepalives_idle": 1,
+        "keepalives_interval": 1,
+        "keepalives_count": 5,
+    }
     assert params["tcp_user_timeout"] == 6000  # libpq >= 12 (both drivers here ship 17)
 
 
 def test_the_driver_gets_them_and_the_users_own_win(django_db_blocker: Any) -> None:
     srv = server()
-    base = {"ENGINE": "aurora_backend", "NAME": "postgres", "USER": srv.user, "PASSWORD": srv.password,
-            "HOST": srv.host, "PORT": str(srv.port)}
+    base = {
+        "ENGINE": "aurora_backend",
+        "NAME": "postgres",
+        "USER": srv.user,
+        "PASSWORD": srv.password,
+        "HOST": srv.host,
+        "PORT": str(srv.port),
+    }
     register_alias("keepalive_default", dict(base, OPTIONS={}))
     register_alias("keepalive_own", dict(base, OPTIONS={"keepalives_idle": 7, "tcp_user_timeout": 0}))
     register_alias("keepalive_off", dict(base, OPTIONS={"aurora": {"silent_host_timeout": None}}))
@@ -82,7 +98,7 @@ def test_the_driver_gets_them_and_the_users_own_win(django_db_blocker: Any) -> N
     assert not off.get("keepalives_idle") and off.get("tcp_user_timeout") in (None, "", "0")
 
 
-def _libpq_params(alias: str) -> Dict[str, str]:
+def _libpq_params(alias: str) -> dict[str, str]:
     connection = connections[alias]
     connection.ensure_connection()
     params = drivers.connection_parameters(connection.connection)
@@ -96,18 +112,27 @@ def _libpq_params(alias: str) -> Dict[str, str]:
 @pytest.fixture
 def silent(netns: None, django_db_blocker: Any) -> Iterator[Any]:
     """``make(**aurora)``: a SilentServer in front of the test server, and an alias on it."""
-    made: List[SilentServer] = []
+    made: list[SilentServer] = []
     srv = server()
 
     def make(**aurora: Any) -> SilentServer:
         endpoint = SilentServer((srv.host, srv.port)).start()
         made.append(endpoint)
-        options: Dict[str, Any] = {"aurora": dict(aurora)}
+        options: dict[str, Any] = {"aurora": dict(aurora)}
         if pool_enabled():
             options["pool"] = {"max_size": 1}
-        register_alias("silent", {"ENGINE": "aurora_backend", "NAME": "postgres", "USER": srv.user,
-                                  "PASSWORD": srv.password, "HOST": endpoint.address,
-                                  "PORT": str(endpoint.port), "OPTIONS": options})
+        register_alias(
+            "silent",
+            {
+                "ENGINE": "aurora_backend",
+                "NAME": "postgres",
+                "USER": srv.user,
+                "PASSWORD": srv.password,
+                "HOST": endpoint.address,
+                "PORT": str(endpoint.port),
+                "OPTIONS": options,
+            },
+        )
         return endpoint
 
     with django_db_blocker.unblock():
@@ -132,22 +157,28 @@ def _terminate(marker: str) -> None:
     conn = _admin()
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE %s "
-                        "AND pid <> pg_backend_pid()", ["%" + marker + "%"])
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE %s "
+                "AND pid <> pg_backend_pid()",
+                ["%" + marker + "%"],
+            )
     finally:
         conn.close()
 
 
-def _silence_when_running(endpoint: Any, marker: str, admin: Any) -> Dict[str, float]:
+def _silence_when_running(endpoint: Any, marker: str, admin: Any) -> dict[str, float]:
     """A thread that silences ``endpoint`` once a query containing ``marker`` runs on the server."""
-    when: Dict[str, float] = {}
+    when: dict[str, float] = {}
 
     def watch() -> None:
         deadline = time.monotonic() + 10
         with admin.cursor() as cur:
             while time.monotonic() < deadline:
-                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
-                            "AND pid <> pg_backend_pid()", ["%" + marker + "%"])
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
+                    "AND pid <> pg_backend_pid()",
+                    ["%" + marker + "%"],
+                )
                 if cur.fetchone()[0]:
                     endpoint.silence()
                     when["silenced"] = time.monotonic()
@@ -207,7 +238,7 @@ def test_an_idle_connection_to_a_silent_host_is_never_handed_to_the_app(silent: 
     raw = connection.connection
     if pool_enabled():
         connection.close()  # back to the pool, idle there
-    reasons: List[str] = []
+    reasons: list[str] = []
 
     def on_reconnect(sender: Any, alias: str, reason: str, **kwargs: Any) -> None:
         if alias == "silent":
@@ -313,7 +344,7 @@ def test_a_read_in_flight_on_a_silent_writer_is_re_run_on_the_new_writer(cluster
     assert where() == (old.id, False)
     cluster.clock.freeze()
     admin = old.admin()
-    result: Dict[str, Any] = {}
+    result: dict[str, Any] = {}
 
     def read() -> None:
         try:
@@ -348,4 +379,3 @@ class _Instance:
 
     def silence(self) -> None:
         self.cluster.silence(self.instance_id)
-

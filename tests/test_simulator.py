@@ -36,8 +36,9 @@ def sim(srv):
 
 
 def connect(srv, address, **kwargs):
-    return drivers.connect(host=address[0], port=address[1], user=srv.user,
-                            password=srv.password, dbname=srv.dbname, **kwargs)
+    return drivers.connect(
+        host=address[0], port=address[1], user=srv.user, password=srv.password, dbname=srv.dbname, **kwargs
+    )
 
 
 def wire(srv, sim) -> WireClient:
@@ -56,6 +57,7 @@ def in_thread(fn):
             box["result"] = fn()
         except Exception as exc:  # noqa: BLE001 - handed to the test
             box["error"] = exc
+
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, box
@@ -89,12 +91,13 @@ def assert_closed_unexpectedly(exc, conn, fatal=None):
 
 # -- the messages themselves ------------------------------------------------------------
 
+
 def test_error_response_bytes_are_postgresqls():
-    body = (b"SFATAL\0VFATAL\0C57P01\0"
-            b"Mterminating connection due to serverless scale event timeout\0\0")
+    body = b"SFATAL\0VFATAL\0C57P01\0Mterminating connection due to serverless scale event timeout\0\0"
     assert p.fatal(p.SCALE_EVENT) == b"E" + struct.pack("!I", len(body) + 4) + body
     assert p.error_response("57P03", "the database system is starting up") == (
-        b"E\x00\x00\x00\x3eSFATAL\0VFATAL\0C57P03\0Mthe database system is starting up\0\0")
+        b"E\x00\x00\x00\x3eSFATAL\0VFATAL\0C57P03\0Mthe database system is starting up\0\0"
+    )
 
 
 def test_framer_finds_every_boundary_whatever_the_chunking():
@@ -107,7 +110,7 @@ def test_framer_finds_every_boundary_whatever_the_chunking():
     for size in range(1, 12):
         framer = p.Framer()
         for start in range(0, len(stream), size):
-            chunk = stream[start:start + size]
+            chunk = stream[start : start + size]
             cut = framer.first_boundary(chunk)
             expected = min((e - start for e in ends if start < e <= start + len(chunk)), default=-1)
             assert cut == expected or (cut == 0 and framer.at_boundary)
@@ -116,6 +119,7 @@ def test_framer_finds_every_boundary_whatever_the_chunking():
 
 
 # -- scale event --------------------------------------------------------------------
+
 
 def test_scale_event_on_idle_connection_bytes(srv, sim):
     with wire(srv, sim) as client:
@@ -144,8 +148,11 @@ def test_scale_event_idle_and_mid_query(srv, sim):
     watcher.autocommit = True
     cur = watcher.cursor()
     try:
-        wait_until(lambda: cur.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", [pid])
-                   or cur.fetchone() == ("active",))
+        wait_until(
+            lambda: (
+                cur.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", [pid]) or cur.fetchone() == ("active",)
+            )
+        )
         assert sim.scale_event() == 2
         thread.join(10)
         assert_closed_unexpectedly(box["error"], busy, p.SCALE_EVENT[1])
@@ -153,14 +160,16 @@ def test_scale_event_idle_and_mid_query(srv, sim):
             idle.cursor().execute("SELECT 1")
         assert_closed_unexpectedly(info.value, idle, p.SCALE_EVENT[1])
         # the killed backend's query is cancelled too, so the backend goes away
-        wait_until(lambda: cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
-                                       [pid]) or cur.fetchone() == (0,))
+        wait_until(
+            lambda: cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]) or cur.fetchone() == (0,)
+        )
     finally:
         watcher.close()
     sim.wait_for_connections(0)
 
 
 # -- scale point at startup -----------------------------------------------------------
+
 
 def test_scale_point_on_connect_bytes_and_driver(srv, sim):
     sim.scale_point_on_connect(count=2)
@@ -170,14 +179,16 @@ def test_scale_point_on_connect_bytes_and_driver(srv, sim):
     with pytest.raises(drivers.OperationalError) as info:
         connect(srv, sim.address)
     assert type(info.value) is drivers.OperationalError and errors.sqlstate(info.value) is None
-    assert ("FATAL:  terminating connection because backend initialization completed past "
-            "serverless scale point") in str(info.value)
+    assert (
+        "FATAL:  terminating connection because backend initialization completed past serverless scale point"
+    ) in str(info.value)
     assert errors.is_connect_retryable(info.value)
     connect(srv, sim.address).close()  # the third attempt gets through
     assert sim.counters["scale_points"] == 2
 
 
 # -- pause / resume -------------------------------------------------------------------
+
 
 def test_pause_holds_startup_until_resume(srv, sim):
     sim.pause()

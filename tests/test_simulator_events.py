@@ -11,7 +11,11 @@ from aurora_backend.simulator import AuroraSimulator
 from aurora_backend.simulator import protocol as p
 from aurora_backend.simulator.wire_client import WireClient
 from tests.test_simulator import (  # noqa: F401  fixtures and helpers
-    assert_closed_unexpectedly, connect, sim, srv, wire,
+    assert_closed_unexpectedly,
+    connect,
+    sim,
+    srv,
+    wire,
 )
 
 

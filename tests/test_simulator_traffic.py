@@ -12,13 +12,15 @@ import tracemalloc
 import pytest
 
 from aurora_backend import drivers
-
-from aurora_backend.simulator import SimulatorProcess
-from aurora_backend.simulator.wire_client import WireClient
+from aurora_backend.simulator import SimulatorProcess, schedule
 from aurora_backend.simulator import protocol as p
-from aurora_backend.simulator import schedule
+from aurora_backend.simulator.wire_client import WireClient
 from tests.test_simulator import (  # noqa: F401  fixtures and helpers
-    assert_closed_unexpectedly, connect, sim, srv, wait_until,
+    assert_closed_unexpectedly,
+    connect,
+    sim,
+    srv,
+    wait_until,
 )
 
 
@@ -72,10 +74,12 @@ def test_cancel_is_forwarded(srv, sim):
     conn = connect(srv, sim.address)
     key = next(iter(sim._sessions)).framer.backend_key
     assert key is not None and int.from_bytes(key[:4], "big") == drivers.backend_pid(conn)
+
     def cancel():
         with WireClient(sim.address) as client:
             client.send(p.build_request(p.CANCEL_REQUEST, key))
             client.read_to_eof()
+
     timer = threading.Timer(0.3, cancel)
     timer.start()
     with pytest.raises(drivers.errors.QueryCanceled):
@@ -115,9 +119,10 @@ def test_thousands_of_connections_leak_nothing(srv, sim):
     wait_until(lambda: sim.task_count() <= before[1], 5)
     after = (fd_count(), sim.task_count(), tracemalloc.get_traced_memory()[0])
     tracemalloc.stop()
-    print("\nleak check over 2000 connections: fds %d -> %d, tasks %d -> %d, traced memory "
-          "%.1f KiB -> %.1f KiB" % (before[0], after[0], before[1], after[1],
-                                    before[2] / 1024, after[2] / 1024))
+    print(
+        "\nleak check over 2000 connections: fds %d -> %d, tasks %d -> %d, traced memory "
+        "%.1f KiB -> %.1f KiB" % (before[0], after[0], before[1], after[1], before[2] / 1024, after[2] / 1024)
+    )
     assert sim.counters["accepted"] >= 2100
     assert after[0] <= before[0] + 2
     assert after[1] <= before[1]

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import time
-from typing import List, Tuple
 
 import pytest
 from django.db import OperationalError, connections
@@ -38,35 +37,68 @@ DEADLINE = 5
 
 def _openssl(workdir: str, *args: str) -> None:
     result = subprocess.run(
-        ["openssl", *args], cwd=workdir, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30, text=True,
+        ["openssl", *args],
+        cwd=workdir,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=30,
+        text=True,
     )
     if result.returncode != 0:
         raise RuntimeError("openssl %s failed: %s" % (args[0], result.stdout))
 
 
-def _make_ca(workdir: str, stem: str) -> Tuple[str, str]:
+def _make_ca(workdir: str, stem: str) -> tuple[str, str]:
     """A self-signed CA (EC P-256, valid 2 days); returns (cert, key) paths."""
     key, cert = stem + ".key", stem + ".crt"
     _openssl(workdir, "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key)
     _openssl(
-        workdir, "req", "-x509", "-new", "-key", key, "-sha256", "-days", "2",
-        "-subj", "/CN=aurora_backend test CA %s" % stem, "-out", cert,
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        workdir,
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        key,
+        "-sha256",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=aurora_backend test CA %s" % stem,
+        "-out",
+        cert,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
     )
     return os.path.join(workdir, cert), os.path.join(workdir, key)
 
 
-def _make_server_cert(workdir: str, ca: Tuple[str, str], dns_name: str) -> Tuple[str, str]:
+def _make_server_cert(workdir: str, ca: tuple[str, str], dns_name: str) -> tuple[str, str]:
     """A server certificate for ``dns_name`` (subjectAltName) signed by ``ca``."""
     _openssl(workdir, "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "server.key")
     _openssl(workdir, "req", "-new", "-key", "server.key", "-subj", "/CN=%s" % dns_name, "-out", "server.csr")
     with open(os.path.join(workdir, "server.ext"), "w") as fh:
         fh.write("subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n" % dns_name)
     _openssl(
-        workdir, "x509", "-req", "-in", "server.csr", "-CA", ca[0], "-CAkey", ca[1],
-        "-CAcreateserial", "-days", "1", "-sha256", "-extfile", "server.ext", "-out", "server.crt",
+        workdir,
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        ca[0],
+        "-CAkey",
+        ca[1],
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-sha256",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
     )
     return os.path.join(workdir, "server.crt"), os.path.join(workdir, "server.key")
 
@@ -95,9 +127,7 @@ def tls_cluster(pki):
     """A throwaway cluster with ssl=on and the certificate for NAME, on 127.0.0.1-3."""
     try:
         # Relative paths are read from the data directory, which initdb creates in __init__.
-        cluster = PostgresCluster(
-            settings={"ssl": "on", "ssl_cert_file": "server.crt", "ssl_key_file": "server.key"}
-        )
+        cluster = PostgresCluster(settings={"ssl": "on", "ssl_cert_file": "server.crt", "ssl_key_file": "server.key"})
     except RuntimeError as err:  # no PostgreSQL binaries here (external AURORA_TEST_DSN)
         pytest.skip("needs local PostgreSQL binaries for a TLS cluster: %s" % err)
     try:
@@ -121,9 +151,9 @@ class RecordingResolver:
 
     def __init__(self, *addresses: str) -> None:
         self.addresses = list(addresses)
-        self.calls: List[Tuple[str, int]] = []
+        self.calls: list[tuple[str, int]] = []
 
-    def __call__(self, host: str, port: int) -> List[str]:
+    def __call__(self, host: str, port: int) -> list[str]:
         self.calls.append((host, port))
         return list(self.addresses)
 
@@ -132,15 +162,19 @@ def _wrapper(cluster, rootcert, host, resolver, alias):
     """An aurora_backend DatabaseWrapper for the TLS cluster with sslmode=verify-full."""
     settings_dict = {
         **connections["default"].settings_dict,
-        "HOST": host, "PORT": str(cluster.port), "NAME": "postgres",
-        "USER": SUPERUSER, "PASSWORD": PASSWORD,
+        "HOST": host,
+        "PORT": str(cluster.port),
+        "NAME": "postgres",
+        "USER": SUPERUSER,
+        "PASSWORD": PASSWORD,
         "OPTIONS": {
-            "sslmode": "verify-full", "sslrootcert": rootcert,
+            "sslmode": "verify-full",
+            "sslrootcert": rootcert,
             "aurora": {"resolver": resolver, "connect_deadline": DEADLINE, "connect_timeout": 2},
         },
     }
     wrapper = DatabaseWrapper(settings_dict, alias=alias)
-    sleeps: List[float] = []
+    sleeps: list[float] = []
     # Backoff sleeps are recorded, not slept, and advance the clock: a retry loop (the bug
     # the negative tests look for) reaches the deadline at once instead of spinning.
     wrapper.aurora_runtime = Runtime(clock=lambda: time.monotonic() + sum(sleeps), sleep=sleeps.append)

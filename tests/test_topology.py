@@ -11,17 +11,17 @@ import random
 import threading
 import time
 import uuid
-from typing import Any, List
+from typing import Any
 
 import pytest
 from django.db import connections
+from ledger import services
+from ledger.models import Account, Transfer
 
 from aurora_backend import drivers, signals
 from aurora_backend.runtime import Runtime
-from aurora_backend.topology import router as topology
 from aurora_backend.testing.fixtures import cluster_aliases, register_alias, unregister_alias
-from ledger import services
-from ledger.models import Account, Transfer
+from aurora_backend.topology import router as topology
 
 pytestmark = pytest.mark.timeout(90)
 OPTIONS = {"connect_deadline": 10, "connect_timeout": 2, "backoff_base": 0.02, "backoff_max": 0.2}
@@ -44,7 +44,7 @@ def cluster(aurora_cluster, django_db_blocker):
 @pytest.fixture
 def db(cluster, django_db_blocker):
     topology.reset()
-    failovers: List[dict] = []
+    failovers: list[dict] = []
 
     def on_failover(sender: Any, **kwargs: Any) -> None:
         failovers.append(kwargs)
@@ -156,9 +156,18 @@ def test_plain_postgresql_behind_an_aurora_like_name_falls_back_to_dns(db, djang
     dns = ClusterDNS(ttl=0)
     name = "plain.cluster-abc123.local-1.rds.localhost"
     dns.set(name, [srv.host])
-    register_alias("plain", {"ENGINE": "aurora_backend", "NAME": srv.dbname, "USER": srv.user,
-                             "PASSWORD": srv.password, "HOST": name, "PORT": str(srv.port),
-                             "OPTIONS": {"aurora": {"resolver": dns, **OPTIONS}}})
+    register_alias(
+        "plain",
+        {
+            "ENGINE": "aurora_backend",
+            "NAME": srv.dbname,
+            "USER": srv.user,
+            "PASSWORD": srv.password,
+            "HOST": name,
+            "PORT": str(srv.port),
+            "OPTIONS": {"aurora": {"resolver": dns, **OPTIONS}},
+        },
+    )
     try:
         with connections["plain"].cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
@@ -180,10 +189,14 @@ def test_plain_postgresql_behind_an_aurora_like_name_falls_back_to_dns(db, djang
 def test_ledger_holds_with_zero_app_errors_under_repeated_failovers(db):
     """Default retry_atomic settings (services.transfer), DNS frozen on the first writer."""
     cluster, failovers = db
-    accounts = [a.pk for a in Account.objects.using("topo").bulk_create(
-        [Account(name="t-%s" % uuid.uuid4(), balance=1000) for _ in range(8)])]
-    acknowledged: List[uuid.UUID] = []
-    errors: List[BaseException] = []
+    accounts = [
+        a.pk
+        for a in Account.objects.using("topo").bulk_create(
+            [Account(name="t-%s" % uuid.uuid4(), balance=1000) for _ in range(8)]
+        )
+    ]
+    acknowledged: list[uuid.UUID] = []
+    errors: list[BaseException] = []
     lock, stop = threading.Lock(), threading.Event()
 
     def worker(k: int) -> None:
@@ -264,11 +277,15 @@ def test_pool_through_repeated_failovers_zero_app_errors_and_bounded_connections
     """3 retry_atomic writers (default settings) and 2 readers share a pool of 4; DNS is
     frozen on the first writer, so every connection that reaches a new writer was routed."""
     cluster, failovers = pooled
-    accounts = [a.pk for a in Account.objects.using("topo_pool").bulk_create(
-        [Account(name="p-%s" % uuid.uuid4(), balance=1000) for _ in range(8)])]
+    accounts = [
+        a.pk
+        for a in Account.objects.using("topo_pool").bulk_create(
+            [Account(name="p-%s" % uuid.uuid4(), balance=1000) for _ in range(8)]
+        )
+    ]
     connections["topo_pool"].close()
-    acknowledged: List[uuid.UUID] = []
-    errors: List[BaseException] = []
+    acknowledged: list[uuid.UUID] = []
+    errors: list[BaseException] = []
     reads = [0]
     lock, stop = threading.Lock(), threading.Event()
 
@@ -290,7 +307,9 @@ def test_pool_through_repeated_failovers_zero_app_errors_and_bounded_connections
     def reader(k: int) -> None:
         try:
             while not stop.is_set():
-                total = sum(Account.objects.using("topo_pool").filter(pk__in=accounts).values_list("balance", flat=True))
+                total = sum(
+                    Account.objects.using("topo_pool").filter(pk__in=accounts).values_list("balance", flat=True)
+                )
                 assert total == 8000
                 reads[0] += 1
                 connections["topo_pool"].close()
@@ -318,15 +337,18 @@ def test_pool_through_repeated_failovers_zero_app_errors_and_bounded_connections
             thread.join(30)
     opened = pool.get_stats().get("connections_num", 0) - opened_before
     assert errors == []
-    applied = list(Transfer.objects.using("topo_pool").filter(source_id__in=accounts)
-                   .values_list("request_id", flat=True))
+    applied = list(
+        Transfer.objects.using("topo_pool").filter(source_id__in=accounts).values_list("request_id", flat=True)
+    )
     assert len(applied) == len(set(applied)) == len(acknowledged) and set(applied) == set(acknowledged)
     assert len(acknowledged) > 0 and reads[0] > 0
     assert len(failovers) >= 3 and {f["how"] for f in failovers} == {"topology"}
     # Each failover: the pool's 4 connections die and are replaced (a few more when a
     # replacement dies too, or finds a connection on the old writer): never a loop.
-    print("pool through %d failovers: %d transfers, %d reads, %d physical connections opened"
-          % (len(failovers), len(acknowledged), reads[0], opened))
+    print(
+        "pool through %d failovers: %d transfers, %d reads, %d physical connections opened"
+        % (len(failovers), len(acknowledged), reads[0], opened)
+    )
     assert opened <= 4 + 3 * 12, opened
 
 

@@ -30,7 +30,7 @@ __all__ = ["BlueGreenConfig", "BlueGreenHoldTimeout", "PHASES", "Watcher", "atta
 logger = logging.getLogger("aurora_backend")
 
 # Per process (a forked child starts its own thread), alias and endpoint.
-_watchers: Dict[Tuple[int, str, str, int, str], Watcher] = {}
+_watchers: dict[tuple[int, str, str, int, str], Watcher] = {}
 _lock = threading.Lock()
 
 
@@ -68,20 +68,32 @@ def _plain(resolver: Any) -> Any:
     return default_resolver
 
 
-def watcher_of(wrapper: Any) -> Optional[Watcher]:
+def watcher_of(wrapper: Any) -> Watcher | None:
     """The watcher of the wrapper's endpoint (started on first use), or None."""
     params = wrapper._aurora_bg_params
     if params is None:
         params = wrapper._aurora_bg_params = wrapper.get_connection_params()
-    key = (os.getpid(), wrapper.alias, str(params.get("host")), int(params.get("port") or 5432), str(params.get("dbname")))
+    key = (
+        os.getpid(),
+        wrapper.alias,
+        str(params.get("host")),
+        int(params.get("port") or 5432),
+        str(params.get("dbname")),
+    )
     watcher = _watchers.get(key)
     if watcher is None:
         with _lock:
             watcher = _watchers.get(key)
             if watcher is None:
                 options = wrapper.aurora_options
-                watcher = Watcher(wrapper.alias, params, _plain(wrapper._aurora_bg_resolver), options.blue_green, wrapper.aurora_runtime,
-                                  type(wrapper))
+                watcher = Watcher(
+                    wrapper.alias,
+                    params,
+                    _plain(wrapper._aurora_bg_resolver),
+                    options.blue_green,
+                    wrapper.aurora_runtime,
+                    type(wrapper),
+                )
                 _watchers[key] = watcher.start()
     return watcher
 
@@ -110,7 +122,7 @@ def _hold(wrapper: Any) -> None:
         stats.incr(alias, "blue_green_held_ms", int(held * 1000))
 
 
-def _new_connection(wrapper: Any, klass: type, params: Dict[str, Any]) -> Any:
+def _new_connection(wrapper: Any, klass: type, params: dict[str, Any]) -> Any:
     _hold(wrapper)
     return klass.get_new_connection(wrapper, params)
 
@@ -122,8 +134,9 @@ def _before_use(wrapper: Any, klass: type) -> None:
         _hold(wrapper)
         watcher = watcher_of(wrapper)
         if watcher is not None and watcher.switched and wrapper.aurora_address in watcher.blue_addresses:
-            logger.info("closing connection %r to old blue %s after the switchover", wrapper.alias,
-                        wrapper.aurora_address)
+            logger.info(
+                "closing connection %r to old blue %s after the switchover", wrapper.alias, wrapper.aurora_address
+            )
             wrapper._aurora_close("blue_green")
     klass.close_if_health_check_failed(wrapper)
 

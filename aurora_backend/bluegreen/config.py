@@ -9,8 +9,9 @@ Intervals follow the AWS wrappers' defaults (``bg_interval_baseline_ms`` 60000,
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -20,7 +21,7 @@ class BlueGreenConfig:
     """Validated Blue/Green settings of one alias (seconds)."""
 
     #: None: "auto" (on for *.rds.amazonaws.com hosts); True or False to force it.
-    enabled: Optional[bool] = None
+    enabled: bool | None = None
     #: Phase poll interval while no switchover is under way (the AWS wrappers' baseline: 60 s).
     poll: float = 60.0
     #: Phase poll interval while a deployment exists (CREATED, COMPLETED; AWS "increased": 1 s).
@@ -44,8 +45,10 @@ def parse(key: str, value: Any) -> BlueGreenConfig:
         raise _error(key, value, 'True, False, "auto", or a dict with keys %s' % ", ".join(_names()))
     unknown = sorted(set(value) - set(_names()))
     if unknown:
-        raise ImproperlyConfigured("%s has unknown key(s) %s; accepted keys are: %s."
-                                   % (key, ", ".join(repr(k) for k in unknown), ", ".join(_names())))
+        raise ImproperlyConfigured(
+            "%s has unknown key(s) %s; accepted keys are: %s."
+            % (key, ", ".join(repr(k) for k in unknown), ", ".join(_names()))
+        )
     parsed = {"enabled": True}
     for name, item in value.items():
         where = "%s[%r]" % (key, name)
@@ -58,12 +61,14 @@ def parse(key: str, value: Any) -> BlueGreenConfig:
     config = BlueGreenConfig(**parsed)
     for fast, slow in (("poll_fast", "poll_deployed"), ("poll_deployed", "poll")):
         if getattr(config, fast) > getattr(config, slow):
-            raise ImproperlyConfigured("%s[%r] (%s) must not exceed %s[%r] (%s)."
-                                       % (key, fast, getattr(config, fast), key, slow, getattr(config, slow)))
+            raise ImproperlyConfigured(
+                "%s[%r] (%s) must not exceed %s[%r] (%s)."
+                % (key, fast, getattr(config, fast), key, slow, getattr(config, slow))
+            )
     return config
 
 
-def enabled_for(config: BlueGreenConfig, host: Optional[str], proxy: bool) -> bool:
+def enabled_for(config: BlueGreenConfig, host: str | None, proxy: bool) -> bool:
     """Whether to watch: as configured, or ("auto") for an RDS host not behind RDS Proxy."""
     if config.enabled is not None:
         return config.enabled

@@ -22,7 +22,8 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 from django.db import DatabaseError
 
@@ -46,7 +47,7 @@ FIND_SQL = "SELECT EXISTS (SELECT 1 FROM %s WHERE token = %%s)" % TABLE
 _EXISTS_SQL = "SELECT to_regclass(%s) IS NOT NULL"
 _RECHECK = 60.0  # seconds before asking again whether a missing table was created
 
-_table_seen: Dict[str, Tuple[bool, float]] = {}
+_table_seen: dict[str, tuple[bool, float]] = {}
 _lock = threading.Lock()
 
 
@@ -63,7 +64,7 @@ def enabled(connection: Any) -> bool:
     return bool(options is not None and options.blue_green.commit_token)
 
 
-def write(connection: Any, txid: Optional[int]) -> Optional[str]:
+def write(connection: Any, txid: int | None) -> str | None:
     """Insert a token in the open transaction when it wrote something; the token, or None."""
     if txid is None or not enabled(connection) or not _table_exists(connection):
         return None
@@ -73,7 +74,7 @@ def write(connection: Any, txid: Optional[int]) -> Optional[str]:
     return token
 
 
-def settle(connection: Any, token: Optional[str], fallback: Callable[[], str]) -> str:
+def settle(connection: Any, token: str | None, fallback: Callable[[], str]) -> str:
     """COMMITTED or ABORTED for a lost COMMIT; ``fallback()`` (the txid rule) when the token cannot say."""
     if token is None:
         return fallback()
@@ -84,8 +85,9 @@ def settle(connection: Any, token: Optional[str], fallback: Callable[[], str]) -
     except DatabaseError as exc:
         logger.info("commit token of %r could not be looked up (%s): txid rule", connection.alias, exc)
         return fallback()
-    logger.info("commit token %s on %r after a lost COMMIT: %s", token, connection.alias,
-                "found" if found else "absent")
+    logger.info(
+        "commit token %s on %r after a lost COMMIT: %s", token, connection.alias, "found" if found else "absent"
+    )
     if found:
         return COMMITTED
     if _switched(connection):
@@ -109,8 +111,12 @@ def _table_exists(connection: Any) -> bool:
         cursor.execute(_EXISTS_SQL, [TABLE])
         exists = bool(cursor.fetchone()[0])
     if not exists:
-        logger.warning("OPTIONS['aurora']['blue_green']['commit_token'] is on for %r but table %s does not "
-                       "exist: create it with aurora_backend.bluegreen.tokens.create_table()", connection.alias, TABLE)
+        logger.warning(
+            "OPTIONS['aurora']['blue_green']['commit_token'] is on for %r but table %s does not "
+            "exist: create it with aurora_backend.bluegreen.tokens.create_table()",
+            connection.alias,
+            TABLE,
+        )
     with _lock:
         _table_seen[connection.alias] = (exists, now + _RECHECK)
     return exists

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from aurora_backend import drivers, signals, stats
 from aurora_backend.bluegreen.config import BlueGreenConfig
@@ -23,12 +24,18 @@ logger = logging.getLogger("aurora_backend")
 
 #: The phases, numbered as the AWS wrappers number them (BlueGreenPhase).
 PHASES = ("NOT_CREATED", "CREATED", "PREPARATION", "IN_PROGRESS", "POST", "COMPLETED")
-_OF_STATUS = {"AVAILABLE": "CREATED", "SWITCHOVER_INITIATED": "PREPARATION",
-              "SWITCHOVER_IN_PROGRESS": "IN_PROGRESS", "SWITCHOVER_IN_POST_PROCESSING": "POST",
-              "SWITCHOVER_COMPLETED": "COMPLETED"}
+_OF_STATUS = {
+    "AVAILABLE": "CREATED",
+    "SWITCHOVER_INITIATED": "PREPARATION",
+    "SWITCHOVER_IN_PROGRESS": "IN_PROGRESS",
+    "SWITCHOVER_IN_POST_PROCESSING": "POST",
+    "SWITCHOVER_COMPLETED": "COMPLETED",
+}
 _SOURCE, _TARGET = "BLUE_GREEN_DEPLOYMENT_SOURCE", "BLUE_GREEN_DEPLOYMENT_TARGET"
-QUERY = ("SELECT endpoint, role, status FROM pg_catalog.get_blue_green_fast_switchover_metadata('aurora_backend') "
-         "WHERE to_regprocedure('pg_catalog.get_blue_green_fast_switchover_metadata(text)') IS NOT NULL")
+QUERY = (
+    "SELECT endpoint, role, status FROM pg_catalog.get_blue_green_fast_switchover_metadata('aurora_backend') "
+    "WHERE to_regprocedure('pg_catalog.get_blue_green_fast_switchover_metadata(text)') IS NOT NULL"
+)
 EXISTS = "SELECT to_regprocedure('pg_catalog.get_blue_green_fast_switchover_metadata(text)') IS NOT NULL"
 
 Resolver = Callable[[str, int], Sequence[str]]
@@ -37,13 +44,23 @@ Resolver = Callable[[str, int], Sequence[str]]
 class Watcher:
     """The phase of the deployment behind ``host``, for every alias of this process on it."""
 
-    def __init__(self, alias: str, params: Dict[str, Any], resolver: Resolver, config: BlueGreenConfig,
-                 runtime: Any, sender: type) -> None:
+    def __init__(
+        self,
+        alias: str,
+        params: dict[str, Any],
+        resolver: Resolver,
+        config: BlueGreenConfig,
+        runtime: Any,
+        sender: type,
+    ) -> None:
         self.alias = alias
         self.host = str(params["host"])
         self.port = int(params.get("port") or 5432)
-        self.params = {k: params[k] for k in ("host", "port", "dbname", "user", "password", "sslmode",
-                                               "sslrootcert") if params.get(k) is not None}
+        self.params = {
+            k: params[k]
+            for k in ("host", "port", "dbname", "user", "password", "sslmode", "sslrootcert")
+            if params.get(k) is not None
+        }
         self.resolver = resolver
         self.config = config
         self.runtime = runtime
@@ -51,8 +68,8 @@ class Watcher:
         self.phase = "NOT_CREATED"
         self.holding = False
         self.switched = False
-        self.blue_addresses: List[str] = []
-        self.green_addresses: List[str] = []
+        self.blue_addresses: list[str] = []
+        self.green_addresses: list[str] = []
         self._reader = ".cluster-ro-" in self.host.lower()
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -67,7 +84,7 @@ class Watcher:
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="aurora-bluegreen %s" % self.host, daemon=True)
 
-    def start(self) -> "Watcher":
+    def start(self) -> Watcher:
         self._thread.start()
         return self
 
@@ -82,14 +99,14 @@ class Watcher:
 
     # -- what the ENGINE asks ------------------------------------------------------------
 
-    def resolve(self, host: str, port: int) -> List[str]:
+    def resolve(self, host: str, port: int) -> list[str]:
         """The resolver's answer, blue's addresses replaced by green's once switched."""
         answer = list(self.resolver(host, port))
         if not self.switched or not self.green_addresses:
             return answer
-        out: List[str] = []
+        out: list[str] = []
         for address in answer:
-            for new in (self.green_addresses if address in self.blue_addresses else [address]):
+            for new in self.green_addresses if address in self.blue_addresses else [address]:
                 if new not in out:
                     out.append(new)
         return out
@@ -167,7 +184,7 @@ class Watcher:
             self._learn(rows)
         self._set(phase, how="metadata")
 
-    def _poll(self) -> Optional[list]:
+    def _poll(self) -> list | None:
         try:
             if self._conn is None:
                 self._conn = self._connect()
@@ -226,7 +243,14 @@ class Watcher:
         stats.set_gauge(self.alias, "blue_green_phase", PHASES.index(phase))
         if self.switched and previous not in ("POST", "COMPLETED"):
             stats.incr(self.alias, "blue_green_switchovers")
-        logger.info("blue/green %s: %s -> %s (%s)%s", self.host, previous, phase, how,
-                    "; now connecting to %s" % ", ".join(self.green_addresses) if self.switched else "")
-        signals.blue_green_phase.send(sender=self.sender, alias=self.alias, connection=None,
-                                      phase=phase, previous=previous)
+        logger.info(
+            "blue/green %s: %s -> %s (%s)%s",
+            self.host,
+            previous,
+            phase,
+            how,
+            "; now connecting to %s" % ", ".join(self.green_addresses) if self.switched else "",
+        )
+        signals.blue_green_phase.send(
+            sender=self.sender, alias=self.alias, connection=None, phase=phase, previous=previous
+        )

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, TypeVar
+from typing import Any, TypeVar
 
 from aurora_backend import drivers
+from aurora_backend.connection.resolve import choose_address
 from aurora_backend.credentials.login import Login
 from aurora_backend.errors import classify, is_connect_retryable, sqlstate
 from aurora_backend.options import AuroraOptions
-from aurora_backend.connection.resolve import choose_address
 from aurora_backend.runtime import Runtime, jittered_delays
 
 logger = logging.getLogger("aurora_backend")
@@ -34,7 +35,7 @@ class ClusterUnavailable(Exception):
     """
 
 
-_unavailable_classes: Dict[type, type] = {}
+_unavailable_classes: dict[type, type] = {}
 
 
 def _unavailable_class(operational_error: type) -> type:
@@ -54,7 +55,7 @@ class Attempt:
     error: BaseException
     delay: float
     elapsed: float
-    address: Optional[str]
+    address: str | None
 
 
 def describe_error(exc: BaseException) -> str:
@@ -65,14 +66,14 @@ def describe_error(exc: BaseException) -> str:
 
 
 def connect_with_retry(
-    connect: Callable[[Dict[str, Any]], Conn],
-    params: Dict[str, Any],
+    connect: Callable[[dict[str, Any]], Conn],
+    params: dict[str, Any],
     options: AuroraOptions,
     runtime: Runtime,
-    on_retry: Optional[Callable[[Attempt], None]] = None,
+    on_retry: Callable[[Attempt], None] | None = None,
     endpoint: str = "database",
-    operational_error: Optional[type] = None,
-) -> "tuple[Conn, Optional[str]]":
+    operational_error: type | None = None,
+) -> tuple[Conn, str | None]:
     """Call ``connect(params)`` until it succeeds, fails for good, or the deadline passes.
 
     Returns the connection and the address chosen for it (None when libpq resolved
@@ -80,7 +81,7 @@ def connect_with_retry(
     """
     start = runtime.clock()
     delays = jittered_delays(options.backoff_base, options.backoff_max, runtime.random)
-    address: Optional[str] = None
+    address: str | None = None
     number = 0
     login = None
     if options.credentials is not None:
@@ -105,17 +106,27 @@ def connect_with_retry(
             if not is_connect_retryable(exc):
                 logger.warning(
                     "connect to %s failed (attempt %d, %.2fs, not retryable: %s): %s",
-                    endpoint, number, elapsed, classify(exc).value, describe_error(exc),
+                    endpoint,
+                    number,
+                    elapsed,
+                    classify(exc).value,
+                    describe_error(exc),
                 )
                 raise
             delay = next(delays)
             if elapsed + delay >= options.connect_deadline:
                 drivers.release_failed_attempt(exc)  # given up for good: no socket left behind
-                raise _deadline_error(endpoint, number, elapsed, options, exc, operational_error or drivers.OperationalError) from exc
+                raise _deadline_error(
+                    endpoint, number, elapsed, options, exc, operational_error or drivers.OperationalError
+                ) from exc
             logger.warning(
                 "connect to %s%s failed (attempt %d, %.2fs elapsed): %s; retrying in %.2fs",
-                endpoint, " (%s)" % address if address else "", number, elapsed,
-                describe_error(exc), delay,
+                endpoint,
+                " (%s)" % address if address else "",
+                number,
+                elapsed,
+                describe_error(exc),
+                delay,
             )
             if on_retry is not None:
                 on_retry(Attempt(number, exc, delay, elapsed, address))
@@ -124,7 +135,11 @@ def connect_with_retry(
 
 
 def _deadline_error(
-    endpoint: str, attempts: int, elapsed: float, options: AuroraOptions, exc: BaseException,
+    endpoint: str,
+    attempts: int,
+    elapsed: float,
+    options: AuroraOptions,
+    exc: BaseException,
     operational_error: type,
 ) -> Exception:
     message = (

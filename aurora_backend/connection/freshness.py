@@ -10,14 +10,14 @@ The idle reaper thread (``lifetime.py``) closes idle connections of quiet proces
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Set
+from typing import Any
 
 from aurora_backend import signals, stats
-from aurora_backend.drivers import in_recovery, is_idle, transaction_open
-from aurora_backend.errors import connection_is_closed, is_scale_event
 from aurora_backend.connection.lifetime import reason_to_close
 from aurora_backend.connection.session import SessionMixin
 from aurora_backend.connection.wire import pending_error
+from aurora_backend.drivers import in_recovery, is_idle, transaction_open
+from aurora_backend.errors import connection_is_closed, is_scale_event
 
 logger = logging.getLogger("aurora_backend")
 
@@ -30,16 +30,16 @@ class FreshnessMixin(SessionMixin):
     alias: str
     in_atomic_block: bool
     autocommit: bool
-    aurora_address: Optional[str]
+    aurora_address: str | None
     aurora_options: Any
     aurora_runtime: Any
     _aurora_lock: Any
     _aurora_check_at: float
     _aurora_idle_window: float
-    _aurora_expires_at: Optional[float]
+    _aurora_expires_at: float | None
     _aurora_last_used: float
     _aurora_connected_at: float
-    _aurora_close_reason: Optional[str]
+    _aurora_close_reason: str | None
     _aurora_healing: bool
     _aurora_suspect_read_only: bool
     _aurora_named_cursors: Any
@@ -84,7 +84,7 @@ class FreshnessMixin(SessionMixin):
                 self._aurora_announce_kept()
         super().close_if_unusable_or_obsolete()  # type: ignore[misc]
 
-    def _aurora_reason_to_close(self, now: float) -> Optional[str]:
+    def _aurora_reason_to_close(self, now: float) -> str | None:
         connection = self.connection
         if connection_is_closed(connection):
             return "disconnect"
@@ -99,7 +99,7 @@ class FreshnessMixin(SessionMixin):
         """A server-side cursor (QuerySet.iterator()) is still being read on this connection."""
         return any(not cursor.closed for cursor in list(self._aurora_named_cursors))
 
-    def _aurora_full_check(self, now: float) -> Optional[str]:
+    def _aurora_full_check(self, now: float) -> str | None:
         """Why a connection about to be used outside a transaction must be closed, if it must."""
         reason = self._aurora_reason_to_close(now)
         if reason is not None or transaction_open(self.connection) or self._aurora_holds_state():
@@ -187,10 +187,13 @@ class FreshnessMixin(SessionMixin):
         try:
             connection = self.connection
             if (
-                connection is None or self.in_atomic_block
-                or not self.autocommit or connection_is_closed(connection)
+                connection is None
+                or self.in_atomic_block
+                or not self.autocommit
+                or connection_is_closed(connection)
                 or self.aurora_runtime.clock() - self._aurora_last_used < idle_timeout
-                or not is_idle(connection) or self._aurora_cursors_open()
+                or not is_idle(connection)
+                or self._aurora_cursors_open()
             ):
                 return False
             if self._aurora_holds_state("idle"):
@@ -211,10 +214,10 @@ class FreshnessMixin(SessionMixin):
 
 
 #: Per DatabaseWrapper class: only Django's own close_if_health_check_failed after ours.
-_plain_hooks: Dict[type, bool] = {}
+_plain_hooks: dict[type, bool] = {}
 
 
-def _django_hooks() -> Set[Any]:
+def _django_hooks() -> set[Any]:
     from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
 
@@ -234,6 +237,7 @@ def plain_health_hooks(klass: type) -> bool:
         known = _django_hooks()
         plain = _plain_hooks[klass] = all(
             vars(k)["close_if_health_check_failed"] in known
-            for k in mro[mro.index(FreshnessMixin) + 1:] if "close_if_health_check_failed" in vars(k)
+            for k in mro[mro.index(FreshnessMixin) + 1 :]
+            if "close_if_health_check_failed" in vars(k)
         )
     return plain

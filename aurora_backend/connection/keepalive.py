@@ -17,7 +17,7 @@ in ``OPTIONS`` wins; ``keepalives=0`` or ``silent_host_timeout=None`` leaves lib
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any
 
 from aurora_backend import drivers
 
@@ -26,7 +26,7 @@ TCP_USER_TIMEOUT_LIBPQ = 120000
 KEEPALIVE_KEYS = ("keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout")
 
 
-def detection_params(timeout: Optional[float]) -> Dict[str, int]:
+def detection_params(timeout: float | None) -> dict[str, int]:
     """The libpq parameters that make a silent host an error within ``timeout`` seconds."""
     if timeout is None:
         return {}
@@ -41,7 +41,7 @@ def detection_params(timeout: Optional[float]) -> Dict[str, int]:
     return params
 
 
-def apply(params: Dict[str, Any], timeout: Optional[float]) -> Dict[str, Any]:
+def apply(params: dict[str, Any], timeout: float | None) -> dict[str, Any]:
     """Add the detection parameters the user did not set (``params`` is changed and returned)."""
     if timeout is None or str(params.get("keepalives", "1")).strip() == "0":
         return params

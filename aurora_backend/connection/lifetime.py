@@ -18,12 +18,12 @@ import os
 import random
 import threading
 import weakref
-from typing import Any, Optional, Tuple
+from typing import Any
 
 logger = logging.getLogger("aurora_backend")
 
 
-def draw_expiry(now: float, max_age: Optional[Tuple[float, float]], rng: random.Random) -> Optional[float]:
+def draw_expiry(now: float, max_age: tuple[float, float] | None, rng: random.Random) -> float | None:
     """The monotonic time at which a connection opened at ``now`` expires (None: never)."""
     if max_age is None:
         return None
@@ -31,10 +31,8 @@ def draw_expiry(now: float, max_age: Optional[Tuple[float, float]], rng: random.
     return now + (low if low == high else rng.uniform(low, high))
 
 
-def reason_to_close(
-    now: float, expires_at: Optional[float], last_used: float, idle_timeout: Optional[float]
-) -> Optional[str]:
-    """"expired" or "idle" when a connection outside a transaction should be closed now."""
+def reason_to_close(now: float, expires_at: float | None, last_used: float, idle_timeout: float | None) -> str | None:
+    """ "expired" or "idle" when a connection outside a transaction should be closed now."""
     if expires_at is not None and now >= expires_at:
         return "expired"
     if idle_timeout is not None and now - last_used >= idle_timeout:
@@ -46,10 +44,10 @@ class IdleReaper:
     """Closes idle connections of registered DatabaseWrappers from a daemon thread."""
 
     def __init__(self) -> None:
-        self._wrappers: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._wrappers: weakref.WeakSet[Any] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self.interval = 30.0
 
     def register(self, wrapper: Any, idle_timeout: float) -> None:

@@ -10,9 +10,8 @@ Django and apps send to built-ins from holding connections. A name missing here 
 healing on that connection, never a wrong answer.
 """
 
-from typing import FrozenSet
-
-NAMES: FrozenSet[str] = frozenset("""
+NAMES: frozenset[str] = frozenset(
+    """
 abbrev abs aclcontains acldefault aclexplode aclinsert aclitemeq aclitemin aclitemout aclremove acos
 acosd acosh age amvalidate any_in any_out anyarray_in anyarray_out anyarray_recv anyarray_send
 anycompatible_in anycompatible_out anycompatiblearray_in anycompatiblearray_out
@@ -432,4 +431,5 @@ window_row_number_support xid xid8_larger xid8_smaller xid8cmp xid8eq xid8ge xid
 xid8lt xid8ne xid8out xid8recv xid8send xideq xideqint4 xidin xidneq xidneqint4 xidout xidrecv
 xidsend xml xml_in xml_is_well_formed xml_is_well_formed_content xml_is_well_formed_document xml_out
 xml_recv xml_send xmlagg xmlcomment xmlconcat2 xmlexists xmlvalidate xpath xpath_exists
-""".split())
+""".split()
+)

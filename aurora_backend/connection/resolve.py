@@ -14,17 +14,18 @@ import ipaddress
 import logging
 import random
 import socket
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from aurora_backend.options import Resolver
 
 logger = logging.getLogger("aurora_backend")
 
 
-def default_resolver(host: str, port: int) -> List[str]:
+def default_resolver(host: str, port: int) -> list[str]:
     """Addresses of ``host`` in the order the system resolver returns them, without repeats."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    addresses: List[str] = []
+    addresses: list[str] = []
     for info in infos:
         address = str(info[4][0])
         if address not in addresses:
@@ -40,7 +41,7 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def resolvable_host(params: Dict[str, Any]) -> Optional[str]:
+def resolvable_host(params: dict[str, Any]) -> str | None:
     """The host name to resolve, or None when libpq must be left alone.
 
     Left alone: a hostaddr already given, several hosts (libpq's own failover list),
@@ -56,11 +57,11 @@ def resolvable_host(params: Dict[str, Any]) -> Optional[str]:
 
 
 def choose_address(
-    params: Dict[str, Any],
-    resolver: Optional[Resolver],
+    params: dict[str, Any],
+    resolver: Resolver | None,
     rng: random.Random,
-    avoid: Optional[str] = None,
-) -> Optional[str]:
+    avoid: str | None = None,
+) -> str | None:
     """Resolve ``params['host']`` and set ``params['hostaddr']`` to one of its addresses.
 
     Picks at random among the addresses (avoiding ``avoid``, the address whose attempt

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, Dict, List, Optional, Set
+from typing import Any
 
 from aurora_backend import signals, stats
 from aurora_backend.connection.session_state import SessionState
@@ -61,11 +61,11 @@ class SessionMixin:
         """A new connection: nothing held. (Called from __init__ and get_new_connection.)"""
         self._aurora_session = SessionState()
         #: id(driver cursor) -> weak reference, for the client cursors made on this connection.
-        self._aurora_readers: Dict[int, Any] = {}
+        self._aurora_readers: dict[int, Any] = {}
         #: The same, for cursors a ``for`` loop is reading (its last row read, the loop not ended).
-        self._aurora_iterating: Dict[int, Any] = {}
-        self._aurora_kept_for: Set[str] = set()
-        self._aurora_kept_news: List[Any] = []
+        self._aurora_iterating: dict[int, Any] = {}
+        self._aurora_kept_for: set[str] = set()
+        self._aurora_kept_news: list[Any] = []
 
     def _aurora_note_cursor(self, cursor: Any) -> None:
         """``cursor`` was made on this connection: from now on, whenever it has rows unread it
@@ -78,7 +78,7 @@ class SessionMixin:
                     readers.pop(key, None)
         readers[id(cursor)] = weakref.ref(cursor)
 
-    def aurora_session_state(self) -> List[str]:
+    def aurora_session_state(self) -> list[str]:
         """What the current connection holds, e.g. ``["advisory_lock 42", "set search_path"]``
         (``"cursor with unread rows"`` for a client cursor not read to the end); [] when nothing."""
         held = self._aurora_session.describe()
@@ -92,7 +92,7 @@ class SessionMixin:
             return True
         return any(has_unread_rows(ref()) for ref in list(self._aurora_readers.values()) if ref() is not None)
 
-    def _aurora_holds_state(self, reason: Optional[str] = None) -> bool:
+    def _aurora_holds_state(self, reason: str | None = None) -> bool:
         """True while the connection holds session state; with ``reason`` ("expired", "idle",
         "read_only"), note that the connection is kept for it (announced once per connection
         and reason by :meth:`_aurora_announce_kept`, outside any lock)."""
@@ -117,13 +117,22 @@ class SessionMixin:
             counter = "session_state_errors" if error is not None else "session_state_kept"
             stats.incr(self.alias, counter)
             if error is not None:
-                logger.info("%r: the connection held session state (%s): the error is not healed by a re-run",
-                            self.alias, ", ".join(held))
+                logger.info(
+                    "%r: the connection held session state (%s): the error is not healed by a re-run",
+                    self.alias,
+                    ", ".join(held),
+                )
             else:
-                logger.info("keeping connection %r past %s: it holds session state (%s)",
-                            self.alias, reason, ", ".join(held))
+                logger.info(
+                    "keeping connection %r past %s: it holds session state (%s)", self.alias, reason, ", ".join(held)
+                )
             signals.session_state_kept.send(
-                sender=type(self), alias=self.alias, connection=self, reason=reason, state=held, error=error,
+                sender=type(self),
+                alias=self.alias,
+                connection=self,
+                reason=reason,
+                state=held,
+                error=error,
             )
 
     def _aurora_state_blocks_rerun(self, exc: BaseException) -> bool:

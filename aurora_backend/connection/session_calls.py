@@ -12,7 +12,7 @@ common extensions, and SQL syntax that looks like a call (``IN (``, ``VALUES (``
 from __future__ import annotations
 
 import re
-from typing import List, Pattern
+from re import Pattern
 
 from aurora_backend.connection import pg_builtins
 
@@ -21,7 +21,8 @@ _CALL = re.compile(r'(?P<name>"[^"]+"|(?<![\w$])[A-Za-z_][\w$]*)\s*\(')
 # The word before a (maybe qualified) name: "INTO", "ON", "FUNCTION"...
 _BEFORE = re.compile(r'(?P<word>[A-Za-z_]+)\s*(?:(?:"(?:[^"]|"")+"|[\w$]+)\s*\.\s*)*$')
 #: Words followed by "(" that are not calls (SQL syntax, type modifiers).
-_NOT_CALLS = frozenset("""
+_NOT_CALLS = frozenset(
+    """
     all and any array as between bit by case cast char character check collate constraint cube
     decimal default distinct double else except exists extract fetch filter float from group grouping
     having ilike in include intersect interval is join key lateral like limit not numeric offset on
@@ -29,15 +30,19 @@ _NOT_CALLS = frozenset("""
     sets some substring table then time timestamp to trim union unique using values varchar varying
     when where window with within set vacuum analyze explain reindex cluster
     xmlelement xmlforest xmlattributes xmlconcat xmlparse xmlpi xmlroot xmlserialize xmlexists xmltable
-""".split())
+""".split()
+)
 #: Words after which "name (" is an object name, not a call (INSERT INTO t (...), DDL).
-_NAMES_AFTER = frozenset("""
+_NAMES_AFTER = frozenset(
+    """
     into table references index on view function procedure aggregate type trigger constraint key
     using as with sequence domain cursor prepare exists copy analyze only of
-""".split())
+""".split()
+)
 #: Built-in functions (lower case) that change no session state: PostgreSQL's pg_catalog
 #: (pg_builtins.py), common extensions', and the prefixes below.
-_BUILTINS = pg_builtins.NAMES | frozenset("""
+_BUILTINS = pg_builtins.NAMES | frozenset(
+    """
     abs acos asin atan atan2 avg bool_and bool_or bit_and bit_or btrim cbrt ceil ceiling chr coalesce
     concat concat_ws cos cot count cume_dist degrees dense_rank div encode decode every exp first_value
     floor format generate_series gen_random_uuid greatest initcap lag last_value lead least left length
@@ -51,18 +56,48 @@ _BUILTINS = pg_builtins.NAMES | frozenset("""
     currval lastval obj_description col_description format_type setweight plainto_tsquery
     phraseto_tsquery websearch_to_tsquery similarity word_similarity unaccent
     int4range int8range numrange tsrange tstzrange daterange multirange geometry geography box2d
-""".split())
-_BUILTIN_PREFIXES = ("array_", "json_", "jsonb_", "to_", "ts_", "date_", "regexp_", "string_", "st_",
-                     "has_", "int4", "int8", "num", "range", "lower_", "upper_", "isempty", "pg_",
-                     "aurora_", "current_", "inet_", "txid_", "generate_", "gen_", "uuid_", "row_to_",
-                     "convert", "cardinality", "width_bucket")
+""".split()
+)
+_BUILTIN_PREFIXES = (
+    "array_",
+    "json_",
+    "jsonb_",
+    "to_",
+    "ts_",
+    "date_",
+    "regexp_",
+    "string_",
+    "st_",
+    "has_",
+    "int4",
+    "int8",
+    "num",
+    "range",
+    "lower_",
+    "upper_",
+    "isempty",
+    "pg_",
+    "aurora_",
+    "current_",
+    "inet_",
+    "txid_",
+    "generate_",
+    "gen_",
+    "uuid_",
+    "row_to_",
+    "convert",
+    "cardinality",
+    "width_bucket",
+)
 #: Built-in names that do change session state (never taken as harmless, whatever the prefix).
-_SESSION_FUNCTIONS = re.compile(r"advisory|set_config|setseed|dblink|^lo_|replication_origin_session|"
-                                r"replication_slot", re.I)
+_SESSION_FUNCTIONS = re.compile(
+    r"advisory|set_config|setseed|dblink|^lo_|replication_origin_session|"
+    r"replication_slot",
+    re.I,
+)
 
 
-
-def unknown_calls(masked: str, start: int, end: int, known: Pattern[str]) -> List[str]:
+def unknown_calls(masked: str, start: int, end: int, known: Pattern[str]) -> list[str]:
     """The functions called in ``masked[start:end]`` (literals and comments blanked) that are
     not known to leave session state alone; ``known`` matches the calls the caller parses
     itself (set_config, advisory locks, sequences) at a call's start."""

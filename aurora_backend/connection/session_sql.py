@@ -7,7 +7,8 @@ use :func:`aurora_backend.connection.session_state.effects`.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from aurora_backend.connection.session_calls import unknown_calls
 
@@ -21,7 +22,7 @@ RELEASE_ALL = "release_all"
 NOTE = "note"
 
 #: Kinds of session state (``Effect.name`` of HOLD/RELEASE effects), with what sets them.
-STATE_KINDS: Dict[str, str] = {
+STATE_KINDS: dict[str, str] = {
     "set": "SET / set_config(..., false) of a setting (key: the setting's name)",
     "set_role": "SET ROLE (key: 'role')",
     "session_authorization": "SET SESSION AUTHORIZATION (key: 'session_authorization')",
@@ -32,8 +33,8 @@ STATE_KINDS: Dict[str, str] = {
     "cursor": "DECLARE ... WITH HOLD (key: the cursor name)",
     "temp_object": "CREATE of a temporary function, type, domain or other object (key: the name)",
     "unknown": "a statement that may change session state in a way the text does not show: a DO "
-               "block, CALL, a function outside the known built-ins, a quoted session function, "
-               "dblink (key: what)",
+    "block, CALL, a function outside the known built-ins, a quoted session function, "
+    "dblink (key: what)",
 }
 #: Other names: "discard_all" (RELEASE_ALL of every kind); "set_config" (HOLD, when the
 #: setting or is_local is a query parameter: SessionState.apply resolves it to "set" or
@@ -72,8 +73,11 @@ _SET = re.compile(
     r"|(?P<xml>XML\s+OPTION)\b|(?P<name>" + _NAME + r"))\s*(?:(?:TO\b|=)\s*)?(?P<value>.*)",
     re.I | re.S,
 )
-_RESET = re.compile(r"RESET\s+(?:(?P<all>ALL)\b|(?P<auth>SESSION\s+AUTHORIZATION)\b|(?P<tz>TIME\s+ZONE)\b"
-                    r"|(?P<name>" + _NAME + "))", re.I)
+_RESET = re.compile(
+    r"RESET\s+(?:(?P<all>ALL)\b|(?P<auth>SESSION\s+AUTHORIZATION)\b|(?P<tz>TIME\s+ZONE)\b"
+    r"|(?P<name>" + _NAME + "))",
+    re.I,
+)
 _CREATE_TEMP = re.compile(
     r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:(?:GLOBAL|LOCAL)\s+)?(?:(?P<temp>TEMP|TEMPORARY)\s+)?(?:UNLOGGED\s+)?"
     r"(?:RECURSIVE\s+)?(?:TABLE|VIEW|SEQUENCE)\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>" + _NAME + ")",
@@ -104,9 +108,9 @@ _SPECIAL_SETTINGS = {"tz": "timezone", "schema": "search_path", "names": "client
 _TRUE = {"true", "t", "on", "1", "yes"}
 
 
-def parse(sql: str) -> List[Effect]:
+def parse(sql: str) -> list[Effect]:
     masked = _LITERALS.sub(lambda m: " " * len(m.group()), sql)
-    found: List[Effect] = []
+    found: list[Effect] = []
     start = 0
     for end in [m.start() for m in re.finditer(";", masked)] + [len(masked)]:
         _statement(sql, masked, start, end, found)
@@ -114,7 +118,7 @@ def parse(sql: str) -> List[Effect]:
     return found
 
 
-def _statement(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _statement(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     word = _KEYWORD.match(masked, start, end)
     if word is not None:
         first = word.group(1).upper()
@@ -131,14 +135,16 @@ def _statement(sql: str, masked: str, start: int, end: int, found: List[Effect])
     for call in _FUNCTION.finditer(masked, start, end):
         _function(sql, masked, call, end, found)
     if "(" in masked[start:end]:
-        found.extend(Effect("unknown", HOLD, "call %s()" % name) for name in unknown_calls(masked, start, end, _FUNCTION))
+        found.extend(
+            Effect("unknown", HOLD, "call %s()" % name) for name in unknown_calls(masked, start, end, _FUNCTION)
+        )
 
 
-def _set(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _set(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _SET.match(masked, start, end)
     if m is None:
         return
-    value = sql[m.start("value"):m.end("value")].strip() if m.group("value") is not None else ""
+    value = sql[m.start("value") : m.end("value")].strip() if m.group("value") is not None else ""
     default = value.upper() == "DEFAULT" or (bool(m.group("tz")) and value.upper() == "LOCAL")
     if m.group("txn"):
         found.append(Effect("set_transaction", NOTE))
@@ -147,8 +153,9 @@ def _set(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> No
         found.append(Effect("set_local", NOTE, _setting_name(m)))
         return
     if m.group("auth"):
-        found.append(Effect("session_authorization", RELEASE if value.upper() == "DEFAULT" else HOLD,
-                            "session_authorization"))
+        found.append(
+            Effect("session_authorization", RELEASE if value.upper() == "DEFAULT" else HOLD, "session_authorization")
+        )
         return
     if m.group("chars"):
         found.append(Effect("set", HOLD, "session_characteristics"))
@@ -162,14 +169,14 @@ def _set(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> No
         found.append(Effect("set", RELEASE if default else HOLD, name))
 
 
-def _setting_name(m: "re.Match[str]") -> str:
+def _setting_name(m: re.Match[str]) -> str:
     for group, setting in _SPECIAL_SETTINGS.items():
         if m.group(group):
             return setting
     return _ident(m.group("name") or "")
 
 
-def _reset(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _reset(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _RESET.match(masked, start, end)
     if m is None:
         return
@@ -189,7 +196,7 @@ def _reset(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> 
             found.append(Effect("set", RELEASE, name))
 
 
-def _create(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _create(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _CREATE_TEMP.match(masked, start, end)
     if m is None:
         other = _CREATE_TEMP_OBJECT.match(masked, start, end)
@@ -200,57 +207,65 @@ def _create(sql: str, masked: str, start: int, end: int, found: List[Effect]) ->
     if not m.group("temp"):
         if not name.startswith("pg_temp."):
             return
-    name = name[len("pg_temp."):] if name.startswith("pg_temp.") else name
+    name = name[len("pg_temp.") :] if name.startswith("pg_temp.") else name
     dropped = _ON_COMMIT_DROP.search(masked, m.end(), end) is not None
     found.append(Effect("temp_table", NOTE if dropped else HOLD, name))
 
 
-def _drop(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _drop(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _DROP.match(masked, start, end)
     if m is None:
         return
-    names = re.sub(r"\b(?:CASCADE|RESTRICT)\b", "", masked[m.start("names"):end], flags=re.I)
+    names = re.sub(r"\b(?:CASCADE|RESTRICT)\b", "", masked[m.start("names") : end], flags=re.I)
     for name in names.split(","):
         name = _ident(name.strip())
         if name:
-            found.append(Effect("temp_table", RELEASE, name[len("pg_temp."):] if name.startswith("pg_temp.") else name))
+            found.append(
+                Effect("temp_table", RELEASE, name[len("pg_temp.") :] if name.startswith("pg_temp.") else name)
+            )
 
 
-def _listen(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _listen(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _LISTEN.match(masked, start, end)
     if m is None:
         return
     if m.group("un"):
-        found.append(Effect("listen", RELEASE_ALL) if m.group("all") else Effect("listen", RELEASE, _ident(m.group("name"))))
+        found.append(
+            Effect("listen", RELEASE_ALL) if m.group("all") else Effect("listen", RELEASE, _ident(m.group("name")))
+        )
     else:
         found.append(Effect("listen", HOLD, _ident(m.group("name") or "")))
 
 
-def _prepare(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _prepare(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _PREPARE.match(masked, start, end)
     if m is not None:
         found.append(Effect("prepare", HOLD, _ident(m.group("name"))))
 
 
-def _deallocate(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _deallocate(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _DEALLOCATE.match(masked, start, end)
     if m is not None:
-        found.append(Effect("prepare", RELEASE_ALL) if m.group("all") else Effect("prepare", RELEASE, _ident(m.group("name"))))
+        found.append(
+            Effect("prepare", RELEASE_ALL) if m.group("all") else Effect("prepare", RELEASE, _ident(m.group("name")))
+        )
 
 
-def _declare(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _declare(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _DECLARE.match(masked, start, end)
     if m is not None:
         found.append(Effect("cursor", HOLD if m.group("hold") else NOTE, _ident(m.group("name"))))
 
 
-def _close(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _close(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _CLOSE.match(masked, start, end)
     if m is not None:
-        found.append(Effect("cursor", RELEASE_ALL) if m.group("all") else Effect("cursor", RELEASE, _ident(m.group("name"))))
+        found.append(
+            Effect("cursor", RELEASE_ALL) if m.group("all") else Effect("cursor", RELEASE, _ident(m.group("name")))
+        )
 
 
-def _discard(sql: str, masked: str, start: int, end: int, found: List[Effect]) -> None:
+def _discard(sql: str, masked: str, start: int, end: int, found: list[Effect]) -> None:
     m = _DISCARD.match(masked, start, end)
     if m is None:
         return
@@ -264,12 +279,21 @@ def _discard(sql: str, masked: str, start: int, end: int, found: List[Effect]) -
 
 
 _RULES = {
-    "SET": _set, "RESET": _reset, "CREATE": _create, "DROP": _drop, "LISTEN": _listen, "UNLISTEN": _listen,
-    "PREPARE": _prepare, "DEALLOCATE": _deallocate, "DECLARE": _declare, "CLOSE": _close, "DISCARD": _discard,
+    "SET": _set,
+    "RESET": _reset,
+    "CREATE": _create,
+    "DROP": _drop,
+    "LISTEN": _listen,
+    "UNLISTEN": _listen,
+    "PREPARE": _prepare,
+    "DEALLOCATE": _deallocate,
+    "DECLARE": _declare,
+    "CLOSE": _close,
+    "DISCARD": _discard,
 }
 
 
-def _function(sql: str, masked: str, call: "re.Match[str]", end: int, found: List[Effect]) -> None:
+def _function(sql: str, masked: str, call: re.Match[str], end: int, found: list[Effect]) -> None:
     fn = call.group("fn").lower()
     args = _arguments(sql, masked, call.end(), end)
     index = _params_before(sql, call.end())
@@ -286,7 +310,7 @@ def _function(sql: str, masked: str, call: "re.Match[str]", end: int, found: Lis
         found.append(Effect("advisory_lock", RELEASE if "unlock" in fn else HOLD, key, index))
 
 
-def _set_config(args: Sequence[str], index: int, found: List[Effect]) -> None:
+def _set_config(args: Sequence[str], index: int, found: list[Effect]) -> None:
     name = args[0] if args else ""
     is_local = args[2].lower() if len(args) > 2 else "'?'"
     if _PARAM.fullmatch(is_local) or _PARAM.fullmatch(name):
@@ -307,7 +331,7 @@ def _unquote(literal: str) -> str:
     return literal.strip("'").replace("''", "'").lower()
 
 
-def _arguments(sql: str, masked: str, start: int, end: int) -> List[str]:
+def _arguments(sql: str, masked: str, start: int, end: int) -> list[str]:
     """The top-level, comma-separated arguments of a call whose "(" ends at ``start``."""
     depth, pieces, begin = 0, [], start
     for i in range(start, end):
@@ -335,13 +359,13 @@ def _ident(name: str) -> str:
     return ".".join(q.replace('""', '"') if q else w.lower() for q, w in parts)
 
 
-def resolve(effect: Effect, params: Any) -> Optional[Effect]:
+def resolve(effect: Effect, params: Any) -> Effect | None:
     """The effect with query parameters filled into its key (None: it holds nothing)."""
     key = effect.key
     if "%" in key and params is not None:
-        positional = iter(params[effect.param_index:]) if isinstance(params, (list, tuple)) else iter(())
+        positional = iter(params[effect.param_index :]) if isinstance(params, (list, tuple)) else iter(())
 
-        def fill(m: "re.Match[str]") -> str:
+        def fill(m: re.Match[str]) -> str:
             if m.group() == "%%":
                 return "%"
             try:

@@ -21,15 +21,30 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Dict, Iterable, List, Tuple
+from collections.abc import Iterable
+from typing import Any
 
 from aurora_backend.connection.session_sql import (
-    HOLD, NOTE, RELEASE, RELEASE_ALL, STATE_KINDS, Effect, parse, resolve,
+    HOLD,
+    NOTE,
+    RELEASE,
+    RELEASE_ALL,
+    STATE_KINDS,
+    Effect,
+    parse,
+    resolve,
 )
 
 __all__ = [
-    "Effect", "SessionState", "effects", "statement_text",
-    "HOLD", "RELEASE", "RELEASE_ALL", "NOTE", "STATE_KINDS",
+    "Effect",
+    "SessionState",
+    "effects",
+    "statement_text",
+    "HOLD",
+    "RELEASE",
+    "RELEASE_ALL",
+    "NOTE",
+    "STATE_KINDS",
 ]
 
 # ----- the pre-filter -------------------------------------------------------------------
@@ -45,12 +60,12 @@ _INTO_TEMP = re.compile(r"into\s+temp")
 # The answers for recent statement texts. An ORM sends the same few texts again and again
 # (parameters apart), so most statements cost one dict lookup (hashing the text).
 #: ``seen.get(sql)`` is ``effects(sql)`` for a text seen before (the cursor wrapper inlines it).
-seen: Dict[str, Tuple[Effect, ...]] = {}
+seen: dict[str, tuple[Effect, ...]] = {}
 _KNOWN_MAX = 2048
 _KNOWN_LONGEST = 8192  # longer texts (bulk inserts with inlined values) are not kept
 
 
-def effects(sql: str) -> Tuple[Effect, ...]:
+def effects(sql: str) -> tuple[Effect, ...]:
     """What ``sql`` (one or more statements) does to session state, in order; () for most SQL."""
     found = seen.get(sql)
     if found is None:
@@ -62,7 +77,7 @@ def effects(sql: str) -> Tuple[Effect, ...]:
     return found
 
 
-def _effects(sql: str) -> Tuple[Effect, ...]:
+def _effects(sql: str) -> tuple[Effect, ...]:
     if _FIRST_WORD.match(sql) is None:
         # Anywhere: function calls (a user function may SET or lock: session_sql's "unknown"),
         # SELECT INTO TEMP, a second statement. Generous on purpose: a false alarm costs one
@@ -120,7 +135,7 @@ class SessionState:
     __slots__ = ("_held",)
 
     def __init__(self) -> None:
-        self._held: Dict[str, "Counter[str]"] = {}
+        self._held: dict[str, Counter[str]] = {}
 
     def __bool__(self) -> bool:
         return bool(self._held)
@@ -164,13 +179,10 @@ class SessionState:
                 if not counts:
                     del held[effect.name]
 
-    def describe(self) -> List[str]:
+    def describe(self) -> list[str]:
         """What is held, e.g. ``["advisory_lock 42", "set search_path"]`` (for logs and signals)."""
-        return sorted(
-            "%s %s" % (name, key) if key else name
-            for name, counts in self._held.items() for key in counts
-        )
+        return sorted("%s %s" % (name, key) if key else name for name, counts in self._held.items() for key in counts)
 
-    def kinds(self) -> Tuple[str, ...]:
+    def kinds(self) -> tuple[str, ...]:
         """The kinds of state held, e.g. ``("advisory_lock", "set")``."""
         return tuple(sorted(self._held))

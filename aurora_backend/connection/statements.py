@@ -29,7 +29,8 @@ import logging
 import math
 import re
 import weakref
-from typing import Any, Dict, Iterator, Type
+from collections.abc import Iterator
+from typing import Any
 
 from django.db import Error as DjangoDatabaseError
 from django.db.backends.utils import CursorWrapper
@@ -266,7 +267,7 @@ def _direct_execute_over(next_execute: Any) -> Any:
     return execute
 
 
-_cursor_classes: Dict[type, Type[Any]] = {}
+_cursor_classes: dict[type, type[Any]] = {}
 
 
 def _direct_executemany(self: Any, sql: Any, param_list: Any) -> Any:
@@ -275,13 +276,13 @@ def _direct_executemany(self: Any, sql: Any, param_list: Any) -> Any:
     return self._executemany(sql, param_list)
 
 
-def retrying_cursor_class(wrapper_class: type) -> Type[Any]:
+def retrying_cursor_class(wrapper_class: type) -> type[Any]:
     """``wrapper_class`` (a Django CursorWrapper class) with statement re-run mixed in."""
     if issubclass(wrapper_class, RetryingCursorMixin):
         return wrapper_class
     klass = _cursor_classes.get(wrapper_class)
     if klass is None:
-        namespace: Dict[str, Any] = {
+        namespace: dict[str, Any] = {
             # What super()._execute would find, bound once here (the per-statement path).
             "_aurora_next_execute": wrapper_class._execute,  # type: ignore[attr-defined]
             "_execute": _execute_over(wrapper_class._execute),  # type: ignore[attr-defined]

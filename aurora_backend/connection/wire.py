@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from typing import Any, Dict, Optional
+from typing import Any
 
 
 def peek(connection: Any, size: int = 2048) -> bytes:
@@ -27,19 +27,19 @@ def peek(connection: Any, size: int = 2048) -> bytes:
         return b""
 
 
-def error_fields(data: bytes) -> Optional[Dict[str, str]]:
+def error_fields(data: bytes) -> dict[str, str] | None:
     """The fields (S, C, M, ...) of an ErrorResponse at the start of ``data``, else None."""
     if len(data) < 5 or data[:1] != b"E":
         return None
     (length,) = struct.unpack("!i", data[1:5])
     body = data[5 : 1 + length]
-    fields: Dict[str, str] = {}
+    fields: dict[str, str] = {}
     for part in body.split(b"\x00"):
         if part:
             fields[chr(part[0])] = part[1:].decode("utf-8", "replace")
     return fields
 
 
-def pending_error(connection: Any) -> Optional[Dict[str, str]]:
+def pending_error(connection: Any) -> dict[str, str] | None:
     """The ErrorResponse the server left on an idle connection, if any."""
     return error_fields(peek(connection))

@@ -8,7 +8,8 @@ login drops it and tries once more with a fresh one. See docs/credentials.md.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -20,8 +21,17 @@ from aurora_backend.credentials.iam import region_from_host
 from aurora_backend.credentials.login import CredentialsRejected, CredentialsUnavailable, Login, is_rejection, status
 
 __all__ = [
-    "Credential", "CredentialsConfig", "CredentialsRejected", "CredentialsUnavailable", "Login",
-    "check_settings", "clear", "credentials_client", "is_rejection", "parse", "status",
+    "Credential",
+    "CredentialsConfig",
+    "CredentialsRejected",
+    "CredentialsUnavailable",
+    "Login",
+    "check_settings",
+    "clear",
+    "credentials_client",
+    "is_rejection",
+    "parse",
+    "status",
 ]
 
 
@@ -31,7 +41,7 @@ def clear() -> None:
     aws.clear()
 
 
-def check_settings(alias: str, settings_dict: Mapping[str, Any], config: Optional[CredentialsConfig]) -> None:
+def check_settings(alias: str, settings_dict: Mapping[str, Any], config: CredentialsConfig | None) -> None:
     """What OPTIONS alone cannot tell: PASSWORD left beside a source, IAM without a region."""
     if config is None:
         return

@@ -7,19 +7,17 @@ lookup; doing it per connection (as django-iam-dbauth does) also hits IAM's rate
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
 from aurora_backend.credentials.config import EXTRA_HINT
 
-_clients: Dict[Tuple[str, Optional[str], Optional[str], Optional[str]], Any] = {}
+_clients: dict[tuple[str, str | None, str | None, str | None], Any] = {}
 _lock = threading.Lock()
 
 
-def client(
-    service: str, region: Optional[str], profile: Optional[str] = None, endpoint_url: Optional[str] = None
-) -> Any:
+def client(service: str, region: str | None, profile: str | None = None, endpoint_url: str | None = None) -> Any:
     """The shared boto3 client for ``service`` (boto3 clients are thread-safe)."""
     key = (service, region, profile, endpoint_url)
     found = _clients.get(key)

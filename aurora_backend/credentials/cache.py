@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Hashable, NamedTuple, Optional
+from typing import NamedTuple
 
 from aurora_backend.runtime import Runtime
 
@@ -36,12 +37,12 @@ DROPPED, REPLACED, KEPT = "dropped", "replaced", "kept"
 class Credential:
     """A user and password from a source. ``repr()`` and ``str()`` never show the password."""
 
-    user: Optional[str]
+    user: str | None
     password: str = field(repr=False)
     #: Where it came from, for logs and health: "token", "AWSCURRENT", "AWSPENDING", "callable".
     label: str = ""
     #: Seconds after fetching when it stops working (an IAM token); None: until rotated.
-    lifetime: Optional[float] = None
+    lifetime: float | None = None
 
     def __repr__(self) -> str:
         return "Credential(user=%r, password='********', label=%r)" % (self.user, self.label)
@@ -50,7 +51,7 @@ class Credential:
 
 
 #: ``fetch(rejected)``: a new credential; ``rejected`` is the one a server just refused, if any.
-Fetch = Callable[[Optional[Credential]], Credential]
+Fetch = Callable[[Credential | None], Credential]
 
 
 @dataclass
@@ -58,15 +59,15 @@ class CacheStatus:
     """What health shows about a cache (never the credential)."""
 
     fetches: int
-    age_seconds: Optional[float]
-    refresh_in_seconds: Optional[float]
-    label: Optional[str]
+    age_seconds: float | None
+    refresh_in_seconds: float | None
+    label: str | None
 
 
 class _State(NamedTuple):
     """Replaced whole, so that a reader never sees one credential with another's times."""
 
-    value: Optional[Credential] = None
+    value: Credential | None = None
     fetched_at: float = 0.0
     refresh_at: float = 0.0
     expires_at: float = 0.0
@@ -77,12 +78,12 @@ class _State(NamedTuple):
 class CredentialCache:
     """The current credential of one source; thread-safe."""
 
-    def __init__(self, fetch: Fetch, refresh: Optional[float]) -> None:
+    def __init__(self, fetch: Fetch, refresh: float | None) -> None:
         self._fetch = fetch
         self._refresh = refresh
         self._lock = threading.Lock()
         self._state = _State()
-        self._rejected: Optional[Credential] = None
+        self._rejected: Credential | None = None
         self._clock: Callable[[], float] = Runtime().clock
         self.fetches = 0
 
@@ -142,8 +143,11 @@ class CredentialCache:
             now = runtime.clock()
             retry_at = now + min(REFRESH_RETRY, max(state.expires_at - now, 0.0) / 2)
             self._state = state._replace(refresh_at=retry_at)
-            logger.warning("refreshing credentials failed (%s); using the cached %s until it expires",
-                           type(exc).__name__, state.value.label if state.value else "credential")
+            logger.warning(
+                "refreshing credentials failed (%s); using the cached %s until it expires",
+                type(exc).__name__,
+                state.value.label if state.value else "credential",
+            )
 
     def _store(self, runtime: Runtime, value: Credential) -> Credential:
         now = runtime.clock()
@@ -158,7 +162,7 @@ class CredentialCache:
         return value
 
 
-_caches: Dict[Hashable, CredentialCache] = {}
+_caches: dict[Hashable, CredentialCache] = {}
 _caches_lock = threading.Lock()
 
 
@@ -173,7 +177,7 @@ def cache_for(key: Hashable, make: Callable[[], CredentialCache]) -> CredentialC
     return cache
 
 
-def peek(key: Hashable) -> Optional[CredentialCache]:
+def peek(key: Hashable) -> CredentialCache | None:
     return _caches.get(key)
 
 

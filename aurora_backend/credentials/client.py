@@ -6,19 +6,21 @@ Django's postgresql client already passes PASSWORD through the environment; we h
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 from aurora_backend.credentials import login
 from aurora_backend.credentials.config import CredentialsConfig
 from aurora_backend.runtime import Runtime
 
-_classes: Dict[type, type] = {}
+_classes: dict[type, type] = {}
 
 
-def with_credential(settings_dict: Mapping[str, Any], config: CredentialsConfig, runtime: Runtime) -> Dict[str, Any]:
+def with_credential(settings_dict: Mapping[str, Any], config: CredentialsConfig, runtime: Runtime) -> dict[str, Any]:
     """A copy of ``settings_dict`` whose USER and PASSWORD are a credential fetched now."""
-    cache = login.cache(config, settings_dict.get("HOST") or None, settings_dict.get("PORT") or None,
-                        settings_dict.get("USER") or None)
+    cache = login.cache(
+        config, settings_dict.get("HOST") or None, settings_dict.get("PORT") or None, settings_dict.get("USER") or None
+    )
     credential = cache.fetch_now(runtime)
     return {**settings_dict, "USER": credential.user or settings_dict.get("USER"), "PASSWORD": credential.password}
 
@@ -29,8 +31,8 @@ class _CredentialsClient:
     connection: Any
 
     def settings_to_cmd_args_env(  # type: ignore[override]
-        self, settings_dict: Mapping[str, Any], parameters: List[str]
-    ) -> Tuple[List[str], Optional[Dict[str, str]]]:
+        self, settings_dict: Mapping[str, Any], parameters: list[str]
+    ) -> tuple[list[str], dict[str, str] | None]:
         wrapper = self.connection
         fresh = with_credential(settings_dict, wrapper.aurora_options.credentials, wrapper.aurora_runtime)
         return super().settings_to_cmd_args_env(fresh, parameters)  # type: ignore[misc]

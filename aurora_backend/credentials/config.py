@@ -7,14 +7,15 @@ here. The credential itself is resolved when a physical connection opens (login.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Tuple
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 #: ``fn() -> (user, password)``; user may be None to keep the alias's USER.
-CredentialsCallable = Callable[[], Tuple[Optional[str], str]]
+CredentialsCallable = Callable[[], tuple[str | None, str]]
 
 SOURCES = ("iam", "secretsmanager", "callable")
 #: An IAM token is valid 15 minutes; we never hand out one older than this.
@@ -39,18 +40,18 @@ class CredentialsConfig:
 
     source: str
     #: IAM: the region (None: from the endpoint name); Secrets Manager: the client's region.
-    region: Optional[str] = None
+    region: str | None = None
     #: IAM: the database user to sign for (None: the alias's USER).
-    user: Optional[str] = None
+    user: str | None = None
     #: boto3 profile name (None: the default credential chain).
-    profile: Optional[str] = None
-    secret_id: Optional[str] = None
-    endpoint_url: Optional[str] = None
-    func: Optional[CredentialsCallable] = field(default=None, compare=False)
+    profile: str | None = None
+    secret_id: str | None = None
+    endpoint_url: str | None = None
+    func: CredentialsCallable | None = field(default=None, compare=False)
     #: The dotted path or repr of ``func``: part of the cache key and of what health shows.
-    func_name: Optional[str] = None
+    func_name: str | None = None
     #: Seconds between fetches (jittered, refreshed ahead of time); None: until rejected.
-    refresh: Optional[float] = None
+    refresh: float | None = None
 
     def describe(self) -> str:
         """What health and errors show: the source, never a secret."""
@@ -61,7 +62,7 @@ class CredentialsConfig:
         return "callable %s" % self.func_name
 
 
-def parse(key: str, value: Any) -> Optional[CredentialsConfig]:
+def parse(key: str, value: Any) -> CredentialsConfig | None:
     """Validate the option ``key`` (its full name, for messages); None means USER/PASSWORD."""
     if value is None:
         return None
@@ -92,13 +93,12 @@ def parse(key: str, value: Any) -> Optional[CredentialsConfig]:
     _require_boto3(key, source)
     if source == "secretsmanager" and not values.get("secret_id"):
         raise ImproperlyConfigured(
-            "%s needs 'secret_id': the name or ARN of the secret holding "
-            '{"username": ..., "password": ...}.' % key
+            '%s needs \'secret_id\': the name or ARN of the secret holding {"username": ..., "password": ...}.' % key
         )
     return CredentialsConfig(source, refresh=refresh, **values)
 
 
-def check_sslmode(key: str, config: Optional[CredentialsConfig], sslmode: Any) -> None:
+def check_sslmode(key: str, config: CredentialsConfig | None, sslmode: Any) -> None:
     """IAM tokens are bearer credentials: refuse any sslmode that allows clear text."""
     if config is None or config.source != "iam" or sslmode in TLS_SSLMODES:
         return
@@ -115,7 +115,7 @@ def _text(key: str, name: str, value: Any) -> str:
     return value
 
 
-def _refresh(key: str, source: str, value: Any) -> Optional[float]:
+def _refresh(key: str, source: str, value: Any) -> float | None:
     limit = IAM_TOKEN_LIFETIME - IAM_SAFETY_MARGIN
     if value is None and source != "iam":
         return None
@@ -125,16 +125,20 @@ def _refresh(key: str, source: str, value: Any) -> Optional[float]:
     if not ok:
         accepted = (
             "a number of seconds > 0 and <= %g (a token is valid 15 minutes)" % limit
-            if source == "iam" else "a number of seconds > 0, or None to keep it until a login is rejected"
+            if source == "iam"
+            else "a number of seconds > 0, or None to keep it until a login is rejected"
         )
         raise ImproperlyConfigured("%s['refresh'] = %r is invalid: it accepts %s." % (key, value, accepted))
     return float(value)
 
 
-def _callable(key: str, value: Any) -> Tuple[CredentialsCallable, str]:
+def _callable(key: str, value: Any) -> tuple[CredentialsCallable, str]:
     accepted = "a callable returning (user, password), or the dotted path of one"
-    name = value if isinstance(value, str) else "%s.%s" % (
-        getattr(value, "__module__", "?"), getattr(value, "__qualname__", type(value).__name__))
+    name = (
+        value
+        if isinstance(value, str)
+        else "%s.%s" % (getattr(value, "__module__", "?"), getattr(value, "__qualname__", type(value).__name__))
+    )
     if isinstance(value, str):
         try:
             value = import_string(value)
@@ -153,6 +157,4 @@ def _require_boto3(key: str, source: str) -> None:
     except ValueError:  # sys.modules["boto3"] is None: hidden on purpose
         found = False
     if not found:
-        raise ImproperlyConfigured(
-            "%s: source %r needs boto3, which is not installed: %s." % (key, source, EXTRA_HINT)
-        )
+        raise ImproperlyConfigured("%s: source %r needs boto3, which is not installed: %s." % (key, source, EXTRA_HINT))

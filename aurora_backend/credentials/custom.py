@@ -7,7 +7,8 @@ interval passes, and after a server refused the cached one.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from aurora_backend.credentials.cache import Credential
 from aurora_backend.credentials.config import CredentialsConfig
@@ -17,7 +18,7 @@ class CredentialsCallableError(TypeError):
     """The callable returned something other than (user, password); never shows the value."""
 
 
-def fetch(config: CredentialsConfig, rejected: Optional[Credential]) -> Credential:
+def fetch(config: CredentialsConfig, rejected: Credential | None) -> Credential:
     assert config.func is not None
     result: Any = config.func()
     if isinstance(result, Mapping):

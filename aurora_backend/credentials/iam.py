@@ -8,7 +8,6 @@ name even when the connection goes to an address we resolved (``hostaddr``).
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 from aurora_backend.credentials import aws
 from aurora_backend.credentials.cache import Credential
@@ -18,14 +17,14 @@ from aurora_backend.credentials.config import IAM_SAFETY_MARGIN, IAM_TOKEN_LIFET
 _RDS_NAME = re.compile(r"\.([a-z]{2}(?:-[a-z]+)+-\d+)\.rds\.amazonaws\.com(?:\.cn)?\.?$", re.IGNORECASE)
 
 
-def region_from_host(host: Optional[str]) -> Optional[str]:
+def region_from_host(host: str | None) -> str | None:
     """The AWS region in an RDS endpoint name, e.g. eu-west-1 in
     mycluster.cluster-abc.eu-west-1.rds.amazonaws.com; None for any other name."""
     match = _RDS_NAME.search(host or "")
     return match.group(1).lower() if match else None
 
 
-def region_for(config: CredentialsConfig, host: Optional[str]) -> Optional[str]:
+def region_for(config: CredentialsConfig, host: str | None) -> str | None:
     return config.region or region_from_host(host)
 
 

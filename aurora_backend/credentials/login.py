@@ -10,7 +10,8 @@ refusal is reported as :class:`CredentialsRejected`.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Hashable, Optional, Tuple
+from collections.abc import Hashable
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -39,7 +40,7 @@ class CredentialsUnavailable(Exception):
     """The credentials source failed (AWS error, malformed secret, callable error)."""
 
 
-_classes: Dict[Tuple[type, type], type] = {}
+_classes: dict[tuple[type, type], type] = {}
 
 
 def _driver_class(base: type, operational_error: type) -> type:
@@ -59,7 +60,7 @@ def is_rejection(exc: BaseException) -> bool:
     return any(needle in message for needle in _REJECTED_MESSAGES)
 
 
-def cache_key(config: CredentialsConfig, host: Optional[str], port: Any, user: Optional[str]) -> Hashable:
+def cache_key(config: CredentialsConfig, host: str | None, port: Any, user: str | None) -> Hashable:
     if config.source == "iam":
         return ("iam", iam.region_for(config, host), config.profile, host, int(port or 5432), config.user or user)
     if config.source == "secretsmanager":
@@ -72,9 +73,10 @@ def cache_key(config: CredentialsConfig, host: Optional[str], port: Any, user: O
     return ("callable", config.func_name, func)
 
 
-def cache(config: CredentialsConfig, host: Optional[str], port: Any, user: Optional[str]) -> CredentialCache:
+def cache(config: CredentialsConfig, host: str | None, port: Any, user: str | None) -> CredentialCache:
     """The process's cache for this source (and, for IAM, this endpoint and user)."""
-    def fetch(rejected: Optional[Credential]) -> Credential:
+
+    def fetch(rejected: Credential | None) -> Credential:
         if config.source == "iam":
             if not host or not (config.user or user):
                 raise ValueError("IAM authentication needs HOST (the endpoint name) and USER")
@@ -86,7 +88,7 @@ def cache(config: CredentialsConfig, host: Optional[str], port: Any, user: Optio
     return cache_for(cache_key(config, host, port, user), lambda: CredentialCache(fetch, config.refresh))
 
 
-def status(config: CredentialsConfig, host: Optional[str], port: Any, user: Optional[str]) -> Dict[str, Any]:
+def status(config: CredentialsConfig, host: str | None, port: Any, user: str | None) -> dict[str, Any]:
     """Source and age of the cached credential, for health output (never the credential)."""
     found = peek(cache_key(config, host, port, user))
     state = found.status() if found is not None else None
@@ -108,12 +110,12 @@ class Login:
         self.runtime = runtime
         self.operational_error = operational_error
         self.endpoint = endpoint
-        self.credential: Optional[Credential] = None
-        self.user: Optional[str] = None
+        self.credential: Credential | None = None
+        self.user: str | None = None
         self.renewed = False
-        self._cache: Optional[CredentialCache] = None
+        self._cache: CredentialCache | None = None
 
-    def apply(self, params: Dict[str, Any]) -> None:
+    def apply(self, params: dict[str, Any]) -> None:
         """Put the current user and password into this attempt's parameters."""
         if self._cache is None:
             self._cache = cache(self.config, params.get("host"), params.get("port"), params.get("user"))
@@ -139,8 +141,12 @@ class Login:
         if outcome == KEPT:  # refetched after a refusal moments ago: nothing newer to try
             raise self._rejected(exc) from exc
         if outcome == DROPPED:
-            logger.warning("%s refused the %s from %s; fetching it afresh and trying again",
-                           self.endpoint, self.credential.label or "credential", self.config.describe())
+            logger.warning(
+                "%s refused the %s from %s; fetching it afresh and trying again",
+                self.endpoint,
+                self.credential.label or "credential",
+                self.config.describe(),
+            )
         return True
 
     def _rejected(self, exc: BaseException) -> Exception:
@@ -152,8 +158,7 @@ class Login:
             "after fetching it afresh (%s). Check that the source holds the database's current "
             "password (IAM: that the user has the rds_iam role and the rds-db:connect "
             "permission). Last error: %s"
-            % (self.endpoint, self.user, self.config.describe(), self.credential.label,
-               describe_error(exc))
+            % (self.endpoint, self.user, self.config.describe(), self.credential.label, describe_error(exc))
         )
         logger.error("%s", message)
         return _driver_class(CredentialsRejected, self.operational_error)(message)
@@ -161,6 +166,10 @@ class Login:
     def _unavailable(self, exc: BaseException) -> Exception:
         first_line = (str(exc).strip().splitlines() or [""])[0]
         message = "aurora_backend: could not get the credentials for %s from %s: %s: %s" % (
-            self.endpoint, self.config.describe(), type(exc).__name__, first_line)
+            self.endpoint,
+            self.config.describe(),
+            type(exc).__name__,
+            first_line,
+        )
         logger.error("%s", message)
         return _driver_class(CredentialsUnavailable, self.operational_error)(message)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Optional
+from typing import Any
 
 from aurora_backend.credentials import aws
 from aurora_backend.credentials.cache import Credential
@@ -25,7 +25,7 @@ class SecretFormatError(ValueError):
     """The secret is not JSON with a "password" (its content is never in the message)."""
 
 
-def region_for(config: CredentialsConfig) -> Optional[str]:
+def region_for(config: CredentialsConfig) -> str | None:
     """The explicit region, else the one in the secret's ARN, else boto3's default."""
     if config.region:
         return config.region
@@ -35,7 +35,7 @@ def region_for(config: CredentialsConfig) -> Optional[str]:
     return None
 
 
-def fetch(config: CredentialsConfig, rejected: Optional[Credential]) -> Credential:
+def fetch(config: CredentialsConfig, rejected: Credential | None) -> Credential:
     """AWSCURRENT; after a rejected login, AWSPENDING when AWSCURRENT is what was refused."""
     current = _read(config, CURRENT)
     if rejected is None or current is None or current.password != rejected.password:
@@ -44,13 +44,12 @@ def fetch(config: CredentialsConfig, rejected: Optional[Credential]) -> Credenti
         return current
     pending = _read(config, PENDING)
     if pending is not None and pending.password != rejected.password:
-        logger.info("secret %r: %s was refused; using %s (a rotation is under way)",
-                    config.secret_id, CURRENT, PENDING)
+        logger.info("secret %r: %s was refused; using %s (a rotation is under way)", config.secret_id, CURRENT, PENDING)
         return pending
     return current
 
 
-def _read(config: CredentialsConfig, stage: str) -> Optional[Credential]:
+def _read(config: CredentialsConfig, stage: str) -> Credential | None:
     client = aws.client("secretsmanager", region_for(config), config.profile, config.endpoint_url)
     try:
         response = client.get_secret_value(SecretId=config.secret_id, VersionStage=stage)
@@ -67,8 +66,7 @@ def _parse(config: CredentialsConfig, response: Any, stage: str) -> Credential:
         password = data["password"]
     except (KeyError, TypeError, ValueError):
         raise SecretFormatError(
-            'secret %r (%s) must be a JSON SecretString with "username" and "password" keys'
-            % (config.secret_id, stage)
+            'secret %r (%s) must be a JSON SecretString with "username" and "password" keys' % (config.secret_id, stage)
         ) from None  # the parse error would quote the secret
     if not isinstance(password, str) or not password:
         raise SecretFormatError('secret %r (%s): "password" must be a non-empty string' % (config.secret_id, stage))

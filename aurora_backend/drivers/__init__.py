@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import select
-from typing import Any, Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Any, Dict, Optional
 
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
@@ -48,7 +49,7 @@ OPEN: frozenset = frozenset((1, 2, 3))
 #: The server process id of a driver connection.
 backend_pid: Callable[[Any], int] = active.backend_pid
 #: What libpq was given to connect (host, hostaddr, sslmode, ...; never the password).
-connection_parameters: Callable[[Any], Dict[str, str]] = active.connection_parameters
+connection_parameters: Callable[[Any], dict[str, str]] = active.connection_parameters
 ssl_in_use: Callable[[Any], bool] = active.ssl_in_use
 server_version: Callable[[Any], int] = active.server_version
 #: Ask the server to cancel the connection's running statement.
@@ -102,7 +103,7 @@ def input_watch(connection: Any) -> Callable[[], Any]:
     return functools.partial(poller.poll, 0)
 
 
-def peer_address(connection: Any) -> Optional[str]:
+def peer_address(connection: Any) -> str | None:
     """The IP address the connection actually went to, if the driver can tell."""
     try:
         return active.peer_address(connection)
@@ -115,7 +116,7 @@ def is_idle(connection: Any) -> bool:
     return transaction_status(connection) == _IDLE
 
 
-def in_recovery(connection: Any) -> Optional[bool]:
+def in_recovery(connection: Any) -> bool | None:
     """``pg_is_in_recovery()``: True on a reader (a demoted writer), None if it cannot say."""
     try:
         with connection.cursor() as cursor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 import traceback
-from typing import Any, Dict, Optional
+from typing import Any
 
 import psycopg
 import psycopg.errors
@@ -59,7 +59,7 @@ def release_failed_attempt(exc: BaseException) -> None:
     (psycopg finishes the PGconn itself when the server refuses: psycopg/psycopg#565.)
     """
     seen = set()
-    error: Optional[BaseException] = exc
+    error: BaseException | None = exc
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if error.__traceback__ is not None:
@@ -105,14 +105,14 @@ def backend_pid(connection: Any) -> int:
     return int(connection.info.backend_pid)
 
 
-def peer_address(connection: Any) -> Optional[str]:
+def peer_address(connection: Any) -> str | None:
     try:
         return connection.info.hostaddr or None  # PQhostaddr: the IP actually dialled
     except Exception:
         return None
 
 
-def connection_parameters(connection: Any) -> Dict[str, str]:
+def connection_parameters(connection: Any) -> dict[str, str]:
     """What libpq was given (without the password)."""
     return dict(connection.info.get_parameters())
 
@@ -146,7 +146,7 @@ def is_named_cursor(cursor: Any) -> bool:
     return isinstance(cursor, _ServerCursor)
 
 
-_tz_loaders: Dict[Any, type] = {}
+_tz_loaders: dict[Any, type] = {}
 
 
 def keep_server_instants(cursor: Any, timezone: Any) -> None:

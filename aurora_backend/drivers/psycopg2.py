@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import datetime
 import operator
-
-from typing import Any, Dict, Optional
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
@@ -65,11 +64,11 @@ def backend_pid(connection: Any) -> int:
     return int(connection.get_backend_pid())
 
 
-def peer_address(connection: Any) -> Optional[str]:
+def peer_address(connection: Any) -> str | None:
     return None  # psycopg2 does not expose PQhostaddr
 
 
-def connection_parameters(connection: Any) -> Dict[str, str]:
+def connection_parameters(connection: Any) -> dict[str, str]:
     """What libpq was given (without the password)."""
     params = dict(connection.info.dsn_parameters)
     params.pop("password", None)

@@ -13,7 +13,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -25,7 +26,7 @@ def _error(key: str, value: Any, accepted: str) -> ImproperlyConfigured:
     return ImproperlyConfigured("%s = %r is invalid: it accepts %s." % (key, value, accepted))
 
 
-def home_region(key: str, value: Any) -> Optional[str]:
+def home_region(key: str, value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not REGION.match(value):
@@ -33,30 +34,41 @@ def home_region(key: str, value: Any) -> Optional[str]:
     return value
 
 
-def instance_templates(key: str, value: Any) -> Optional[Dict[str, str]]:
-    accepted = ("None or a dict {region: instance endpoint template}, e.g. "
-                "{'us-east-1': '{instance}.abc123.us-east-1.rds.amazonaws.com'}")
+def instance_templates(key: str, value: Any) -> dict[str, str] | None:
+    accepted = (
+        "None or a dict {region: instance endpoint template}, e.g. "
+        "{'us-east-1': '{instance}.abc123.us-east-1.rds.amazonaws.com'}"
+    )
     if value is None:
         return None
     if not isinstance(value, Mapping) or not value:
         raise _error(key, value, accepted)
     for region, template in value.items():
-        if (not isinstance(region, str) or not REGION.match(region) or not isinstance(template, str)
-                or "{instance}" not in template or template.count("{") != 1):
+        if (
+            not isinstance(region, str)
+            or not REGION.match(region)
+            or not isinstance(template, str)
+            or "{instance}" not in template
+            or template.count("{") != 1
+        ):
             raise _error(key, value, accepted)
     return dict(value)
 
 
-def write_forwarding(key: str, value: Any) -> Optional[str]:
+def write_forwarding(key: str, value: Any) -> str | None:
     if value is None or value is False:
         return None
     if value not in FORWARDING_MODES:
-        raise _error(key, value, "None, 'error' (refused statements raise before they are sent) or "
-                                 "'route' (they run on OPTIONS['aurora']['primary_alias'])")
+        raise _error(
+            key,
+            value,
+            "None, 'error' (refused statements raise before they are sent) or "
+            "'route' (they run on OPTIONS['aurora']['primary_alias'])",
+        )
     return str(value)
 
 
-def primary_alias(key: str, value: Any) -> Optional[str]:
+def primary_alias(key: str, value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value:
@@ -69,14 +81,20 @@ def check(where: str, options: Any) -> None:
     if options.write_forwarding == "route" and not options.primary_alias:
         raise ImproperlyConfigured(
             "%s['write_forwarding'] = 'route' needs %s['primary_alias']: the alias on the global writer "
-            "endpoint that runs the statements write forwarding refuses (or use 'error')." % (where, where))
+            "endpoint that runs the statements write forwarding refuses (or use 'error')." % (where, where)
+        )
     if options.cross_region_reads and not options.global_instance_templates:
         raise ImproperlyConfigured(
             "%s['cross_region_reads'] = True needs %s['global_instance_templates'] ({region: "
             "'{instance}.<suffix>'}): the other regions' readers are reached by their instance endpoints."
-            % (where, where))
-    if options.home_region and options.global_instance_templates and \
-            options.home_region not in options.global_instance_templates:
+            % (where, where)
+        )
+    if (
+        options.home_region
+        and options.global_instance_templates
+        and options.home_region not in options.global_instance_templates
+    ):
         raise ImproperlyConfigured(
             "%s['home_region'] = %r is not a region of %s['global_instance_templates'] (%s)."
-            % (where, options.home_region, where, ", ".join(sorted(options.global_instance_templates))))
+            % (where, options.home_region, where, ", ".join(sorted(options.global_instance_templates)))
+        )

@@ -9,12 +9,12 @@ Any suffix after ``.global-<id>.global.`` is accepted, so a local global databas
 from __future__ import annotations
 
 import re
-from typing import Optional
 
-GLOBAL_ENDPOINT = re.compile(r"^(?P<name>[a-z0-9-]+)\.global-(?P<id>[a-z0-9]+)\.global\.(?P<suffix>[a-z0-9.-]+)$",
-                             re.IGNORECASE)
+GLOBAL_ENDPOINT = re.compile(
+    r"^(?P<name>[a-z0-9-]+)\.global-(?P<id>[a-z0-9]+)\.global\.(?P<suffix>[a-z0-9.-]+)$", re.IGNORECASE
+)
 
 
-def is_global_endpoint(host: Optional[str]) -> bool:
+def is_global_endpoint(host: str | None) -> bool:
     """True for ``<name>.global-<id>.global.<domain>`` (a trailing dot allowed)."""
     return bool(host) and GLOBAL_ENDPOINT.match(str(host).rstrip(".")) is not None

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from django.db import NotSupportedError, connections
 
@@ -33,7 +34,9 @@ _REFUSED_FIRST = re.compile(
     r"^(SAVEPOINT|RELEASE|ROLLBACK\s+(?:WORK\s+|TRANSACTION\s+)?TO|CREATE|ALTER|DROP|COMMENT|GRANT|REVOKE|"
     r"REASSIGN|SECURITY\s+LABEL|LOCK|TRUNCATE|ANALYZE|ANALYSE|CLUSTER|COPY|LISTEN|UNLISTEN|NOTIFY|"
     r"SET\s+CONSTRAINTS|PREPARE\s+TRANSACTION|COMMIT\s+PREPARED|ROLLBACK\s+PREPARED|VACUUM|REINDEX|REFRESH|"
-    r"DECLARE|CALL)\b", re.IGNORECASE)
+    r"DECLARE|CALL)\b",
+    re.IGNORECASE,
+)
 _SEQUENCE = re.compile(r"\b(nextval|setval)\s*\(", re.IGNORECASE)
 _SELECT_INTO = re.compile(r"^SELECT\b(?:(?!\bFROM\b).)*?\bINTO\b", re.IGNORECASE | re.DOTALL)
 
@@ -44,7 +47,7 @@ class WriteForwardingRefused(NotSupportedError):
     """A statement Aurora write forwarding does not run, stopped before it was sent."""
 
 
-def refused(sql: Any) -> Optional[str]:
+def refused(sql: Any) -> str | None:
     """The kind of statement write forwarding refuses (``"SAVEPOINT"``...), or None."""
     if not isinstance(sql, str):
         return None
@@ -89,13 +92,20 @@ class Forwarding:
         return result
 
     def _message(self, kind: str, in_transaction: bool) -> str:
-        where = "inside a transaction on %r (moving part of it to the primary would split it)" % self.alias \
-            if in_transaction else "on %r" % self.alias
-        fix = ("run the whole transaction on %r (atomic(using=%r))" % (self.primary, self.primary)
-               if self.primary else "run it on the alias of the global writer endpoint")
-        return ("%s is not run %s: Aurora write forwarding (%s) refuses it on a secondary cluster; %s, or see "
-                "OPTIONS['aurora']['write_forwarding'] in docs/global_database.md."
-                % (kind, where, SETTING, fix))
+        where = (
+            "inside a transaction on %r (moving part of it to the primary would split it)" % self.alias
+            if in_transaction
+            else "on %r" % self.alias
+        )
+        fix = (
+            "run the whole transaction on %r (atomic(using=%r))" % (self.primary, self.primary)
+            if self.primary
+            else "run it on the alias of the global writer endpoint"
+        )
+        return (
+            "%s is not run %s: Aurora write forwarding (%s) refuses it on a secondary cluster; %s, or see "
+            "OPTIONS['aurora']['write_forwarding'] in docs/global_database.md." % (kind, where, SETTING, fix)
+        )
 
 
 def install(wrapper: Any) -> None:

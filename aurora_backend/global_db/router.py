@@ -17,7 +17,8 @@ A reader alias with ``home_region`` probes its own region's instances only; with
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 from aurora_backend.connection.resolve import resolvable_host
 from aurora_backend.global_db import state
@@ -29,21 +30,22 @@ logger = logging.getLogger("aurora_backend")
 
 GLOBAL_TOPOLOGY_SQL = (
     "SELECT server_id::text, session_id::text = 'MASTER_SESSION_ID', visibility_lag_in_msec::float8, "
-    "aws_region::text FROM aurora_global_db_instance_status() ORDER BY 2 DESC, 1")
+    "aws_region::text FROM aurora_global_db_instance_status() ORDER BY 2 DESC, 1"
+)
 FORGET_AFTER = 10  # refresh periods an instance missing from the answer is kept
 
-Probe = Tuple[str, Any, Optional[bool], Optional[str]]
+Probe = tuple[str, Any, bool | None, str | None]
 
 
 class RegionTemplates:
     """``format(instance=...)``: the instance endpoint name from its region's template."""
 
-    def __init__(self, key: str, templates: Dict[str, str], topology: Callable[[], state.GlobalTopology]) -> None:
+    def __init__(self, key: str, templates: dict[str, str], topology: Callable[[], state.GlobalTopology]) -> None:
         self.key = key
         self.templates = dict(templates)
         self._topology = topology
 
-    def region(self, instance: str) -> Optional[str]:
+    def region(self, instance: str) -> str | None:
         return self._topology().regions.get(instance)
 
     def format(self, instance: str) -> str:
@@ -63,8 +65,16 @@ class RegionTemplates:
 class GlobalRouter(Router):
     """Topology routing over every region of a global database."""
 
-    def __init__(self, wrapper: Any, host: str, port: int, templates: Dict[str, str], want_writer: bool,
-                 home_region: Optional[str], cross_region: bool) -> None:
+    def __init__(
+        self,
+        wrapper: Any,
+        host: str,
+        port: int,
+        templates: dict[str, str],
+        want_writer: bool,
+        home_region: str | None,
+        cross_region: bool,
+    ) -> None:
         key = host if want_writer else "%s@%s" % (host, home_region)
         names = RegionTemplates(key, templates, lambda: self.topology)
         super().__init__(wrapper, host, port, names, want_writer)  # type: ignore[arg-type]
@@ -77,8 +87,7 @@ class GlobalRouter(Router):
     def topology(self) -> state.GlobalTopology:  # type: ignore[override]
         return state.topology_for(self.key, self.port)
 
-    def _race(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any],
-              avoid: Optional[str]) -> List[Probe]:
+    def _race(self, parent: Callable[[dict[str, Any]], Any], params: dict[str, Any], avoid: str | None) -> list[Probe]:
         """The reader alias with a home region: a round over the home region's instances, then,
         with ``cross_region_reads`` and no home reader answering, one over the other regions."""
         topo = self.topology
@@ -89,11 +98,14 @@ class GlobalRouter(Router):
         if any(r[2] is True for r in results) or not self.cross_region:
             return results
         others = [i for i in topo.instances if topo.regions.get(i) != self.home_region and i != topo.writer]
-        logger.warning("global database: no reader of home region %s answers; reading from %s "
-                       "(cross_region_reads)", self.home_region, ", ".join(others) or "nowhere")
+        logger.warning(
+            "global database: no reader of home region %s answers; reading from %s (cross_region_reads)",
+            self.home_region,
+            ", ".join(others) or "nowhere",
+        )
         return results + (self._race_among(parent, params, avoid, others) if others else [])
 
-    def _probe(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any], instance: str) -> Probe:
+    def _probe(self, parent: Callable[[dict[str, Any]], Any], params: dict[str, Any], instance: str) -> Probe:
         if not self.template.format(instance=instance):  # no template for its region: cannot reach it
             return instance, None, None, None
         return super()._probe(parent, params, instance)
@@ -127,7 +139,7 @@ class GlobalRouter(Router):
             self._record(Failover(old, new, "dns", None if since is None else round(now - since, 3)))
 
 
-def router_for(wrapper: Any, params: Dict[str, Any]) -> Optional[GlobalRouter]:
+def router_for(wrapper: Any, params: dict[str, Any]) -> GlobalRouter | None:
     """A GlobalRouter for the global writer endpoint, or a reader endpoint with ``home_region``."""
     options = wrapper.aurora_options
     templates = options.global_instance_templates
@@ -145,13 +157,20 @@ def router_for(wrapper: Any, params: Dict[str, Any]) -> Optional[GlobalRouter]:
         want_writer = False
     router = getattr(wrapper, "_aurora_router", None)
     if not isinstance(router, GlobalRouter) or router.host != host or router.templates != templates:
-        router = GlobalRouter(wrapper, host, int(params.get("port") or 5432), dict(templates), want_writer,
-                              options.home_region, options.cross_region_reads)
+        router = GlobalRouter(
+            wrapper,
+            host,
+            int(params.get("port") or 5432),
+            dict(templates),
+            want_writer,
+            options.home_region,
+            options.cross_region_reads,
+        )
         wrapper._aurora_router = router
     return router
 
 
-def describe(options: Any, params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+def describe(options: Any, params: dict[str, Any]) -> dict[str, Any] | None:
     """What aurora_health shows of the global database this alias is on (None: not one)."""
     host = resolvable_host(params)
     if host is None or not (is_global_endpoint(host) or options.home_region):
@@ -160,7 +179,12 @@ def describe(options: Any, params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     key = host if is_global_endpoint(host) else "%s@%s" % (host, options.home_region)
     known = state.known(key, port)
     shown = (known or state.GlobalTopology()).snapshot()
-    shown.update(endpoint=host, global_endpoint=is_global_endpoint(host), home_region=options.home_region,
-                 cross_region_reads=options.cross_region_reads, write_forwarding=options.write_forwarding,
-                 templates=dict(options.global_instance_templates or {}))
+    shown.update(
+        endpoint=host,
+        global_endpoint=is_global_endpoint(host),
+        home_region=options.home_region,
+        cross_region_reads=options.cross_region_reads,
+        write_forwarding=options.write_forwarding,
+        templates=dict(options.global_instance_templates or {}),
+    )
     return shown

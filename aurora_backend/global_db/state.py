@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 from aurora_backend.topology.state import Topology
 
@@ -19,12 +19,12 @@ from aurora_backend.topology.state import Topology
 class GlobalTopology(Topology):
     """A topology spanning regions: ``regions`` (instance -> region), ``lags`` (ms, None: writer)."""
 
-    regions: Dict[str, str] = field(default_factory=dict)
-    lags: Dict[str, Optional[float]] = field(default_factory=dict)
+    regions: dict[str, str] = field(default_factory=dict)
+    lags: dict[str, float | None] = field(default_factory=dict)
 
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
         shown = super().snapshot()
-        by_region: Dict[str, Dict[str, Any]] = {}
+        by_region: dict[str, dict[str, Any]] = {}
         for instance, region in sorted(self.regions.items()):
             entry = by_region.setdefault(region, {"instances": [], "lag_ms": None, "primary": False})
             entry["instances"].append(instance)
@@ -38,7 +38,7 @@ class GlobalTopology(Topology):
         return shown
 
 
-_registry: Dict[Tuple[str, int], GlobalTopology] = {}
+_registry: dict[tuple[str, int], GlobalTopology] = {}
 _lock = threading.Lock()
 
 
@@ -47,7 +47,7 @@ def topology_for(key: str, port: int) -> GlobalTopology:
         return _registry.setdefault((key.lower(), port), GlobalTopology())
 
 
-def known(key: str, port: int) -> Optional[GlobalTopology]:
+def known(key: str, port: int) -> GlobalTopology | None:
     with _lock:
         return _registry.get((key.lower(), port))
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 from aurora_backend.health.report import AliasReport, HealthReport
 from aurora_backend.health.sql import Blocker, human_seconds
@@ -28,7 +29,7 @@ def render(report: HealthReport, paint: Paint = plain) -> str:
     return "\n".join(lines)
 
 
-def render_alias(report: AliasReport, paint: Paint = plain) -> List[str]:
+def render_alias(report: AliasReport, paint: Paint = plain) -> list[str]:
     lines = ["%s: %s" % (paint(report.alias, "title"), paint(report.status.upper(), report.status))]
     row = lambda label, text: lines.append("  %-10s %s" % (label, text))  # noqa: E731
     endpoint = report.endpoint
@@ -81,7 +82,13 @@ def _server_text(report: AliasReport) -> str:
     instance = ", instance %s" % s.instance_id if s.instance_id else ""
     restart = " (recent restart)" if s.recent_restart else ""
     return "%s, %s%s, %s; up %s since %s%s" % (
-        name, kind.strip(), instance, s.role, human_seconds(s.uptime_seconds), s.started_at[:19], restart,
+        name,
+        kind.strip(),
+        instance,
+        s.role,
+        human_seconds(s.uptime_seconds),
+        s.started_at[:19],
+        restart,
     )
 
 
@@ -98,20 +105,24 @@ def _readers_text(report: AliasReport) -> str:
     return "; ".join(parts) or "none"
 
 
-def _number(value: Optional[float]) -> str:
+def _number(value: float | None) -> str:
     return "?" if value is None else "%.0f" % value
 
 
 def _process_text(process: Any) -> str:
     last = process.get("last_scale_event")
     text = "connections %s, reconnects %s, connect retries %s, scale events %s (last: %s)" % (
-        process.get("connections", 0), process.get("reconnects", 0), process.get("connect_retries", 0),
-        process.get("scale_events", 0), "never" if last is None else _epoch(last),
+        process.get("connections", 0),
+        process.get("reconnects", 0),
+        process.get("connect_retries", 0),
+        process.get("scale_events", 0),
+        "never" if last is None else _epoch(last),
     )
     routed = [process.get(key, 0) for key in ("reader_reads", "ryw_reads", "reader_fallbacks")]
     if any(routed):
-        text += ("; reads routed here %s, to the writer for read-your-writes %s, fallbacks to the writer %s"
-                 % tuple(routed))
+        text += "; reads routed here %s, to the writer for read-your-writes %s, fallbacks to the writer %s" % tuple(
+            routed
+        )
     return text
 
 
@@ -121,8 +132,11 @@ def _credentials_text(status: Any) -> str:
         return "%s, nothing cached yet" % status["description"]
     refresh = status.get("refresh_in_seconds")
     return "%s, %s fetched %s ago%s, %d fetch(es) by this process" % (
-        status["description"], status.get("label") or "credential", human_seconds(age),
-        "" if refresh is None else ", refresh in %s" % human_seconds(refresh), status.get("fetches", 0),
+        status["description"],
+        status.get("label") or "credential",
+        human_seconds(age),
+        "" if refresh is None else ", refresh in %s" % human_seconds(refresh),
+        status.get("fetches", 0),
     )
 
 
@@ -133,7 +147,12 @@ def _topology_text(topo: Any) -> str:
     if last:
         took = "" if last.get("seconds") is None else " in %.3f s" % last["seconds"]
         text += "; last failover %s -> %s (found by %s%s, %s)" % (
-            last.get("old_writer") or "?", last["new_writer"], last["how"], took, _epoch(last["at"]))
+            last.get("old_writer") or "?",
+            last["new_writer"],
+            last["how"],
+            took,
+            _epoch(last["at"]),
+        )
     return text
 
 
@@ -143,13 +162,16 @@ def _epoch(value: float) -> str:
     return datetime.datetime.fromtimestamp(value, datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _blocker_table(items: List[Blocker]) -> List[str]:
+def _blocker_table(items: list[Blocker]) -> list[str]:
     header = "    " + "".join(name.ljust(width) for name, width in _COLUMNS) + "DETAIL"
     lines = [header]
     for item in items:
         cells = (
-            item.kind, "-" if item.pid is None else str(item.pid), item.user or "-",
-            item.application or "-", "-" if item.age_seconds is None else human_seconds(item.age_seconds),
+            item.kind,
+            "-" if item.pid is None else str(item.pid),
+            item.user or "-",
+            item.application or "-",
+            "-" if item.age_seconds is None else human_seconds(item.age_seconds),
         )
         text = "".join(_cell(value, width) for value, (_, width) in zip(cells, _COLUMNS))
         lines.append("    %s%s" % (text, item.detail))

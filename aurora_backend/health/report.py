@@ -12,21 +12,22 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
 from aurora_backend import credentials, stats
-from aurora_backend.health import sql as health_sql
-from aurora_backend.topology import router as topology
 from aurora_backend.connection.connect import Attempt, connect_with_retry
+from aurora_backend.connection.resolve import default_resolver, resolvable_host
 from aurora_backend.errors import classify, driver_error
+from aurora_backend.health import sql as health_sql
 from aurora_backend.health.role import writer_endpoint_findings
 from aurora_backend.health.sql import Finding
 from aurora_backend.options import AuroraOptions
-from aurora_backend.connection.resolve import default_resolver, resolvable_host
 from aurora_backend.runtime import Runtime
+from aurora_backend.topology import router as topology
 
 logger = logging.getLogger("aurora_backend")
 
@@ -48,14 +49,14 @@ class Thresholds:
     query_timeout_seconds: float = 10.0
 
     @classmethod
-    def from_settings(cls, overrides: Optional[Mapping[str, Optional[float]]] = None) -> "Thresholds":
+    def from_settings(cls, overrides: Mapping[str, float | None] | None = None) -> Thresholds:
         """Defaults, then ``settings.AURORA_HEALTH``, then ``overrides`` whose value is not None."""
         from django.conf import settings
 
         configured = getattr(settings, SETTINGS_NAME, None) or {}
         if not isinstance(configured, Mapping):
             raise ImproperlyConfigured("settings.%s must be a dict of thresholds." % SETTINGS_NAME)
-        values: Dict[str, float] = {}
+        values: dict[str, float] = {}
         for source, mapping in (("settings.%s" % SETTINGS_NAME, configured), ("option", overrides or {})):
             for key, value in mapping.items():
                 if value is not None:
@@ -66,9 +67,7 @@ class Thresholds:
 def _threshold(source: str, key: str, value: Any) -> float:
     known = [f.name for f in fields(Thresholds)]
     if key not in known:
-        raise ImproperlyConfigured(
-            "%s has unknown threshold %r; accepted: %s." % (source, key, ", ".join(known))
-        )
+        raise ImproperlyConfigured("%s has unknown threshold %r; accepted: %s." % (source, key, ", ".join(known)))
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ImproperlyConfigured("%s[%r] = %r is invalid: it accepts a number >= 0." % (source, key, value))
     return float(value)
@@ -76,10 +75,10 @@ def _threshold(source: str, key: str, value: Any) -> float:
 
 @dataclass
 class Endpoint:
-    host: Optional[str]
+    host: str | None
     port: int
-    addresses: List[str]
-    error: Optional[str] = None
+    addresses: list[str]
+    error: str | None = None
 
 
 @dataclass
@@ -95,8 +94,8 @@ class ConnectResult:
     latency_seconds: float
     attempts: int
     cold_start: bool
-    address: Optional[str]
-    error: Optional[ConnectFailure] = None
+    address: str | None
+    error: ConnectFailure | None = None
 
 
 @dataclass
@@ -105,18 +104,18 @@ class AliasReport:
 
     alias: str
     status: str
-    findings: List[Finding]
+    findings: list[Finding]
     endpoint: Endpoint
     connect: ConnectResult
-    server: Optional[health_sql.ServerInfo] = None
-    capacity: Optional[health_sql.Capacity] = None
-    blockers: Optional[health_sql.Blockers] = None
-    readers: Optional[List[health_sql.Reader]] = None
-    process: Dict[str, Any] = field(default_factory=dict)
+    server: health_sql.ServerInfo | None = None
+    capacity: health_sql.Capacity | None = None
+    blockers: health_sql.Blockers | None = None
+    readers: list[health_sql.Reader] | None = None
+    process: dict[str, Any] = field(default_factory=dict)
     #: The credentials source and the age of its cached credential (never the credential).
-    credentials: Optional[Dict[str, Any]] = None
+    credentials: dict[str, Any] | None = None
     #: Topology routing (topology/router.py): None when it does not apply to the alias.
-    topology: Optional[Dict[str, Any]] = None
+    topology: dict[str, Any] | None = None
 
 
 @dataclass
@@ -125,9 +124,9 @@ class HealthReport:
     status: str
     exit_code: int
     thresholds: Thresholds
-    databases: List[AliasReport]
+    databases: list[AliasReport]
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON document of ``--json`` (see health/schema.json)."""
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
 
@@ -148,7 +147,7 @@ def uses_aurora(settings_dict: Mapping[str, Any]) -> bool:
     return issubclass(wrapper_class, AuroraWrapperMixin)
 
 
-def aurora_aliases() -> List[str]:
+def aurora_aliases() -> list[str]:
     """Aliases in settings.DATABASES that use aurora_backend, in settings order."""
     from django.db import connections
 
@@ -157,10 +156,10 @@ def aurora_aliases() -> List[str]:
 
 def collect(
     aliases: Sequence[str],
-    thresholds: Optional[Thresholds] = None,
-    wait: Optional[float] = None,
-    on_retry: Optional[Callable[[str, Attempt], None]] = None,
-    runtime: Optional[Runtime] = None,
+    thresholds: Thresholds | None = None,
+    wait: float | None = None,
+    on_retry: Callable[[str, Attempt], None] | None = None,
+    runtime: Runtime | None = None,
 ) -> HealthReport:
     """Check every alias in turn; the status is the worst of theirs."""
     thresholds = thresholds or Thresholds.from_settings()
@@ -176,11 +175,11 @@ def collect(
 
 def check_alias(
     alias: str,
-    settings_dict: Optional[Mapping[str, Any]] = None,
-    thresholds: Optional[Thresholds] = None,
-    wait: Optional[float] = None,
-    on_retry: Optional[Callable[[Attempt], None]] = None,
-    runtime: Optional[Runtime] = None,
+    settings_dict: Mapping[str, Any] | None = None,
+    thresholds: Thresholds | None = None,
+    wait: float | None = None,
+    on_retry: Callable[[Attempt], None] | None = None,
+    runtime: Runtime | None = None,
 ) -> AliasReport:
     """Report on ``alias`` (settings from ``settings_dict``, default the live connection's).
 
@@ -193,19 +192,29 @@ def check_alias(
     params = wrapper.get_connection_params()
     endpoint = _endpoint(params, options)
     deadline = float(wait) if wait is not None else float(options.connect_timeout)
-    result, raw = _connect(wrapper, params, dataclasses.replace(options, connect_deadline=deadline),
-                           runtime or Runtime(), on_retry, thresholds)
+    result, raw = _connect(
+        wrapper,
+        params,
+        dataclasses.replace(options, connect_deadline=deadline),
+        runtime or Runtime(),
+        on_retry,
+        thresholds,
+    )
     process = {**stats.snapshot(alias), "pool": _pool_state(alias)}
     report = AliasReport(alias, "healthy", [], endpoint, result, process=process)
     if options.credentials is not None:
         report.credentials = credentials.status(
-            options.credentials, params.get("host"), params.get("port"), params.get("user"))
+            options.credentials, params.get("host"), params.get("port"), params.get("user")
+        )
     if raw is None:
         assert result.error is not None
-        report.findings.append(Finding(
-            "error", "unreachable",
-            "cannot connect to %s:%s: %s" % (endpoint.host or "local socket", endpoint.port, result.error.message),
-        ))
+        report.findings.append(
+            Finding(
+                "error",
+                "unreachable",
+                "cannot connect to %s:%s: %s" % (endpoint.host or "local socket", endpoint.port, result.error.message),
+            )
+        )
     else:
         try:
             _read_server(report, raw, thresholds)
@@ -219,17 +228,20 @@ def check_alias(
         finally:
             raw.close()
     if result.cold_start:
-        report.findings.append(Finding(
-            "info", "cold_start",
-            "connecting took %.1f s over %d attempt(s): the cluster was probably resuming, "
-            "scaling or failing over" % (result.latency_seconds, result.attempts),
-        ))
+        report.findings.append(
+            Finding(
+                "info",
+                "cold_start",
+                "connecting took %.1f s over %d attempt(s): the cluster was probably resuming, "
+                "scaling or failing over" % (result.latency_seconds, result.attempts),
+            )
+        )
     report.topology = _topology(options, params, report.readers)
     report.status = _status(report.findings)
     return report
 
 
-def _topology(options: AuroraOptions, params: Mapping[str, Any], readers: Any) -> Optional[Dict[str, Any]]:
+def _topology(options: AuroraOptions, params: Mapping[str, Any], readers: Any) -> dict[str, Any] | None:
     described = topology.describe(options, dict(params))
     if described is not None and not described["instances"] and readers:
         # This process has not needed it yet: what aurora_replica_status() just said.
@@ -245,7 +257,7 @@ def _status(findings: Sequence[Finding]) -> str:
     return "degraded" if "warning" in levels else "healthy"
 
 
-def _fresh_wrapper(alias: str, settings_dict: Optional[Mapping[str, Any]]) -> Any:
+def _fresh_wrapper(alias: str, settings_dict: Mapping[str, Any] | None) -> Any:
     """A new, unshared DatabaseWrapper over a copy of the alias's settings."""
     from django.db import connections
     from django.db.utils import load_backend
@@ -281,14 +293,18 @@ def _endpoint(params: Mapping[str, Any], options: AuroraOptions) -> Endpoint:
 
 
 def _connect(
-    wrapper: Any, params: Dict[str, Any], options: AuroraOptions, runtime: Runtime,
-    on_retry: Optional[Callable[[Attempt], None]], thresholds: Thresholds,
-) -> "tuple[ConnectResult, Any]":
+    wrapper: Any,
+    params: dict[str, Any],
+    options: AuroraOptions,
+    runtime: Runtime,
+    on_retry: Callable[[Attempt], None] | None,
+    thresholds: Thresholds,
+) -> tuple[ConnectResult, Any]:
     """Open a raw driver connection with the engine's retry; never touches the process's own."""
     from aurora_backend.mixin import AuroraWrapperMixin
 
     parent = super(AuroraWrapperMixin, wrapper).get_new_connection  # Django's, without our bookkeeping
-    failed: List[Attempt] = []
+    failed: list[Attempt] = []
 
     def retried(attempt: Attempt) -> None:
         failed.append(attempt)
@@ -315,11 +331,15 @@ def _failure(exc: BaseException, elapsed: float, attempts: int) -> ConnectFailur
 
     cause = exc.__cause__ if isinstance(exc, ClusterUnavailable) and exc.__cause__ else driver_error(exc)
     message = "no connection in %.1f s (%d attempt%s); last error: %s" % (
-        elapsed, attempts, "" if attempts == 1 else "s", describe_error(cause))
+        elapsed,
+        attempts,
+        "" if attempts == 1 else "s",
+        describe_error(cause),
+    )
     return ConnectFailure(classify(cause).value, type(cause).__name__, message)
 
 
-def _pool_state(alias: str) -> Optional[Dict[str, int]]:
+def _pool_state(alias: str) -> dict[str, int] | None:
     """This process's pool of ``alias`` (OPTIONS["pool"]): size, idle, waiting, errors; else None."""
     from django.db import connections
 
@@ -331,7 +351,7 @@ def _pool_state(alias: str) -> Optional[Dict[str, int]]:
     return pool_stats(pools.get(alias))
 
 
-def _peer(raw: Any) -> Optional[str]:
+def _peer(raw: Any) -> str | None:
     try:  # psycopg2: the host libpq connected to (the IP when HOST is one)
         return raw.info.host or None
     except Exception:

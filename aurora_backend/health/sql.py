@@ -9,7 +9,7 @@ same code runs on plain PostgreSQL.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 INSUFFICIENT_PRIVILEGE = "<insufficient privilege>"
 AURORA_FUNCTIONS = ("aurora_version", "aurora_db_instance_identifier", "aurora_replica_status")
@@ -32,9 +32,9 @@ class ServerInfo:
     version: str
     version_num: int
     aurora: bool
-    aurora_functions: List[str]
-    aurora_version: Optional[str]
-    instance_id: Optional[str]
+    aurora_functions: list[str]
+    aurora_version: str | None
+    instance_id: str | None
     role: str
     started_at: str
     uptime_seconds: float
@@ -51,13 +51,13 @@ class Capacity:
 @dataclass
 class Blocker:
     kind: str
-    pid: Optional[int]
-    user: Optional[str]
-    application: Optional[str]
-    database: Optional[str]
-    state: Optional[str]
-    age_seconds: Optional[float]
-    query: Optional[str]
+    pid: int | None
+    user: str | None
+    application: str | None
+    database: str | None
+    state: str | None
+    age_seconds: float | None
+    query: str | None
     detail: str
 
 
@@ -65,8 +65,8 @@ class Blocker:
 class Blockers:
     complete: bool
     hidden_sessions: int
-    note: Optional[str]
-    items: List[Blocker]
+    note: str | None
+    items: list[Blocker]
 
 
 @dataclass
@@ -74,15 +74,14 @@ class Reader:
     server_id: str
     session_id: str
     role: str
-    replica_lag_ms: Optional[float]
-    cpu: Optional[float]
-    last_update: Optional[str]
+    replica_lag_ms: float | None
+    cpu: float | None
+    last_update: str | None
 
 
 # Without pg_read_all_stats, other users' rows have backend_type NULL too: count a row
 # with a database and a user as a client session.
-_CLIENT = ("(backend_type = 'client backend' OR "
-           "(backend_type IS NULL AND datname IS NOT NULL AND usename IS NOT NULL))")
+_CLIENT = "(backend_type = 'client backend' OR (backend_type IS NULL AND datname IS NOT NULL AND usename IS NOT NULL))"
 
 _SERVER_SQL = """
 SELECT version(), current_setting('server_version_num')::int, pg_is_in_recovery(),
@@ -97,7 +96,7 @@ WHERE proname = ANY(%s) AND pronargs = 0 AND pg_function_is_visible(oid)
 """
 
 
-def server_info(cursor: Any, thresholds: Any, findings: List[Finding]) -> ServerInfo:
+def server_info(cursor: Any, thresholds: Any, findings: list[Finding]) -> ServerInfo:
     """Version, Aurora or not (detected, never guessed by calling), role, start time."""
     cursor.execute(_SERVER_SQL)
     version, version_num, in_recovery, started, uptime, rds_aurora = cursor.fetchone()
@@ -105,48 +104,58 @@ def server_info(cursor: Any, thresholds: Any, findings: List[Finding]) -> Server
     functions = sorted(row[0] for row in cursor.fetchall())
     aurora = bool(rds_aurora) or "aurora_version" in functions
     info = ServerInfo(
-        version=version, version_num=version_num, aurora=aurora, aurora_functions=functions,
+        version=version,
+        version_num=version_num,
+        aurora=aurora,
+        aurora_functions=functions,
         aurora_version=_scalar(cursor, "SELECT aurora_version()::text", "aurora_version" in functions),
         instance_id=_scalar(
             cursor, "SELECT aurora_db_instance_identifier()::text", "aurora_db_instance_identifier" in functions
         ),
-        role="reader" if in_recovery else "writer", started_at=started.isoformat(),
-        uptime_seconds=round(uptime, 3), recent_restart=uptime < thresholds.recent_restart_seconds,
+        role="reader" if in_recovery else "writer",
+        started_at=started.isoformat(),
+        uptime_seconds=round(uptime, 3),
+        recent_restart=uptime < thresholds.recent_restart_seconds,
     )
     if info.recent_restart:
-        findings.append(Finding(
-            "info", "recent_restart",
-            "the server started %s ago: a resume, scale event, failover or reboot happened"
-            % human_seconds(uptime),
-        ))
+        findings.append(
+            Finding(
+                "info",
+                "recent_restart",
+                "the server started %s ago: a resume, scale event, failover or reboot happened" % human_seconds(uptime),
+            )
+        )
     return info
 
 
-def _scalar(cursor: Any, sql: str, exists: bool) -> Optional[str]:
+def _scalar(cursor: Any, sql: str, exists: bool) -> str | None:
     if not exists:
         return None
     cursor.execute(sql)
     return cursor.fetchone()[0]
 
 
-def capacity(cursor: Any, thresholds: Any, findings: List[Finding]) -> Capacity:
+def capacity(cursor: Any, thresholds: Any, findings: list[Finding]) -> Capacity:
     """Client connections in use against max_connections (Aurora scales up near 90%)."""
     cursor.execute(
-        "SELECT count(*) FILTER (WHERE %s), current_setting('max_connections')::int "
-        "FROM pg_stat_activity" % _CLIENT
+        "SELECT count(*) FILTER (WHERE %s), current_setting('max_connections')::int FROM pg_stat_activity" % _CLIENT
     )
     used, maximum = cursor.fetchone()
     percent = round(100.0 * used / maximum, 1) if maximum else 0.0
     if percent >= thresholds.capacity_warn_percent:
-        findings.append(Finding(
-            "warning", "capacity",
-            "%d of %d connections in use (%.1f%%, warning at %g%%)"
-            % (used, maximum, percent, thresholds.capacity_warn_percent),
-        ))
+        findings.append(
+            Finding(
+                "warning",
+                "capacity",
+                "%d of %d connections in use (%.1f%%, warning at %g%%)"
+                % (used, maximum, percent, thresholds.capacity_warn_percent),
+            )
+        )
     return Capacity(used, maximum, percent)
 
 
-_SESSIONS_SQL = """
+_SESSIONS_SQL = (
+    """
 SELECT pid, usename::text, application_name, datname::text, state,
        extract(epoch FROM now() - xact_start)::float8,
        extract(epoch FROM now() - state_change)::float8,
@@ -155,7 +164,9 @@ SELECT pid, usename::text, application_name, datname::text, state,
 FROM pg_stat_activity
 WHERE %s AND pid <> pg_backend_pid()
 ORDER BY pid
-""" % _CLIENT
+"""
+    % _CLIENT
+)
 _TEMP_TABLES_SQL = r"""
 SELECT substring(n.nspname FROM 9)::int, count(*)::int,
        string_agg(c.relname::text, ', ' ORDER BY c.relname)
@@ -182,7 +193,7 @@ ORDER BY l.pid, 3
 """
 
 
-def blockers(cursor: Any, thresholds: Any, findings: List[Finding]) -> Blockers:
+def blockers(cursor: Any, thresholds: Any, findings: list[Finding]) -> Blockers:
     """Long and idle-in-transaction sessions, temp tables and explicit locks of other sessions."""
     cursor.execute(_SESSIONS_SQL)
     sessions = {row[0]: row for row in cursor.fetchall()}
@@ -203,21 +214,35 @@ def blockers(cursor: Any, thresholds: Any, findings: List[Finding]) -> Blockers:
     return Blockers(complete=not hidden, hidden_sessions=hidden, note=note, items=items)
 
 
-def _transaction_blockers(sessions: Dict[int, Any], thresholds: Any) -> List[Blocker]:
+def _transaction_blockers(sessions: dict[int, Any], thresholds: Any) -> list[Blocker]:
     items = []
     for pid, row in sessions.items():
         state, xact_age, state_age = row[4], row[5], row[6]
         if xact_age is not None and xact_age >= thresholds.long_transaction_seconds:
-            items.append(_blocker("long_transaction", pid, sessions,
-                                  "transaction open for %s" % human_seconds(xact_age), age_index=5))
-        if state and state.startswith("idle in transaction") and state_age is not None \
-                and state_age >= thresholds.idle_in_transaction_seconds:
-            items.append(_blocker("idle_in_transaction", pid, sessions,
-                                  "idle in transaction for %s" % human_seconds(state_age), age_index=6))
+            items.append(
+                _blocker(
+                    "long_transaction", pid, sessions, "transaction open for %s" % human_seconds(xact_age), age_index=5
+                )
+            )
+        if (
+            state
+            and state.startswith("idle in transaction")
+            and state_age is not None
+            and state_age >= thresholds.idle_in_transaction_seconds
+        ):
+            items.append(
+                _blocker(
+                    "idle_in_transaction",
+                    pid,
+                    sessions,
+                    "idle in transaction for %s" % human_seconds(state_age),
+                    age_index=6,
+                )
+            )
     return items
 
 
-def _temp_table_blockers(cursor: Any, sessions: Dict[int, Any]) -> List[Blocker]:
+def _temp_table_blockers(cursor: Any, sessions: dict[int, Any]) -> list[Blocker]:
     cursor.execute(_TEMP_TABLES_SQL)
     groups = cursor.fetchall()
     if not groups:
@@ -238,7 +263,7 @@ def _temp_table_blockers(cursor: Any, sessions: Dict[int, Any]) -> List[Blocker]
     return items
 
 
-def _blocker(kind: str, pid: Optional[int], sessions: Dict[int, Any], detail: str, age_index: int) -> Blocker:
+def _blocker(kind: str, pid: int | None, sessions: dict[int, Any], detail: str, age_index: int) -> Blocker:
     row = sessions.get(pid) if pid is not None else None
     if row is None:
         return Blocker(kind, pid, None, None, None, None, None, None, detail)
@@ -268,20 +293,29 @@ ORDER BY (session_id::text = 'MASTER_SESSION_ID') DESC, server_id::text
 """
 
 
-def readers(cursor: Any, thresholds: Any, findings: List[Finding]) -> List[Reader]:
+def readers(cursor: Any, thresholds: Any, findings: list[Finding]) -> list[Reader]:
     """Aurora instances from aurora_replica_status(): the writer row first, readers with lag."""
     cursor.execute(_READERS_SQL)
     result = []
     for server_id, session_id, lag, cpu, updated in cursor.fetchall():
         writer = session_id == "MASTER_SESSION_ID"
-        reader = Reader(server_id, session_id, "writer" if writer else "reader",
-                        None if writer else lag, cpu, updated.isoformat() if updated else None)
+        reader = Reader(
+            server_id,
+            session_id,
+            "writer" if writer else "reader",
+            None if writer else lag,
+            cpu,
+            updated.isoformat() if updated else None,
+        )
         if reader.replica_lag_ms is not None and reader.replica_lag_ms > thresholds.replica_lag_warn_ms:
-            findings.append(Finding(
-                "warning", "replica_lag",
-                "reader %s lags %.0f ms behind the writer (warning above %g ms)"
-                % (server_id, reader.replica_lag_ms, thresholds.replica_lag_warn_ms),
-            ))
+            findings.append(
+                Finding(
+                    "warning",
+                    "replica_lag",
+                    "reader %s lags %.0f ms behind the writer (warning above %g ms)"
+                    % (server_id, reader.replica_lag_ms, thresholds.replica_lag_warn_ms),
+                )
+            )
         result.append(reader)
     return result
 

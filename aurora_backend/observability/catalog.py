@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import threading
 import weakref
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 from aurora_backend import stats
 
@@ -26,7 +27,7 @@ class Metric(NamedTuple):
     name: str
     kind: str  # "counter", "gauge", "histogram", "updown"
     unit: str
-    labels: Tuple[str, ...]
+    labels: tuple[str, ...]
     description: str
 
     @property
@@ -37,15 +38,17 @@ class Metric(NamedTuple):
         return base if base.endswith(unit) else base + unit
 
 
-def _counter(name: str, description: str, labels: Tuple[str, ...] = ("alias",)) -> Metric:
+def _counter(name: str, description: str, labels: tuple[str, ...] = ("alias",)) -> Metric:
     return Metric(name, "counter", "{event}", labels, description)
 
 
 #: The counters of ``aurora_backend.stats`` (label ``alias``), by stats name.
-STATS_METRICS: Dict[str, Metric] = {
+STATS_METRICS: dict[str, Metric] = {
     "connections": _counter("aurora.connections.opened", "Connections opened (first or replacement)."),
-    "reconnects": _counter("aurora.reconnects", "Connections replaced after a disconnect, expiry, idle close, "
-                                                "stale check or read-only server."),
+    "reconnects": _counter(
+        "aurora.reconnects",
+        "Connections replaced after a disconnect, expiry, idle close, stale check or read-only server.",
+    ),
     "connect_retries": _counter("aurora.connect.retries", "Connect attempts that failed and were retried."),
     "connect_failures": _counter("aurora.connect.failures", "Connects that failed after every retry."),
     "scale_events": _counter("aurora.scale_events", "Aurora Serverless scale events seen."),
@@ -67,30 +70,49 @@ def stats_metric(counter: str) -> Metric:
 
 
 #: Metrics made from signals (``events.py``).
-FAILOVERS = _counter("aurora.failovers", "Writer failovers seen (instance: the new writer).",
-                     ("alias", "instance", "how"))
-FAILOVER_DURATION = Metric("aurora.failover.duration", "histogram", "s", ("alias", "how"),
-                           "From the first sign of trouble to the new writer's connection.")
-RECONNECT_REASONS = _counter("aurora.reconnects.by_reason", "Reconnects by reason and instance reached.",
-                             ("alias", "instance", "reason"))
-TRANSACTION_OUTCOMES = _counter("aurora.transaction.outcomes", "How retried retry_atomic blocks ended.",
-                                ("alias", "outcome"))
-LOST_COMMITS = _counter("aurora.lost_commit.verdicts", "Verdicts on COMMITs that got no answer.",
-                        ("alias", "verdict"))
+FAILOVERS = _counter(
+    "aurora.failovers", "Writer failovers seen (instance: the new writer).", ("alias", "instance", "how")
+)
+FAILOVER_DURATION = Metric(
+    "aurora.failover.duration",
+    "histogram",
+    "s",
+    ("alias", "how"),
+    "From the first sign of trouble to the new writer's connection.",
+)
+RECONNECT_REASONS = _counter(
+    "aurora.reconnects.by_reason", "Reconnects by reason and instance reached.", ("alias", "instance", "reason")
+)
+TRANSACTION_OUTCOMES = _counter(
+    "aurora.transaction.outcomes", "How retried retry_atomic blocks ended.", ("alias", "outcome")
+)
+LOST_COMMITS = _counter("aurora.lost_commit.verdicts", "Verdicts on COMMITs that got no answer.", ("alias", "verdict"))
 EVENT_METRICS = (FAILOVERS, RECONNECT_REASONS, TRANSACTION_OUTCOMES, LOST_COMMITS)
 
 #: Metrics read from state the ENGINE keeps.
-REPLICA_LAG = Metric("aurora.replica.lag", "gauge", "s", ("alias", "instance"),
-                     "Last measured lag of a reader behind the writer (reader routing).")
-CREDENTIAL_FETCHES = _counter("aurora.credential.fetches", "Credentials fetched (IAM tokens, secrets).",
-                              ("source",))
+REPLICA_LAG = Metric(
+    "aurora.replica.lag",
+    "gauge",
+    "s",
+    ("alias", "instance"),
+    "Last measured lag of a reader behind the writer (reader routing).",
+)
+CREDENTIAL_FETCHES = _counter("aurora.credential.fetches", "Credentials fetched (IAM tokens, secrets).", ("source",))
 #: OpenTelemetry semantic conventions for database clients (docs/observability.md cites them).
-CONNECTION_COUNT = Metric("db.client.connection.count", "updown", "{connection}",
-                          ("db.client.connection.pool.name", "db.client.connection.state"),
-                          "Open connections by state (idle, used); the pool name is the alias.")
-OPERATION_DURATION = Metric("db.client.operation.duration", "histogram", "s",
-                            ("db.system.name", "db.client.connection.pool.name", "error.type"),
-                            "Duration of database statements as the app saw them (re-runs included).")
+CONNECTION_COUNT = Metric(
+    "db.client.connection.count",
+    "updown",
+    "{connection}",
+    ("db.client.connection.pool.name", "db.client.connection.state"),
+    "Open connections by state (idle, used); the pool name is the alias.",
+)
+OPERATION_DURATION = Metric(
+    "db.client.operation.duration",
+    "histogram",
+    "s",
+    ("db.system.name", "db.client.connection.pool.name", "error.type"),
+    "Duration of database statements as the app saw them (re-runs included).",
+)
 
 #: Bucket bounds (s) for durations that are healing, not queries.
 HEAL_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
@@ -104,10 +126,10 @@ class Instances:
 
     def __init__(self, limit: int = MAX_INSTANCES) -> None:
         self.limit = limit
-        self._seen: Dict[str, set] = {}
+        self._seen: dict[str, set] = {}
         self._lock = threading.Lock()
 
-    def label(self, alias: str, instance: Optional[str]) -> str:
+    def label(self, alias: str, instance: str | None) -> str:
         if not instance:
             return "unknown"
         with self._lock:
@@ -123,7 +145,7 @@ class Instances:
 instances = Instances()
 
 
-def instance_of(wrapper: Any, address: Optional[str] = None) -> Optional[str]:
+def instance_of(wrapper: Any, address: str | None = None) -> str | None:
     """The Aurora instance a wrapper is connected to (topology's id), else its address."""
     router = getattr(wrapper, "_aurora_router", None)
     current = getattr(router, "current", None)
@@ -133,14 +155,14 @@ def instance_of(wrapper: Any, address: Optional[str] = None) -> Optional[str]:
 # ----- readers of the ENGINE's state ------------------------------------------------------
 
 
-def stats_counters() -> Iterator[Tuple[str, str, int]]:
+def stats_counters() -> Iterator[tuple[str, str, int]]:
     """(stats counter, alias, value) for every alias stats knows."""
     for alias, counts in stats.snapshot().items():
         for counter in stats.COUNTERS:
             yield counter, alias, int(counts.get(counter, 0))
 
 
-def replica_lags() -> List[Tuple[str, str, float]]:
+def replica_lags() -> list[tuple[str, str, float]]:
     """(alias, instance, lag s) of every reader routing measured."""
     from aurora_backend.routing import position
 
@@ -151,18 +173,18 @@ def replica_lags() -> List[Tuple[str, str, float]]:
     return found
 
 
-def credential_fetches() -> Dict[str, int]:
+def credential_fetches() -> dict[str, int]:
     """Fetches by source ("iam", "secretsmanager", "callable"), over the process's caches."""
     from aurora_backend.credentials import cache
 
-    totals: Dict[str, int] = {}
+    totals: dict[str, int] = {}
     for key, found in list(cache._caches.items()):
         source = key[0] if isinstance(key, tuple) and key and isinstance(key[0], str) else OTHER
         totals[source] = totals.get(source, 0) + found.fetches
     return totals
 
 
-_wrappers: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_wrappers: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def track(wrapper: Any) -> None:
@@ -171,11 +193,11 @@ def track(wrapper: Any) -> None:
         _wrappers.add(wrapper)
 
 
-def connection_counts() -> Dict[Tuple[str, str], int]:
+def connection_counts() -> dict[tuple[str, str], int]:
     """(alias, "idle"|"used") -> open connections: Django's pool's own figures where there is
     one, else one per Django connection (used while a statement or transaction runs)."""
-    counts: Dict[Tuple[str, str], int] = {}
-    pools: Dict[str, Any] = {}
+    counts: dict[tuple[str, str], int] = {}
+    pools: dict[str, Any] = {}
     for wrapper in list(_wrappers):
         alias = wrapper.alias
         pool = _pool_of(wrapper)

@@ -9,7 +9,8 @@ sent only when something happened (a retry, a reconnect, a failover): never per 
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from django.db.backends.signals import connection_created
 
@@ -24,9 +25,9 @@ class Healed(NamedTuple):
 
     kind: str
     alias: str
-    reason: Optional[str]
-    seconds: Optional[float]
-    attributes: Dict[str, Any]
+    reason: str | None
+    seconds: float | None
+    attributes: dict[str, Any]
 
 
 Listener = Callable[[Healed], None]
@@ -35,7 +36,7 @@ Listener = Callable[[Healed], None]
 class Histogram:
     """Cumulative bucket counts (bounds: catalog.HEAL_BUCKETS, then +Inf), sum and count."""
 
-    def __init__(self, bounds: Tuple[float, ...] = catalog.HEAL_BUCKETS) -> None:
+    def __init__(self, bounds: tuple[float, ...] = catalog.HEAL_BUCKETS) -> None:
         self.bounds = bounds
         self.buckets = [0] * (len(bounds) + 1)
         self.sum = 0.0
@@ -53,9 +54,9 @@ class Recorder:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.counts: Dict[Tuple[str, Tuple[str, ...]], int] = {}
-        self.histograms: Dict[Tuple[str, Tuple[str, ...]], Histogram] = {}
-        self.listeners: List[Listener] = []
+        self.counts: dict[tuple[str, tuple[str, ...]], int] = {}
+        self.histograms: dict[tuple[str, tuple[str, ...]], Histogram] = {}
+        self.listeners: list[Listener] = []
 
     def count(self, metric: catalog.Metric, *labels: str) -> None:
         with self._lock:
@@ -69,7 +70,7 @@ class Recorder:
                 histogram = self.histograms[(metric.name, labels)] = Histogram()
             histogram.observe(value)
 
-    def snapshot(self) -> Tuple[Dict[Tuple[str, Tuple[str, ...]], int], Dict[Tuple[str, Tuple[str, ...]], Histogram]]:
+    def snapshot(self) -> tuple[dict[tuple[str, tuple[str, ...]], int], dict[tuple[str, tuple[str, ...]], Histogram]]:
         with self._lock:
             return dict(self.counts), dict(self.histograms)
 
@@ -90,7 +91,7 @@ _clock = Runtime().clock
 _pending = threading.local()
 
 
-def reason_of(error: Optional[BaseException]) -> Optional[str]:
+def reason_of(error: BaseException | None) -> str | None:
     """A bounded word for an error: its SQLSTATE, else (connect-time errors carry none) the
     driver error's class name."""
     if error is None:
@@ -103,15 +104,17 @@ def reason_of(error: Optional[BaseException]) -> Optional[str]:
 # ----- receivers ---------------------------------------------------------------------------
 
 
-def _reconnected(sender: Any, alias: str, connection: Any = None, reason: str = "", address: Any = None,
-                 **kwargs: Any) -> None:
+def _reconnected(
+    sender: Any, alias: str, connection: Any = None, reason: str = "", address: Any = None, **kwargs: Any
+) -> None:
     instance = catalog.instances.label(alias, catalog.instance_of(connection, address))
     recorder.count(catalog.RECONNECT_REASONS, alias, instance, reason)
     pending = getattr(_pending, "rerun", None)
     if pending is not None and pending[0] == alias:
         _pending.rerun = None
-        recorder.emit(Healed("statement_rerun", alias, pending[2], round(_clock() - pending[1], 6),
-                             {"instance": instance}))
+        recorder.emit(
+            Healed("statement_rerun", alias, pending[2], round(_clock() - pending[1], 6), {"instance": instance})
+        )
     recorder.emit(Healed("reconnect", alias, reason, None, {"instance": instance}))
 
 
@@ -119,8 +122,9 @@ def _statement_retried(sender: Any, alias: str, error: Any = None, **kwargs: Any
     _pending.rerun = (alias, _clock(), reason_of(error))  # the time spent ends at the new connection
 
 
-def _connect_retry(sender: Any, alias: str, attempt: int = 0, error: Any = None, delay: Any = None,
-                   elapsed: Any = None, **kwargs: Any) -> None:
+def _connect_retry(
+    sender: Any, alias: str, attempt: int = 0, error: Any = None, delay: Any = None, elapsed: Any = None, **kwargs: Any
+) -> None:
     recorder.emit(Healed("connect_retry", alias, reason_of(error), elapsed, {"attempt": attempt, "delay": delay}))
 
 
@@ -128,8 +132,9 @@ def _scale_event(sender: Any, alias: str, error: Any = None, **kwargs: Any) -> N
     recorder.emit(Healed("scale_event", alias, reason_of(error), None, {}))
 
 
-def _transaction_retry(sender: Any, alias: str, attempt: int = 0, error: Any = None, delay: Any = None,
-                       **kwargs: Any) -> None:
+def _transaction_retry(
+    sender: Any, alias: str, attempt: int = 0, error: Any = None, delay: Any = None, **kwargs: Any
+) -> None:
     recorder.emit(Healed("transaction_retry", alias, reason_of(error), delay, {"attempt": attempt}))
 
 
@@ -143,8 +148,15 @@ def _lost_commit(sender: Any, alias: str, verdict: str = "", **kwargs: Any) -> N
     recorder.emit(Healed("lost_commit", alias, verdict, None, {}))
 
 
-def _failover(sender: Any, alias: str, new_writer: Any = None, old_writer: Any = None, how: str = "",
-              seconds: Optional[float] = None, **kwargs: Any) -> None:
+def _failover(
+    sender: Any,
+    alias: str,
+    new_writer: Any = None,
+    old_writer: Any = None,
+    how: str = "",
+    seconds: float | None = None,
+    **kwargs: Any,
+) -> None:
     recorder.count(catalog.FAILOVERS, alias, catalog.instances.label(alias, new_writer), how)
     if seconds is not None:
         recorder.observe(catalog.FAILOVER_DURATION, seconds, alias, how)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from django.db import connections
 from django.db.backends.signals import connection_created
@@ -32,7 +33,7 @@ __all__ = ["instrument", "uninstrument", "OperationTimer"]
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.44.0"
 
 _lock = threading.Lock()
-_state: Optional["_Instrumentation"] = None
+_state: _Instrumentation | None = None
 
 
 def instrument(meter_provider: Any = None, *, operation_duration: bool = True, span_events: bool = True) -> None:
@@ -65,7 +66,7 @@ class _Instrumentation:
         self._observable(catalog.CREDENTIAL_FETCHES, self._credential_fetches)
         self._observable(catalog.CONNECTION_COUNT, self._connection_count)
         self.failover_duration = _histogram(self.meter, catalog.FAILOVER_DURATION, catalog.HEAL_BUCKETS)
-        self.timer: Optional[OperationTimer] = None
+        self.timer: OperationTimer | None = None
         if operation_duration:
             self.timer = OperationTimer(_histogram(self.meter, catalog.OPERATION_DURATION, None))
             connection_created.connect(self._connection_created, weak=False, dispatch_uid="aurora_otel_timer")
@@ -99,30 +100,36 @@ class _Instrumentation:
         }[metric.kind]
         make(metric.name, callbacks=[callback], unit=metric.unit, description=metric.description)
 
-    def _stats_reader(self, counter: str) -> Callable[[], List[Observation]]:
-        def read() -> List[Observation]:
+    def _stats_reader(self, counter: str) -> Callable[[], list[Observation]]:
+        def read() -> list[Observation]:
             return [Observation(counts.get(counter, 0), {"alias": alias}) for alias, counts in stats.snapshot().items()]
 
         return read
 
-    def _events_reader(self, metric: catalog.Metric) -> Callable[[], List[Observation]]:
-        def read() -> List[Observation]:
+    def _events_reader(self, metric: catalog.Metric) -> Callable[[], list[Observation]]:
+        def read() -> list[Observation]:
             counts, _ = events.recorder.snapshot()
-            return [Observation(value, dict(zip(metric.labels, labels)))
-                    for (name, labels), value in counts.items() if name == metric.name]
+            return [
+                Observation(value, dict(zip(metric.labels, labels)))
+                for (name, labels), value in counts.items()
+                if name == metric.name
+            ]
 
         return read
 
-    def _replica_lag(self) -> List[Observation]:
-        return [Observation(lag, {"alias": alias, "instance": instance})
-                for alias, instance, lag in catalog.replica_lags()]
+    def _replica_lag(self) -> list[Observation]:
+        return [
+            Observation(lag, {"alias": alias, "instance": instance}) for alias, instance, lag in catalog.replica_lags()
+        ]
 
-    def _credential_fetches(self) -> List[Observation]:
+    def _credential_fetches(self) -> list[Observation]:
         return [Observation(count, {"source": source}) for source, count in catalog.credential_fetches().items()]
 
-    def _connection_count(self) -> List[Observation]:
-        return [Observation(count, {"db.client.connection.pool.name": alias, "db.client.connection.state": state})
-                for (alias, state), count in catalog.connection_counts().items()]
+    def _connection_count(self) -> list[Observation]:
+        return [
+            Observation(count, {"db.client.connection.pool.name": alias, "db.client.connection.state": state})
+            for (alias, state), count in catalog.connection_counts().items()
+        ]
 
     # -- events --------------------------------------------------------------------------
 
@@ -150,8 +157,12 @@ def _version() -> str:
 def _histogram(meter: Any, metric: catalog.Metric, bounds: Any) -> Any:
     if bounds is not None:
         try:  # opentelemetry-api >= 1.23: advisory bucket bounds
-            return meter.create_histogram(metric.name, unit=metric.unit, description=metric.description,
-                                          explicit_bucket_boundaries_advisory=list(bounds))
+            return meter.create_histogram(
+                metric.name,
+                unit=metric.unit,
+                description=metric.description,
+                explicit_bucket_boundaries_advisory=list(bounds),
+            )
         except TypeError:
             pass
     return meter.create_histogram(metric.name, unit=metric.unit, description=metric.description)
@@ -162,8 +173,8 @@ class OperationTimer:
 
     def __init__(self, histogram: Any) -> None:
         self.histogram = histogram
-        self.wrappers: "weakref.WeakSet[Any]" = weakref.WeakSet()
-        self._attributes: Dict[str, Dict[str, str]] = {}
+        self.wrappers: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._attributes: dict[str, dict[str, str]] = {}
 
     def attach(self, wrapper: Any) -> None:
         """First in ``wrapper.execute_wrappers`` (so ``execute_wrapper()`` blocks nest inside)."""
@@ -171,12 +182,14 @@ class OperationTimer:
             wrapper.execute_wrappers.insert(0, self)
             self.wrappers.add(wrapper)
 
-    def __call__(self, execute: Any, sql: Any, params: Any, many: bool, context: Dict[str, Any]) -> Any:
+    def __call__(self, execute: Any, sql: Any, params: Any, many: bool, context: dict[str, Any]) -> Any:
         alias = context["connection"].alias
         attributes = self._attributes.get(alias)
         if attributes is None:
-            attributes = self._attributes[alias] = {"db.system.name": "postgresql",
-                                                    "db.client.connection.pool.name": alias}
+            attributes = self._attributes[alias] = {
+                "db.system.name": "postgresql",
+                "db.client.connection.pool.name": alias,
+            }
         start = time.monotonic()
         try:
             result = execute(sql, params, many, context)

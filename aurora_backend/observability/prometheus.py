@@ -12,7 +12,8 @@ OpenTelemetry (``otel.py``). Needs ``prometheus_client`` (``pip install aurora_b
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -48,7 +49,7 @@ class AuroraCollector(Collector):
             connections.add_metric([alias, state], count)
         yield connections
 
-    def describe(self) -> List[Metric]:
+    def describe(self) -> list[Metric]:
         return []  # collected on each scrape only (names depend on stats.COUNTERS)
 
     def _stats(self) -> Iterator[Metric]:
@@ -68,8 +69,9 @@ class AuroraCollector(Collector):
                     family.add_metric(list(labels), value)
             yield family
         metric = catalog.FAILOVER_DURATION
-        family = HistogramMetricFamily(metric.prometheus_name, metric.description, labels=list(metric.labels),
-                                       unit="seconds")
+        family = HistogramMetricFamily(
+            metric.prometheus_name, metric.description, labels=list(metric.labels), unit="seconds"
+        )
         for (name, labels), histogram in sorted(histograms.items()):
             if name != metric.name:
                 continue
@@ -92,7 +94,7 @@ def _family(metric: catalog.Metric) -> Any:
 _collectors: dict = {}
 
 
-def register(registry: Optional[Any] = None) -> AuroraCollector:
+def register(registry: Any | None = None) -> AuroraCollector:
     """Register the collector with ``registry`` (default: prometheus_client's REGISTRY), once."""
     registry = REGISTRY if registry is None else registry
     collector = _collectors.get(id(registry))
@@ -103,7 +105,7 @@ def register(registry: Optional[Any] = None) -> AuroraCollector:
     return collector
 
 
-def unregister(registry: Optional[Any] = None) -> None:
+def unregister(registry: Any | None = None) -> None:
     """Undo :func:`register` for ``registry``."""
     registry = REGISTRY if registry is None else registry
     collector = _collectors.pop(id(registry), None)

@@ -9,16 +9,16 @@ Each :class:`~aurora_backend.observability.events.Healed` becomes an event named
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 from opentelemetry import trace
 
 from aurora_backend.observability.events import Healed
 
 
-def attributes_of(healed: Healed) -> Dict[str, Any]:
+def attributes_of(healed: Healed) -> dict[str, Any]:
     """The event's attributes: only str, int, float (OpenTelemetry's types); None left out."""
-    found: Dict[str, Any] = {"aurora.alias": healed.alias}
+    found: dict[str, Any] = {"aurora.alias": healed.alias}
     if healed.reason is not None:
         found["aurora.reason"] = healed.reason
     if healed.seconds is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import random
 import threading
-from typing import Any, Dict, Optional
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -56,7 +56,7 @@ def _where(alias: str) -> str:
     return "DATABASES[%r]['OPTIONS'][%r]" % (alias, POOL_KEY)
 
 
-def pool_options(alias: str, settings_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+def pool_options(alias: str, settings_dict: dict[str, Any]) -> dict[str, Any] | None:
     """The user's ``OPTIONS["pool"]`` as a dict (None: no pool), validated.
 
     Raises ImproperlyConfigured naming the setting and the fix for: psycopg 3 missing or too
@@ -104,8 +104,7 @@ def pool_options(alias: str, settings_dict: Dict[str, Any]) -> Optional[Dict[str
         return {}
     if not isinstance(raw, dict):
         raise ImproperlyConfigured(
-            "%s = %r is invalid: it accepts True or a dict of psycopg_pool.ConnectionPool "
-            "arguments." % (where, raw)
+            "%s = %r is invalid: it accepts True or a dict of psycopg_pool.ConnectionPool arguments." % (where, raw)
         )
     accepted = accepted_keys()
     for key in sorted(raw):
@@ -126,7 +125,7 @@ def accepted_keys() -> set:
     return {name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY} - set(_RESERVED)
 
 
-def pool_arguments(user: Dict[str, Any], aurora_options: Any) -> Dict[str, Any]:
+def pool_arguments(user: dict[str, Any], aurora_options: Any) -> dict[str, Any]:
     """The user's pool arguments with aurora_backend's defaults for the keys they left out."""
     arguments = dict(user)
     if "min_size" not in arguments:
@@ -147,10 +146,10 @@ def pool_class() -> type:
 
         class AuroraConnectionPool(ConnectionPool):
             #: (min, max) seconds: each connection's lifetime is drawn uniformly in it.
-            aurora_max_age: Optional[tuple] = None
+            aurora_max_age: tuple | None = None
             aurora_random: random.Random = random.Random()
 
-            def getconn(self, timeout: Optional[float] = None) -> Any:
+            def getconn(self, timeout: float | None = None) -> Any:
                 # Django calls getconn() without a timeout: the ENGINE's checkout waits in
                 # slices of its own (pool/mixin.py, _getconn), set for this thread only.
                 if timeout is None:
@@ -176,7 +175,7 @@ def pool_class() -> type:
     return _pool_class
 
 
-_pool_class: Optional[type] = None
+_pool_class: type | None = None
 #: ``timeout`` of the getconn() the current thread's checkout makes (None: the pool's own).
 checkout_slice = threading.local()
 
@@ -188,10 +187,16 @@ def hooks_missing() -> list:
 
     parameters = inspect.signature(ConnectionPool.__init__).parameters
     missing = [name for name in ("connection_class", "check", "configure") if name not in parameters]
-    missing += [name for name in ("_set_connection_expiry_date", "_shrink_pool", "check", "get_stats")
-                if not hasattr(ConnectionPool, name)]
-    missing += [name for name in ("_connection_pools", "_configure_connection", "close_pool")
-                if not hasattr(DatabaseWrapper, name)]
+    missing += [
+        name
+        for name in ("_set_connection_expiry_date", "_shrink_pool", "check", "get_stats")
+        if not hasattr(ConnectionPool, name)
+    ]
+    missing += [
+        name
+        for name in ("_connection_pools", "_configure_connection", "close_pool")
+        if not hasattr(DatabaseWrapper, name)
+    ]
     return missing
 
 
@@ -206,4 +211,3 @@ def connection_class(connect: Any) -> type:
             return connect(lambda params: parent(conninfo, **params), kwargs)
 
     return AuroraPoolConnection
-

@@ -20,21 +20,27 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from typing import Any, Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Any
 
 from django.db.backends.base.base import NO_DB_ALIAS
 
 from aurora_backend import drivers, stats
 from aurora_backend.connection.connect import connect_with_retry
-from aurora_backend.topology import router as topology
-from aurora_backend.pool.config import (
-    POOL_KEY, checkout_slice, connection_class, pool_arguments, pool_class, pool_options,
-)
 from aurora_backend.drivers import in_recovery, input_watch, peer_address
+from aurora_backend.pool.config import (
+    POOL_KEY,
+    checkout_slice,
+    connection_class,
+    pool_arguments,
+    pool_class,
+    pool_options,
+)
+from aurora_backend.topology import router as topology
 
 logger = logging.getLogger("aurora_backend")
 
-_sweeping: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_sweeping: weakref.WeakSet[Any] = weakref.WeakSet()
 _sweep_lock = threading.Lock()
 
 
@@ -58,7 +64,7 @@ def sweep(pool: Any) -> bool:
     return True
 
 
-def pool_stats(pool: Any) -> Optional[Dict[str, int]]:
+def pool_stats(pool: Any) -> dict[str, int] | None:
     """psycopg_pool's figures: pool_size, pool_available, requests_waiting, errors, ..."""
     if pool is None:
         return None
@@ -72,10 +78,10 @@ class PoolMixin:
     """Django's pool, Aurora-safe (see the module doc)."""
 
     alias: str
-    settings_dict: Dict[str, Any]
+    settings_dict: dict[str, Any]
     aurora_options: Any
     aurora_runtime: Any
-    _connection_pools: Dict[str, Any]
+    _connection_pools: dict[str, Any]
 
     @property
     def pool(self) -> Any:
@@ -92,7 +98,7 @@ class PoolMixin:
             pool = pools.setdefault(self.alias, self._aurora_build_pool(options))
         return pool
 
-    def _aurora_build_pool(self, options: Dict[str, Any]) -> Any:
+    def _aurora_build_pool(self, options: dict[str, Any]) -> Any:
         """What Django's ``pool`` builds, plus our connection class, lifetimes and defaults."""
         connect_kwargs = self.get_connection_params()  # type: ignore[attr-defined]
         connect_kwargs["autocommit"] = True  # as Django: it sets autocommit later on
@@ -116,7 +122,7 @@ class PoolMixin:
         pool.aurora_resuming = set()  # threads whose connect is being retried (set ops are atomic)
         return pool
 
-    def _aurora_pool_connect(self, parent: Callable[[Dict[str, Any]], Any], kwargs: Dict[str, Any]) -> Any:
+    def _aurora_pool_connect(self, parent: Callable[[dict[str, Any]], Any], kwargs: dict[str, Any]) -> Any:
         """Every physical connection the pool opens: retry, deadline, fresh address choice."""
         pool = self._connection_pools.get(self.alias)
         me = threading.get_ident()
@@ -133,8 +139,12 @@ class PoolMixin:
         routed = router.wrap(parent) if router is not None else parent
         try:
             connection, address = connect_with_retry(
-                lambda params: self._aurora_set_up(routed(params)), kwargs, self.aurora_options, self.aurora_runtime,
-                on_retry=retried, endpoint=self._aurora_endpoint(kwargs),  # type: ignore[attr-defined]
+                lambda params: self._aurora_set_up(routed(params)),
+                kwargs,
+                self.aurora_options,
+                self.aurora_runtime,
+                on_retry=retried,
+                endpoint=self._aurora_endpoint(kwargs),  # type: ignore[attr-defined]
             )
         except Exception as exc:
             stats.incr(self.alias, "connect_failures")  # one of the pool's connects, given up
@@ -163,7 +173,7 @@ class PoolMixin:
             raise
         return connection
 
-    def _aurora_checkout(self, parent: Callable[[Dict[str, Any]], Any], conn_params: Dict[str, Any]) -> Any:
+    def _aurora_checkout(self, parent: Callable[[dict[str, Any]], Any], conn_params: dict[str, Any]) -> Any:
         """Django's checkout (``getconn``), repeated while the connection handed out is bad."""
         pool = self.pool
         aurora = self.aurora_options
@@ -181,7 +191,7 @@ class PoolMixin:
             sweep(pool)
         return _getconn(pool, parent, conn_params, wait)  # every one was bad: the pool's check decides
 
-    def _aurora_checkout_problem(self, pool: Any, connection: Any) -> Optional[str]:
+    def _aurora_checkout_problem(self, pool: Any, connection: Any) -> str | None:
         now = self.aurora_runtime.clock()
         if drivers.is_closed(connection):
             return "disconnect"
@@ -239,7 +249,7 @@ class _Wait:
         end = self.resume_until if pool.aurora_resuming else self.until
         return max(0.001, min(CHECKOUT_SLICE, end - self.clock()))
 
-    def more(self, pool: Any, last_error: Optional[BaseException]) -> bool:
+    def more(self, pool: Any, last_error: BaseException | None) -> bool:
         if pool.aurora_resuming:
             return self.clock() < self.resume_until
         if last_error is not None:
@@ -247,7 +257,7 @@ class _Wait:
         return self.clock() < self.until
 
 
-def _getconn(pool: Any, parent: Callable[[Dict[str, Any]], Any], conn_params: Dict[str, Any], wait: _Wait) -> Any:
+def _getconn(pool: Any, parent: Callable[[dict[str, Any]], Any], conn_params: dict[str, Any], wait: _Wait) -> Any:
     """Django's checkout, within the pool's own ``timeout`` (the app's), waited in slices:
     past it, again while a connect of the pool is being retried (a resuming cluster), up to
     ``connect_deadline``. When the pool has no connection to give because connecting failed,
@@ -269,7 +279,7 @@ def _getconn(pool: Any, parent: Callable[[Dict[str, Any]], Any], conn_params: Di
             checkout_slice.timeout = None
 
 
-def _raise_connect_error(last: Optional[BaseException], timeout: BaseException) -> None:
+def _raise_connect_error(last: BaseException | None, timeout: BaseException) -> None:
     if last is None:
         raise timeout
     try:
@@ -298,4 +308,3 @@ def _drop(pool: Any, connection: Any) -> None:
         pool.putconn(connection)
     except Exception:
         logger.debug("pool would not take back a closed connection", exc_info=True)
-

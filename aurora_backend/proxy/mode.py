@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Dict, List, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from django.conf import settings
 
@@ -37,7 +38,7 @@ from aurora_backend.options import AuroraOptions
 logger = logging.getLogger("aurora_backend")
 
 #: Aliases whose .iterator() in proxy mode has been warned about (once per alias and process).
-_iterator_warned: Dict[str, bool] = {}
+_iterator_warned: dict[str, bool] = {}
 
 #: "Any statement with a text size greater than 16 KB causes the proxy to pin the session."
 PROXY_MAX_STATEMENT_BYTES = 16 * 1024
@@ -86,7 +87,7 @@ def pin_free_batch_size(fields: Any, objs: Any) -> int:
     return max(1, BULK_VALUES_BUDGET // largest)
 
 
-def _object_bytes(obj: Any, names: List[str]) -> int:
+def _object_bytes(obj: Any, names: list[str]) -> int:
     state = getattr(obj, "__dict__", None)
     if state is None:  # a plain value (a primary key)
         return 16 + value_bytes(obj)
@@ -104,7 +105,7 @@ class _PinFreeOperations:
         return max(1, min(size, pin_free_batch_size(fields, objs)))
 
 
-_ops_classes: Dict[type, type] = {}
+_ops_classes: dict[type, type] = {}
 
 
 def pin_free_operations(ops: Any) -> None:
@@ -133,8 +134,10 @@ def same_zone(a: str, b: str) -> bool:
 
 def timezone_advice(role: str, wanted: str) -> str:
     """What to run so that new sessions start in ``wanted`` without a SET (shared with checks)."""
-    return ("ALTER ROLE %s SET timezone TO '%s'; (or ALTER DATABASE ... SET timezone, or the "
-            "cluster parameter group's timezone)" % (role or "<user>", wanted))
+    return (
+        "ALTER ROLE %s SET timezone TO '%s'; (or ALTER DATABASE ... SET timezone, or the "
+        "cluster parameter group's timezone)" % (role or "<user>", wanted)
+    )
 
 
 class ProxyModeMixin:
@@ -148,9 +151,9 @@ class ProxyModeMixin:
 
     alias: str
     connection: Any
-    settings_dict: Dict[str, Any]
+    settings_dict: dict[str, Any]
 
-    def get_connection_params(self) -> Dict[str, Any]:
+    def get_connection_params(self) -> dict[str, Any]:
         params = super().get_connection_params()  # type: ignore[misc]
         if self.aurora_proxy_mode:
             if "prepare_threshold" in params:  # psycopg 3: never PREPARE a named statement
@@ -158,6 +161,7 @@ class ProxyModeMixin:
             binding = _server_binding_cursor()
             if binding is not None and params.get("cursor_factory") is binding:
                 from django.db.backends.postgresql.base import Cursor
+
                 params["cursor_factory"] = Cursor  # client-side binding
         return params
 
@@ -172,7 +176,11 @@ class ProxyModeMixin:
             logger.warning(
                 "%s: proxy mode does not SET the session timezone (it would pin the session "
                 "behind RDS Proxy): the server's is %s, Django expects %s. Run %s",
-                self.alias, current, wanted, timezone_advice(self.settings_dict.get("USER") or "", wanted))
+                self.alias,
+                current,
+                wanted,
+                timezone_advice(self.settings_dict.get("USER") or "", wanted),
+            )
         return False
 
     def create_cursor(self, name: Any = None) -> Any:
@@ -190,11 +198,12 @@ class ProxyModeMixin:
                     "cursor's DECLARE would pin the session behind RDS Proxy): the whole result is "
                     "fetched at once, in memory. For a large export, page by primary key "
                     "(.filter(pk__gt=last).order_by('pk')[:n]) or use an alias with proxy False.",
-                    self.alias)
+                    self.alias,
+                )
             return self.cursor()  # type: ignore[attr-defined]
         return super().chunked_cursor()  # type: ignore[misc]
 
-    def get_new_connection(self, conn_params: Dict[str, Any]) -> Any:
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         connection = super().get_new_connection(conn_params)  # type: ignore[misc]
         if self.aurora_proxy_mode and "isolation_level" in self.settings_dict["OPTIONS"]:
             # Django set it on the driver; in autocommit psycopg2 would SET it for the session.
@@ -226,4 +235,5 @@ class ProxyModeMixin:
 
 def _server_binding_cursor() -> Any:
     from django.db.backends.postgresql import base
+
     return getattr(base, "ServerBindingCursor", None)

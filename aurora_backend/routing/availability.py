@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 from aurora_backend import signals, stats
 
@@ -18,7 +18,7 @@ logger = logging.getLogger("aurora_backend")
 
 _lock = threading.Lock()
 #: alias -> (reason, unreachable until (monotonic s) or 0 for lagging)
-_episodes: Dict[str, Tuple[str, float]] = {}
+_episodes: dict[str, tuple[str, float]] = {}
 
 
 def unreachable_until(alias: str) -> float:
@@ -27,8 +27,9 @@ def unreachable_until(alias: str) -> float:
     return episode[1] if episode is not None and episode[0] == "unreachable" else 0.0
 
 
-def fall_back(connection: Any, reason: str, until: float = 0.0, lag: Optional[float] = None,
-              error: Optional[BaseException] = None) -> None:
+def fall_back(
+    connection: Any, reason: str, until: float = 0.0, lag: float | None = None, error: BaseException | None = None
+) -> None:
     """Count a read sent to the writer; start an episode if none of this reason runs."""
     alias = connection.alias
     stats.incr(alias, "reader_fallbacks")
@@ -37,11 +38,18 @@ def fall_back(connection: Any, reason: str, until: float = 0.0, lag: Optional[fl
         _episodes[alias] = (reason, until)
     if previous is None or previous[0] != reason:
         logger.warning(
-            "reader %r %s: its reads go to the writer%s", alias, reason,
+            "reader %r %s: its reads go to the writer%s",
+            alias,
+            reason,
             " (lag %.3f s)" % lag if lag is not None else (" (%s)" % _first_line(error) if error else ""),
         )
         signals.reader_fallback.send(
-            sender=type(connection), alias=alias, connection=connection, reason=reason, lag=lag, error=error,
+            sender=type(connection),
+            alias=alias,
+            connection=connection,
+            reason=reason,
+            lag=lag,
+            error=error,
         )
 
 
@@ -54,11 +62,14 @@ def restored(connection: Any) -> None:
     if previous is not None:
         logger.info("reader %r usable again after being %s", connection.alias, previous[0])
         signals.reader_restored.send(
-            sender=type(connection), alias=connection.alias, connection=connection, reason=previous[0],
+            sender=type(connection),
+            alias=connection.alias,
+            connection=connection,
+            reason=previous[0],
         )
 
 
-def current(alias: str) -> Optional[str]:
+def current(alias: str) -> str | None:
     """The running episode's reason ("unreachable", "lagging") or None."""
     episode = _episodes.get(alias)
     return None if episode is None else episode[0]
@@ -69,6 +80,6 @@ def reset() -> None:
         _episodes.clear()
 
 
-def _first_line(error: Optional[BaseException]) -> str:
+def _first_line(error: BaseException | None) -> str:
     text = str(error).strip() if error is not None else ""
     return (text.splitlines() or [type(error).__name__])[0]

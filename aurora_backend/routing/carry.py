@@ -11,19 +11,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Callable, Optional, Set
+from collections.abc import Callable
 
 from django.db import connections
 
-from aurora_backend.routing import token
 from aurora_backend.errors import ErrorKind, classify
+from aurora_backend.routing import token
 from aurora_backend.routing.position import PositionUnavailable, capture_writer
 from aurora_backend.routing.writes import in_transaction
 
 logger = logging.getLogger("aurora_backend")
 
 #: Writer aliases where pg_current_wal_insert_lsn() fails for good (not PostgreSQL-like).
-_unsupported: Set[str] = set()
+_unsupported: set[str] = set()
 
 
 def capture(current: token.Token, now: float) -> token.Token:
@@ -57,7 +57,7 @@ def capture(current: token.Token, now: float) -> token.Token:
     return captured
 
 
-def dump_token(clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> Optional[str]:
+def dump_token(clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> str | None:
     """This context's writes as text (None: it wrote nothing)."""
     current = token.current()
     if current is None:
@@ -67,8 +67,9 @@ def dump_token(clock: Callable[[], float] = time.monotonic, wall: Callable[[], f
     return token.dumps(current, clock(), wall)
 
 
-def load_token(text: Optional[str], clock: Callable[[], float] = time.monotonic,
-               wall: Callable[[], float] = time.time) -> bool:
+def load_token(
+    text: str | None, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time
+) -> bool:
     """Make ``text`` (from :func:`dump_token`) this context's writes; False if it is malformed.
 
     A token of this context that is newer is kept.

@@ -13,7 +13,7 @@ Or call :func:`task_headers` yourself: ``task.apply_async(args, headers=task_hea
 from __future__ import annotations
 
 import importlib
-from typing import Any, Dict, Optional
+from typing import Any
 
 from aurora_backend.routing import token
 from aurora_backend.routing.carry import dump_token, load_token
@@ -21,13 +21,13 @@ from aurora_backend.routing.carry import dump_token, load_token
 HEADER = "aurora_ryw"
 
 
-def task_headers() -> Dict[str, str]:
+def task_headers() -> dict[str, str]:
     """Headers carrying this context's writes (empty when it wrote nothing)."""
     text = dump_token()
     return {} if text is None else {HEADER: text}
 
 
-def before_task_publish(headers: Optional[Dict[str, Any]] = None, **kwargs: Any) -> None:
+def before_task_publish(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
     """celery.signals.before_task_publish: add the header (never overwrites one set by hand)."""
     if headers is not None and HEADER not in headers:
         headers.update(task_headers())
@@ -56,7 +56,7 @@ def connect(signals: Any = None) -> None:
     signals.task_postrun.connect(task_postrun, weak=False)
 
 
-def _header(request: Any) -> Optional[str]:
+def _header(request: Any) -> str | None:
     """Celery puts custom headers on the task request as attributes (and in ``headers``
     with some protocols): look in both."""
     if request is None:

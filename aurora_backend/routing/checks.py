@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
@@ -17,13 +17,15 @@ from aurora_backend.routing.config import SETTINGS_NAME, RoutingConfig
 def router_installed() -> bool:
     from django.conf import settings
 
-    paths = [r if isinstance(r, str) else type(r).__module__ + "." + type(r).__name__
-             for r in getattr(settings, "DATABASE_ROUTERS", [])]
+    paths = [
+        r if isinstance(r, str) else type(r).__module__ + "." + type(r).__name__
+        for r in getattr(settings, "DATABASE_ROUTERS", [])
+    ]
     return any(path.startswith("aurora_backend.rout") for path in paths)
 
 
 @checks.register()
-def check_routing(app_configs: Any = None, **kwargs: Any) -> List[checks.CheckMessage]:
+def check_routing(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     from django.conf import settings
 
     if not router_installed() and getattr(settings, SETTINGS_NAME, None) is None:

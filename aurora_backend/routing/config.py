@@ -8,8 +8,9 @@ builds the reader alias's DATABASES entry from the writer's (the ``cluster-ro-``
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Dict, Mapping, Optional
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -52,8 +53,10 @@ class RoutingConfig:
 
     @classmethod
     def from_settings(
-        cls, raw: Optional[Mapping[str, Any]] = None, databases: Optional[Mapping[str, Any]] = None,
-    ) -> "RoutingConfig":
+        cls,
+        raw: Mapping[str, Any] | None = None,
+        databases: Mapping[str, Any] | None = None,
+    ) -> RoutingConfig:
         """Parse ``raw`` (default ``settings.AURORA_ROUTING``) against ``databases`` (default
         the configured aliases)."""
         from django.conf import settings
@@ -66,12 +69,15 @@ class RoutingConfig:
         if not isinstance(raw, Mapping):
             raise ImproperlyConfigured(
                 "settings.%s must be a dict such as {'writer': 'default', 'reader': 'reader'}, not %s."
-                % (SETTINGS_NAME, type(raw).__name__))
+                % (SETTINGS_NAME, type(raw).__name__)
+            )
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(raw) - set(known))
         if unknown:
-            raise ImproperlyConfigured("settings.%s has unknown key(s) %s; accepted keys are: %s." % (
-                SETTINGS_NAME, ", ".join(repr(k) for k in unknown), ", ".join(known)))
+            raise ImproperlyConfigured(
+                "settings.%s has unknown key(s) %s; accepted keys are: %s."
+                % (SETTINGS_NAME, ", ".join(repr(k) for k in unknown), ", ".join(known))
+            )
         values = {key: _parse(key, value) for key, value in raw.items()}
         config = cls(**values)
         for role in ("writer", "reader"):
@@ -81,7 +87,8 @@ class RoutingConfig:
                     "settings.%s[%r] = %r is not an alias of settings.DATABASES (%s). Add it; for "
                     "an Aurora cluster, DATABASES[%r] = reader_settings(DATABASES[%r]) from "
                     "aurora_backend.routing builds the reader endpoint's entry."
-                    % (SETTINGS_NAME, role, alias, ", ".join(databases), alias, config.writer))
+                    % (SETTINGS_NAME, role, alias, ", ".join(databases), alias, config.writer)
+                )
         return config
 
 
@@ -93,8 +100,9 @@ def _parse(key: str, value: Any) -> Any:
         return value
     if key == "position":
         if value not in POSITIONS:
-            raise ImproperlyConfigured("%s = %r is invalid: it accepts one of %s." % (
-                where, value, ", ".join(repr(p) for p in POSITIONS)))
+            raise ImproperlyConfigured(
+                "%s = %r is invalid: it accepts one of %s." % (where, value, ", ".join(repr(p) for p in POSITIONS))
+            )
         return value
     zero_ok = key in ("refresh", "lag_refresh")
     accepted = "a number of seconds >= 0" if zero_ok else "a number of seconds > 0"
@@ -104,7 +112,7 @@ def _parse(key: str, value: Any) -> Any:
     return float(value)
 
 
-def reader_settings(writer: Mapping[str, Any], **overrides: Any) -> Dict[str, Any]:
+def reader_settings(writer: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
     """The DATABASES entry of an Aurora cluster's reader endpoint, from the writer's entry.
 
     ``mycluster.cluster-abc.eu-west-1.rds.amazonaws.com`` becomes
@@ -128,20 +136,23 @@ def _reader_host(host: str) -> str:
     if ".cluster-ro-" in lowered:
         raise ImproperlyConfigured(
             "reader_settings(): HOST %r is already a reader endpoint (.cluster-ro-); pass the "
-            "writer's DATABASES entry, whose HOST contains '.cluster-'." % host)
+            "writer's DATABASES entry, whose HOST contains '.cluster-'." % host
+        )
     if ".cluster-custom-" in lowered:
         raise ImproperlyConfigured(
             "reader_settings(): HOST %r is a custom endpoint (.cluster-custom-), which has no "
             "reader endpoint of its own to derive. Pass the cluster endpoint's entry (HOST "
             "'...cluster-...'), or HOST='...' to reader_settings() naming the reader host (for "
-            "example a custom endpoint whose members are readers)." % host)
+            "example a custom endpoint whose members are readers)." % host
+        )
     at = lowered.find(".cluster-")
     if at < 0:
         raise ImproperlyConfigured(
             "reader_settings(): cannot derive a reader endpoint from HOST %r: an Aurora cluster "
             "endpoint contains '.cluster-' (e.g. app.cluster-abc123.eu-west-1.rds.amazonaws.com). "
-            "Pass HOST='...' to reader_settings() for any other reader host." % host)
-    return host[:at] + ".cluster-ro-" + host[at + len(".cluster-"):]
+            "Pass HOST='...' to reader_settings() for any other reader host." % host
+        )
+    return host[:at] + ".cluster-ro-" + host[at + len(".cluster-") :]
 
 
 def _copy_containers(value: Any) -> Any:

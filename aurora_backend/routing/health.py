@@ -7,7 +7,7 @@ says whether reads would fall back to the writer; the process counters
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -18,7 +18,7 @@ from aurora_backend.routing.config import SETTINGS_NAME, RoutingConfig
 from aurora_backend.routing.position import PositionUnavailable, ReaderState
 
 
-def configured() -> Optional[RoutingConfig]:
+def configured() -> RoutingConfig | None:
     """The routing settings when the router is installed (or AURORA_ROUTING is set)."""
     from django.conf import settings
 
@@ -31,7 +31,7 @@ def configured() -> Optional[RoutingConfig]:
     return config if config.enabled else None
 
 
-def findings(alias: str, raw: Any) -> List[Finding]:
+def findings(alias: str, raw: Any) -> list[Finding]:
     """Findings for ``alias`` when it is the routing reader; ``raw``: a driver connection to it."""
     config = configured()
     if config is None or alias != config.reader:
@@ -44,16 +44,33 @@ def findings(alias: str, raw: Any) -> List[Finding]:
         return [Finding("warning", "reader_position_unknown", "cannot read the reader's position: %s" % exc)]
     lag = "unknown" if state.lag is None else "%.3f s" % state.lag
     if state.lag is not None and state.lag > config.max_lag:
-        result.append(Finding("warning", "reader_lagging", "reader %r lags %s behind writer %r (max_lag %g s): "
-                              "routed reads fall back to the writer" % (alias, lag, config.writer, config.max_lag)))
+        result.append(
+            Finding(
+                "warning",
+                "reader_lagging",
+                "reader %r lags %s behind writer %r (max_lag %g s): "
+                "routed reads fall back to the writer" % (alias, lag, config.writer, config.max_lag),
+            )
+        )
     else:
         how = "a %g s window" % config.fallback_window
         if state.lsn is not None or state.aurora:
             how = "WAL position" if state.lsn is not None else "Aurora replica lag"
-        result.append(Finding("info", "reader_routing", "reader of %r, lag %s (max_lag %g s); read-your-writes by %s"
-                              % (config.writer, lag, config.max_lag, how)))
+        result.append(
+            Finding(
+                "info",
+                "reader_routing",
+                "reader of %r, lag %s (max_lag %g s); read-your-writes by %s"
+                % (config.writer, lag, config.max_lag, how),
+            )
+        )
     episode = availability.current(alias)
     if episode is not None:
-        result.append(Finding("warning", "reader_fallback", "this process sends the reads of %r to the writer: "
-                              "reader %s" % (alias, episode)))
+        result.append(
+            Finding(
+                "warning",
+                "reader_fallback",
+                "this process sends the reads of %r to the writer: reader %s" % (alias, episode),
+            )
+        )
     return result

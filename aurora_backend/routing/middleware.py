@@ -8,7 +8,8 @@ as if they had written themselves, until a reader has replayed it or the cookie 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 
@@ -48,8 +49,11 @@ class ReadYourWritesMiddleware:
     def _before(self, request: Any) -> Any:
         token.clear()
         if self.config.enabled:
-            load_token(request.get_signed_cookie(self.config.cookie_name, default=None, salt=SALT,
-                                                 max_age=self.config.cookie_max_age))
+            load_token(
+                request.get_signed_cookie(
+                    self.config.cookie_name, default=None, salt=SALT, max_age=self.config.cookie_max_age
+                )
+            )
         return token.current()
 
     def _after(self, request: Any, response: Any, before: Any) -> None:
@@ -58,6 +62,11 @@ class ReadYourWritesMiddleware:
         text = dump_token()
         if text is not None:
             response.set_signed_cookie(
-                self.config.cookie_name, text, salt=SALT, max_age=int(self.config.cookie_max_age),
-                secure=request.is_secure(), httponly=True, samesite="Lax",
+                self.config.cookie_name,
+                text,
+                salt=SALT,
+                max_age=int(self.config.cookie_max_age),
+                secure=request.is_secure(),
+                httponly=True,
+                samesite="Lax",
             )

@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 from aurora_backend.drivers import is_idle
 from aurora_backend.routing.token import parse_lsn
@@ -48,7 +48,7 @@ SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,
 class PositionUnavailable(Exception):
     """The position could not be read; ``cause`` is the driver's error, if any."""
 
-    def __init__(self, message: str, cause: Optional[BaseException] = None) -> None:
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.cause = cause
 
@@ -58,12 +58,12 @@ class ReaderState:
     """What was last measured on one reader instance (``checked_at``: monotonic s)."""
 
     #: pg_last_wal_replay_lsn(); None where the reader reports none (a primary, Aurora).
-    lsn: Optional[int] = None
+    lsn: int | None = None
     #: Seconds behind the writer; None when it cannot be told.
-    lag: Optional[float] = None
+    lag: float | None = None
     #: aurora_replica_status() exists there (None: not looked yet).
-    aurora: Optional[bool] = None
-    in_recovery: Optional[bool] = None
+    aurora: bool | None = None
+    in_recovery: bool | None = None
     checked_at: float = -math.inf
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -86,10 +86,10 @@ class ReaderState:
 
 
 #: Round trips made to read positions, by kind ("writer", "reader"): what routing costs.
-round_trips: Dict[str, int] = {"writer": 0, "reader": 0}
+round_trips: dict[str, int] = {"writer": 0, "reader": 0}
 
 
-def _fetch(raw: Any, sql: str) -> Tuple[Any, ...]:
+def _fetch(raw: Any, sql: str) -> tuple[Any, ...]:
     round_trips["writer" if sql is WRITER_SQL else "reader"] += 1
     if not is_idle(raw):
         raise PositionUnavailable("the connection is inside a transaction the app opened")
@@ -102,17 +102,17 @@ def _fetch(raw: Any, sql: str) -> Tuple[Any, ...]:
         raise PositionUnavailable(text.splitlines()[0] if text else type(exc).__name__, exc) from exc
 
 
-def capture_writer(raw: Any) -> Optional[int]:
+def capture_writer(raw: Any) -> int | None:
     """pg_current_wal_lsn() on the writer's driver connection (outside a transaction)."""
     (lsn,) = _fetch(raw, WRITER_SQL)
     return parse_lsn(lsn)
 
 
-_states: Dict[Tuple[str, Optional[str]], ReaderState] = {}
+_states: dict[tuple[str, str | None], ReaderState] = {}
 _states_lock = threading.Lock()
 
 
-def reader_state(alias: str, address: Optional[str]) -> ReaderState:
+def reader_state(alias: str, address: str | None) -> ReaderState:
     """The process-wide state of the reader instance at ``address`` behind ``alias``."""
     key = (alias, address)
     state = _states.get(key)
@@ -122,7 +122,7 @@ def reader_state(alias: str, address: Optional[str]) -> ReaderState:
     return state
 
 
-def states() -> Dict[Tuple[str, Optional[str]], ReaderState]:
+def states() -> dict[tuple[str, str | None], ReaderState]:
     """A copy of every reader state (health, benchmarks)."""
     with _states_lock:
         return dict(_states)

@@ -18,7 +18,8 @@ import contextvars
 import dataclasses
 import logging
 import sys
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 from django.core.signals import request_started
 from django.db import connections
@@ -54,7 +55,10 @@ class AuroraRouter:
     """Django database router over a writer alias and a reader alias (``settings.AURORA_ROUTING``)."""
 
     def __init__(
-        self, config: Optional[RoutingConfig] = None, runtime: Optional[Runtime] = None, **settings: Any,
+        self,
+        config: RoutingConfig | None = None,
+        runtime: Runtime | None = None,
+        **settings: Any,
     ) -> None:
         self.config = config or RoutingConfig.from_settings(settings or None)
         self.runtime = runtime or Runtime()
@@ -71,7 +75,7 @@ class AuroraRouter:
 
     # ----- Django's router API -------------------------------------------------------
 
-    def db_for_read(self, model: Any, **hints: Any) -> Optional[str]:
+    def db_for_read(self, model: Any, **hints: Any) -> str | None:
         config = self.config
         if not config.enabled or _foreign(hints, config):
             return None
@@ -81,20 +85,20 @@ class AuroraRouter:
             return config.writer
         return self._choose()
 
-    def db_for_write(self, model: Any, **hints: Any) -> Optional[str]:
+    def db_for_write(self, model: Any, **hints: Any) -> str | None:
         config = self.config
         if not config.enabled or _foreign(hints, config):
             return None
         self.tracker.install(connections[config.writer])
         return config.writer
 
-    def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> Optional[bool]:
+    def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> bool | None:
         pair = (self.config.writer, self.config.reader)
         if self.config.enabled and obj1._state.db in pair and obj2._state.db in pair:
             return True
         return None
 
-    def allow_migrate(self, db: str, app_label: str, model_name: Optional[str] = None, **hints: Any) -> Optional[bool]:
+    def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints: Any) -> bool | None:
         if self.config.enabled and db == self.config.reader:
             return False
         return None
@@ -127,7 +131,7 @@ class AuroraRouter:
         stats.incr(config.reader, "reader_reads")
         return config.reader
 
-    def _reader_state(self, reader: Any, now: float) -> Optional[ReaderState]:
+    def _reader_state(self, reader: Any, now: float) -> ReaderState | None:
         """The state of the instance this thread's reader connection reached (connected
         now if needed); None, and the fallback counted, when it cannot be reached."""
         reader.close_if_health_check_failed()  # a dead connection: closed now, by a socket poll
@@ -217,7 +221,7 @@ def _raw_write() -> bool:
     return sql is not None and writes(sql)
 
 
-def _address(connection: Any) -> Optional[str]:
+def _address(connection: Any) -> str | None:
     address = getattr(connection, "aurora_address", None) or peer_address(connection.connection)
     return address or connection.settings_dict.get("HOST")
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextvars
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 Clock = Callable[[], float]
 
@@ -27,7 +27,7 @@ class Token:
     writer: str
     at: float
     #: pg_current_wal_lsn() read after the write committed; None: not read (yet, or unknown).
-    lsn: Optional[int] = None
+    lsn: int | None = None
     #: A write happened after ``lsn`` was read (or none was read): capture before comparing.
     dirty: bool = True
     #: The write was made inside an open transaction: when (or whether) it commits is not
@@ -36,14 +36,14 @@ class Token:
     pending: bool = False
 
 
-_current: contextvars.ContextVar[Optional[Token]] = contextvars.ContextVar("aurora_ryw", default=None)
+_current: contextvars.ContextVar[Token | None] = contextvars.ContextVar("aurora_ryw", default=None)
 
 
-def current() -> Optional[Token]:
+def current() -> Token | None:
     return _current.get()
 
 
-def set_token(token: Optional[Token]) -> None:
+def set_token(token: Token | None) -> None:
     _current.set(token)
 
 
@@ -67,7 +67,7 @@ def settled(current: Token, now: float) -> Token:
     return resolved
 
 
-def parse_lsn(text: Optional[str]) -> Optional[int]:
+def parse_lsn(text: str | None) -> int | None:
     """``'16/B374D848'`` -> an integer ordered as WAL positions are; None stays None."""
     if not text:
         return None
@@ -85,7 +85,7 @@ def dumps(token: Token, now: float, wall: Clock = time.time) -> str:
     return "%s:%s:%.3f" % (token.writer, "-" if token.lsn is None else format_lsn(token.lsn), written)
 
 
-def loads(text: str, now: float, wall: Clock = time.time) -> Optional[Token]:
+def loads(text: str, now: float, wall: Clock = time.time) -> Token | None:
     """The token of :func:`dumps`, placed on this process's monotonic clock; None if malformed."""
     try:
         writer, lsn_text, written = str(text).rsplit(":", 2)

@@ -15,7 +15,8 @@ wrapper through :meth:`WriteTracker.aurora_note_write`.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Dict
+from collections.abc import Callable
+from typing import Any
 
 from aurora_backend.connection.session_state import effects
 from aurora_backend.connection.statements import is_read
@@ -36,12 +37,35 @@ _FIRST_WORD = re.compile(r"\s*([A-Za-z]+)")
 _READ_FIRST = frozenset(("SELECT", "WITH", "VALUES", "TABLE", "SHOW", "EXPLAIN"))
 # Words whose absence proves a read cheaply (a substring test in C); is_read() decides
 # the rest. A superset of is_read()'s writing words.
-_HINTS = ("INSERT", "UPDATE", "DELETE", "MERGE", "INTO", "TRUNCATE", "CREATE", "DROP", "ALTER",
-          "GRANT", "REVOKE", "COPY", "CALL", "LOCK", "ANALY", "VAL", "SET_CONFIG", "ADVISORY",
-          "PG_TERMINATE", "PG_CANCEL", "PG_NOTIFY", "LO_", "DBLINK", "TXID_CURRENT")
+_HINTS = (
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "MERGE",
+    "INTO",
+    "TRUNCATE",
+    "CREATE",
+    "DROP",
+    "ALTER",
+    "GRANT",
+    "REVOKE",
+    "COPY",
+    "CALL",
+    "LOCK",
+    "ANALY",
+    "VAL",
+    "SET_CONFIG",
+    "ADVISORY",
+    "PG_TERMINATE",
+    "PG_CANCEL",
+    "PG_NOTIFY",
+    "LO_",
+    "DBLINK",
+    "TXID_CURRENT",
+)
 
 
-_known: Dict[str, bool] = {}
+_known: dict[str, bool] = {}
 _KNOWN_MAX = 2048
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from aurora_backend.simulator.control import Address, parse_address, require_loopback
 
@@ -21,8 +21,7 @@ def seconds(option: str, *, positive: bool) -> Callable[[str], float]:
         except ValueError:
             value = math.nan
         if not math.isfinite(value) or value < 0 or (positive and value == 0):
-            raise argparse.ArgumentTypeError(
-                "%s expects a finite number of seconds %s, got %r" % (option, bound, text))
+            raise argparse.ArgumentTypeError("%s expects a finite number of seconds %s, got %r" % (option, bound, text))
         return value
 
     return parse
@@ -66,7 +65,8 @@ def address(option: str, *, loopback: bool, any_port: bool = False) -> Callable[
             raise argparse.ArgumentTypeError(str(exc)) from None
         if not (0 if any_port else 1) <= number <= 65535:
             raise argparse.ArgumentTypeError(
-                "%s expects a TCP port %s-65535, got %r" % (option, 0 if any_port else 1, text))
+                "%s expects a TCP port %s-65535, got %r" % (option, 0 if any_port else 1, text)
+            )
         return host, number
 
     return parse

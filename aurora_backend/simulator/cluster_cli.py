@@ -21,18 +21,21 @@ import socket
 import socketserver
 import sys
 import threading
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from aurora_backend.simulator.arguments import address, count, port, seconds
 from aurora_backend.simulator.control import Address, parse_address, require_loopback
 
-HELP = ("status | failover [INSTANCE] [reader|down] | restore INSTANCE | pause_replay INSTANCE | "
-        "resume_replay INSTANCE | resolve NAME | flush_dns | stop")
+HELP = (
+    "status | failover [INSTANCE] [reader|down] | restore INSTANCE | pause_replay INSTANCE | "
+    "resume_replay INSTANCE | resolve NAME | flush_dns | stop"
+)
 
 Handler = Callable[..., Any]
 
 
-def _commands(cluster: Any, stop: threading.Event) -> Dict[str, Handler]:
+def _commands(cluster: Any, stop: threading.Event) -> dict[str, Handler]:
     def failover(target: str = "", old_writer: str = "reader") -> Any:
         if target in ("reader", "down"):
             target, old_writer = "", target
@@ -50,7 +53,7 @@ def _commands(cluster: Any, stop: threading.Event) -> Dict[str, Handler]:
     }
 
 
-def _jsonable(row: Dict[str, Any]) -> Dict[str, Any]:
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
 
 
@@ -62,7 +65,7 @@ class Commands:
         self._table = _commands(cluster, stop)
         self._lock = threading.Lock()
 
-    def execute(self, line: str) -> Dict[str, Any]:
+    def execute(self, line: str) -> dict[str, Any]:
         words = line.split()
         if not words:
             return {"ok": False, "error": "empty command; commands: " + HELP}
@@ -93,7 +96,7 @@ def serve_control(commands: Commands, host: str, port: int) -> socketserver.Thre
     return server
 
 
-def remote_resolve(address: tuple, host: str, timeout: float = 5.0) -> List[str]:
+def remote_resolve(address: tuple, host: str, timeout: float = 5.0) -> list[str]:
     """Ask a running cluster's control endpoint for ``host``'s addresses."""
     with socket.create_connection(address, timeout=timeout) as sock:
         sock.sendall(("resolve %s\n" % host).encode())
@@ -103,7 +106,7 @@ def remote_resolve(address: tuple, host: str, timeout: float = 5.0) -> List[str]
     return list(answer["result"])
 
 
-def env_resolver(host: str, port: int) -> List[str]:
+def env_resolver(host: str, port: int) -> list[str]:
     """A ``resolver`` for OPTIONS["aurora"]: asks the cluster named by AURORA_CLUSTER_CONTROL."""
     control = os.environ.get("AURORA_CLUSTER_CONTROL")
     if not control:
@@ -111,7 +114,7 @@ def env_resolver(host: str, port: int) -> List[str]:
     return remote_resolve(parse_address(control, "AURORA_CLUSTER_CONTROL"), host)
 
 
-def _control(text: str) -> Optional[Address]:
+def _control(text: str) -> Address | None:
     """``--control``: a loopback HOST:PORT (port 0: any free one), or 'none'."""
     return None if text == "none" else address("--control", loopback=True, any_port=True)(text)
 
@@ -120,39 +123,56 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m aurora_backend.simulator cluster",
         description="A local Aurora cluster: a writer and readers in streaming replication, "
-                    "Aurora's endpoints and DNS, real failover. Serves until stopped.")
+        "Aurora's endpoints and DNS, real failover. Serves until stopped.",
+    )
     parser.add_argument("--readers", type=count("--readers"), default=2, help="number of readers (2)")
     parser.add_argument("--name", default="aurora-local", help="cluster identifier (aurora-local)")
-    parser.add_argument("--ttl", type=seconds("--ttl", positive=False), default=5.0, help="DNS TTL in seconds (Aurora: 5)")
-    parser.add_argument("--dns-delay", type=seconds("--dns-delay", positive=False), default=5.0,
-                        help="seconds after a promotion before the endpoints' records move (5)")
-    parser.add_argument("--port", type=port("--port"), default=None, help="port of every endpoint (default: a free one)")
-    parser.add_argument("--control", type=_control, default="127.0.0.1:0",
-                        help="loopback HOST:PORT of the control endpoint (port 0: any; 'none': stdin only)")
+    parser.add_argument(
+        "--ttl", type=seconds("--ttl", positive=False), default=5.0, help="DNS TTL in seconds (Aurora: 5)"
+    )
+    parser.add_argument(
+        "--dns-delay",
+        type=seconds("--dns-delay", positive=False),
+        default=5.0,
+        help="seconds after a promotion before the endpoints' records move (5)",
+    )
+    parser.add_argument(
+        "--port", type=port("--port"), default=None, help="port of every endpoint (default: a free one)"
+    )
+    parser.add_argument(
+        "--control",
+        type=_control,
+        default="127.0.0.1:0",
+        help="loopback HOST:PORT of the control endpoint (port 0: any; 'none': stdin only)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log events to stderr")
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s", stream=sys.stderr
+    )
     from aurora_backend.testing.aurora_cluster import AuroraCluster
 
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    cluster = AuroraCluster(readers=args.readers, name=args.name, ttl=args.ttl,
-                            dns_delay=args.dns_delay, port=args.port)
-    control: Optional[socketserver.ThreadingTCPServer] = None
+    cluster = AuroraCluster(
+        readers=args.readers, name=args.name, ttl=args.ttl, dns_delay=args.dns_delay, port=args.port
+    )
+    control: socketserver.ThreadingTCPServer | None = None
     try:
         cluster.start()
         commands = Commands(cluster, done)
         if args.control is not None:
             control = serve_control(commands, *args.control)
         address = "%s:%d" % control.server_address[:2] if control else None
-        print(json.dumps({**cluster.endpoints(), "control": address,
-                          "started_in": round(cluster.started_in or 0, 3)}), flush=True)
+        print(
+            json.dumps({**cluster.endpoints(), "control": address, "started_in": round(cluster.started_in or 0, 3)}),
+            flush=True,
+        )
         threading.Thread(target=_read_stdin, args=(commands,), daemon=True).start()
         while not done.wait(0.5):
             pass

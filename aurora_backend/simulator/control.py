@@ -12,16 +12,19 @@ import asyncio
 import ipaddress
 import json
 import socket
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from aurora_backend.simulator.proxy import AuroraSimulator
 
 Address = tuple[str, int]
-HELP = ("status | scale | scale_point [N] | pause [force] | resume [FAIL] | pause_for S [FAIL] | "
-        "failover [WINDOW] [starting_up|refuse] [HOST:PORT] | refuse on|off | blackhole on|off | "
-        "read_only on|off | drop [N] [message] | drop_all [message] | reset | rds_proxy on|off | "
-        "pinning [pinned] | clear_pinning")
+HELP = (
+    "status | scale | scale_point [N] | pause [force] | resume [FAIL] | pause_for S [FAIL] | "
+    "failover [WINDOW] [starting_up|refuse] [HOST:PORT] | refuse on|off | blackhole on|off | "
+    "read_only on|off | drop [N] [message] | drop_all [message] | reset | rds_proxy on|off | "
+    "pinning [pinned] | clear_pinning"
+)
 
 
 def parse_address(text: str, argument: str) -> Address:
@@ -38,11 +41,10 @@ def require_loopback(host: str, argument: str) -> None:
     except ValueError:
         loopback = host == "localhost"
     if not loopback:
-        raise ValueError("%s must be a loopback address (127.0.0.0/8 or ::1), got %r"
-                         % (argument, host))
+        raise ValueError("%s must be a loopback address (127.0.0.0/8 or ::1), got %r" % (argument, host))
 
 
-def status(sim: "AuroraSimulator") -> dict[str, Any]:
+def status(sim: AuroraSimulator) -> dict[str, Any]:
     return {
         "counters": sim.counters,
         "connections": {"%s:%d" % a: n for a, n in sim.connection_counts().items()},
@@ -58,7 +60,7 @@ def _on(word: str) -> bool:
     return word == "on"
 
 
-def _commands(sim: "AuroraSimulator") -> dict[str, Callable[..., Any]]:
+def _commands(sim: AuroraSimulator) -> dict[str, Callable[..., Any]]:
     return {
         "status": lambda: None,
         "scale": sim.scale_event,
@@ -67,7 +69,8 @@ def _commands(sim: "AuroraSimulator") -> dict[str, Callable[..., Any]]:
         "resume": lambda fail="0": sim.resume(int(fail)),
         "pause_for": lambda s, fail="0": sim.pause_for(float(s), fail=int(fail)),
         "failover": lambda window="1", mode="starting_up", up=None: sim.failover(
-            parse_address(up, "failover HOST:PORT") if up else None, float(window), mode),
+            parse_address(up, "failover HOST:PORT") if up else None, float(window), mode
+        ),
         "refuse": lambda on="on": sim.refuse(_on(on)),
         "blackhole": lambda on="on": sim.blackhole(_on(on)),
         "read_only": lambda on="on": sim.read_only(_on(on)),
@@ -86,7 +89,7 @@ def _pinned_only(word: str) -> bool:
     return word == "pinned"
 
 
-def execute(sim: "AuroraSimulator", line: str) -> dict[str, Any]:
+def execute(sim: AuroraSimulator, line: str) -> dict[str, Any]:
     """Run one command line against ``sim`` and return the JSON-able answer."""
     words = line.split()
     if not words:
@@ -101,8 +104,7 @@ def execute(sim: "AuroraSimulator", line: str) -> dict[str, Any]:
     return {"ok": True, "result": result, "status": status(sim)}
 
 
-async def _handle(sim: "AuroraSimulator", reader: asyncio.StreamReader,
-                  writer: asyncio.StreamWriter) -> None:
+async def _handle(sim: AuroraSimulator, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     loop = asyncio.get_running_loop()
     try:
         while True:
@@ -118,7 +120,7 @@ async def _handle(sim: "AuroraSimulator", reader: asyncio.StreamReader,
         writer.close()
 
 
-def serve_control(sim: "AuroraSimulator", host: str = "127.0.0.1", port: int = 0) -> Address:
+def serve_control(sim: AuroraSimulator, host: str = "127.0.0.1", port: int = 0) -> Address:
     """Open the control endpoint in ``sim``'s loop; returns the address actually bound."""
     require_loopback(host, "control address")
 
@@ -126,6 +128,7 @@ def serve_control(sim: "AuroraSimulator", host: str = "127.0.0.1", port: int = 0
         server = await asyncio.start_server(lambda r, w: _handle(sim, r, w), host, port)
         sim._aux_servers.append(server)
         return server.sockets[0].getsockname()[:2]
+
     return sim._call(start)
 
 
@@ -135,7 +138,7 @@ class ControlClient:
     def __init__(self, address: Address, timeout: float = 30.0) -> None:
         self.address = (address[0], int(address[1]))
         self.timeout = timeout
-        self._sock: Optional[socket.socket] = None
+        self._sock: socket.socket | None = None
         self._buffer = b""
 
     def command(self, line: str) -> dict[str, Any]:
@@ -162,7 +165,7 @@ class ControlClient:
             self._sock.close()
             self._sock = None
 
-    def __enter__(self) -> "ControlClient":
+    def __enter__(self) -> ControlClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,7 +7,7 @@ A mixin of AuroraSimulator: every method runs its body in the simulator's loop t
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from aurora_backend.simulator import protocol as p
 
@@ -28,11 +28,13 @@ class Faults(_Base):
 
     def scale_event(self) -> int:
         """Every client connection gets FATAL 57P01 'serverless scale event timeout', then closes."""
+
         def run() -> int:
             self._count("scale_events")
             hit = self._kill(self._sessions, p.fatal(p.SCALE_EVENT))
             self._count("scale_event_kills", hit)
             return hit
+
         return self._call(run)
 
     def scale_point_on_connect(self, count: int = 1) -> None:
@@ -42,6 +44,7 @@ class Faults(_Base):
 
         def run() -> None:
             self._scale_points += count
+
         self._call(run)
 
     def pause(self, force: bool = False) -> int:
@@ -50,16 +53,19 @@ class Faults(_Base):
         Raises SimulatorError if client connections are open, unless ``force`` (they are then
         dropped with the scale-event FATAL first). Returns how many were dropped.
         """
+
         def run() -> int:
             open_ = [s for s in self._sessions if s.state not in ("held", "closed")]
             if open_ and not force:
                 raise SimulatorError(
                     "pause(): %d client connection(s) are open and Aurora pauses only with none; "
-                    "close them first or call pause(force=True) to drop them" % len(open_))
+                    "close them first or call pause(force=True) to drop them" % len(open_)
+                )
             hit = self._kill(open_, p.fatal(p.SCALE_EVENT))
             self._paused = True
             self._count("pauses")
             return hit
+
         return self._call(run)
 
     def resume(self, fail: int = 0) -> int:
@@ -76,6 +82,7 @@ class Faults(_Base):
             self._count("resumes")
             self._count("resume_failures", min(fail, len(held)))
             return len(held)
+
         return self._call(run)
 
     def pause_for(self, seconds: float, force: bool = False, fail: int = 0) -> int:
@@ -86,8 +93,13 @@ class Faults(_Base):
         self._call(lambda: self._later(seconds, lambda: self.resume(fail)))
         return hit
 
-    def failover(self, new_upstream: Optional[tuple[str, int]] = None, window: float = 1.0,
-                 mode: str = "starting_up", wait: bool = False) -> int:
+    def failover(
+        self,
+        new_upstream: tuple[str, int] | None = None,
+        window: float = 1.0,
+        mode: str = "starting_up",
+        wait: bool = False,
+    ) -> int:
         """Drop all (57P01 administrator command), reject or refuse for ``window`` s, then switch.
 
         ``mode`` "starting_up": new startups get FATAL 57P03 during the window; "refuse":
@@ -112,12 +124,13 @@ class Faults(_Base):
                 await self._sync_listeners()
             self._later(window, lambda: self._end_failover(target))
             return hit
+
         hit = self._call(run)
         if wait:
             self.wait_failover(window + 10)
         return hit
 
-    def _end_failover(self, target: Optional[Any]) -> None:
+    def _end_failover(self, target: Any | None) -> None:
         import asyncio
 
         if target is not None:
@@ -134,19 +147,23 @@ class Faults(_Base):
 
     def refuse(self, on: bool = True) -> None:
         """Stop (or start again) listening, so clients get 'Connection refused'."""
+
         async def run() -> None:
             if on and not self._refusing:
                 self._count("refused")
             self._refusing = bool(on)
             await self._sync_listeners()
+
         self._call(run)
 
     def blackhole(self, on: bool = True) -> None:
         """Accept new connections and never answer them (clients hit connect_timeout)."""
+
         def run() -> None:
             self._blackholed = bool(on)
             if not on:
                 self._kill([s for s in self._sessions if s.state == "blackholed"], None)
+
         self._call(run)
 
     def drop(self, count: int = 1, silent: bool = True) -> int:
@@ -160,6 +177,7 @@ class Faults(_Base):
             hit = self._kill(live[:count], None if silent else p.fatal(p.ADMIN_SHUTDOWN))
             self._count("dropped", hit)
             return hit
+
         return self._call(run)
 
     def drop_all(self, silent: bool = True) -> int:
@@ -168,12 +186,15 @@ class Faults(_Base):
 
     def read_only(self, on: bool = True) -> None:
         """Writes (simple queries with INSERT/UPDATE/DELETE) fail with ERROR 25006, as on a reader."""
+
         def run() -> None:
             self._read_only = bool(on)
+
         self._call(run)
 
     def reset(self) -> None:
         """Heal everything: resume, listen, stop blackholing, clear pending faults; keep counters."""
+
         async def run() -> None:
             for timer in self._timers:
                 timer.cancel()
@@ -191,4 +212,5 @@ class Faults(_Base):
             self._upstream = self._original_upstream
             await self._sync_listeners()
             self._failover_done.set()
+
         self._call(run)

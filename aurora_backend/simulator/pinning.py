@@ -23,10 +23,11 @@ and do not pin; ``RESET`` and ``SET ... TO DEFAULT`` do.
 from __future__ import annotations
 
 import re
-from typing import Iterator, List, NamedTuple, Optional, Tuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
-from aurora_backend.proxy.mode import PROXY_MAX_STATEMENT_BYTES
 from aurora_backend.connection.session_state import HOLD, NOTE, RELEASE, RELEASE_ALL, effects
+from aurora_backend.proxy.mode import PROXY_MAX_STATEMENT_BYTES
 
 #: "Any statement with a text size greater than 16 KB causes the proxy to pin the session."
 MAX_STATEMENT_BYTES = PROXY_MAX_STATEMENT_BYTES
@@ -49,15 +50,17 @@ _MASK = re.compile(
 
 def _masked(sql: str) -> str:
     """``sql`` with comments and the insides of literals and quoted names blanked, same length."""
-    def blank(match: "re.Match[str]") -> str:
+
+    def blank(match: re.Match[str]) -> str:
         text = match.group(0)
         if text[:2] in ("--", "/*"):
             return " " * len(text)
         return text[0] + " " * (len(text) - 2) + text[-1]
+
     return _MASK.sub(blank, sql)
 
 
-def statements(sql: str) -> List[Tuple[str, str]]:
+def statements(sql: str) -> list[tuple[str, str]]:
     """(masked, original) text of each statement of a query, split on top-level semicolons."""
     masked, out, start = _masked(sql), [], 0
     for end in [i for i, ch in enumerate(masked) if ch == ";"] + [len(masked)]:
@@ -96,7 +99,7 @@ _PROXY_ONLY = [
 _PROXY_ONLY_CALLS = [(re.compile(r"\b(?:currval|lastval)\s*\(", re.I), "sequence function")]
 
 
-def session_state_pins(statement: str) -> List[str]:
+def session_state_pins(statement: str) -> list[str]:
     """Why one statement pins, from what it does to session state (shared with the ENGINE)."""
     reasons = []
     for effect in effects(statement):
@@ -111,7 +114,7 @@ def session_state_pins(statement: str) -> List[str]:
     return reasons
 
 
-def proxy_only_pins(masked: str) -> List[str]:
+def proxy_only_pins(masked: str) -> list[str]:
     """Why one (masked) statement pins under the rules that are RDS Proxy's alone."""
     reasons = [reason for pattern, reason in _PROXY_ONLY if pattern.match(masked)]
     reasons += [reason for pattern, reason in _PROXY_ONLY_CALLS if pattern.search(masked)]
@@ -120,10 +123,10 @@ def proxy_only_pins(masked: str) -> List[str]:
 
 def _detail(sql: str) -> str:
     text = " ".join(sql.split())
-    return text if len(text) <= DETAIL_CHARS else text[:DETAIL_CHARS - 3] + "..."
+    return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 3] + "..."
 
 
-def query_pins(sql: str, size: Optional[int] = None) -> Iterator[Pin]:
+def query_pins(sql: str, size: int | None = None) -> Iterator[Pin]:
     """Every pin one query text (simple or Parse) causes: its size, then each statement."""
     if (size if size is not None else len(sql.encode("utf-8"))) > MAX_STATEMENT_BYTES:
         yield Pin("statement over 16 KB", _detail(sql))
@@ -144,6 +147,8 @@ def message_pins(kind: bytes, body: bytes) -> Iterator[Pin]:
         name, _, rest = body.partition(b"\0")
         text = rest.partition(b"\0")[0]
         if name:
-            yield Pin("named prepared statement (Parse)",
-                      "Parse %r: %s" % (name.decode("utf-8", "replace"), _detail(text.decode("utf-8", "replace"))))
+            yield Pin(
+                "named prepared statement (Parse)",
+                "Parse %r: %s" % (name.decode("utf-8", "replace"), _detail(text.decode("utf-8", "replace"))),
+            )
         yield from query_pins(text.decode("utf-8", "replace"), len(text))

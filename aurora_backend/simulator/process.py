@@ -8,7 +8,8 @@ import select
 import subprocess
 import sys
 import time
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from aurora_backend.simulator.control import ControlClient, parse_address
 
@@ -18,31 +19,44 @@ Address = tuple[str, int]
 class SimulatorProcess:
     """``python -m aurora_backend.simulator`` as a subprocess; ``command("scale")`` drives it."""
 
-    def __init__(self, upstream: Address, listen: Sequence[Address] = (("127.0.0.1", 0),),
-                 extra_args: Sequence[str] = (), startup_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        upstream: Address,
+        listen: Sequence[Address] = (("127.0.0.1", 0),),
+        extra_args: Sequence[str] = (),
+        startup_timeout: float = 15.0,
+    ) -> None:
         self.upstream = (upstream[0], int(upstream[1]))
         self.listen = [(h, int(p)) for h, p in listen]
         self.extra_args = list(extra_args)
         self.startup_timeout = startup_timeout
         self.addresses: list[Address] = []
-        self.control: Optional[ControlClient] = None
-        self._proc: Optional[subprocess.Popen] = None
+        self.control: ControlClient | None = None
+        self._proc: subprocess.Popen | None = None
 
     @property
     def address(self) -> Address:
         return self.addresses[0]
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def start(self) -> "SimulatorProcess":
-        cmd = [sys.executable, "-m", "aurora_backend.simulator",
-               "--upstream", "%s:%d" % self.upstream, "--control", "127.0.0.1:0"]
+    def start(self) -> SimulatorProcess:
+        cmd = [
+            sys.executable,
+            "-m",
+            "aurora_backend.simulator",
+            "--upstream",
+            "%s:%d" % self.upstream,
+            "--control",
+            "127.0.0.1:0",
+        ]
         for host, port in self.listen:
             cmd += ["--listen", "%s:%d" % (host, port)]
-        self._proc = subprocess.Popen(cmd + self.extra_args, stdout=subprocess.PIPE,
-                                      stdin=subprocess.DEVNULL, env=dict(os.environ))
+        self._proc = subprocess.Popen(
+            cmd + self.extra_args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=dict(os.environ)
+        )
         ready = self._read_ready()
         self.addresses = [parse_address(a, "address") for a in ready["addresses"]]
         self.control = ControlClient(parse_address(ready["control"], "control"))
@@ -90,7 +104,7 @@ class SimulatorProcess:
         if proc.stdout is not None:
             proc.stdout.close()
 
-    def __enter__(self) -> "SimulatorProcess":
+    def __enter__(self) -> SimulatorProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Optional
 
 PROTOCOL_3_0 = 196608
 SSL_REQUEST = 80877103
@@ -37,10 +36,13 @@ _unpack_length = _LENGTH.unpack_from
 
 def error_response(code: str, message: str, severity: str = "FATAL") -> bytes:
     """Build an ErrorResponse exactly as PostgreSQL sends it: fields S, V, C, M, then a zero."""
-    body = b"".join(
-        tag + value.encode("utf-8") + b"\0"
-        for tag, value in ((b"S", severity), (b"V", severity), (b"C", code), (b"M", message))
-    ) + b"\0"
+    body = (
+        b"".join(
+            tag + value.encode("utf-8") + b"\0"
+            for tag, value in ((b"S", severity), (b"V", severity), (b"C", code), (b"M", message))
+        )
+        + b"\0"
+    )
     return b"E" + _LENGTH.pack(len(body) + 4) + body
 
 
@@ -66,9 +68,11 @@ def startup_parameters(packet: bytes) -> dict[str, str]:
 
 def build_startup(params: dict[str, str]) -> bytes:
     """A complete StartupMessage (protocol 3.0) with ``params``; used by raw test clients."""
-    body = _LENGTH.pack(PROTOCOL_3_0) + b"".join(
-        k.encode() + b"\0" + v.encode() + b"\0" for k, v in params.items()
-    ) + b"\0"
+    body = (
+        _LENGTH.pack(PROTOCOL_3_0)
+        + b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in params.items())
+        + b"\0"
+    )
     return _LENGTH.pack(len(body) + 4) + body
 
 
@@ -86,8 +90,8 @@ def parse_messages(data: bytes) -> list[tuple[bytes, bytes]]:
         length = _unpack_length(data, pos + 1)[0]
         end = pos + 1 + length
         if end > len(data):
-            raise ValueError("truncated %r message at offset %d" % (data[pos:pos + 1], pos))
-        out.append((data[pos:pos + 1], bytes(data[pos + 5:end])))
+            raise ValueError("truncated %r message at offset %d" % (data[pos : pos + 1], pos))
+        out.append((data[pos : pos + 1], bytes(data[pos + 5 : end])))
         pos = end
     return out
 
@@ -104,9 +108,9 @@ class Framer:
     __slots__ = ("_skip", "_hdr", "backend_key")
 
     def __init__(self) -> None:
-        self._skip = 0          # bytes of the current message still to come
-        self._hdr = b""         # a header cut by a chunk boundary (1-4 bytes)
-        self.backend_key: Optional[bytes] = None
+        self._skip = 0  # bytes of the current message still to come
+        self._hdr = b""  # a header cut by a chunk boundary (1-4 bytes)
+        self.backend_key: bytes | None = None
 
     @property
     def at_boundary(self) -> bool:
@@ -128,7 +132,7 @@ class Framer:
             return
         while pos + 5 <= n:
             if data[pos] == 75 and pos + 13 <= n:  # 'K' BackendKeyData: pid + secret
-                self.backend_key = bytes(data[pos + 5:pos + 13])
+                self.backend_key = bytes(data[pos + 5 : pos + 13])
             pos += 1 + _unpack_length(data, pos + 1)[0]
         if pos >= n:
             self._skip = pos - n
@@ -151,7 +155,7 @@ class Framer:
 _WRITE_RE = re.compile(rb"\b(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 
 
-def write_verb(query: bytes) -> Optional[str]:
+def write_verb(query: bytes) -> str | None:
     """The first INSERT/UPDATE/DELETE keyword in a query text, upper-cased, or None."""
     match = _WRITE_RE.search(query)
     return match.group(1).decode().upper() if match else None
@@ -164,7 +168,8 @@ def read_only_query(verb: str) -> bytes:
     transaction state and the client's in step: inside a block the transaction aborts.
     """
     text = "DO $aurora_sim$BEGIN RAISE EXCEPTION USING ERRCODE = '%s', MESSAGE = '%s'; END$aurora_sim$" % (
-        READ_ONLY[0], READ_ONLY[1] % verb,
+        READ_ONLY[0],
+        READ_ONLY[1] % verb,
     )
     body = text.encode() + b"\0"
     return b"Q" + _LENGTH.pack(len(body) + 4) + body

@@ -13,7 +13,8 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from aurora_backend.simulator import protocol as p
 from aurora_backend.simulator.faults import Faults, SimulatorError
@@ -24,10 +25,25 @@ logger = logging.getLogger("aurora_backend")
 
 Address = tuple[str, int]
 COUNTER_NAMES = (
-    "accepted", "startups", "forwarded_bytes", "scale_events", "scale_event_kills",
-    "scale_points", "pauses", "resumes", "held", "resume_failures", "failovers",
-    "starting_up_rejections", "refused", "blackholed", "dropped", "cancels",
-    "read_only_rejections", "upstream_failures", "pinned_sessions",
+    "accepted",
+    "startups",
+    "forwarded_bytes",
+    "scale_events",
+    "scale_event_kills",
+    "scale_points",
+    "pauses",
+    "resumes",
+    "held",
+    "resume_failures",
+    "failovers",
+    "starting_up_rejections",
+    "refused",
+    "blackholed",
+    "dropped",
+    "cancels",
+    "read_only_rejections",
+    "upstream_failures",
+    "pinned_sessions",
 )
 
 
@@ -36,8 +52,9 @@ def _address(value: Any, argument: str) -> Address:
         host, port = value
         return str(host), int(port)
     except (TypeError, ValueError):
-        raise ValueError("%s must be a (host, port) pair such as ('127.0.0.1', 5432), got %r"
-                         % (argument, value)) from None
+        raise ValueError(
+            "%s must be a (host, port) pair such as ('127.0.0.1', 5432), got %r" % (argument, value)
+        ) from None
 
 
 class AuroraSimulator(Faults, RdsProxyMode):
@@ -48,9 +65,13 @@ class AuroraSimulator(Faults, RdsProxyMode):
 
     upstream_timeout = 10.0
 
-    def __init__(self, upstream: Address, listen: Optional[Iterable[Address]] = None,
-                 rds_proxy: bool = False,
-                 listen_socket: Optional[Callable[[str, int], socket.socket]] = None) -> None:
+    def __init__(
+        self,
+        upstream: Address,
+        listen: Iterable[Address] | None = None,
+        rds_proxy: bool = False,
+        listen_socket: Callable[[str, int], socket.socket] | None = None,
+    ) -> None:
         self._init_rds_proxy(rds_proxy)
         # Makes each listening socket (e.g. inside a network namespace: testing/silent_host.py).
         self._listen_socket = listen_socket
@@ -60,7 +81,7 @@ class AuroraSimulator(Faults, RdsProxyMode):
         if not self._listen:
             raise ValueError("listen must name at least one (host, port) address")
         self._bound: list[Address] = list(self._listen)
-        self._servers: list[Optional[asyncio.AbstractServer]] = [None] * len(self._listen)
+        self._servers: list[asyncio.AbstractServer | None] = [None] * len(self._listen)
         self._counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         self._sessions: dict[Session, None] = {}
         self._held: deque[Session] = deque()
@@ -72,20 +93,19 @@ class AuroraSimulator(Faults, RdsProxyMode):
         self._starting_up_until = 0.0
         self._failover_done = threading.Event()
         self._failover_done.set()
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._thread: Optional[threading.Thread] = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._stopped = False
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> "AuroraSimulator":
+    def start(self) -> AuroraSimulator:
         """Bind every listen address and serve from a daemon thread; returns self."""
         if self._thread is not None:
             raise SimulatorError("start(): this simulator was already started; create a new one")
         self._loop = asyncio.new_event_loop()
         ready: concurrent.futures.Future = concurrent.futures.Future()
-        self._thread = threading.Thread(target=self._serve, args=(ready,),
-                                        name="aurora-simulator", daemon=True)
+        self._thread = threading.Thread(target=self._serve, args=(ready,), name="aurora-simulator", daemon=True)
         self._thread.start()
         try:
             ready.result(timeout=10)
@@ -136,7 +156,7 @@ class AuroraSimulator(Faults, RdsProxyMode):
         await asyncio.gather(*tasks, return_exceptions=True)
         asyncio.get_running_loop().call_soon(asyncio.get_running_loop().stop)
 
-    def __enter__(self) -> "AuroraSimulator":
+    def __enter__(self) -> AuroraSimulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -168,8 +188,7 @@ class AuroraSimulator(Faults, RdsProxyMode):
         else:
             await self._open_listeners()
 
-    async def _accept(self, index: int, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
+    async def _accept(self, index: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._counters["accepted"] += 1
         session = Session(self, index, reader, writer)
         self._sessions[session] = None
@@ -186,7 +205,7 @@ class AuroraSimulator(Faults, RdsProxyMode):
     def _count(self, name: str, n: int = 1) -> None:
         self._counters[name] = self._counters.get(name, 0) + n
 
-    def _startup_fault(self) -> Optional[bytes]:
+    def _startup_fault(self) -> bytes | None:
         """The FATAL a StartupMessage gets right now, if any."""
         if self._scale_points > 0:
             self._scale_points -= 1
@@ -201,7 +220,8 @@ class AuroraSimulator(Faults, RdsProxyMode):
         """Send a CancelRequest to the upstream on a connection of its own, as libpq does."""
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(*self._upstream), timeout=self.upstream_timeout)
+                asyncio.open_connection(*self._upstream), timeout=self.upstream_timeout
+            )
         except (OSError, asyncio.TimeoutError):
             return
         writer.write(packet)
@@ -239,7 +259,7 @@ class AuroraSimulator(Faults, RdsProxyMode):
         self._timers = [t for t in self._timers if not t.cancelled()]
         self._timers.append(self._loop.call_later(delay, fn))
 
-    def _kill(self, sessions: Iterable[Session], message: Optional[bytes]) -> int:
+    def _kill(self, sessions: Iterable[Session], message: bytes | None) -> int:
         hit = 0
         for session in list(sessions):
             if session.state != "closed":
@@ -269,12 +289,14 @@ class AuroraSimulator(Faults, RdsProxyMode):
 
     def connection_counts(self) -> dict[Address, int]:
         """Client connections open right now, per listen address (held ones included)."""
+
         def count() -> dict[Address, int]:
             result = dict.fromkeys(self._bound, 0)
             for session in self._sessions:
                 key = self._bound[session.index]
                 result[key] += 1
             return result
+
         return self._call(count)
 
     def wait_for_connections(self, n: int, timeout: float = 5.0) -> bool:
@@ -285,8 +307,7 @@ class AuroraSimulator(Faults, RdsProxyMode):
             if total == n:
                 return True
             if time.monotonic() >= deadline:
-                raise TimeoutError("wait_for_connections(%d): %d open after %.1f s"
-                                   % (n, total, timeout))
+                raise TimeoutError("wait_for_connections(%d): %d open after %.1f s" % (n, total, timeout))
             time.sleep(0.005)
 
     def task_count(self) -> int:

@@ -13,7 +13,8 @@ import contextlib
 import itertools
 import struct
 from collections import deque
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from aurora_backend.simulator.pinning import Pin, message_pins
 
@@ -30,31 +31,31 @@ _ids = itertools.count(1)
 class SessionPins:
     """What one client session did that pins it; fed from the simulator's loop thread."""
 
-    def __init__(self, client: str, parameters: Dict[str, str]) -> None:
+    def __init__(self, client: str, parameters: dict[str, str]) -> None:
         self.id = next(_ids)
         self.client = client
         self.parameters = parameters
         self.open = True
-        self.pins: Dict[str, List[Any]] = {}  # reason -> [first detail, count]
+        self.pins: dict[str, list[Any]] = {}  # reason -> [first detail, count]
         self._buffer = bytearray()
 
     @property
     def pinned(self) -> bool:
         return bool(self.pins)
 
-    def feed(self, data: bytes) -> List[Pin]:
+    def feed(self, data: bytes) -> list[Pin]:
         """Read the complete messages in ``data`` (with what was left over); returns its pins."""
         buffer = self._buffer
         buffer += data
-        found: List[Pin] = []
+        found: list[Pin] = []
         pos = 0
         while pos + 5 <= len(buffer):
             end = pos + 1 + struct.unpack_from("!I", buffer, pos + 1)[0]
             if end > len(buffer):
                 break
-            kind = bytes(buffer[pos:pos + 1])
+            kind = bytes(buffer[pos : pos + 1])
             if kind in (b"Q", b"P"):
-                found.extend(message_pins(kind, bytes(buffer[pos + 5:end])))
+                found.extend(message_pins(kind, bytes(buffer[pos + 5 : end])))
             pos = end
         del buffer[:pos]
         for pin in found:
@@ -62,10 +63,14 @@ class SessionPins:
             entry[1] += 1
         return found
 
-    def report(self) -> Dict[str, Any]:
+    def report(self) -> dict[str, Any]:
         return {
-            "session": self.id, "client": self.client, "open": self.open, "pinned": self.pinned,
-            "database": self.parameters.get("database"), "user": self.parameters.get("user"),
+            "session": self.id,
+            "client": self.client,
+            "open": self.open,
+            "pinned": self.pinned,
+            "database": self.parameters.get("database"),
+            "user": self.parameters.get("user"),
             "application_name": self.parameters.get("application_name"),
             "reasons": [{"reason": r, "detail": d, "count": n} for r, (d, n) in self.pins.items()],
         }
@@ -79,7 +84,7 @@ class PinWatch:
     """Pins seen while a ``watch_pinning()`` block ran: ``(session id, Pin)`` pairs."""
 
     def __init__(self) -> None:
-        self.pins: List[tuple[int, Pin]] = []
+        self.pins: list[tuple[int, Pin]] = []
         self.sessions: set[int] = set()
 
     @property
@@ -96,19 +101,21 @@ class RdsProxyMode(_Base):
     def _init_rds_proxy(self, on: bool) -> None:
         self._rds_proxy = on
         self._pin_sessions: deque[SessionPins] = deque()
-        self._pin_watches: List[PinWatch] = []
+        self._pin_watches: list[PinWatch] = []
 
     def rds_proxy(self, on: bool = True) -> None:
         """Turn RDS Proxy mode on or off (applies to sessions that start afterwards)."""
+
         def run() -> None:
             self._rds_proxy = bool(on)
+
         self._call(run)
 
     @property
     def rds_proxy_mode(self) -> bool:
         return self._rds_proxy
 
-    def _track_session(self, client: str, parameters: Dict[str, str]) -> Optional[SessionPins]:
+    def _track_session(self, client: str, parameters: dict[str, str]) -> SessionPins | None:
         """Called by a session after its startup (loop thread): a tracker, or None if the mode is off."""
         if not self._rds_proxy:
             return None
@@ -132,10 +139,12 @@ class RdsProxyMode(_Base):
         for watch in self._pin_watches:
             watch.pins.extend((tracker.id, pin) for pin in pins)
 
-    def pinning(self, only_pinned: bool = False) -> List[Dict[str, Any]]:
+    def pinning(self, only_pinned: bool = False) -> list[dict[str, Any]]:
         """Per client session seen in RDS Proxy mode: whether and why it would be pinned."""
-        def run() -> List[Dict[str, Any]]:
+
+        def run() -> list[dict[str, Any]]:
             return [s.report() for s in self._pin_sessions if s.pinned or not only_pinned]
+
         return self._call(run)
 
     def clear_pinning(self) -> None:
@@ -155,6 +164,7 @@ class RdsProxyMode(_Base):
         def stop() -> None:
             self._pin_watches.remove(watch)
             self._rds_proxy = was_on
+
         self._call(start)
         try:
             yield watch
@@ -167,6 +177,6 @@ class RdsProxyMode(_Base):
         with self.watch_pinning() as watch:
             yield watch
         if watch.pins:
-            raise PinningError("%d session(s) would be pinned by RDS Proxy:\n%s"
-                               % (watch.pinned_sessions, watch.describe()))
-
+            raise PinningError(
+                "%d session(s) would be pinned by RDS Proxy:\n%s" % (watch.pinned_sessions, watch.describe())
+            )

@@ -18,7 +18,7 @@ logger = logging.getLogger("aurora_backend")
 TICK = 0.05
 
 
-async def scale_every(sim: "AuroraSimulator", interval: float) -> None:
+async def scale_every(sim: AuroraSimulator, interval: float) -> None:
     """A forced scale event every ``interval`` seconds."""
     while True:
         await asyncio.sleep(interval)
@@ -26,7 +26,7 @@ async def scale_every(sim: "AuroraSimulator", interval: float) -> None:
         logger.info("simulator: scheduled scale event dropped %d connection(s)", hit)
 
 
-async def auto_pause(sim: "AuroraSimulator", idle: float, resume_delay: float, fail: int = 0) -> None:
+async def auto_pause(sim: AuroraSimulator, idle: float, resume_delay: float, fail: int = 0) -> None:
     """Pause after ``idle`` s without connections; a held attempt resumes it ``resume_delay`` s later.
 
     That is Aurora Serverless v2 at 0 ACU: it pauses when nobody is connected, and the
@@ -52,6 +52,6 @@ async def auto_pause(sim: "AuroraSimulator", idle: float, resume_delay: float, f
             logger.info("simulator: auto-paused after %.1f s without connections", idle)
 
 
-def start(sim: "AuroraSimulator", coroutine_factory, *args: object) -> None:
+def start(sim: AuroraSimulator, coroutine_factory, *args: object) -> None:
     """Run ``coroutine_factory(sim, *args)`` as a task of the simulator's loop."""
     sim._call(lambda: asyncio.ensure_future(coroutine_factory(sim, *args)))

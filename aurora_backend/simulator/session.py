@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from aurora_backend.simulator import protocol as p
 
@@ -30,8 +30,9 @@ _READY_TAIL = b"Z\x00\x00\x00\x05"
 class Session:
     """A client connection; ``state`` is new, held, blackholed, startup, established or closed."""
 
-    def __init__(self, sim: "AuroraSimulator", index: int,
-                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, sim: AuroraSimulator, index: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.sim = sim
         self.index = index
         self.reader = reader
@@ -39,12 +40,12 @@ class Session:
         self.state = "new"
         self.framer = p.Framer()
         self.client_framer = p.Framer()
-        self.up_writer: Optional[asyncio.StreamWriter] = None
-        self.pending: Optional[bytes] = None  # error to inject at the next boundary (b"": none)
+        self.up_writer: asyncio.StreamWriter | None = None
+        self.pending: bytes | None = None  # error to inject at the next boundary (b"": none)
         self.idle = True  # the server's last chunk ended with ReadyForQuery
-        self._release: Optional[asyncio.Future] = None
-        self._kill_message: Optional[bytes] = None
-        self.pins: Optional["SessionPins"] = None  # RDS Proxy mode's tracker of this session
+        self._release: asyncio.Future | None = None
+        self._kill_message: bytes | None = None
+        self.pins: SessionPins | None = None  # RDS Proxy mode's tracker of this session
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -69,7 +70,7 @@ class Session:
             while await self.reader.read(CHUNK):
                 pass
             return
-        fail: Optional[bytes] = None
+        fail: bytes | None = None
         if sim._paused:
             self.state = "held"
             sim._count("held")
@@ -91,7 +92,7 @@ class Session:
             return
         await self._connect_upstream(packet)
 
-    async def _read_startup(self) -> Optional[bytes]:
+    async def _read_startup(self) -> bytes | None:
         """Answer SSL/GSSENC requests with 'N' and return the StartupMessage (None if handled)."""
         for _ in range(3):
             header = await self.reader.readexactly(4)
@@ -115,7 +116,8 @@ class Session:
         host, port = self.sim._upstream
         try:
             up_reader, self.up_writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port), timeout=self.sim.upstream_timeout)
+                asyncio.open_connection(host, port), timeout=self.sim.upstream_timeout
+            )
         except (OSError, asyncio.TimeoutError) as exc:
             self.sim._count("upstream_failures")
             logger.warning("simulator: upstream %s:%d unreachable: %s", host, port, exc)
@@ -196,7 +198,7 @@ class Session:
 
     # -- faults --------------------------------------------------------------------
 
-    def kill(self, message: Optional[bytes]) -> None:
+    def kill(self, message: bytes | None) -> None:
         """Send ``message`` (an ErrorResponse, or nothing) at the next boundary, then close."""
         if self.state == "closed":
             return
@@ -226,8 +228,7 @@ class Session:
             except (OSError, RuntimeError):
                 pass
         if self.state == "established" and not self.idle and self.framer.backend_key:
-            asyncio.ensure_future(self.sim._forward_cancel(
-                p.build_request(p.CANCEL_REQUEST, self.framer.backend_key)))
+            asyncio.ensure_future(self.sim._forward_cancel(p.build_request(p.CANCEL_REQUEST, self.framer.backend_key)))
         self._close_all()
 
     def _close_all(self) -> None:
@@ -257,8 +258,8 @@ class Session:
             self._release.set_result("killed")
 
 
-def write_verb_of(data: bytes, start: int, end: int) -> Optional[str]:
+def write_verb_of(data: bytes, start: int, end: int) -> str | None:
     """The write keyword of a simple Query message at data[start:end], else None."""
     if data[start] != 81:  # 'Q'
         return None
-    return p.write_verb(bytes(data[start + 5:end]))
+    return p.write_verb(bytes(data[start + 5 : end]))

@@ -12,7 +12,6 @@ import hmac
 import os
 import socket
 import struct
-from typing import Optional
 
 from aurora_backend.simulator import protocol as p
 
@@ -29,7 +28,7 @@ class WireClient:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> "WireClient":
+    def __enter__(self) -> WireClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -84,7 +83,7 @@ class WireClient:
     def send_startup(self, user: str, dbname: str) -> None:
         self.send(p.build_startup({"user": user, "database": dbname}))
 
-    def startup(self, user: str, password: str, dbname: str = "postgres") -> Optional[bytes]:
+    def startup(self, user: str, password: str, dbname: str = "postgres") -> bytes | None:
         """Authenticate and read up to ReadyForQuery; returns the BackendKeyData body."""
         self.send_startup(user, dbname)
         key = None
@@ -120,8 +119,7 @@ class WireClient:
         kind, body = self.read_message()
         server_first = body[4:].decode()
         fields = dict(item.split("=", 1) for item in server_first.split(","))
-        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(fields["s"]),
-                                     int(fields["i"]))
+        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(fields["s"]), int(fields["i"]))
         client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
         without_proof = "c=biws,r=" + fields["r"]
         auth_message = ",".join((first_bare, server_first, without_proof)).encode()

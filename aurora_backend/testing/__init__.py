@@ -17,8 +17,15 @@ from aurora_backend.testing.cluster import (
 )
 
 __all__ = [
-    "PASSWORD", "SUPERUSER", "PostgresCluster", "ServerAddress", "find_pg_bin", "free_port",
-    "AuroraCluster", "ClusterDNS", "TestClock",
+    "PASSWORD",
+    "SUPERUSER",
+    "PostgresCluster",
+    "ServerAddress",
+    "find_pg_bin",
+    "free_port",
+    "AuroraCluster",
+    "ClusterDNS",
+    "TestClock",
 ]
 
 _LAZY = {

@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Any, Callable, Dict, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 import psycopg2
 
@@ -37,11 +38,20 @@ ADMIN_DATABASES = ("template1", "postgres")
 class AuroraCluster:
     """A writer and ``readers`` readers; ``start()``, ``failover()``, ``stop()``."""
 
-    def __init__(self, readers: int = 2, name: str = "aurora-local", ttl: float = 5.0,
-                 dns_delay: float = 5.0, database: str = "aurora", port: Optional[int] = None,
-                 clock: Callable[[], float] = time.monotonic, rng: Optional[random.Random] = None,
-                 subnet: Optional[int] = None, startup_timeout: float = 120.0,
-                 silent_hosts: bool = False) -> None:
+    def __init__(
+        self,
+        readers: int = 2,
+        name: str = "aurora-local",
+        ttl: float = 5.0,
+        dns_delay: float = 5.0,
+        database: str = "aurora",
+        port: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        subnet: int | None = None,
+        startup_timeout: float = 120.0,
+        silent_hosts: bool = False,
+    ) -> None:
         if readers < 0:
             raise ValueError("AuroraCluster(readers) needs readers >= 0, got %r" % readers)
         self.rng = rng or random.Random()
@@ -61,14 +71,14 @@ class AuroraCluster:
         self.reader_endpoint = "%s.cluster-ro-%s" % (name, self.domain)
         self.subnet = subnet if subnet is not None else 64 + self.rng.randrange(128)
         self.dns = ClusterDNS(ttl=ttl, clock=clock, rng=self.rng)
-        self.instances: Dict[str, Instance] = {}
-        self.failovers: List[Dict[str, Any]] = []
-        self.started_in: Optional[float] = None
+        self.instances: dict[str, Instance] = {}
+        self.failovers: list[dict[str, Any]] = []
+        self.started_in: float | None = None
         self._reaper = Reaper()
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> "AuroraCluster":
+    def start(self) -> AuroraCluster:
         began = time.monotonic()
         try:
             self._start_servers()
@@ -80,8 +90,7 @@ class AuroraCluster:
             self.stop()
             raise
         self.started_in = time.monotonic() - began
-        logger.info("aurora cluster %s: started in %.2fs (%d readers)", self.name, self.started_in,
-                    self.readers_wanted)
+        logger.info("aurora cluster %s: started in %.2fs (%d readers)", self.name, self.started_in, self.readers_wanted)
         return self
 
     def _instance_id(self, k: int) -> str:
@@ -96,8 +105,7 @@ class AuroraCluster:
 
             host = SilentHost().start()
         address = host.address if host else "127.0.%d.%d" % (self.subnet, k + 1)
-        return Instance(instance_id, "%s.%s" % (instance_id, self.domain), address, role, server,
-                        silent_host=host)
+        return Instance(instance_id, "%s.%s" % (instance_id, self.domain), address, role, server, silent_host=host)
 
     def _start_servers(self) -> None:
         writer_server = ai.new_writer(self._instance_id(0))
@@ -115,7 +123,7 @@ class AuroraCluster:
         """One simulator per instance, all on the same port (Aurora: every endpoint on 5432)."""
         for attempt in range(tries):
             port = self.port or free_port()
-            started: List[AuroraSimulator] = []
+            started: list[AuroraSimulator] = []
             try:
                 for instance in self.instances.values():
                     started.append(instance.new_simulator(port).start())
@@ -164,10 +172,15 @@ class AuroraCluster:
         # else, so it is not flushed at once: wait for the insert position.)
         writer.scalar("SELECT txid_current()")
         lsn = writer.scalar("SELECT pg_current_wal_insert_lsn()::text")
-        sql = ("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND "
-               "application_name = ANY(%s) AND replay_lsn >= %s::pg_lsn")
-        ai.wait_until(lambda: writer.scalar(sql, [readers, lsn]) == len(readers), timeout,
-                      "streaming replication to %s" % ", ".join(readers))
+        sql = (
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND "
+            "application_name = ANY(%s) AND replay_lsn >= %s::pg_lsn"
+        )
+        ai.wait_until(
+            lambda: writer.scalar(sql, [readers, lsn]) == len(readers),
+            timeout,
+            "streaming replication to %s" % ", ".join(readers),
+        )
 
     def stop(self) -> None:
         """Stop every simulator and server and remove their files; safe to call twice."""
@@ -184,7 +197,7 @@ class AuroraCluster:
             self._reaper.forget(instance.server.base)
         self._reaper.close()
 
-    def __enter__(self) -> "AuroraCluster":
+    def __enter__(self) -> AuroraCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -200,16 +213,16 @@ class AuroraCluster:
         raise RuntimeError("aurora cluster %s has no writer right now" % self.name)
 
     @property
-    def readers(self) -> List[Instance]:
+    def readers(self) -> list[Instance]:
         return [i for i in self.instances.values() if i.role == READER]
 
-    def instance_at(self, address: str) -> Optional[Instance]:
+    def instance_at(self, address: str) -> Instance | None:
         for instance in self.instances.values():
             if instance.address == address:
                 return instance
         return None
 
-    def replica_status(self, instance_id: Optional[str] = None) -> List[Dict[str, Any]]:
+    def replica_status(self, instance_id: str | None = None) -> list[dict[str, Any]]:
         """aurora_replica_status() as seen from ``instance_id`` (default: the writer)."""
         instance = self.instances[instance_id] if instance_id else self.writer
         conn = instance.admin(self.database)
@@ -221,7 +234,7 @@ class AuroraCluster:
         finally:
             conn.close()
 
-    def endpoints(self) -> Dict[str, Any]:
+    def endpoints(self) -> dict[str, Any]:
         """Everything a client needs, JSON-able (what the CLI prints)."""
         return {
             "cluster_endpoint": self.cluster_endpoint,
@@ -232,13 +245,18 @@ class AuroraCluster:
             "ttl": self.dns.ttl,
             "dns_delay": self.dns_delay,
             "instances": {
-                i.id: {"endpoint": i.endpoint, "address": i.address, "role": i.role,
-                       "server_port": i.pg_port, "replay_paused": i.replay_paused}
+                i.id: {
+                    "endpoint": i.endpoint,
+                    "address": i.address,
+                    "role": i.role,
+                    "server_port": i.pg_port,
+                    "replay_paused": i.replay_paused,
+                }
                 for i in self.instances.values()
             },
         }
 
-    def database_settings(self, endpoint: Optional[str] = None, **aurora: Any) -> Dict[str, Any]:
+    def database_settings(self, endpoint: str | None = None, **aurora: Any) -> dict[str, Any]:
         """A DATABASES entry on ``endpoint`` (default the cluster endpoint) using this cluster's DNS."""
         return {
             "ENGINE": "aurora_backend",
@@ -280,7 +298,7 @@ class AuroraCluster:
         instance.scalar("SELECT pg_wal_replay_resume()")
         instance.replay_paused = False
 
-    def replica_lag_ms(self, instance_id: str) -> Optional[float]:
+    def replica_lag_ms(self, instance_id: str) -> float | None:
         """The reader's replica_lag_in_msec as aurora_replica_status() on the reader reports it."""
         for row in self.replica_status(instance_id):
             if row["server_id"] == instance_id:
@@ -290,13 +308,15 @@ class AuroraCluster:
     def _reader(self, instance_id: str) -> Instance:
         instance = self.instances.get(instance_id)
         if instance is None or instance.role != READER:
-            raise ValueError("%r is not a reader of this cluster; readers: %s"
-                             % (instance_id, ", ".join(i.id for i in self.readers) or "none"))
+            raise ValueError(
+                "%r is not a reader of this cluster; readers: %s"
+                % (instance_id, ", ".join(i.id for i in self.readers) or "none")
+            )
         return instance
 
     # -- failover ----------------------------------------------------------------------
 
-    def failover(self, target: Optional[str] = None, old_writer: str = READER) -> Dict[str, Any]:
+    def failover(self, target: str | None = None, old_writer: str = READER) -> dict[str, Any]:
         """Promote a reader for real; see :mod:`aurora_backend.testing.aurora_failover`."""
         from aurora_backend.testing.aurora_failover import failover
 

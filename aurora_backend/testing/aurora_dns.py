@@ -15,31 +15,32 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 
 @dataclass
 class _Record:
-    addresses: List[str]
+    addresses: list[str]
     pick_one: bool  # the reader endpoint: one address at random per resolution
 
 
 class ClusterDNS:
     """Names -> loopback addresses, with Aurora's TTL and delayed updates; callable as a resolver."""
 
-    def __init__(self, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic,
-                 rng: Optional[random.Random] = None) -> None:
+    def __init__(
+        self, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None
+    ) -> None:
         if ttl < 0:
             raise ValueError("ClusterDNS(ttl) needs ttl >= 0 seconds, got %r" % ttl)
         self.ttl = float(ttl)
         self.clock = clock
         self.rng = rng or random.Random()
-        self._records: Dict[str, _Record] = {}
-        self._pending: List[Tuple[float, str, _Record]] = []
-        self._cache: Dict[str, Tuple[float, List[str]]] = {}
+        self._records: dict[str, _Record] = {}
+        self._pending: list[tuple[float, str, _Record]] = []
+        self._cache: dict[str, tuple[float, list[str]]] = {}
         self._lock = threading.Lock()
-        self.lookups: Dict[str, int] = {}
+        self.lookups: dict[str, int] = {}
 
     def set(self, name: str, addresses: Sequence[str], delay: float = 0.0, pick_one: bool = False) -> float:
         """Point ``name`` at ``addresses`` ``delay`` seconds from now; returns when (clock time)."""
@@ -58,14 +59,14 @@ class ClusterDNS:
             self._cache.pop(name.lower(), None)
             self._pending = [p for p in self._pending if p[1] != name.lower()]
 
-    def authoritative(self, name: str) -> List[str]:
+    def authoritative(self, name: str) -> list[str]:
         """What the record says now (no resolver cache in between)."""
         with self._lock:
             self._apply_due()
             record = self._records.get(name.lower())
             return list(record.addresses) if record else []
 
-    def pending(self, name: str) -> Optional[float]:
+    def pending(self, name: str) -> float | None:
         """Clock time at which a scheduled change of ``name`` takes effect, or None."""
         with self._lock:
             self._apply_due()
@@ -77,7 +78,7 @@ class ClusterDNS:
         with self._lock:
             self._cache.clear()
 
-    def resolve(self, name: str) -> List[str]:
+    def resolve(self, name: str) -> list[str]:
         """The answer a client gets now: cached for ``ttl`` seconds after each real lookup."""
         key = name.lower()
         with self._lock:
@@ -95,7 +96,7 @@ class ClusterDNS:
                 self._cache[key] = (now + self.ttl, answer)
             return list(answer)
 
-    def __call__(self, host: str, port: int) -> List[str]:
+    def __call__(self, host: str, port: int) -> list[str]:
         return self.resolve(host)
 
     def _apply_due(self) -> None:
@@ -118,7 +119,7 @@ class TestClock:
     def __init__(self, base: Callable[[], float] = time.monotonic) -> None:
         self._base = base
         self._offset = 0.0
-        self._frozen: Optional[float] = None
+        self._frozen: float | None = None
         self._lock = threading.Lock()
 
     def __call__(self) -> float:

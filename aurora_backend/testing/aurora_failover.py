@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import time
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any
 
 from aurora_backend.testing import aurora_instance as ai
 from aurora_backend.testing.aurora_instance import DOWN, READER, WRITER, Instance
@@ -31,15 +31,16 @@ logger = logging.getLogger("aurora_backend")
 OLD_WRITER_MODES = (READER, DOWN)
 
 
-def failover(cluster: "AuroraCluster", target: Optional[str], old_writer: str) -> Dict[str, Any]:
+def failover(cluster: AuroraCluster, target: str | None, old_writer: str) -> dict[str, Any]:
     """Run a failover; returns its timeline (seconds since the writer's connections died)."""
     if old_writer not in OLD_WRITER_MODES:
-        raise ValueError("failover(old_writer=%r): use %r (rebuilt as a reader) or %r (left down)"
-                         % (old_writer, READER, DOWN))
+        raise ValueError(
+            "failover(old_writer=%r): use %r (rebuilt as a reader) or %r (left down)" % (old_writer, READER, DOWN)
+        )
     old = cluster.writer
     new = cluster._reader(target) if target else _pick_target(cluster)
     began = time.monotonic()
-    timeline: Dict[str, Any] = {"old_writer": old.id, "new_writer": new.id}
+    timeline: dict[str, Any] = {"old_writer": old.id, "new_writer": new.id}
 
     def mark(step: str) -> None:
         timeline[step] = round(time.monotonic() - began, 4)
@@ -71,7 +72,7 @@ def failover(cluster: "AuroraCluster", target: Optional[str], old_writer: str) -
     return timeline
 
 
-def _pick_target(cluster: "AuroraCluster") -> Instance:
+def _pick_target(cluster: AuroraCluster) -> Instance:
     """Aurora promotes by promotion tier, then size; here: the first reader not paused, else the first."""
     readers = cluster.readers
     if not readers:
@@ -94,14 +95,14 @@ def _replayed(instance: Instance, lsn: str) -> bool:
     return bool(instance.scalar("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn]))
 
 
-def publish(cluster: "AuroraCluster", delay: float) -> float:
+def publish(cluster: AuroraCluster, delay: float) -> float:
     """Move the cluster and reader endpoints to the current roles after ``delay`` (DNS clock)."""
     readers = [i.address for i in cluster.readers] or [cluster.writer.address]
     cluster.dns.set(cluster.reader_endpoint, readers, delay=delay, pick_one=True)
     return cluster.dns.set(cluster.cluster_endpoint, [cluster.writer.address], delay=delay)
 
 
-def rebuild_as_reader(cluster: "AuroraCluster", instance: Instance) -> None:
+def rebuild_as_reader(cluster: AuroraCluster, instance: Instance) -> None:
     """Replace ``instance``'s server by a fresh standby of the current writer, same port."""
     if instance.role != DOWN:
         raise ValueError("restore(%r): the instance is a %s, not down" % (instance.id, instance.role))

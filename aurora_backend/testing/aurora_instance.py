@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import psycopg2
 
@@ -41,16 +41,17 @@ class Instance:
     address: str
     role: str
     server: PostgresCluster
-    sim: Optional[AuroraSimulator] = None
+    sim: AuroraSimulator | None = None
     replay_paused: bool = field(default=False)
     #: Its endpoint's network namespace when the cluster has silent hosts (silent_host.py).
-    silent_host: Optional[Any] = None
+    silent_host: Any | None = None
 
     def new_simulator(self, port: int) -> AuroraSimulator:
         """A simulator (not started) for this instance's endpoint, in its namespace if it has one."""
         factory = self.silent_host.listen_socket if self.silent_host is not None else None
-        return AuroraSimulator(upstream=("127.0.0.1", self.pg_port), listen=[(self.address, port)],
-                               listen_socket=factory)
+        return AuroraSimulator(
+            upstream=("127.0.0.1", self.pg_port), listen=[(self.address, port)], listen_socket=factory
+        )
 
     @property
     def pg_port(self) -> int:
@@ -74,12 +75,20 @@ class Instance:
         return rows[0][0] if rows else None
 
 
-def connect(host: str, port: int, dbname: str = "postgres", timeout: int = 5,
-            user: str = SUPERUSER, password: str = PASSWORD) -> Any:
+def connect(
+    host: str, port: int, dbname: str = "postgres", timeout: int = 5, user: str = SUPERUSER, password: str = PASSWORD
+) -> Any:
     """An autocommit superuser connection (psycopg2, a dependency of the package: the harness's
     own connections, whatever driver the application under test uses)."""
-    conn = psycopg2.connect(host=host, port=port, user=user, password=password, dbname=dbname,
-                            connect_timeout=timeout, application_name="aurora-local-admin")
+    conn = psycopg2.connect(
+        host=host,
+        port=port,
+        user=user,
+        password=password,
+        dbname=dbname,
+        connect_timeout=timeout,
+        application_name="aurora-local-admin",
+    )
     conn.autocommit = True
     return conn
 
@@ -102,15 +111,31 @@ def write_passfile(server: PostgresCluster) -> str:
     return passfile
 
 
-def new_reader(source: PostgresCluster, instance_id: str, port: Optional[int] = None,
-               timeout: float = 120) -> PostgresCluster:
+def new_reader(
+    source: PostgresCluster, instance_id: str, port: int | None = None, timeout: float = 120
+) -> PostgresCluster:
     """A hot standby of the running ``source`` (pg_basebackup), streaming as ``instance_id``."""
     standby = PostgresCluster(port=port, settings=dict(SERVER_SETTINGS, cluster_name=instance_id), initdb=False)
     passfile = write_passfile(standby)
     standby._run(
-        "env", "PGPASSFILE=" + passfile, os.path.join(source.bin, "pg_basebackup"),
-        "-h", "127.0.0.1", "-p", str(source.port), "-U", SUPERUSER, "-D", standby.datadir,
-        "-R", "-X", "stream", "--no-sync", "-c", "fast", timeout=timeout,
+        "env",
+        "PGPASSFILE=" + passfile,
+        os.path.join(source.bin, "pg_basebackup"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(source.port),
+        "-U",
+        SUPERUSER,
+        "-D",
+        standby.datadir,
+        "-R",
+        "-X",
+        "stream",
+        "--no-sync",
+        "-c",
+        "fast",
+        timeout=timeout,
     )
     with open(os.path.join(standby.datadir, "postgresql.auto.conf"), "a") as fh:
         fh.write("primary_conninfo = '%s'\n" % primary_conninfo(source.port, instance_id, passfile))
@@ -119,8 +144,7 @@ def new_reader(source: PostgresCluster, instance_id: str, port: Optional[int] = 
 
 
 def primary_conninfo(port: int, instance_id: str, passfile: str) -> str:
-    return "host=127.0.0.1 port=%d user=%s passfile=%s application_name=%s" % (
-        port, SUPERUSER, passfile, instance_id)
+    return "host=127.0.0.1 port=%d user=%s passfile=%s application_name=%s" % (port, SUPERUSER, passfile, instance_id)
 
 
 def follow(instance: Instance, writer_port: int) -> None:

@@ -20,7 +20,7 @@ answers (dblink), or, without dblink or writer, the writer and itself only.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 #: Aurora's columns, in Aurora's order, with the types Aurora PostgreSQL returns.
 COLUMNS = (
@@ -61,43 +61,77 @@ SELECT {server_id}, {session_id}, {durable}, {received}, {replayed},
 """
 
 # How far this reader's replay is behind (ms): 0 when it has replayed all it received.
-_OWN_LAG = ("CASE WHEN NOT pg_is_in_recovery() THEN NULL WHEN pg_last_wal_receive_lsn() IS NULL "
-            "OR pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn() THEN 0 "
-            "ELSE 1000 * extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END")
+_OWN_LAG = (
+    "CASE WHEN NOT pg_is_in_recovery() THEN NULL WHEN pg_last_wal_receive_lsn() IS NULL "
+    "OR pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn() THEN 0 "
+    "ELSE 1000 * extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END"
+)
 
-_ACTIVE = ("(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-           "AND backend_xid IS NOT NULL)::bigint")
+_ACTIVE = (
+    "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND backend_xid IS NOT NULL)::bigint"
+)
 
 # The writer: itself (Aurora 13.9+ reports NULL last_update_timestamp for the instance
 # you are connected to) and every reader streaming from it.
-_WRITER_ROWS = _ROW.format(
-    server_id="current_setting('cluster_name')", session_id="'%s'" % MASTER_SESSION_ID,
-    durable=_LSN % "pg_current_wal_flush_lsn()", received="NULL::bigint",
-    replayed="NULL::bigint", latency_usec="NULL::bigint", active=_ACTIVE,
-    updated="NULL::timestamptz", feedback_xmin="NULL::bigint", lag_ms="NULL",
-) + " UNION ALL " + _ROW.format(
-    server_id="r.application_name::text", session_id="md5(r.application_name || r.backend_start::text)::uuid::text",
-    durable=_LSN % "r.replay_lsn", received=_LSN % "r.flush_lsn", replayed=_LSN % "r.replay_lsn",
-    latency_usec="(extract(epoch FROM coalesce(r.replay_lag, '0'::interval)) * 1e6)::bigint",
-    active="NULL::bigint", updated="coalesce(r.reply_time, now())", feedback_xmin="r.backend_xmin::text::bigint",
-    lag_ms="CASE WHEN r.replay_lsn >= pg_current_wal_lsn() THEN 0 "
-           "ELSE coalesce(public.aurora_local_reader_lag(i.port), "
-           "1000 * extract(epoch FROM coalesce(r.replay_lag, r.write_lag, '0'::interval))) END",
-) + " FROM pg_stat_replication r JOIN instances i ON i.id = r.application_name"
+_WRITER_ROWS = (
+    _ROW.format(
+        server_id="current_setting('cluster_name')",
+        session_id="'%s'" % MASTER_SESSION_ID,
+        durable=_LSN % "pg_current_wal_flush_lsn()",
+        received="NULL::bigint",
+        replayed="NULL::bigint",
+        latency_usec="NULL::bigint",
+        active=_ACTIVE,
+        updated="NULL::timestamptz",
+        feedback_xmin="NULL::bigint",
+        lag_ms="NULL",
+    )
+    + " UNION ALL "
+    + _ROW.format(
+        server_id="r.application_name::text",
+        session_id="md5(r.application_name || r.backend_start::text)::uuid::text",
+        durable=_LSN % "r.replay_lsn",
+        received=_LSN % "r.flush_lsn",
+        replayed=_LSN % "r.replay_lsn",
+        latency_usec="(extract(epoch FROM coalesce(r.replay_lag, '0'::interval)) * 1e6)::bigint",
+        active="NULL::bigint",
+        updated="coalesce(r.reply_time, now())",
+        feedback_xmin="r.backend_xmin::text::bigint",
+        lag_ms="CASE WHEN r.replay_lsn >= pg_current_wal_lsn() THEN 0 "
+        "ELSE coalesce(public.aurora_local_reader_lag(i.port), "
+        "1000 * extract(epoch FROM coalesce(r.replay_lag, r.write_lag, '0'::interval))) END",
+    )
+    + " FROM pg_stat_replication r JOIN instances i ON i.id = r.application_name"
+)
 
 # A reader: the writer it streams from (by port) and itself, its lag measured here.
-_READER_ROWS = _ROW.format(
-    server_id="i.id", session_id="'%s'" % MASTER_SESSION_ID, durable=_LSN % "w.flushed_lsn",
-    received="NULL::bigint", replayed="NULL::bigint", latency_usec="NULL::bigint",
-    active="NULL::bigint", updated="w.last_msg_receipt_time", feedback_xmin="NULL::bigint", lag_ms="NULL",
-) + """ FROM pg_stat_wal_receiver w JOIN instances i ON i.port = w.sender_port
-WHERE w.status = 'streaming' UNION ALL """ + _ROW.format(
-    server_id="current_setting('cluster_name')",
-    session_id="md5(current_setting('cluster_name') || pg_postmaster_start_time()::text)::uuid::text",
-    durable=_LSN % "pg_last_wal_replay_lsn()", received=_LSN % "pg_last_wal_receive_lsn()",
-    replayed=_LSN % "pg_last_wal_replay_lsn()", latency_usec="NULL::bigint", active=_ACTIVE,
-    updated="NULL::timestamptz", feedback_xmin="NULL::bigint",
-    lag_ms=_OWN_LAG,
+_READER_ROWS = (
+    _ROW.format(
+        server_id="i.id",
+        session_id="'%s'" % MASTER_SESSION_ID,
+        durable=_LSN % "w.flushed_lsn",
+        received="NULL::bigint",
+        replayed="NULL::bigint",
+        latency_usec="NULL::bigint",
+        active="NULL::bigint",
+        updated="w.last_msg_receipt_time",
+        feedback_xmin="NULL::bigint",
+        lag_ms="NULL",
+    )
+    + """ FROM pg_stat_wal_receiver w JOIN instances i ON i.port = w.sender_port
+WHERE w.status = 'streaming' UNION ALL """
+    + _ROW.format(
+        server_id="current_setting('cluster_name')",
+        session_id="md5(current_setting('cluster_name') || pg_postmaster_start_time()::text)::uuid::text",
+        durable=_LSN % "pg_last_wal_replay_lsn()",
+        received=_LSN % "pg_last_wal_receive_lsn()",
+        replayed=_LSN % "pg_last_wal_replay_lsn()",
+        latency_usec="NULL::bigint",
+        active=_ACTIVE,
+        updated="NULL::timestamptz",
+        feedback_xmin="NULL::bigint",
+        lag_ms=_OWN_LAG,
+    )
 )
 
 
@@ -157,8 +191,14 @@ GRANT EXECUTE ON FUNCTION pg_catalog.aurora_replica_status() TO PUBLIC;
 -- Older local clusters installed them in public, where they would shadow nothing but confuse.
 DROP FUNCTION IF EXISTS public.aurora_version(), public.aurora_db_instance_identifier(),
   public.aurora_replica_status();
-""" % {"version": _literal(version), "columns": columns, "values": values,
-       "reader": _READER_ROWS, "writer": _WRITER_ROWS, "own_lag": _OWN_LAG}
+""" % {
+        "version": _literal(version),
+        "columns": columns,
+        "values": values,
+        "reader": _READER_ROWS,
+        "writer": _WRITER_ROWS,
+        "own_lag": _OWN_LAG,
+    }
 
 
 #: Optional (postgresql-contrib): lets the writer ask a lagging reader for its own lag.

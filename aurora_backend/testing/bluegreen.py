@@ -20,7 +20,8 @@ import logging
 import os
 import random
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 from aurora_backend.testing import aurora_instance as ai
 from aurora_backend.testing import bluegreen_sql as sql
@@ -49,10 +50,19 @@ def old_name(endpoint: str) -> str:
 class BlueGreenDeployment:
     """Blue (started by :meth:`start`), green (:meth:`create`), :meth:`switchover`, :meth:`stop`."""
 
-    def __init__(self, name: str = "bg", readers: int = 0, ttl: float = 5.0, database: str = "aurora",
-                 clock: Callable[[], float] = time.monotonic, rng: Optional[random.Random] = None,
-                 preparation: float = 1.0, post: float = 1.0, catch_up_timeout: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        name: str = "bg",
+        readers: int = 0,
+        ttl: float = 5.0,
+        database: str = "aurora",
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        preparation: float = 1.0,
+        post: float = 1.0,
+        catch_up_timeout: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.rng = rng or random.Random()
         self.name = name
         self.clock = clock
@@ -60,20 +70,21 @@ class BlueGreenDeployment:
         self.preparation = preparation
         self.post = post
         self.catch_up_timeout = catch_up_timeout
-        self.blue = AuroraCluster(readers=readers, name=name, ttl=ttl, dns_delay=0.0, database=database,
-                                  clock=clock, rng=self.rng)
-        self.green: Optional[AuroraCluster] = None
+        self.blue = AuroraCluster(
+            readers=readers, name=name, ttl=ttl, dns_delay=0.0, database=database, clock=clock, rng=self.rng
+        )
+        self.green: AuroraCluster | None = None
         self.id = "bgd-%014x" % self.rng.getrandbits(56)
         self.phase = "NOT_CREATED"
         #: (phase, clock time it was published) in order; a rollback appears as CREATED again.
-        self.timeline: List[Tuple[str, float]] = []
+        self.timeline: list[tuple[str, float]] = []
         #: Server time (clock_timestamp() on green) at which the endpoint names moved.
-        self.switched_at: Optional[Any] = None
-        self.blue_addresses: List[str] = []
+        self.switched_at: Any | None = None
+        self.blue_addresses: list[str] = []
         #: (clock time blue stopped writes, clock time green accepted connections): the floor
         #: of any client's write outage.
-        self.blocked: Optional[Tuple[float, float]] = None
-        self._admin: Dict[int, Any] = {}  # writer's server port -> a kept connection (fast publish)
+        self.blocked: tuple[float, float] | None = None
+        self._admin: dict[int, Any] = {}  # writer's server port -> a kept connection (fast publish)
 
     @property
     def dns(self) -> Any:
@@ -85,7 +96,7 @@ class BlueGreenDeployment:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> "BlueGreenDeployment":
+    def start(self) -> BlueGreenDeployment:
         self.blue.start()
         try:
             writer = self.blue.writer
@@ -104,10 +115,17 @@ class BlueGreenDeployment:
         """CreateBlueGreenDeployment: start green, copy the schema, replicate, publish CREATED."""
         blue = self.blue
         suffix = "%06x" % self.rng.getrandbits(24)
-        green = GreenCluster(readers=blue.readers_wanted, name="%s-green-%s" % (self.name, suffix),
-                             ttl=blue.dns.ttl, dns_delay=0.0, database=blue.database, port=blue.port,
-                             clock=self.clock, rng=random.Random(self.rng.getrandbits(64)),
-                             subnet=64 + (blue.subnet - 64 + 1 + self.rng.randrange(126)) % 128)
+        green = GreenCluster(
+            readers=blue.readers_wanted,
+            name="%s-green-%s" % (self.name, suffix),
+            ttl=blue.dns.ttl,
+            dns_delay=0.0,
+            database=blue.database,
+            port=blue.port,
+            clock=self.clock,
+            rng=random.Random(self.rng.getrandbits(64)),
+            subnet=64 + (blue.subnet - 64 + 1 + self.rng.randrange(126)) % 128,
+        )
         green.blue_name, green.suffix = self.name, suffix
         green.dns, green.domain = blue.dns, blue.domain  # one account, one region: one DNS suffix
         green.cluster_endpoint = "%s.cluster-%s" % (green.name, blue.domain)
@@ -119,8 +137,11 @@ class BlueGreenDeployment:
         blue.writer.query(sql.PUBLISH_SQL, dbname=blue.database)
         passfile = os.path.join(green.writer.server.base, "pgpass")
         green.writer.query(sql.subscribe_sql(blue.writer.pg_port, blue.database, passfile), dbname=green.database)
-        ai.wait_until(lambda: green.writer.scalar(sql.SYNCED_SQL, dbname=green.database), self.catch_up_timeout,
-                      "the initial copy of blue's tables to green")
+        ai.wait_until(
+            lambda: green.writer.scalar(sql.SYNCED_SQL, dbname=green.database),
+            self.catch_up_timeout,
+            "the initial copy of blue's tables to green",
+        )
         self.publish("CREATED")
         return green
 
@@ -129,17 +150,53 @@ class BlueGreenDeployment:
         blue, green = self.blue.writer, self._green().writer
         dump = os.path.join(blue.server.base, "schema.sql")
         passfile = os.path.join(blue.server.base, "pgpass")
-        blue.server._run("env", "PGPASSFILE=" + passfile, os.path.join(blue.server.bin, "pg_dump"),
-                         "-h", "127.0.0.1", "-p", str(blue.pg_port), "-U", "postgres", "-d", self.database,
-                         "-s", "-n", "public", "--no-owner", "--no-publications", "-f", dump)
+        blue.server._run(
+            "env",
+            "PGPASSFILE=" + passfile,
+            os.path.join(blue.server.bin, "pg_dump"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(blue.pg_port),
+            "-U",
+            "postgres",
+            "-d",
+            self.database,
+            "-s",
+            "-n",
+            "public",
+            "--no-owner",
+            "--no-publications",
+            "-f",
+            dump,
+        )
         with open(dump) as fh:  # green has its public schema and the local cluster's helpers already
-            text = fh.read().replace("CREATE SCHEMA public;", "").replace(
-                "CREATE FUNCTION public.", "CREATE OR REPLACE FUNCTION public.")
+            text = (
+                fh.read()
+                .replace("CREATE SCHEMA public;", "")
+                .replace("CREATE FUNCTION public.", "CREATE OR REPLACE FUNCTION public.")
+            )
         with open(dump, "w") as fh:
             fh.write(text)
-        _run_logged(green.server, "env", "PGPASSFILE=" + passfile, os.path.join(green.server.bin, "psql"), "-q",
-                          "-h", "127.0.0.1", "-p", str(green.pg_port), "-U", "postgres", "-d", self.database,
-                          "-v", "ON_ERROR_STOP=1", "-f", dump)
+        _run_logged(
+            green.server,
+            "env",
+            "PGPASSFILE=" + passfile,
+            os.path.join(green.server.bin, "psql"),
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(green.pg_port),
+            "-U",
+            "postgres",
+            "-d",
+            self.database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            dump,
+        )
 
     def stop(self) -> None:
         """Stop both environments and remove their files; safe to call twice."""
@@ -154,7 +211,7 @@ class BlueGreenDeployment:
             self.green.stop()
         self.blue.stop()
 
-    def __enter__(self) -> "BlueGreenDeployment":
+    def __enter__(self) -> BlueGreenDeployment:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -167,14 +224,16 @@ class BlueGreenDeployment:
             raise RuntimeError("blue/green %s: no green environment yet; call create() first" % self.id)
         return self.green
 
-    def rows(self, phase: str) -> List[Tuple[Any, ...]]:
+    def rows(self, phase: str) -> list[tuple[Any, ...]]:
         """One row per endpoint of both environments, as get_blue_green_fast_switchover_metadata() has them."""
         status = sql.STATUS_OF_PHASE[phase]
         rows = []
         for role, cluster in ((sql.SOURCE, self.blue), (sql.TARGET, self.green)):
             if cluster is None:
                 continue
-            names = [cluster.cluster_endpoint, cluster.reader_endpoint] + [i.endpoint for i in cluster.instances.values()]
+            names = [cluster.cluster_endpoint, cluster.reader_endpoint] + [
+                i.endpoint for i in cluster.instances.values()
+            ]
             rows += [(self.id, name, cluster.port, role, status, sql.VERSION) for name in names]
         return rows
 
@@ -199,7 +258,7 @@ class BlueGreenDeployment:
         self.timeline.append((phase, self.clock()))
         logger.info("blue/green %s: %s", self.id, phase)
 
-    def metadata(self, side: str = "blue") -> List[Dict[str, Any]]:
+    def metadata(self, side: str = "blue") -> list[dict[str, Any]]:
         """What the metadata function answers on ``side``'s writer ("blue" or "green")."""
         cluster = self.blue if side == "blue" else self._green()
         conn = cluster.writer.admin(cluster.database)
@@ -213,12 +272,15 @@ class BlueGreenDeployment:
 
     # -- switchover ----------------------------------------------------------------------
 
-    def switchover(self, rollback: bool = False) -> List[Tuple[str, float]]:
+    def switchover(self, rollback: bool = False) -> list[tuple[str, float]]:
         """SwitchoverBlueGreenDeployment, step by step; ``rollback``: stop before IN_PROGRESS."""
         green = self._green()
         self.publish("PREPARATION")  # 1. guardrails: green replicates and has caught up
-        ai.wait_until(lambda: green.writer.scalar(
-            "SELECT count(*) FROM pg_stat_subscription WHERE pid IS NOT NULL") > 0, 10, "green's replication")
+        ai.wait_until(
+            lambda: green.writer.scalar("SELECT count(*) FROM pg_stat_subscription WHERE pid IS NOT NULL") > 0,
+            10,
+            "green's replication",
+        )
         self.sleep(self.preparation)
         if rollback:
             self.publish("CREATED")  # "any changes are rolled back, and no changes are made"
@@ -244,21 +306,31 @@ class BlueGreenDeployment:
         self.publish("COMPLETED")
         return self.timeline
 
-    def _instances(self) -> List[Instance]:
+    def _instances(self) -> list[Instance]:
         return list(self.blue.instances.values()) + list(self._green().instances.values())
 
     def _read_only(self, cluster: AuroraCluster, on: bool) -> None:
-        setting = "ALTER SYSTEM SET default_transaction_read_only = on" if on else \
-            "ALTER SYSTEM RESET default_transaction_read_only"
+        setting = (
+            "ALTER SYSTEM SET default_transaction_read_only = on"
+            if on
+            else "ALTER SYSTEM RESET default_transaction_read_only"
+        )
         cluster.writer.query(setting)
         cluster.writer.query("SELECT pg_reload_conf()")
 
     def _writes_ended(self) -> None:
         """A transaction already committing when its client was dropped ends on its own."""
-        ai.wait_until(lambda: self.blue.writer.scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-            "AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()") == 0, self.catch_up_timeout,
-            "blue's last transactions to end")
+        ai.wait_until(
+            lambda: (
+                self.blue.writer.scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                    "AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+                )
+                == 0
+            ),
+            self.catch_up_timeout,
+            "blue's last transactions to end",
+        )
 
     def _catch_up(self) -> None:
         blue, green = self.blue.writer, self._green().writer
@@ -266,8 +338,11 @@ class BlueGreenDeployment:
         ai.wait_until(lambda: blue.scalar(sql.CAUGHT_UP_SQL, [lsn]), self.catch_up_timeout, "green catching up")
         # Logical replication copies no sequence value: set green's to blue's (as RDS does
         # at switchover, docs/bluegreen.md), so the next id on green follows blue's last.
-        values = blue.query("SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences "
-                            "WHERE schemaname = 'public' AND last_value IS NOT NULL", dbname=self.database)
+        values = blue.query(
+            "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences "
+            "WHERE schemaname = 'public' AND last_value IS NOT NULL",
+            dbname=self.database,
+        )
         for name, value in values:
             green.query("SELECT setval(%s, %s)", [name, value], dbname=self.database)
 
@@ -276,10 +351,14 @@ class BlueGreenDeployment:
         blue, green = self.blue, self._green()
         self.blue_addresses = [i.address for i in blue.instances.values()]
         green_readers = [i.address for i in green.readers] or [green.writer.address]
-        moves = [(blue.cluster_endpoint, green.cluster_endpoint, [green.writer.address], False),
-                 (blue.reader_endpoint, green.reader_endpoint, green_readers, True)]
-        moves += [(b.endpoint, g.endpoint, [g.address], False)
-                  for b, g in zip(blue.instances.values(), green.instances.values())]
+        moves = [
+            (blue.cluster_endpoint, green.cluster_endpoint, [green.writer.address], False),
+            (blue.reader_endpoint, green.reader_endpoint, green_readers, True),
+        ]
+        moves += [
+            (b.endpoint, g.endpoint, [g.address], False)
+            for b, g in zip(blue.instances.values(), green.instances.values())
+        ]
         for blue_name, green_name, addresses, pick_one in moves:
             old_addresses = self.dns.authoritative(blue_name)
             self.dns.remove(green_name)
@@ -294,14 +373,18 @@ class BlueGreenDeployment:
 
     def _drop_subscription(self) -> None:
         green = self._green()
-        exists = green.writer.scalar("SELECT count(*) FROM pg_subscription WHERE subname = %s",
-                                     [sql.SUBSCRIPTION], dbname=self.database)
+        exists = green.writer.scalar(
+            "SELECT count(*) FROM pg_subscription WHERE subname = %s", [sql.SUBSCRIPTION], dbname=self.database
+        )
         if exists:
             green.writer.query("ALTER SUBSCRIPTION %s DISABLE" % sql.SUBSCRIPTION, dbname=self.database)
             green.writer.query("ALTER SUBSCRIPTION %s SET (slot_name = NONE)" % sql.SUBSCRIPTION, dbname=self.database)
             green.writer.query("DROP SUBSCRIPTION %s" % sql.SUBSCRIPTION, dbname=self.database)
-            self.blue.writer.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                                   "WHERE slot_name = %s AND NOT active", [sql.SUBSCRIPTION])
+            self.blue.writer.query(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE slot_name = %s AND NOT active",
+                [sql.SUBSCRIPTION],
+            )
 
 
 def _run_logged(server: Any, *args: str) -> None:

@@ -43,8 +43,9 @@ GRANT EXECUTE ON FUNCTION pg_catalog.get_blue_green_fast_switchover_metadata(tex
 
 #: Replace every row (one per endpoint of both environments) in one transaction.
 CLEAR_SQL = "DELETE FROM aurora_local.blue_green"
-INSERT_SQL = ("INSERT INTO aurora_local.blue_green (id, endpoint, port, role, status, version) "
-              "VALUES (%s, %s, %s, %s, %s, %s)")
+INSERT_SQL = (
+    "INSERT INTO aurora_local.blue_green (id, endpoint, port, role, status, version) VALUES (%s, %s, %s, %s, %s, %s)"
+)
 
 PUBLICATION = "aurora_blue_green"
 SUBSCRIPTION = "aurora_blue_green"
@@ -55,12 +56,18 @@ PUBLISH_SQL = "CREATE PUBLICATION %s FOR TABLES IN SCHEMA public" % PUBLICATION
 def subscribe_sql(blue_port: int, database: str, passfile: str) -> str:
     """CREATE SUBSCRIPTION on green: blue's writer (direct, not through its simulator)."""
     conninfo = "host=127.0.0.1 port=%d dbname=%s user=postgres passfile=%s application_name=%s" % (
-        blue_port, database, passfile, SUBSCRIPTION)
+        blue_port,
+        database,
+        passfile,
+        SUBSCRIPTION,
+    )
     return "CREATE SUBSCRIPTION %s CONNECTION '%s' PUBLICATION %s" % (SUBSCRIPTION, conninfo, PUBLICATION)
 
 
 #: Blue's WAL position has reached green: the subscription's slot confirmed it.
-CAUGHT_UP_SQL = ("SELECT coalesce(bool_and(confirmed_flush_lsn >= %s::pg_lsn), false) "
-                 "FROM pg_replication_slots WHERE slot_name = '" + SUBSCRIPTION + "'")
+CAUGHT_UP_SQL = (
+    "SELECT coalesce(bool_and(confirmed_flush_lsn >= %s::pg_lsn), false) "
+    "FROM pg_replication_slots WHERE slot_name = '" + SUBSCRIPTION + "'"
+)
 #: Initial copy done: every table of the subscription is ready ('r').
 SYNCED_SQL = "SELECT count(*) = 0 FROM pg_subscription_rel WHERE srsubstate <> 'r'"

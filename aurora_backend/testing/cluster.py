@@ -60,11 +60,15 @@ class ServerAddress:
     @property
     def dsn(self) -> str:
         return "postgresql://%s:%s@%s:%d/%s" % (
-            quote(self.user), quote(self.password), self.host, self.port, self.dbname
+            quote(self.user),
+            quote(self.password),
+            self.host,
+            self.port,
+            self.dbname,
         )
 
     @classmethod
-    def from_dsn(cls, dsn: str) -> "ServerAddress":
+    def from_dsn(cls, dsn: str) -> ServerAddress:
         from urllib.parse import unquote, urlparse
 
         url = urlparse(dsn)
@@ -80,9 +84,7 @@ class ServerAddress:
 class PostgresCluster:
     """initdb + pg_ctl in a temporary directory; ``start()``, ``stop()``, ``restart()``."""
 
-    def __init__(
-        self, port: int | None = None, settings: dict[str, str] | None = None, initdb: bool = True
-    ) -> None:
+    def __init__(self, port: int | None = None, settings: dict[str, str] | None = None, initdb: bool = True) -> None:
         self.bin = find_pg_bin()
         self.port = port or free_port()
         self.base = tempfile.mkdtemp(prefix="aurora-pg-")
@@ -114,8 +116,13 @@ class PostgresCluster:
         if self.as_postgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         return subprocess.run(
-            cmd, check=True, timeout=timeout, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.base,
+            cmd,
+            check=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=self.base,
         )
 
     def _initdb(self) -> None:
@@ -125,8 +132,19 @@ class PostgresCluster:
         if self.as_postgres:
             shutil.chown(pwfile, user="postgres")
         self._run(
-            os.path.join(self.bin, "initdb"), "-D", self.datadir, "-U", SUPERUSER,
-            "--pwfile", pwfile, "-A", "scram-sha-256", "-E", "UTF8", "--locale", "C",
+            os.path.join(self.bin, "initdb"),
+            "-D",
+            self.datadir,
+            "-U",
+            SUPERUSER,
+            "--pwfile",
+            pwfile,
+            "-A",
+            "scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale",
+            "C",
             "--no-sync",
         )
         os.unlink(pwfile)
@@ -134,13 +152,22 @@ class PostgresCluster:
     def _options(self) -> str:
         return " ".join("-c %s=%s" % (k, v) for k, v in self.settings.items()) + " -p %d" % self.port
 
-    def start(self, port_tries: int = 5) -> "PostgresCluster":
+    def start(self, port_tries: int = 5) -> PostgresCluster:
         """Start the server; if another process took the chosen port meanwhile, pick another."""
         for attempt in range(port_tries):
             try:
                 self._run(
-                    os.path.join(self.bin, "pg_ctl"), "-D", self.datadir, "-l", self.logfile,
-                    "-o", self._options(), "-w", "-t", "60", "start",
+                    os.path.join(self.bin, "pg_ctl"),
+                    "-D",
+                    self.datadir,
+                    "-l",
+                    self.logfile,
+                    "-o",
+                    self._options(),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
                 )
                 return self
             except subprocess.CalledProcessError:
@@ -164,7 +191,7 @@ class PostgresCluster:
         self.stop(mode)
         self.start()
 
-    def replica(self, port: int | None = None, settings: dict[str, str] | None = None) -> "PostgresCluster":
+    def replica(self, port: int | None = None, settings: dict[str, str] | None = None) -> PostgresCluster:
         """A hot standby of this (running) cluster, made with pg_basebackup: a real read-only
         server, where pg_is_in_recovery() is true and writes fail with 25006. Not started."""
         standby = PostgresCluster(port=port, settings=settings, initdb=False)
@@ -175,12 +202,26 @@ class PostgresCluster:
         if standby.as_postgres:
             shutil.chown(pgpass, user="postgres")
         standby._run(
-            "env", "PGPASSFILE=" + pgpass, os.path.join(self.bin, "pg_basebackup"),
-            "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "-D", standby.datadir,
-            "-R", "-X", "stream", "--no-sync",
+            "env",
+            "PGPASSFILE=" + pgpass,
+            os.path.join(self.bin, "pg_basebackup"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            SUPERUSER,
+            "-D",
+            standby.datadir,
+            "-R",
+            "-X",
+            "stream",
+            "--no-sync",
         )
         with open(os.path.join(standby.datadir, "postgresql.auto.conf"), "a") as fh:
-            fh.write("primary_conninfo = 'host=127.0.0.1 port=%d user=%s passfile=%s'\n" % (self.port, SUPERUSER, pgpass))
+            fh.write(
+                "primary_conninfo = 'host=127.0.0.1 port=%d user=%s passfile=%s'\n" % (self.port, SUPERUSER, pgpass)
+            )
         return standby
 
     def is_running(self) -> bool:
@@ -198,7 +239,7 @@ class PostgresCluster:
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
 
-    def __enter__(self) -> "PostgresCluster":
+    def __enter__(self) -> PostgresCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

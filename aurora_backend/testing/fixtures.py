@@ -14,7 +14,8 @@ fixture to change them) and a :class:`TestClock` as its DNS clock.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pytest
 
@@ -44,8 +45,9 @@ def unregister_alias(alias: str) -> None:
 
 
 @contextlib.contextmanager
-def cluster_aliases(cluster: AuroraCluster, writer: str = "aurora", reader: str = "aurora_ro",
-                    **aurora: Any) -> Iterator[Dict[str, str]]:
+def cluster_aliases(
+    cluster: AuroraCluster, writer: str = "aurora", reader: str = "aurora_ro", **aurora: Any
+) -> Iterator[dict[str, str]]:
     """Register ``writer`` (cluster endpoint) and ``reader`` (reader endpoint) aliases."""
     register_alias(writer, cluster.database_settings(**aurora))
     register_alias(reader, cluster.database_settings(cluster.reader_endpoint, **aurora))
@@ -57,13 +59,13 @@ def cluster_aliases(cluster: AuroraCluster, writer: str = "aurora", reader: str 
 
 
 @pytest.fixture(scope="session")
-def aurora_cluster_options() -> Dict[str, Any]:
+def aurora_cluster_options() -> dict[str, Any]:
     """Keyword arguments of the session's AuroraCluster; override to change them."""
     return {"readers": 2, "ttl": 0.5, "dns_delay": 0.5}
 
 
 @pytest.fixture(scope="session")
-def aurora_cluster(aurora_cluster_options: Dict[str, Any]) -> Iterator[AuroraCluster]:
+def aurora_cluster(aurora_cluster_options: dict[str, Any]) -> Iterator[AuroraCluster]:
     """A running local Aurora cluster for the whole session (stopped at the end)."""
     options = dict(aurora_cluster_options)
     options.setdefault("clock", TestClock())
@@ -78,7 +80,7 @@ def aurora_cluster(aurora_cluster_options: Dict[str, Any]) -> Iterator[AuroraClu
 
 
 @pytest.fixture(scope="session")
-def aurora_databases(aurora_cluster: AuroraCluster, django_db_blocker: Any) -> Iterator[Dict[str, str]]:
+def aurora_databases(aurora_cluster: AuroraCluster, django_db_blocker: Any) -> Iterator[dict[str, str]]:
     """Aliases "aurora" and "aurora_ro" on the session's cluster (scaled-down connect options)."""
     options = {"connect_deadline": 10, "connect_timeout": 2, "backoff_base": 0.02, "backoff_max": 0.2}
     with cluster_aliases(aurora_cluster, **options) as aliases:

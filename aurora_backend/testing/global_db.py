@@ -21,8 +21,9 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
 from aurora_backend.simulator import AuroraSimulator
 from aurora_backend.testing import aurora_instance as ai
@@ -45,7 +46,7 @@ class Region:
     name: str  # aws_region
     cluster: str
     domain: str
-    instances: List[Instance] = field(default_factory=list)
+    instances: list[Instance] = field(default_factory=list)
     detached: bool = False
 
     @property
@@ -61,44 +62,59 @@ class Region:
         return "{instance}.%s" % self.domain
 
     @property
-    def live(self) -> List[Instance]:
+    def live(self) -> list[Instance]:
         return [i for i in self.instances if i.role != DOWN]
 
     @property
-    def writer(self) -> Optional[Instance]:
+    def writer(self) -> Instance | None:
         return next((i for i in self.instances if i.role == WRITER), None)
 
 
 class GlobalDatabase:
     """Two regions of one global database; ``start()``, ``switchover()``, ``failover()``, ``stop()``."""
 
-    def __init__(self, name: str = "gdb", regions: tuple = ("local-1", "local-2"), readers: int = 1,
-                 ttl: float = 5.0, dns_delay: float = 5.0, database: str = "aurora",
-                 clock: Optional[Callable[[], float]] = None, rng: Optional[random.Random] = None) -> None:
+    def __init__(
+        self,
+        name: str = "gdb",
+        regions: tuple = ("local-1", "local-2"),
+        readers: int = 1,
+        ttl: float = 5.0,
+        dns_delay: float = 5.0,
+        database: str = "aurora",
+        clock: Callable[[], float] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.rng = rng or random.Random()
         self.clock = clock or TestClock()
         self.name = name
         self.dns_delay = float(dns_delay)
         self.dns = ClusterDNS(ttl=ttl, clock=self.clock, rng=self.rng)
         self.global_endpoint = "%s.global-%012x.%s" % (name, self.rng.getrandbits(48), GLOBAL_DOMAIN)
-        self.primary = AuroraCluster(readers=readers, name="%s-%s" % (name, regions[0]), ttl=ttl,
-                                     dns_delay=dns_delay, database=database, clock=self.clock, rng=self.rng)
+        self.primary = AuroraCluster(
+            readers=readers,
+            name="%s-%s" % (name, regions[0]),
+            ttl=ttl,
+            dns_delay=dns_delay,
+            database=database,
+            clock=self.clock,
+            rng=self.rng,
+        )
         self.primary.dns = self.dns
         self.database = database
         self.readers_wanted = readers
         token = "%012x" % self.rng.getrandbits(48)
         domain = "%s.%s" % (token, DOMAIN.replace("local-1", regions[1]))
         second = Region(regions[1], "%s-%s" % (name, regions[1]), domain)
-        self.regions: Dict[str, Region] = {
+        self.regions: dict[str, Region] = {
             regions[0]: Region(regions[0], self.primary.name, self.primary.domain.replace("local-1", regions[0])),
             regions[1]: second,
         }
-        self.events: List[Dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
         self._reaper = Reaper()
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> "GlobalDatabase":
+    def start(self) -> GlobalDatabase:
         try:
             primary = self.regions[self.primary_region]
             primary.domain = self.primary.domain
@@ -120,13 +136,13 @@ class GlobalDatabase:
                 return region.name
         return next(iter(self.regions))  # before start: the first
 
-    def _secondary_regions(self) -> List[Region]:
+    def _secondary_regions(self) -> list[Region]:
         return [r for r in self.regions.values() if r.name != self.primary_region and not r.detached]
 
     def _start_secondary(self, region: Region) -> None:
         """The secondary cluster: instance 1 streams from the primary's writer, the others from it."""
         subnet = (self.primary.subnet + 1 + self.rng.randrange(60)) % 250 + 2
-        head: Optional[Instance] = None
+        head: Instance | None = None
         for k in range(self.readers_wanted + 1):
             instance_id = "%s-instance-%d" % (region.cluster, k + 1)
             # Copied from the writer (a copy taken on a standby needs full_page_writes, off
@@ -134,21 +150,26 @@ class GlobalDatabase:
             server = ai.new_reader(self.primary.writer.server, instance_id)
             if head is not None:
                 with open(os.path.join(server.datadir, "postgresql.auto.conf"), "a") as fh:
-                    fh.write("primary_conninfo = '%s'\n" % ai.primary_conninfo(
-                        head.pg_port, instance_id, os.path.join(server.base, "pgpass")))
+                    fh.write(
+                        "primary_conninfo = '%s'\n"
+                        % ai.primary_conninfo(head.pg_port, instance_id, os.path.join(server.base, "pgpass"))
+                    )
             self._reaper.register(server.base, server.bin, server.as_postgres)
-            instance = Instance(instance_id, "%s.%s" % (instance_id, region.domain),
-                                "127.0.%d.%d" % (subnet, k + 1), READER, server)
+            instance = Instance(
+                instance_id, "%s.%s" % (instance_id, region.domain), "127.0.%d.%d" % (subnet, k + 1), READER, server
+            )
             region.instances.append(instance)
             server.start()
-            instance.sim = AuroraSimulator(upstream=("127.0.0.1", server.port),
-                                           listen=[(instance.address, int(self.port))]).start()
+            instance.sim = AuroraSimulator(
+                upstream=("127.0.0.1", server.port), listen=[(instance.address, int(self.port))]
+            ).start()
             head = head or instance
 
     def install_functions(self) -> None:
         """(Re)create the global functions on the global writer (every instance gets them)."""
-        sql = install_global_sql({i.id: (r.name, i.pg_port) for r in self.regions.values()
-                                  if not r.detached for i in r.instances})
+        sql = install_global_sql(
+            {i.id: (r.name, i.pg_port) for r in self.regions.values() if not r.detached for i in r.instances}
+        )
         for dbname in ADMIN_DATABASES + (self.database,):
             self.writer.query(sql, dbname=dbname)
 
@@ -191,7 +212,7 @@ class GlobalDatabase:
         self.primary.stop()
         self._reaper.close()
 
-    def __enter__(self) -> "GlobalDatabase":
+    def __enter__(self) -> GlobalDatabase:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -210,7 +231,7 @@ class GlobalDatabase:
                 return region.writer
         raise RuntimeError("global database %s has no writer right now" % self.name)
 
-    def instances(self) -> List[Instance]:
+    def instances(self) -> list[Instance]:
         return [i for r in self.regions.values() for i in r.instances]
 
     def instance(self, instance_id: str) -> Instance:
@@ -222,12 +243,13 @@ class GlobalDatabase:
     def reader_endpoint(self, region: str) -> str:
         return self.regions[region].reader_endpoint
 
-    def templates(self) -> Dict[str, str]:
+    def templates(self) -> dict[str, str]:
         """Each region's instance endpoint template (OPTIONS["aurora"]["global_instance_templates"])."""
         return {r.name: r.template for r in self.regions.values()}
 
-    def status(self, sql: str = "SELECT * FROM aurora_global_db_instance_status()",
-               instance_id: Optional[str] = None) -> List[Dict[str, Any]]:
+    def status(
+        self, sql: str = "SELECT * FROM aurora_global_db_instance_status()", instance_id: str | None = None
+    ) -> list[dict[str, Any]]:
         """The rows of a global function as seen from ``instance_id`` (default: the writer)."""
         instance = self.instance(instance_id) if instance_id else self.writer
         conn = instance.admin(self.database)
@@ -239,12 +261,16 @@ class GlobalDatabase:
         finally:
             conn.close()
 
-    def database_settings(self, endpoint: Optional[str] = None, **aurora: Any) -> Dict[str, Any]:
+    def database_settings(self, endpoint: str | None = None, **aurora: Any) -> dict[str, Any]:
         """A DATABASES entry on ``endpoint`` (default: the global writer endpoint)."""
         aurora.setdefault("global_instance_templates", self.templates())
         return {
-            "ENGINE": "aurora_backend", "NAME": self.database, "USER": SUPERUSER, "PASSWORD": PASSWORD,
-            "HOST": endpoint or self.global_endpoint, "PORT": str(self.port),
+            "ENGINE": "aurora_backend",
+            "NAME": self.database,
+            "USER": SUPERUSER,
+            "PASSWORD": PASSWORD,
+            "HOST": endpoint or self.global_endpoint,
+            "PORT": str(self.port),
             "OPTIONS": {"aurora": {"resolver": self.dns, **aurora}},
         }
 
@@ -262,7 +288,7 @@ class GlobalDatabase:
 
     # -- switchover and failover ---------------------------------------------------------
 
-    def switchover(self, target: str) -> Dict[str, Any]:
+    def switchover(self, target: str) -> dict[str, Any]:
         """Planned: see :mod:`aurora_backend.testing.global_failover`."""
         from aurora_backend.testing.global_failover import switchover
 
@@ -270,7 +296,7 @@ class GlobalDatabase:
         self.events.append(timeline)
         return timeline
 
-    def failover(self, target: str, lose_unshipped: bool = False) -> Dict[str, Any]:
+    def failover(self, target: str, lose_unshipped: bool = False) -> dict[str, Any]:
         """Unplanned (detach and promote): see :mod:`aurora_backend.testing.global_failover`."""
         from aurora_backend.testing.global_failover import failover
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Dict
+from typing import TYPE_CHECKING, Any
 
 from aurora_backend.simulator import AuroraSimulator
 from aurora_backend.testing import aurora_instance as ai
@@ -41,10 +41,12 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("aurora_backend")
 
 
-def _target_head(gdb: "GlobalDatabase", target: "Region") -> Instance:
+def _target_head(gdb: GlobalDatabase, target: Region) -> Instance:
     if target.name == gdb.primary_region or target.detached or not target.live:
-        raise ValueError("%r is not a secondary region of %s; secondaries: %s" % (
-            target.name, gdb.name, ", ".join(r.name for r in gdb._secondary_regions()) or "none"))
+        raise ValueError(
+            "%r is not a secondary region of %s; secondaries: %s"
+            % (target.name, gdb.name, ", ".join(r.name for r in gdb._secondary_regions()) or "none")
+        )
     return target.live[0]
 
 
@@ -57,13 +59,18 @@ def _promote(new: Instance, mark: Any) -> None:
     mark("promoted")
 
 
-def switchover(gdb: "GlobalDatabase", target: "Region") -> Dict[str, Any]:
+def switchover(gdb: GlobalDatabase, target: Region) -> dict[str, Any]:
     new = _target_head(gdb, target)
     old_region = gdb.regions[gdb.primary_region]
     old = gdb.writer
     began = time.monotonic()
-    timeline: Dict[str, Any] = {"kind": "switchover", "old_writer": old.id, "new_writer": new.id,
-                                "old_region": old_region.name, "new_region": target.name}
+    timeline: dict[str, Any] = {
+        "kind": "switchover",
+        "old_writer": old.id,
+        "new_writer": new.id,
+        "old_region": old_region.name,
+        "new_region": target.name,
+    }
 
     def mark(step: str) -> None:
         timeline[step] = round(time.monotonic() - began, 4)
@@ -93,13 +100,18 @@ def switchover(gdb: "GlobalDatabase", target: "Region") -> Dict[str, Any]:
     return timeline
 
 
-def failover(gdb: "GlobalDatabase", target: "Region", lose_unshipped: bool) -> Dict[str, Any]:
+def failover(gdb: GlobalDatabase, target: Region, lose_unshipped: bool) -> dict[str, Any]:
     new = _target_head(gdb, target)
     lost = gdb.regions[gdb.primary_region]
     old = gdb.writer
     began = time.monotonic()
-    timeline: Dict[str, Any] = {"kind": "failover", "old_writer": old.id, "new_writer": new.id,
-                                "old_region": lost.name, "new_region": target.name}
+    timeline: dict[str, Any] = {
+        "kind": "failover",
+        "old_writer": old.id,
+        "new_writer": new.id,
+        "old_region": lost.name,
+        "new_region": target.name,
+    }
 
     def mark(step: str) -> None:
         timeline[step] = round(time.monotonic() - began, 4)
@@ -128,7 +140,7 @@ def failover(gdb: "GlobalDatabase", target: "Region", lose_unshipped: bool) -> D
     return timeline
 
 
-def _rebuild(gdb: "GlobalDatabase", instance: Instance, writer: Instance) -> None:
+def _rebuild(gdb: GlobalDatabase, instance: Instance, writer: Instance) -> None:
     """Replace ``instance``'s server by a fresh standby of ``writer`` on the same port."""
     old_server = instance.server
     server = ai.new_reader(writer.server, instance.id, port=old_server.port)
@@ -141,8 +153,9 @@ def _rebuild(gdb: "GlobalDatabase", instance: Instance, writer: Instance) -> Non
     assert instance.sim is not None
     if moved:
         instance.sim.stop()
-        instance.sim = AuroraSimulator(upstream=("127.0.0.1", server.port),
-                                       listen=[(instance.address, gdb.port)]).start()
+        instance.sim = AuroraSimulator(
+            upstream=("127.0.0.1", server.port), listen=[(instance.address, gdb.port)]
+        ).start()
     else:
         instance.sim.reset()
     instance.role = READER

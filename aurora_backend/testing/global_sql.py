@@ -16,7 +16,7 @@ is whichever listed instance is not in recovery.
 
 from __future__ import annotations
 
-from typing import Mapping, Tuple
+from collections.abc import Mapping
 
 from aurora_backend.testing.aurora_sql import MASTER_SESSION_ID, _literal
 
@@ -46,11 +46,13 @@ STATUS_COLUMNS = (
 )
 
 # What one instance says of itself: in recovery, flushed/received, replayed, own lag (ms).
-_SELF = ("SELECT pg_is_in_recovery(), "
-         "(coalesce(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_flush_lsn() END,"
-         " '0/0') - '0/0'::pg_lsn)::bigint, "
-         "(coalesce(pg_last_wal_replay_lsn(), '0/0') - '0/0'::pg_lsn)::bigint, "
-         "%s.aurora_local_own_lag()" % SCHEMA)
+_SELF = (
+    "SELECT pg_is_in_recovery(), "
+    "(coalesce(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_flush_lsn() END,"
+    " '0/0') - '0/0'::pg_lsn)::bigint, "
+    "(coalesce(pg_last_wal_replay_lsn(), '0/0') - '0/0'::pg_lsn)::bigint, "
+    "%s.aurora_local_own_lag()" % SCHEMA
+)
 
 _TEMPLATE = """
 CREATE OR REPLACE FUNCTION %(schema)s.aurora_local_global_self(OUT recovering boolean, OUT received bigint,
@@ -112,14 +114,18 @@ GRANT EXECUTE ON FUNCTION %(schema)s.aurora_global_db_status() TO PUBLIC;
 """
 
 
-def install_global_sql(instances: Mapping[str, Tuple[str, int]]) -> str:
+def install_global_sql(instances: Mapping[str, tuple[str, int]]) -> str:
     """CREATE FUNCTION statements for ``instances`` (identifier -> (aws_region, port))."""
     if not instances:
         raise ValueError("install_global_sql() needs at least one instance")
-    values = ", ".join("(%s, %s, %d)" % (_literal(name), _literal(region), int(port))
-                       for name, (region, port) in instances.items())
+    values = ", ".join(
+        "(%s, %s, %d)" % (_literal(name), _literal(region), int(port)) for name, (region, port) in instances.items()
+    )
     return _TEMPLATE % {
-        "schema": SCHEMA, "self": _SELF, "values": values, "master": _literal(MASTER_SESSION_ID),
+        "schema": SCHEMA,
+        "self": _SELF,
+        "values": values,
+        "master": _literal(MASTER_SESSION_ID),
         "icolumns": ", ".join("%s %s" % c for c in INSTANCE_COLUMNS),
         "scolumns": ", ".join("%s %s" % c for c in STATUS_COLUMNS),
     }

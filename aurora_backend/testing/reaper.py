@@ -17,21 +17,23 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Optional
 
 
 class Reaper:
     """Parent side: ``register(base, bin_dir, as_postgres)``, ``forget(base)``, ``close()``."""
 
     def __init__(self) -> None:
-        self._proc: Optional[subprocess.Popen] = None
+        self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
     def _ensure(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "aurora_backend.testing.reaper"], stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                [sys.executable, "-m", "aurora_backend.testing.reaper"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
                 env=dict(os.environ),
             )
         return self._proc
@@ -69,7 +71,7 @@ class Reaper:
             proc.wait(5)
 
 
-_shared: Optional[Reaper] = None
+_shared: Reaper | None = None
 _shared_lock = threading.Lock()
 
 
@@ -85,8 +87,13 @@ def shared_reaper() -> Reaper:
 def _remove_netns(netns: str, veth: str) -> None:
     for args in (("link", "del", veth), ("netns", "del", netns)):
         try:
-            subprocess.run(["ip", *args], timeout=10, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+            subprocess.run(
+                ["ip", *args],
+                timeout=10,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         except (OSError, subprocess.SubprocessError):
             pass
 
@@ -98,8 +105,9 @@ def _stop_and_remove(base: str, bin_dir: str, as_postgres: bool) -> None:
         if as_postgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         try:
-            subprocess.run(cmd, timeout=15, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, cwd="/")
+            subprocess.run(
+                cmd, timeout=15, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/"
+            )
         except (OSError, subprocess.SubprocessError):
             pass
     shutil.rmtree(base, ignore_errors=True)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextvars
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
-_last_write: contextvars.ContextVar[Optional[float]] = contextvars.ContextVar("baseline_write", default=None)
+_last_write: contextvars.ContextVar[float | None] = contextvars.ContextVar("baseline_write", default=None)
 
 
 class NaiveReaderRouter:
@@ -29,8 +30,13 @@ class NaiveReaderRouter:
 
 
 class FixedWindowRouter(NaiveReaderRouter):
-    def __init__(self, writer: str = "default", reader: str = "reader", window: float = 15.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        writer: str = "default",
+        reader: str = "reader",
+        window: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(writer, reader)
         self.window, self.clock = window, clock
 

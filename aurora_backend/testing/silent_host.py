@@ -38,7 +38,8 @@ import shutil
 import socket
 import subprocess
 import threading
-from typing import Any, Callable, List, Optional, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 logger = logging.getLogger("aurora_backend")
 
@@ -51,10 +52,10 @@ _BLOCKS = [(x, y) for x in range(1, 255) if x != 169 for y in range(0, 256, 4)]
 
 _counter = 0
 _counter_lock = threading.Lock()
-_open: "List[SilentHost]" = []
+_open: list[SilentHost] = []
 
 
-def unavailable() -> Optional[str]:
+def unavailable() -> str | None:
     """Why a silent host cannot be made here (a reason to skip a test), or None."""
     if shutil.which("ip") is None:
         return "no 'ip' command (install iproute2)"
@@ -94,7 +95,7 @@ class SilentHost:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> "SilentHost":
+    def start(self) -> SilentHost:
         try:
             _ip("netns", "add", self.netns)
             self._started = True
@@ -139,8 +140,19 @@ class SilentHost:
         outside_mac = _mac(self.outside)
         inside_mac = _mac(self.inside, self.netns)
         _ip("neigh", "replace", self.address, "lladdr", inside_mac, "dev", self.outside, "nud", "permanent")
-        _ip("-n", self.netns, "neigh", "replace", self.gateway, "lladdr", outside_mac, "dev", self.inside,
-            "nud", "permanent")
+        _ip(
+            "-n",
+            self.netns,
+            "neigh",
+            "replace",
+            self.gateway,
+            "lladdr",
+            outside_mac,
+            "dev",
+            self.inside,
+            "nud",
+            "permanent",
+        )
 
     def close(self) -> None:
         """Remove the namespace and the veth pair; safe to call twice."""
@@ -157,7 +169,7 @@ class SilentHost:
             _open.remove(self)
         _reaper_forget(self)
 
-    def __enter__(self) -> "SilentHost":
+    def __enter__(self) -> SilentHost:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -182,8 +194,8 @@ class SilentHost:
 
     def run_inside(self, function: Callable[[], T]) -> T:
         """``function()`` run by a thread that joined the namespace (sockets it makes live there)."""
-        result: List[T] = []
-        failure: List[BaseException] = []
+        result: list[T] = []
+        failure: list[BaseException] = []
 
         def target() -> None:
             try:
@@ -203,6 +215,7 @@ class SilentHost:
 
     def listen_socket(self, host: str, port: int) -> socket.socket:
         """A listening TCP socket on ``host:port`` inside the namespace (``host`` must be :attr:`address`)."""
+
         def make() -> socket.socket:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
@@ -214,6 +227,7 @@ class SilentHost:
                 sock.close()
                 raise
             return sock
+
         return self.run_inside(make)
 
 
@@ -223,12 +237,13 @@ class SilentHost:
 def _ip(*args: str) -> str:
     done = subprocess.run(["ip", *args], capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
-        raise subprocess.CalledProcessError(done.returncode, ["ip", *args], done.stdout,
-                                            done.stderr.decode(errors="replace").strip())
+        raise subprocess.CalledProcessError(
+            done.returncode, ["ip", *args], done.stdout, done.stderr.decode(errors="replace").strip()
+        )
     return done.stdout.decode()
 
 
-def _mac(device: str, netns: Optional[str] = None) -> str:
+def _mac(device: str, netns: str | None = None) -> str:
     prefix = ("-n", netns) if netns else ()
     words = _ip(*prefix, "-o", "link", "show", device).split()
     return words[words.index("link/ether") + 1]
@@ -254,7 +269,7 @@ def _addresses_in_use() -> set:
     return used
 
 
-_libc: Optional[ctypes.CDLL] = None
+_libc: ctypes.CDLL | None = None
 
 
 def _setns(path: str) -> None:
@@ -296,23 +311,24 @@ class SilentServer:
     faults work too); :meth:`silence` / :meth:`restore` as :class:`SilentHost`'s.
     """
 
-    def __init__(self, upstream: "tuple[str, int]", port: int = 5432) -> None:
+    def __init__(self, upstream: tuple[str, int], port: int = 5432) -> None:
         self.upstream = upstream
         self.port = port
         self.host = SilentHost()
-        self.sim: Optional[Any] = None
+        self.sim: Any | None = None
 
     @property
     def address(self) -> str:
         return self.host.address
 
-    def start(self) -> "SilentServer":
+    def start(self) -> SilentServer:
         from aurora_backend.simulator import AuroraSimulator
 
         self.host.start()
         try:
-            self.sim = AuroraSimulator(upstream=self.upstream, listen=[(self.host.address, self.port)],
-                                       listen_socket=self.host.listen_socket).start()
+            self.sim = AuroraSimulator(
+                upstream=self.upstream, listen=[(self.host.address, self.port)], listen_socket=self.host.listen_socket
+            ).start()
         except BaseException:
             self.host.close()
             raise
@@ -329,7 +345,7 @@ class SilentServer:
             self.sim.stop()
         self.host.close()
 
-    def __enter__(self) -> "SilentServer":
+    def __enter__(self) -> SilentServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

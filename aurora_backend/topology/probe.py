@@ -24,12 +24,13 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 logger = logging.getLogger("aurora_backend")
 
 #: (instance, connection or None, pg_is_in_recovery() or None, address or None)
-Result = Tuple[str, Any, Optional[bool], Optional[str]]
+Result = tuple[str, Any, bool | None, str | None]
 
 MAX_PARALLEL = 8
 #: How long an instance that did not answer in its round is left out of the rounds (seconds).
@@ -38,14 +39,18 @@ HUNG_SECONDS = 10.0
 GRACE = 0.05
 
 
-def candidates(instances: List[str], hung: Dict[str, float], now: float) -> List[str]:
+def candidates(instances: list[str], hung: dict[str, float], now: float) -> list[str]:
     """The instances worth probing now: those not remembered as hung (all, if none is left)."""
     live = [name for name in instances if hung.get(name, 0.0) <= now]
     return live or list(instances)
 
 
-def race(instances: List[str], probe: Callable[[str], Result], accept: Callable[[Result], bool],
-         on_late: Callable[[Result], None]) -> Tuple[List[Result], List[str]]:
+def race(
+    instances: list[str],
+    probe: Callable[[str], Result],
+    accept: Callable[[Result], bool],
+    on_late: Callable[[Result], None],
+) -> tuple[list[Result], list[str]]:
     """Probe ``instances`` in parallel; return ``(answers, silent)``.
 
     ``answers``: every probe that finished by the end of the grace that follows the first
@@ -55,13 +60,12 @@ def race(instances: List[str], probe: Callable[[str], Result], accept: Callable[
     """
     if not instances:
         return [], []
-    pool = concurrent.futures.ThreadPoolExecutor(min(MAX_PARALLEL, len(instances)),
-                                                 thread_name_prefix="aurora-probe")
+    pool = concurrent.futures.ThreadPoolExecutor(min(MAX_PARALLEL, len(instances)), thread_name_prefix="aurora-probe")
     futures = {pool.submit(probe, name): name for name in instances}
     pool.shutdown(wait=False)  # its threads end with their probes; none is kept
     began = time.monotonic()
-    answers: List[Result] = []
-    deadline: Optional[float] = None
+    answers: list[Result] = []
+    deadline: float | None = None
     pending = set(futures)
     while pending:
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())

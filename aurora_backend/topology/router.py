@@ -19,10 +19,12 @@ fall back silently to the DNS path, exactly as without this module.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 from aurora_backend import signals
 from aurora_backend.connection.resolve import default_resolver, resolvable_host
+from aurora_backend.errors import ErrorKind, classify
 from aurora_backend.topology import probe
 from aurora_backend.topology.state import (
     AURORA_ENDPOINT,
@@ -34,14 +36,14 @@ from aurora_backend.topology.state import (
     snapshot,
     topology_for,
 )
-from aurora_backend.errors import ErrorKind, classify
 
 __all__ = ["Failover", "Router", "Topology", "describe", "reset", "router_for", "snapshot"]
 
 logger = logging.getLogger("aurora_backend")
 
-TOPOLOGY_SQL = ("SELECT server_id::text, session_id::text = 'MASTER_SESSION_ID' FROM aurora_replica_status() "
-                "ORDER BY 2 DESC, 1")
+TOPOLOGY_SQL = (
+    "SELECT server_id::text, session_id::text = 'MASTER_SESSION_ID' FROM aurora_replica_status() ORDER BY 2 DESC, 1"
+)
 PROBE_TIMEOUT = 2  # libpq's minimum connect_timeout: a probe never waits longer per instance
 FORGET_AFTER = 10  # an instance missing from this many refresh periods is dropped
 DECISION_TTL = 1.0  # seconds a full probe round's choice of writer is reused (then: all again)
@@ -56,8 +58,8 @@ class Router:
         self.port = port
         self.template = template
         self.want_writer = want_writer
-        self.routed: Optional[Tuple[str, str]] = None  # (instance, address) of the last routed connect
-        self.current: Optional[str] = None
+        self.routed: tuple[str, str] | None = None  # (instance, address) of the last routed connect
+        self.current: str | None = None
 
     @property
     def topology(self) -> Topology:
@@ -97,8 +99,8 @@ class Router:
 
     # -- connecting --------------------------------------------------------------------
 
-    def wrap(self, parent: Callable[[Dict[str, Any]], Any]) -> Callable[[Dict[str, Any]], Any]:
-        def connect(params: Dict[str, Any]) -> Any:
+    def wrap(self, parent: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+        def connect(params: dict[str, Any]) -> Any:
             self.routed = None
             if self.suspected():
                 found = self._route(parent, params)
@@ -110,9 +112,10 @@ class Router:
                 if classify(exc) in (ErrorKind.CONNECT_RETRYABLE, ErrorKind.DISCONNECT):
                     self.suspect("connect failed")
                 raise
+
         return connect
 
-    def _route(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any]) -> Any:
+    def _route(self, parent: Callable[[dict[str, Any]], Any], params: dict[str, Any]) -> Any:
         """Probe the instances (bounded rounds) for the one to use; None: take the DNS path."""
         began = self.clock()
         budget = float(min(self.options.connect_timeout, 5))
@@ -147,7 +150,7 @@ class Router:
                 return None
             self.wrapper.aurora_runtime.sleep(0.05)  # a promotion in progress: no writer yet
 
-    def _choose(self, results: List[probe.Result], avoid: Optional[str]) -> Optional[Tuple[str, Any, str]]:
+    def _choose(self, results: list[probe.Result], avoid: str | None) -> tuple[str, Any, str] | None:
         if self.want_writer:
             writers = [r for r in results if r[2] is False]
             return (writers[0][0], writers[0][1], writers[0][3] or "") if len(writers) == 1 else None
@@ -158,13 +161,15 @@ class Router:
         pick = others[self.wrapper.aurora_runtime.random.randrange(len(others))]
         return pick[0], pick[1], pick[3] or ""
 
-    def _race(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any],
-              avoid: Optional[str]) -> List[probe.Result]:
+    def _race(
+        self, parent: Callable[[dict[str, Any]], Any], params: dict[str, Any], avoid: str | None
+    ) -> list[probe.Result]:
         """One round over every instance (topology/probe.py)."""
         return self._race_among(parent, params, avoid, list(self.topology.instances))
 
-    def _race_among(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any],
-                    avoid: Optional[str], instances: List[str]) -> List[probe.Result]:
+    def _race_among(
+        self, parent: Callable[[dict[str, Any]], Any], params: dict[str, Any], avoid: str | None, instances: list[str]
+    ) -> list[probe.Result]:
         """One round over ``instances``; those that did not answer in it are remembered as hung."""
         topo = self.topology
         with topo.lock:
@@ -179,8 +184,12 @@ class Router:
                 until = self.clock() + probe.HUNG_SECONDS
                 for name in silent:
                     topo.hung[name] = until
-            logger.info("topology of %s: %s did not answer a probe round: left out of the rounds for %gs",
-                        self.host, ", ".join(silent), probe.HUNG_SECONDS)
+            logger.info(
+                "topology of %s: %s did not answer a probe round: left out of the rounds for %gs",
+                self.host,
+                ", ".join(silent),
+                probe.HUNG_SECONDS,
+            )
         return results
 
     def _late(self, result: probe.Result) -> None:
@@ -190,12 +199,15 @@ class Router:
         if result[1] is not None:
             _close(result[1])
 
-    def _split_brain(self, writers: List[str]) -> None:
-        logger.warning("topology of %s: %d instances claim to be the writer (%s): not guessing, using DNS",
-                       self.host, len(writers), ", ".join(writers))
+    def _split_brain(self, writers: list[str]) -> None:
+        logger.warning(
+            "topology of %s: %d instances claim to be the writer (%s): not guessing, using DNS",
+            self.host,
+            len(writers),
+            ", ".join(writers),
+        )
 
-    def _probe(self, parent: Callable[[Dict[str, Any]], Any], params: Dict[str, Any],
-               instance: str) -> probe.Result:
+    def _probe(self, parent: Callable[[dict[str, Any]], Any], params: dict[str, Any], instance: str) -> probe.Result:
         """Connect to one instance endpoint; (instance, connection or None, in_recovery, address)."""
         host = self.template.format(instance=instance)
         attempt = dict(params, host=host, connect_timeout=PROBE_TIMEOUT)
@@ -242,7 +254,7 @@ class Router:
             self.topology.dns_confirmed = now
         logger.info("topology of %s: writer is %s (%s), found in %.3fs", self.host, instance, address, now - began)
 
-    def _dns_addresses(self) -> List[str]:
+    def _dns_addresses(self) -> list[str]:
         try:
             return list((self.options.resolver or default_resolver)(self.host, self.port))
         except (OSError, UnicodeError):
@@ -250,12 +262,21 @@ class Router:
 
     def _record(self, failover: Failover) -> None:
         self.topology.last_failover = failover
-        logger.warning("failover on %r: writer %s -> %s (found by %s%s)", self.wrapper.alias,
-                       failover.old_writer, failover.new_writer, failover.how,
-                       "" if failover.seconds is None else ", %.3fs after the first sign" % failover.seconds)
+        logger.warning(
+            "failover on %r: writer %s -> %s (found by %s%s)",
+            self.wrapper.alias,
+            failover.old_writer,
+            failover.new_writer,
+            failover.how,
+            "" if failover.seconds is None else ", %.3fs after the first sign" % failover.seconds,
+        )
         signals.topology_failover.send(
-            sender=type(self.wrapper), alias=self.wrapper.alias, connection=self.wrapper,
-            old_writer=failover.old_writer, new_writer=failover.new_writer, how=failover.how,
+            sender=type(self.wrapper),
+            alias=self.wrapper.alias,
+            connection=self.wrapper,
+            old_writer=failover.old_writer,
+            new_writer=failover.new_writer,
+            how=failover.how,
             seconds=failover.seconds,
         )
 
@@ -289,7 +310,7 @@ class Router:
             self._record(Failover(old, new, "dns", None if since is None else round(now - since, 3)))
 
 
-def _ask(conn: Any, sql: str) -> Optional[List[Tuple[Any, ...]]]:
+def _ask(conn: Any, sql: str) -> list[tuple[Any, ...]] | None:
     """Run ``sql`` on a raw connection Django has not set up yet; leave no transaction open."""
     try:
         with conn.cursor() as cursor:
@@ -311,7 +332,7 @@ def _close(conn: Any) -> None:
         pass
 
 
-def router_for(wrapper: Any, params: Dict[str, Any], own: bool = False) -> Optional[Router]:
+def router_for(wrapper: Any, params: dict[str, Any], own: bool = False) -> Router | None:
     """A Router when topology routing applies to this alias's connects, else None.
 
     ``own``: a Router for one connect only (a pool's connects run in its worker threads at

@@ -10,7 +10,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from aurora_backend.connection.resolve import resolvable_host
 
@@ -22,10 +22,10 @@ AURORA_ENDPOINT = re.compile(r"^[^.]+\.cluster-(?P<kind>ro-|custom-)?(?P<suffix>
 class Failover:
     """The last failover this process saw on a cluster."""
 
-    old_writer: Optional[str]
+    old_writer: str | None
     new_writer: str
     how: str  # "topology": found by probing instance endpoints; "dns": the endpoint moved
-    seconds: Optional[float]  # from the first sign of trouble to the new writer's connection
+    seconds: float | None  # from the first sign of trouble to the new writer's connection
     at: float = field(default_factory=time.time)
 
 
@@ -33,30 +33,31 @@ class Failover:
 class Topology:
     """What this process knows of one cluster (shared by every alias and thread)."""
 
-    instances: List[str] = field(default_factory=list)
-    seen: Dict[str, float] = field(default_factory=dict)  # instance -> when last listed
-    writer: Optional[str] = None
-    learned_at: Optional[float] = None
+    instances: list[str] = field(default_factory=list)
+    seen: dict[str, float] = field(default_factory=dict)  # instance -> when last listed
+    writer: str | None = None
+    learned_at: float | None = None
     unknown_until: float = 0.0  # aurora_replica_status() failed: do not ask again before
-    suspect_since: Optional[float] = None
+    suspect_since: float | None = None
     suspect_until: float = 0.0
-    last_failover: Optional[Failover] = None
-    decided: Optional[Tuple[str, float]] = None  # (writer, when) chosen by the last full probe round
-    hung: Dict[str, float] = field(default_factory=dict)  # instance -> left out of probe rounds until
+    last_failover: Failover | None = None
+    decided: tuple[str, float] | None = None  # (writer, when) chosen by the last full probe round
+    hung: dict[str, float] = field(default_factory=dict)  # instance -> left out of probe rounds until
     last_sign: float = 0.0  # when the last failure sign was seen
     dns_confirmed: float = -1.0  # when a round last found the same writer as before, where DNS points
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
         failover = self.last_failover
         return {
-            "instances": list(self.instances), "writer": self.writer,
+            "instances": list(self.instances),
+            "writer": self.writer,
             "learned_seconds_ago": None if self.learned_at is None else round(time.monotonic() - self.learned_at, 3),
             "last_failover": None if failover is None else dict(vars(failover)),
         }
 
 
-_registry: Dict[Tuple[str, int], Topology] = {}
+_registry: dict[tuple[str, int], Topology] = {}
 _registry_lock = threading.Lock()
 
 
@@ -65,7 +66,7 @@ def topology_for(template: str, port: int) -> Topology:
         return _registry.setdefault((template.lower(), port), Topology())
 
 
-def snapshot() -> Dict[str, Dict[str, Any]]:
+def snapshot() -> dict[str, dict[str, Any]]:
     """Every topology this process learned, keyed by "template:port" (aurora_health)."""
     with _registry_lock:
         return {"%s:%d" % key: topo.snapshot() for key, topo in _registry.items()}
@@ -77,7 +78,7 @@ def reset() -> None:
         _registry.clear()
 
 
-def instance_template(host: str, configured: Optional[str]) -> Optional[str]:
+def instance_template(host: str, configured: str | None) -> str | None:
     """``{instance}.<suffix>`` for an Aurora cluster/reader endpoint, or the configured template."""
     if configured:
         return configured
@@ -85,7 +86,7 @@ def instance_template(host: str, configured: Optional[str]) -> Optional[str]:
     return "{instance}." + match.group("suffix") if match else None
 
 
-def describe(options: Any, params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+def describe(options: Any, params: dict[str, Any]) -> dict[str, Any] | None:
     """What aurora_health shows: the instance endpoint template and this process's knowledge."""
     host = resolvable_host(params)
     template = instance_template(host, options.topology_template) if host else None

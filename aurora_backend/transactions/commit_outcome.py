@@ -12,7 +12,7 @@ lost COMMIT, on a new connection, and trusts the answer only from the same datab
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Tuple
+from typing import Any
 
 from django.db import DatabaseError, OperationalError
 
@@ -48,14 +48,14 @@ class CommitOutcomeUnknown(OperationalError):
     re-check window), None (id too old, or no answer: ``__cause__`` says why).
     """
 
-    def __init__(self, message: str, *, alias: str, txid: Optional[int], status: Optional[str]) -> None:
+    def __init__(self, message: str, *, alias: str, txid: int | None, status: str | None) -> None:
         super().__init__(message)
         self.alias = alias
         self.txid = txid
         self.status = status
 
 
-def current_txid(connection: Any) -> Tuple[Optional[int], Optional[ServerIdentity]]:
+def current_txid(connection: Any) -> tuple[int | None, ServerIdentity | None]:
     """The id of the open transaction (None if it has written nothing) and the identity of
     the server it runs on, in one round trip.
 
@@ -65,8 +65,11 @@ def current_txid(connection: Any) -> Tuple[Optional[int], Optional[ServerIdentit
     """
     raw = connection.connection
     known = recorded_identity(raw)
-    query = "SELECT txid_current_if_assigned()" if known is not None else (
-        "SELECT txid_current_if_assigned(), " + IDENTITY_COLUMNS)
+    query = (
+        "SELECT txid_current_if_assigned()"
+        if known is not None
+        else ("SELECT txid_current_if_assigned(), " + IDENTITY_COLUMNS)
+    )
     with connection.cursor() as cursor:
         cursor.execute(query)
         row = cursor.fetchone()
@@ -76,7 +79,7 @@ def current_txid(connection: Any) -> Tuple[Optional[int], Optional[ServerIdentit
     return (None if row[0] is None else int(row[0])), known
 
 
-def txid_status(connection: Any, txid: int) -> Tuple[Optional[str], ServerIdentity]:
+def txid_status(connection: Any, txid: int) -> tuple[str | None, ServerIdentity]:
     """The server's answer for ``txid`` and who answered, asked outside any transaction
     (reconnects if needed), in one round trip."""
     with connection.cursor() as cursor:
@@ -86,8 +89,12 @@ def txid_status(connection: Any, txid: int) -> Tuple[Optional[str], ServerIdenti
 
 
 def resolve_lost_commit(
-    connection: Any, txid: int, runtime: Runtime, check_time: float, commit_error: BaseException,
-    server: Optional[ServerIdentity],
+    connection: Any,
+    txid: int,
+    runtime: Runtime,
+    check_time: float,
+    commit_error: BaseException,
+    server: ServerIdentity | None,
 ) -> str:
     """COMMITTED or ABORTED for ``txid``; raise CommitOutcomeUnknown when it cannot be known.
 
@@ -105,7 +112,9 @@ def resolve_lost_commit(
             raise _unknown(connection.alias, txid, None, "could not ask the server: %s" % exc) from commit_error
         if server is None or answered_by != server:
             reason = "the database that answered (%s) is not the one the transaction ran on (%s)" % (
-                answered_by, server or "not recorded")
+                answered_by,
+                server or "not recorded",
+            )
             raise _unknown(connection.alias, txid, None, reason) from commit_error
         logger.info("txid_status(%s) on %r after a lost COMMIT: %s", txid, connection.alias, status)
         if status in (COMMITTED, ABORTED):
@@ -117,17 +126,16 @@ def resolve_lost_commit(
         wait = min(wait * 2, _RECHECK_MAX)
 
 
-def _reason(status: Optional[str], check_time: float) -> str:
+def _reason(status: str | None, check_time: float) -> str:
     if status == IN_PROGRESS:
         return "it was still in progress after %.1fs of re-checks" % check_time
     return "the server no longer knows it (txid_status returned %r)" % (status,)
 
 
-def _unknown(alias: str, txid: Optional[int], status: Optional[str], reason: str) -> CommitOutcomeUnknown:
+def _unknown(alias: str, txid: int | None, status: str | None, reason: str) -> CommitOutcomeUnknown:
     message = (
         "The connection to %r died during COMMIT of transaction %s and its outcome is unknown: %s. "
-        "It was not retried (it may have committed); check the data before running it again."
-        % (alias, txid, reason)
+        "It was not retried (it may have committed); check the data before running it again." % (alias, txid, reason)
     )
     logger.error("%s", message)
     return CommitOutcomeUnknown(message, alias=alias, txid=txid, status=status)

@@ -7,12 +7,13 @@ import logging
 import math
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple
+from typing import Any
 
 logger = logging.getLogger("aurora_backend")
 
-Callsite = Tuple[str, int]
+Callsite = tuple[str, int]
 
 
 class NestedRetryWarning(RuntimeWarning):
@@ -23,24 +24,26 @@ class NestedRetryWarning(RuntimeWarning):
 class RetryOptions:
     """How one retry_atomic / retrying() block runs; validated when it is created."""
 
-    using: Optional[str] = None
+    using: str | None = None
     savepoint: bool = True
     durable: bool = False
     max_attempts: int = 5
-    max_time: Optional[float] = 30.0
+    max_time: float | None = 30.0
     backoff_base: float = 0.05
     backoff_max: float = 2.0
     commit_check_time: float = 5.0
     record_txid: bool = True
 
     @classmethod
-    def from_keywords(cls, caller: str, options: dict) -> "RetryOptions":
+    def from_keywords(cls, caller: str, options: dict) -> RetryOptions:
         """Build from a caller's keyword arguments; an unknown one is named with the valid ones."""
         known = [field.name for field in dataclasses.fields(cls)]
         unknown = sorted(set(options) - set(known))
         if unknown:
-            raise TypeError("%s() got an unexpected keyword argument %r; its options are: %s."
-                            % (caller, unknown[0], ", ".join(known)))
+            raise TypeError(
+                "%s() got an unexpected keyword argument %r; its options are: %s."
+                % (caller, unknown[0], ", ".join(known))
+            )
         return cls(**options)
 
     def __post_init__(self) -> None:
@@ -50,7 +53,9 @@ class RetryOptions:
         if self.using is not None and not isinstance(self.using, str):
             raise TypeError("retry_atomic(using=%r): using must be a database alias (str) or None." % (self.using,))
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ValueError("retry_atomic(max_attempts=%r): give an int >= 1 (1 never retries)." % (self.max_attempts,))
+            raise ValueError(
+                "retry_atomic(max_attempts=%r): give an int >= 1 (1 never retries)." % (self.max_attempts,)
+            )
         _check_seconds("max_time", self.max_time, allow_none=True)
         for name in ("backoff_base", "backoff_max", "commit_check_time"):
             _check_seconds(name, getattr(self, name), allow_none=False)

@@ -12,12 +12,15 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from typing import Any, Callable, Iterator, Optional, TypeVar, Union, overload
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, overload
 
 from django.db import DEFAULT_DB_ALIAS, Error, connections, transaction
 
 from aurora_backend import signals, stats
 from aurora_backend.bluegreen import tokens as commit_tokens
+from aurora_backend.errors import TRANSACTION_RETRYABLE, ErrorKind, classify, driver_error
+from aurora_backend.runtime import Runtime, jittered_delays
 from aurora_backend.transactions.commit_outcome import (
     COMMITTED,
     CommitOutcomeUnknown,
@@ -25,8 +28,6 @@ from aurora_backend.transactions.commit_outcome import (
     current_txid,
     resolve_lost_commit,
 )
-from aurora_backend.transactions.server_identity import ServerIdentity
-from aurora_backend.errors import ErrorKind, TRANSACTION_RETRYABLE, classify, driver_error
 from aurora_backend.transactions.options import (
     Callsite,
     NestedRetryWarning,
@@ -35,10 +36,16 @@ from aurora_backend.transactions.options import (
     first_line,
     warn_nested,
 )
-from aurora_backend.runtime import Runtime, jittered_delays
+from aurora_backend.transactions.server_identity import ServerIdentity
 
 __all__ = [
-    "retry_atomic", "retrying", "Attempt", "Retrying", "RetryOptions", "CommitOutcomeUnknown", "NestedRetryWarning",
+    "retry_atomic",
+    "retrying",
+    "Attempt",
+    "Retrying",
+    "RetryOptions",
+    "CommitOutcomeUnknown",
+    "NestedRetryWarning",
 ]
 
 logger = logging.getLogger("aurora_backend")
@@ -55,10 +62,10 @@ _LOST_COMMIT_KINDS = frozenset({ErrorKind.DISCONNECT, ErrorKind.CONNECT_RETRYABL
 @overload
 def retry_atomic(func: F) -> F: ...
 @overload
-def retry_atomic(func: Optional[str] = None, **options: Any) -> Callable[[F], F]: ...
+def retry_atomic(func: str | None = None, **options: Any) -> Callable[[F], F]: ...
 
 
-def retry_atomic(func: Union[F, str, None] = None, **options: Any) -> Union[F, Callable[[F], F]]:
+def retry_atomic(func: F | str | None = None, **options: Any) -> F | Callable[[F], F]:
     """Decorate ``func`` to run in ``atomic()``, re-run from the start when the database rolled it back.
 
     ``@retry_atomic``, ``@retry_atomic(using="other", max_attempts=3)`` or ``@retry_atomic("other")``.
@@ -88,7 +95,7 @@ def retry_atomic(func: Union[F, str, None] = None, **options: Any) -> Union[F, C
     return decorate(func) if func is not None else decorate
 
 
-def retrying(using: Optional[str] = None, **options: Any) -> "Retrying":
+def retrying(using: str | None = None, **options: Any) -> Retrying:
     """Attempts of a block of code: ``for attempt in retrying(): with attempt: ...``.
 
     Each ``with attempt:`` is one ``atomic()`` transaction; a retryable failure is swallowed
@@ -96,7 +103,9 @@ def retrying(using: Optional[str] = None, **options: Any) -> "Retrying":
     nothing but the ``with`` statement in the loop body.
     """
     frame = sys._getframe(1)
-    return Retrying(RetryOptions.from_keywords("retrying", {"using": using, **options}), (frame.f_code.co_filename, frame.f_lineno))
+    return Retrying(
+        RetryOptions.from_keywords("retrying", {"using": using, **options}), (frame.f_code.co_filename, frame.f_lineno)
+    )
 
 
 # ----- attempts -------------------------------------------------------------------------
@@ -110,7 +119,7 @@ class Retrying:
         self.callsite = callsite
         self.alias = options.using or DEFAULT_DB_ALIAS
 
-    def __iter__(self) -> Iterator["Attempt"]:
+    def __iter__(self) -> Iterator[Attempt]:
         connection = connections[self.alias]
         if connection.in_atomic_block:
             yield from self._nested(connection)
@@ -134,12 +143,12 @@ class Retrying:
             self._announce(attempt)
             runtime.sleep(attempt.delay)
 
-    def _nested(self, connection: Any) -> Iterator["Attempt"]:
+    def _nested(self, connection: Any) -> Iterator[Attempt]:
         warn_nested(self.callsite, self.alias)
         attempt = Attempt(self, connection, 1, nested=True)
         yield attempt
 
-    def _connect(self, attempt: "Attempt") -> bool:
+    def _connect(self, attempt: Attempt) -> bool:
         """Connect before the attempt, so a connect failure is retried like any other."""
         connection = attempt.connection
         try:
@@ -155,7 +164,7 @@ class Retrying:
             )
         return True
 
-    def next_delay(self, attempt: "Attempt") -> Optional[float]:
+    def next_delay(self, attempt: Attempt) -> float | None:
         """The wait before the next attempt, or None when attempts or time are used up."""
         delay = next(self._delays)
         if attempt.number >= self.options.max_attempts:
@@ -165,24 +174,35 @@ class Retrying:
             return None
         return delay
 
-    def _finished(self, attempt: "Attempt", outcome: str) -> None:
+    def _finished(self, attempt: Attempt, outcome: str) -> None:
         signals.transaction_finished.send(
-            sender=type(attempt.connection), alias=self.alias, connection=attempt.connection,
-            attempts=attempt.number, outcome=outcome,
+            sender=type(attempt.connection),
+            alias=self.alias,
+            connection=attempt.connection,
+            attempts=attempt.number,
+            outcome=outcome,
         )
 
-    def _announce(self, attempt: "Attempt") -> None:
+    def _announce(self, attempt: Attempt) -> None:
         error = attempt.error
         assert error is not None and attempt.delay is not None
         name = type(driver_error(error)).__name__
         logger.info(
             "retrying transaction on %r: attempt %d failed with %s (%s); next attempt in %.3fs",
-            self.alias, attempt.number, name, first_line(error), attempt.delay,
+            self.alias,
+            attempt.number,
+            name,
+            first_line(error),
+            attempt.delay,
         )
         stats.incr(self.alias, "transactions_retried")
         signals.transaction_retry.send(
-            sender=type(attempt.connection), alias=self.alias, connection=attempt.connection,
-            attempt=attempt.number, error=error, delay=attempt.delay,
+            sender=type(attempt.connection),
+            alias=self.alias,
+            connection=attempt.connection,
+            attempt=attempt.number,
+            error=error,
+            delay=attempt.delay,
         )
 
 
@@ -194,24 +214,24 @@ class Attempt:
         self.number = number
         self.connection = connection
         #: The failure that ended this attempt (when it is retried), else None.
-        self.error: Optional[BaseException] = None
+        self.error: BaseException | None = None
         #: The wait before the next attempt when this one is retried, else None.
-        self.delay: Optional[float] = None
+        self.delay: float | None = None
         self.succeeded = False
         self.result: Any = None
         self._retrying = retrying
         self._nested = nested
         self._raw: Any = None
-        self._commit_token: Optional[str] = None
+        self._commit_token: str | None = None
         options = retrying.options
         self._atomic = transaction.atomic(using=retrying.alias, savepoint=options.savepoint, durable=options.durable)
 
-    def __enter__(self) -> "Attempt":
+    def __enter__(self) -> Attempt:
         self._atomic.__enter__()
         self._raw = self.connection.connection
         return self
 
-    def __exit__(self, exc_type: Any, exc: Optional[BaseException], traceback: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, traceback: Any) -> bool:
         if self._nested:
             self._atomic.__exit__(exc_type, exc, traceback)
             self.succeeded = exc is None
@@ -232,7 +252,9 @@ class Attempt:
         if delay is None:
             logger.warning(
                 "giving up transaction on %r after %d attempt(s): %s",
-                self._retrying.alias, self.number, type(driver_error(exc)).__name__,
+                self._retrying.alias,
+                self.number,
+                type(driver_error(exc)).__name__,
             )
             self._retrying._finished(self, "gave_up")
             return False
@@ -281,7 +303,12 @@ class Attempt:
         return self.fail(exc, retryable)
 
     def _commit_failed(
-        self, exc: BaseException, raw: Any, txid: Optional[int], server: Optional[ServerIdentity], callbacks: list,
+        self,
+        exc: BaseException,
+        raw: Any,
+        txid: int | None,
+        server: ServerIdentity | None,
+        callbacks: list,
     ) -> bool:
         """True to retry; False to raise ``exc``; the lost-COMMIT verdict may raise instead."""
         kind = classify(exc, raw)
@@ -290,7 +317,9 @@ class Attempt:
             return self.fail(exc, _is_database_error(exc) and kind in TRANSACTION_RETRYABLE)
         alias = self._retrying.alias
         options = self._retrying.options
-        logger.warning("COMMIT on %r got no answer (%s); transaction id %s", alias, type(driver_error(exc)).__name__, txid)
+        logger.warning(
+            "COMMIT on %r got no answer (%s); transaction id %s", alias, type(driver_error(exc)).__name__, txid
+        )
         if not options.record_txid:
             self._verdict("unknown", txid)
             raise commit_outcome_unrecorded(alias, exc)
@@ -299,9 +328,18 @@ class Attempt:
             self._succeed(callbacks)  # it wrote nothing: committed or not, the outcome is the same
             return True
         try:
-            status = commit_tokens.settle(self.connection, self._commit_token, lambda: resolve_lost_commit(
-                self.connection, txid, self._retrying._runtime, options.commit_check_time, exc, server,
-            ))
+            status = commit_tokens.settle(
+                self.connection,
+                self._commit_token,
+                lambda: resolve_lost_commit(
+                    self.connection,
+                    txid,
+                    self._retrying._runtime,
+                    options.commit_check_time,
+                    exc,
+                    server,
+                ),
+            )
         except CommitOutcomeUnknown:
             self._verdict("unknown", txid)
             raise
@@ -311,10 +349,13 @@ class Attempt:
             return True
         return self.fail(exc, True)
 
-    def _verdict(self, verdict: str, txid: Optional[int]) -> None:
+    def _verdict(self, verdict: str, txid: int | None) -> None:
         signals.lost_commit.send(
-            sender=type(self.connection), alias=self._retrying.alias, connection=self.connection,
-            verdict=verdict, txid=txid,
+            sender=type(self.connection),
+            alias=self._retrying.alias,
+            connection=self.connection,
+            verdict=verdict,
+            txid=txid,
         )
 
     def _succeed(self, callbacks: list) -> None:

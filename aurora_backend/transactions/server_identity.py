@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 from django.db import Error
 
@@ -35,16 +35,20 @@ IDENTITY_COLUMNS = (
 class ServerIdentity(NamedTuple):
     """The system identifier (None if the role may not read it), database oid and name."""
 
-    system_identifier: Optional[str]
+    system_identifier: str | None
     database_oid: int
     database: str
 
     def __str__(self) -> str:
-        return "system %s, database %s (oid %s)" % (self.system_identifier or "unknown", self.database, self.database_oid)
+        return "system %s, database %s (oid %s)" % (
+            self.system_identifier or "unknown",
+            self.database,
+            self.database_oid,
+        )
 
 
 # Per driver connection: a connection never moves to another server.
-_known: "weakref.WeakKeyDictionary[Any, ServerIdentity]" = weakref.WeakKeyDictionary()
+_known: weakref.WeakKeyDictionary[Any, ServerIdentity] = weakref.WeakKeyDictionary()
 
 
 def identity_from_row(row: Any) -> ServerIdentity:
@@ -76,7 +80,7 @@ def record_identity(raw_connection: Any, identity: ServerIdentity) -> None:
         pass
 
 
-def recorded_identity(raw_connection: Any) -> Optional[ServerIdentity]:
+def recorded_identity(raw_connection: Any) -> ServerIdentity | None:
     """The identity recorded for a driver connection, or None."""
     try:
         return _known.get(raw_connection)

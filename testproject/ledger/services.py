@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Optional
 
 from django.db.models import Sum
 
@@ -21,14 +20,10 @@ class AccountNotFound(LookupError):
 
 def open_accounts(count: int, balance: int) -> list[Account]:
     """Create accounts acct-0 .. acct-{count-1}, each holding ``balance``."""
-    return Account.objects.bulk_create(
-        [Account(name="acct-%d" % i, balance=balance) for i in range(count)]
-    )
+    return Account.objects.bulk_create([Account(name="acct-%d" % i, balance=balance) for i in range(count)])
 
 
-def _apply(
-    source_id: int, destination_id: int, amount: int, request_id: uuid.UUID, using: str = "default"
-) -> Transfer:
+def _apply(source_id: int, destination_id: int, amount: int, request_id: uuid.UUID, using: str = "default") -> Transfer:
     accounts = Account.objects.using(using)
     # Lock both rows in id order so that concurrent transfers cannot deadlock each other.
     locked = {a.pk: a for a in accounts.select_for_update().filter(pk__in=[source_id, destination_id]).order_by("pk")}
@@ -49,7 +44,7 @@ def transfer(
     source_id: int,
     destination_id: int,
     amount: int,
-    request_id: Optional[uuid.UUID] = None,
+    request_id: uuid.UUID | None = None,
     using: str = "default",
 ) -> Transfer:
     """Move ``amount`` from one account to another, in one transaction, re-run on rollback.

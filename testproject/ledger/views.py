@@ -33,7 +33,9 @@ def transfer(request: HttpRequest) -> JsonResponse:
         source, destination, amount = int(body["source"]), int(body["destination"]), int(body["amount"])
         request_id = uuid.UUID(body["request_id"]) if body.get("request_id") else None
     except (KeyError, TypeError, ValueError) as err:
-        return JsonResponse({"error": "expected JSON {source, destination, amount[, request_id]}: %s" % err}, status=400)
+        return JsonResponse(
+            {"error": "expected JSON {source, destination, amount[, request_id]}: %s" % err}, status=400
+        )
     try:
         done = services.transfer(source, destination, amount, request_id)
     except services.InsufficientFunds as err:

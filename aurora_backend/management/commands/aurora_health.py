@@ -8,14 +8,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.management.color import no_style
 
-from aurora_backend.health import report as health
 from aurora_backend.connection.connect import Attempt
+from aurora_backend.health import report as health
 from aurora_backend.health.render import render
 
 _THRESHOLD_OPTIONS = (
@@ -33,20 +33,34 @@ class Command(BaseCommand):
         "Check the database behind every aurora_backend alias: endpoint, connect latency, "
         "server, capacity, scaling blockers, readers. Exit 0 healthy, 1 degraded, 2 unreachable."
     )
-    requires_system_checks: List[str] = []
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--database", action="append", dest="databases", metavar="ALIAS",
-                            help="Alias to check (repeatable). Default: every alias using aurora_backend.")
+        parser.add_argument(
+            "--database",
+            action="append",
+            dest="databases",
+            metavar="ALIAS",
+            help="Alias to check (repeatable). Default: every alias using aurora_backend.",
+        )
         parser.add_argument("--json", action="store_true", help="Print the report as JSON (health/schema.json).")
-        parser.add_argument("--wait", type=_seconds, metavar="SECONDS",
-                            help="Keep trying to connect this long (wakes a paused cluster), showing progress.")
+        parser.add_argument(
+            "--wait",
+            type=_seconds,
+            metavar="SECONDS",
+            help="Keep trying to connect this long (wakes a paused cluster), showing progress.",
+        )
         parser.add_argument("--watch", type=_seconds, metavar="N", help="Repeat the report every N seconds.")
         parser.add_argument("--count", type=int, metavar="K", help="With --watch: stop after K reports.")
         defaults = health.Thresholds()
         for name, text in _THRESHOLD_OPTIONS:
-            parser.add_argument("--" + name.replace("_", "-"), dest=name, type=_seconds, metavar="N",
-                                help="%s (default %g, or settings.AURORA_HEALTH)." % (text, getattr(defaults, name)))
+            parser.add_argument(
+                "--" + name.replace("_", "-"),
+                dest=name,
+                type=_seconds,
+                metavar="N",
+                help="%s (default %g, or settings.AURORA_HEALTH)." % (text, getattr(defaults, name)),
+            )
 
     def handle(self, *args: Any, **options: Any) -> None:
         aliases = self._aliases(options["databases"])
@@ -69,7 +83,7 @@ class Command(BaseCommand):
         if code:
             sys.exit(code)
 
-    def _aliases(self, requested: Optional[List[str]]) -> List[str]:
+    def _aliases(self, requested: list[str] | None) -> list[str]:
         from django.db import connections
 
         if not requested:
@@ -79,19 +93,21 @@ class Command(BaseCommand):
             return aliases
         for alias in requested:
             if alias not in connections.settings:
-                raise CommandError("Unknown database alias %r; settings.DATABASES has: %s."
-                                   % (alias, ", ".join(connections.settings)))
+                raise CommandError(
+                    "Unknown database alias %r; settings.DATABASES has: %s." % (alias, ", ".join(connections.settings))
+                )
             if not health.uses_aurora(connections.settings[alias]):
-                raise CommandError("Database alias %r does not use aurora_backend (ENGINE %r)."
-                                   % (alias, connections.settings[alias].get("ENGINE")))
+                raise CommandError(
+                    "Database alias %r does not use aurora_backend (ENGINE %r)."
+                    % (alias, connections.settings[alias].get("ENGINE"))
+                )
         return list(dict.fromkeys(requested))
 
-    def _report_once(self, aliases: List[str], thresholds: health.Thresholds, options: Dict[str, Any]) -> int:
+    def _report_once(self, aliases: list[str], thresholds: health.Thresholds, options: dict[str, Any]) -> int:
         wait = options["wait"]
         if wait is not None:
             self.stderr.write("waiting up to %g s for %s to accept a connection" % (wait, ", ".join(aliases)))
-        report = health.collect(aliases, thresholds, wait=wait,
-                                on_retry=self._progress if wait is not None else None)
+        report = health.collect(aliases, thresholds, wait=wait, on_retry=self._progress if wait is not None else None)
         if options["json"]:
             self.stdout.write(json.dumps(report.to_dict(), indent=2, sort_keys=False))
         else:
@@ -108,8 +124,12 @@ class Command(BaseCommand):
     def _painter(self) -> Any:
         style = self.style if self.stdout.isatty() else no_style()
         roles = {
-            "healthy": style.SUCCESS, "degraded": style.WARNING, "warning": style.WARNING,
-            "unreachable": style.ERROR, "error": style.ERROR, "title": style.MIGRATE_HEADING,
+            "healthy": style.SUCCESS,
+            "degraded": style.WARNING,
+            "warning": style.WARNING,
+            "unreachable": style.ERROR,
+            "error": style.ERROR,
+            "title": style.MIGRATE_HEADING,
         }
         return lambda text, role: roles.get(role, str)(text)
 
