@@ -8,7 +8,8 @@ from aurora_backend.testing.drivers import pool_enabled, select_driver
 #: The driver under test (AURORA_TEST_DRIVER: psycopg2, psycopg, pool; unset: Django's pick).
 DRIVER = select_driver()
 
-from tests.pg import server
+# Kept after select_driver(): the driver is chosen before anything else is imported.
+from tests.pg import server  # noqa: E402
 
 _srv = server()
 

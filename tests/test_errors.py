@@ -12,7 +12,7 @@ from aurora_backend.errors import (
 )
 from tests.pg import server
 
-D, C, R, T, N, O = (
+D, C, R, T, N, O = (  # noqa: E741 - one-letter column keys of the tables below
     ErrorKind.DISCONNECT,
     ErrorKind.CONNECT_RETRYABLE,
     ErrorKind.READ_ONLY,
@@ -50,14 +50,14 @@ MESSAGES = [
     ("could not serialize access due to concurrent update", T, False),
     ("deadlock detected", T, False),
     (
-        'connection to server at "h" (10.0.0.1), port 5432 failed: FATAL:  password authentication failed for user "app"',
+        'connection to server at "h" (10.0.0.1), port 5432 failed: FATAL:  password authentication failed for user "app"',  # noqa: E501 - the message verbatim
         N,
         False,
     ),
     ('connection to server at "h" (10.0.0.1), port 5432 failed: FATAL:  database "nope" does not exist', N, False),
     ("Feature not supported: RDS Proxy currently doesn't support command-line options.", N, False),
     (
-        'connection to server at "127.0.0.2", port 5432 failed: server certificate for "db.x" does not match host name "y"',
+        'connection to server at "127.0.0.2", port 5432 failed: server certificate for "db.x" does not match host name "y"',  # noqa: E501 - the message verbatim
         N,
         False,
     ),

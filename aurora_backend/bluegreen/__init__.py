@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import os
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 from django.db import OperationalError
 

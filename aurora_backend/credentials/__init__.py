@@ -9,14 +9,14 @@ login drops it and tries once more with a fresh one. See docs/credentials.md.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
 from aurora_backend.credentials import aws, cache
 from aurora_backend.credentials.cache import Credential
 from aurora_backend.credentials.client import credentials_client
-from aurora_backend.credentials.config import CredentialsConfig, check_sslmode, parse
+from aurora_backend.credentials.config import CredentialsConfig, parse
 from aurora_backend.credentials.iam import region_from_host
 from aurora_backend.credentials.login import CredentialsRejected, CredentialsUnavailable, Login, is_rejection, status
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import select
 from collections.abc import Callable
-from typing import Any, Dict, Optional
+from typing import Any
 
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 

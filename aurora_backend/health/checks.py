@@ -147,7 +147,9 @@ def detection_bound(options: Mapping[str, Any], aurora: AuroraOptions) -> float 
             return user_timeout or None  # unacknowledged data only: an idle wait is never bounded
         idle, interval, count = (
             int(params.get(key, default))
-            for key, default in zip(("keepalives_idle", "keepalives_interval", "keepalives_count"), OS_KEEPALIVE)
+            for key, default in zip(
+                ("keepalives_idle", "keepalives_interval", "keepalives_count"), OS_KEEPALIVE, strict=True
+            )
         )
     except (TypeError, ValueError):
         return None

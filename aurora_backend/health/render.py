@@ -173,7 +173,7 @@ def _blocker_table(items: list[Blocker]) -> list[str]:
             item.application or "-",
             "-" if item.age_seconds is None else human_seconds(item.age_seconds),
         )
-        text = "".join(_cell(value, width) for value, (_, width) in zip(cells, _COLUMNS))
+        text = "".join(_cell(value, width) for value, (_, width) in zip(cells, _COLUMNS, strict=False))
         lines.append("    %s%s" % (text, item.detail))
         if item.query:
             lines.append("    %squery: %s" % (" " * sum(w for _, w in _COLUMNS), item.query))

@@ -1,1 +1,4 @@
-"""Django's connection pool (OPTIONS["pool"]) made Aurora-safe: its settings and build (config), the wrapper side (mixin)."""
+"""Django's connection pool (OPTIONS["pool"]) made Aurora-safe.
+
+Its settings and build (config), the wrapper side (mixin).
+"""

@@ -6,7 +6,8 @@ some of it on its own; in proxy mode (``OPTIONS["aurora"]["proxy"]``: on for hos
 containing ".proxy-", or True/False) the ENGINE:
 
 - sends no ``set_config('TimeZone', ...)`` at connect when the server's timezone differs
-  from Django's (``UTC``, ``Etc/UTC``, ``Zulu``, ``GMT`` ... are one zone: no difference): it logs once how to set the role's or database's timezone instead (and
+  from Django's (``UTC``, ``Etc/UTC``, ``Zulu``, ``GMT`` ... are one zone: no difference): it
+  logs once how to set the role's or database's timezone instead (and
   system check W007 says so). Aware datetimes read meanwhile keep the instant the server
   sent (psycopg2 gets a fixed-offset tzinfo; psycopg 3 converts); with USE_TZ = False
   naive values are in the session's timezone until the role's is set;

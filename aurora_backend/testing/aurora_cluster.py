@@ -133,7 +133,7 @@ class AuroraCluster:
                 if self.port or attempt == tries - 1:
                     raise
                 continue
-            for instance, sim in zip(self.instances.values(), started):
+            for instance, sim in zip(self.instances.values(), started, strict=False):
                 instance.sim = sim
             self.port = port
             return
@@ -230,7 +230,7 @@ class AuroraCluster:
             with conn.cursor() as cur:
                 cur.execute("SELECT * FROM aurora_replica_status()")
                 names = [c[0] for c in cur.description]
-                return [dict(zip(names, row)) for row in cur.fetchall()]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         finally:
             conn.close()
 

@@ -266,7 +266,7 @@ class BlueGreenDeployment:
             with conn.cursor() as cur:
                 cur.execute("SELECT * FROM pg_catalog.get_blue_green_fast_switchover_metadata('aurora_backend')")
                 names = [c[0] for c in cur.description]
-                return [dict(zip(names, row)) for row in cur.fetchall()]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         finally:
             conn.close()
 
@@ -357,7 +357,7 @@ class BlueGreenDeployment:
         ]
         moves += [
             (b.endpoint, g.endpoint, [g.address], False)
-            for b, g in zip(blue.instances.values(), green.instances.values())
+            for b, g in zip(blue.instances.values(), green.instances.values(), strict=False)
         ]
         for blue_name, green_name, addresses, pick_one in moves:
             old_addresses = self.dns.authoritative(blue_name)
@@ -367,7 +367,7 @@ class BlueGreenDeployment:
         self.switched_at = green.writer.scalar("SELECT clock_timestamp()")
         blue.cluster_endpoint, green.cluster_endpoint = old_name(blue.cluster_endpoint), blue.cluster_endpoint
         blue.reader_endpoint, green.reader_endpoint = old_name(blue.reader_endpoint), blue.reader_endpoint
-        for b, g in zip(blue.instances.values(), green.instances.values()):
+        for b, g in zip(blue.instances.values(), green.instances.values(), strict=False):
             b.endpoint, g.endpoint = old_name(b.endpoint), b.endpoint
         logger.info("blue/green %s: %s now names green (%s)", self.id, green.cluster_endpoint, green.writer.address)
 
