@@ -13,8 +13,8 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, TypeVar, overload
 
 from aurora_backend.simulator import protocol as p
 from aurora_backend.simulator.faults import Faults, SimulatorError
@@ -24,6 +24,7 @@ from aurora_backend.simulator.session import Session
 logger = logging.getLogger("aurora_backend")
 
 Address = tuple[str, int]
+_T = TypeVar("_T")
 COUNTER_NAMES = (
     "accepted",
     "startups",
@@ -233,6 +234,11 @@ class AuroraSimulator(Faults, RdsProxyMode):
             writer.close()
 
     # -- thread bridge -------------------------------------------------------------
+
+    @overload
+    def _call(self, fn: Callable[..., Coroutine[Any, Any, _T]], *args: Any) -> _T: ...
+    @overload
+    def _call(self, fn: Callable[..., _T], *args: Any) -> _T: ...
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` in the loop thread and return its result."""
