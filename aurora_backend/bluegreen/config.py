@@ -75,7 +75,7 @@ def enabled_for(config: BlueGreenConfig, host: str | None, proxy: bool) -> bool:
     return bool(host) and str(host).lower().rstrip(".").endswith(".rds.amazonaws.com") and not proxy
 
 
-def _names() -> list:
+def _names() -> list[str]:
     return [f.name for f in fields(BlueGreenConfig)]
 
 

@@ -185,7 +185,7 @@ class Watcher:
             self._learn(rows)
         self._set(phase, how="metadata")
 
-    def _poll(self) -> list | None:
+    def _poll(self) -> list[tuple[Any, ...]] | None:
         try:
             if self._conn is None:
                 self._conn = self._connect()
@@ -214,7 +214,7 @@ class Watcher:
             except Exception:
                 pass
 
-    def _learn(self, rows: list) -> None:
+    def _learn(self, rows: list[tuple[Any, ...]]) -> None:
         """Blue's and green's addresses, while both still have their own names."""
         mine = ".cluster-ro-" if self._reader else ".cluster-"
         blue, green = [], []

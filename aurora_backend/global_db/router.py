@@ -84,7 +84,7 @@ class GlobalRouter(Router):
         self.cross_region = cross_region
 
     @property
-    def topology(self) -> state.GlobalTopology:  # type: ignore[override]
+    def topology(self) -> state.GlobalTopology:
         return state.topology_for(self.key, self.port)
 
     def _race(self, parent: Callable[[dict[str, Any]], Any], params: dict[str, Any], avoid: str | None) -> list[Probe]:

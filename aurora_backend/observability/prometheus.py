@@ -91,7 +91,7 @@ def _family(metric: catalog.Metric) -> Any:
     return GaugeMetricFamily(metric.prometheus_name, metric.description, labels=labels, unit=unit)
 
 
-_collectors: dict = {}
+_collectors: dict[int, AuroraCollector] = {}
 
 
 def register(registry: Any | None = None) -> AuroraCollector:

@@ -105,7 +105,7 @@ class AuroraSimulator(Faults, RdsProxyMode):
         if self._thread is not None:
             raise SimulatorError("start(): this simulator was already started; create a new one")
         self._loop = asyncio.new_event_loop()
-        ready: concurrent.futures.Future = concurrent.futures.Future()
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._serve, args=(ready,), name="aurora-simulator", daemon=True)
         self._thread.start()
         try:
@@ -116,7 +116,7 @@ class AuroraSimulator(Faults, RdsProxyMode):
         logger.info("simulator: listening on %s, upstream %s:%d", self._bound, *self._upstream)
         return self
 
-    def _serve(self, ready: concurrent.futures.Future) -> None:
+    def _serve(self, ready: concurrent.futures.Future[None]) -> None:
         loop = self._loop
         assert loop is not None
         asyncio.set_event_loop(loop)
@@ -249,7 +249,7 @@ class AuroraSimulator(Faults, RdsProxyMode):
             return fn(*args)
         if asyncio.iscoroutinefunction(fn):
             return asyncio.run_coroutine_threadsafe(fn(*args), loop).result(10)
-        future: concurrent.futures.Future = concurrent.futures.Future()
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def run() -> None:
             try:
