@@ -59,6 +59,8 @@ logger = logging.getLogger("aurora_backend")
 class _HealingErrorWrapper(DatabaseErrorWrapper):
     """Django's error translation, after first dropping a connection the error proved dead."""
 
+    wrapper: Any  # set by DatabaseErrorWrapper.__init__; django-stubs does not declare it
+
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
         if exc_type is None:
             return
@@ -83,7 +85,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
     autocommit: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        super().__init__(*args, **kwargs)
         options = AuroraOptions.from_settings(self.alias, self.settings_dict["OPTIONS"])
         self.aurora_proxy_mode = proxy_enabled(options, self.settings_dict)
         self.aurora_options = proxy_options(options, self.settings_dict)
@@ -121,12 +123,12 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
     # ----- connecting ---------------------------------------------------------------
 
     def get_connection_params(self) -> dict[str, Any]:
-        params = super().get_connection_params()  # type: ignore[misc]
+        params = super().get_connection_params()
         params.pop(OPTIONS_KEY, None)
         return keepalive.apply(params, self.aurora_options.silent_host_timeout)
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        parent = super().get_new_connection  # type: ignore[misc]
+        parent = super().get_new_connection
         pooled = self.pool is not None
         if pooled:  # a checkout: the pool opened it (and routed it) through _aurora_pool_connect
             # The wrapper's Router first: a sign seen at checkout (a connection handed out dead,
@@ -280,7 +282,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
 
     def chunked_cursor(self) -> Any:
         # Django's only way to a server-side (named) cursor: QuerySet.iterator().
-        wrapped = super().chunked_cursor()  # type: ignore[misc]
+        wrapped = super().chunked_cursor()
         if is_named_cursor(wrapped.cursor):  # see _aurora_cursors_open
             self._aurora_named_cursors.add(wrapped.cursor)
             self._aurora_readers.pop(id(wrapped.cursor), None)  # not a client cursor

@@ -10,7 +10,7 @@ The idle reaper thread (``lifetime.py``) closes idle connections of quiet proces
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aurora_backend import signals, stats
 from aurora_backend.connection.lifetime import reason_to_close
@@ -45,6 +45,10 @@ class FreshnessMixin(SessionMixin):
     _aurora_named_cursors: Any
     _aurora_input_waiting: Any
     _aurora_plain_health_hooks: bool
+
+    if TYPE_CHECKING:  # pragma: no cover
+
+        def _aurora_scale_event(self, exc: BaseException) -> None: ...  # AuroraWrapperMixin's
 
     def close_if_health_check_failed(self) -> None:
         # Django's own pre-use hook: it runs before every cursor and when atomic() starts a

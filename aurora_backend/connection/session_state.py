@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from aurora_backend.connection.session_sql import (
     HOLD,
@@ -104,7 +104,7 @@ def _without_values(sql: str) -> str:
     at = sql.find(" VALUES (")
     if at < 0:
         return sql
-    end = _PLACEHOLDERS.match(sql, at + 8).end()
+    end = cast(re.Match[str], _PLACEHOLDERS.match(sql, at + 8)).end()  # the pattern matches "" too
     return sql[:at] + " VALUES (%s) " + sql[end:]
 
 
@@ -171,12 +171,12 @@ class SessionState:
             else:
                 held.pop(effect.name, None)
         else:
-            counts = held.get(effect.name)
-            if counts is not None and key in counts:
-                counts[key] -= 1
-                if counts[key] <= 0:
-                    del counts[key]
-                if not counts:
+            pending = held.get(effect.name)
+            if pending is not None and key in pending:
+                pending[key] -= 1
+                if pending[key] <= 0:
+                    del pending[key]
+                if not pending:
                     del held[effect.name]
 
     def describe(self) -> list[str]:

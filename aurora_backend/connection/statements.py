@@ -276,27 +276,31 @@ def _direct_executemany(self: Any, sql: Any, param_list: Any) -> Any:
     return self._executemany(sql, param_list)
 
 
-def retrying_cursor_class(wrapper_class: type) -> type[Any]:
+def retrying_cursor_class(wrapper_class: type[CursorWrapper]) -> type[Any]:
     """``wrapper_class`` (a Django CursorWrapper class) with statement re-run mixed in."""
     if issubclass(wrapper_class, RetryingCursorMixin):
         return wrapper_class
     klass = _cursor_classes.get(wrapper_class)
     if klass is None:
+        # Django's private methods, which django-stubs does not declare.
+        parent_execute = wrapper_class._execute  # type: ignore[attr-defined]
+        parent_executemany = wrapper_class._executemany  # type: ignore[attr-defined]
+        with_wrappers = wrapper_class._execute_with_wrappers  # type: ignore[attr-defined]
         namespace: dict[str, Any] = {
             # What super()._execute would find, bound once here (the per-statement path).
-            "_aurora_next_execute": wrapper_class._execute,  # type: ignore[attr-defined]
-            "_execute": _execute_over(wrapper_class._execute),  # type: ignore[attr-defined]
-            "_aurora_next_executemany": wrapper_class._executemany,  # type: ignore[attr-defined]
+            "_aurora_next_execute": parent_execute,
+            "_execute": _execute_over(parent_execute),
+            "_aurora_next_executemany": parent_executemany,
         }
         # Django's own execute() in front of its own _execute_with_wrappers(): the statement
         # path can skip two frames (our execute does what our _execute does). Any other execute() (the
         # debug wrapper's, another library's) is kept as it is.
         if (
-            wrapper_class.execute is CursorWrapper.execute  # type: ignore[attr-defined]
-            and wrapper_class.executemany is CursorWrapper.executemany  # type: ignore[attr-defined]
-            and wrapper_class._execute_with_wrappers is CursorWrapper._execute_with_wrappers  # type: ignore[attr-defined]
+            wrapper_class.execute is CursorWrapper.execute
+            and wrapper_class.executemany is CursorWrapper.executemany
+            and with_wrappers is CursorWrapper._execute_with_wrappers  # type: ignore[attr-defined]
         ):
-            namespace.update(execute=_direct_execute_over(wrapper_class._execute), executemany=_direct_executemany)
+            namespace.update(execute=_direct_execute_over(parent_execute), executemany=_direct_executemany)
         klass = type("Aurora" + wrapper_class.__name__, (RetryingCursorMixin, wrapper_class), namespace)
         _cursor_classes[wrapper_class] = klass
     return klass

@@ -30,7 +30,7 @@ class _CredentialsClient:
 
     connection: Any
 
-    def settings_to_cmd_args_env(  # type: ignore[override]
+    def settings_to_cmd_args_env(
         self, settings_dict: Mapping[str, Any], parameters: list[str]
     ) -> tuple[list[str], dict[str, str] | None]:
         wrapper = self.connection

@@ -194,7 +194,7 @@ def _proxy_messages(
     where: str, settings_dict: Mapping[str, Any], options: Mapping[str, Any], mode: bool
 ) -> list[checks.CheckMessage]:
     """Behind RDS Proxy; ``mode``: the ENGINE's proxy mode handles W003/W004 itself."""
-    messages = []
+    messages: list[checks.CheckMessage] = []
     turn_on = " or turn on proxy mode: OPTIONS['aurora']['proxy'] = True (docs/proxy.md)"
     if options.get("isolation_level") is not None and not mode:
         messages.append(

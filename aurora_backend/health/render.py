@@ -31,7 +31,10 @@ def render(report: HealthReport, paint: Paint = plain) -> str:
 
 def render_alias(report: AliasReport, paint: Paint = plain) -> list[str]:
     lines = ["%s: %s" % (paint(report.alias, "title"), paint(report.status.upper(), report.status))]
-    row = lambda label, text: lines.append("  %-10s %s" % (label, text))  # noqa: E731
+
+    def row(label: str, text: str) -> None:
+        lines.append("  %-10s %s" % (label, text))
+
     endpoint = report.endpoint
     resolved = ", ".join(endpoint.addresses) or endpoint.error or "(not resolved here)"
     row("endpoint", "%s:%s -> %s" % (endpoint.host or "local socket", endpoint.port, resolved))

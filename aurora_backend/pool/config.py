@@ -138,8 +138,11 @@ def pool_arguments(user: dict[str, Any], aurora_options: Any) -> dict[str, Any]:
     return arguments
 
 
-def pool_class() -> type:
-    """ConnectionPool with per-connection lifetimes drawn from ``max_age`` and a full shrink."""
+def pool_class() -> type[Any]:
+    """ConnectionPool with per-connection lifetimes drawn from ``max_age`` and a full shrink.
+
+    Built at first use (psycopg_pool is optional), hence no static type beyond a class.
+    """
     global _pool_class
     if _pool_class is None:
         from psycopg_pool import ConnectionPool

@@ -139,7 +139,8 @@ class AuroraRouter:
             try:
                 _connect_quickly(reader, self.config.reader_connect_deadline)
             except Exception as exc:
-                return self._unreachable(reader, now, exc)
+                self._unreachable(reader, now, exc)
+                return None
         return reader_state(self.config.reader, _address(reader))
 
     def _read(self, reader: Any, state: ReaderState, now: float, max_age: float) -> bool:
