@@ -90,7 +90,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         self.aurora_proxy_mode = proxy_enabled(options, self.settings_dict)
         self.aurora_options = proxy_options(options, self.settings_dict)
         if self.aurora_proxy_mode:
-            pin_free_operations(self.ops)  # type: ignore[attr-defined]
+            pin_free_operations(self.ops)
         # Django's pool (OPTIONS["pool"]): bad settings fail here; built in pool/mixin.py.
         pool_options(self.alias, self.settings_dict)
         self.aurora_runtime = Runtime()
@@ -195,7 +195,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         while True:
             number += 1
             try:
-                super().connect()  # type: ignore[misc]
+                super().connect()
                 return
             except Exception as exc:
                 raw = self.connection  # None: the connect itself failed (already retried)
@@ -297,13 +297,13 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
             self._aurora_note_cursor(cursor)
         if self._aurora_plain_make_cursor:  # nobody between us and Django: build it directly
             return _RetryingCursorWrapper(cursor, self)
-        wrapped = super().make_cursor(cursor)  # type: ignore[misc]
+        wrapped = super().make_cursor(cursor)
         wrapped.__class__ = _cursor_classes.get(type(wrapped)) or retrying_cursor_class(type(wrapped))
         return wrapped
 
     def make_debug_cursor(self, cursor: Any) -> Any:
         self._aurora_note_cursor(cursor)
-        wrapped = super().make_debug_cursor(cursor)  # type: ignore[misc]
+        wrapped = super().make_debug_cursor(cursor)
         wrapped.__class__ = retrying_cursor_class(type(wrapped))
         return wrapped
 

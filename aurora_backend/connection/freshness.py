@@ -75,7 +75,7 @@ class FreshnessMixin(SessionMixin):
         # CONN_HEALTH_CHECKS asks for a check not yet done: then, or with any other hook in
         # between (another mixin), they run. Skipping them saves three frames per cursor.
         if not self._aurora_plain_health_hooks or (self.health_check_enabled and not self.health_check_done):  # type: ignore[attr-defined]
-            super().close_if_health_check_failed()  # type: ignore[misc]
+            super().close_if_health_check_failed()
 
     def close_if_unusable_or_obsolete(self) -> None:
         if self.connection is not None and not self.in_atomic_block:
@@ -86,7 +86,7 @@ class FreshnessMixin(SessionMixin):
                 return
             if self._aurora_kept_news:
                 self._aurora_announce_kept()
-        super().close_if_unusable_or_obsolete()  # type: ignore[misc]
+        super().close_if_unusable_or_obsolete()
 
     def _aurora_reason_to_close(self, now: float) -> str | None:
         connection = self.connection
@@ -155,7 +155,7 @@ class FreshnessMixin(SessionMixin):
     def _aurora_count_pending_error(self, connection: Any) -> None:
         fields = pending_error(connection)
         if fields and fields.get("M"):
-            error = self.Database.OperationalError(fields["M"])  # type: ignore[attr-defined]
+            error = self.Database.OperationalError(fields["M"])
             logger.info("server closed %r: %s %s", self.alias, fields.get("C", ""), fields["M"])
             if is_scale_event(error):
                 self._aurora_scale_event(error)
@@ -175,7 +175,7 @@ class FreshnessMixin(SessionMixin):
         self._aurora_healing = True
         self._aurora_pool_release_dead(reason)  # type: ignore[attr-defined]
         try:
-            self.close()  # type: ignore[attr-defined]
+            self.close()
         except Exception:  # closing a dead connection may complain; it is gone either way
             self.connection = None
         finally:

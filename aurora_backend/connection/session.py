@@ -19,10 +19,16 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aurora_backend import signals, stats
 from aurora_backend.connection.session_state import SessionState
+
+if TYPE_CHECKING:  # pragma: no cover
+    # Checked as what it is mixed into; at run time a plain mixin (AuroraWrapperMixin's MRO).
+    from django.db.backends.postgresql.base import DatabaseWrapper as _WrapperBase
+else:
+    _WrapperBase = object
 
 logger = logging.getLogger("aurora_backend")
 
@@ -51,7 +57,7 @@ def _gone(cursor: Any) -> bool:
         return False
 
 
-class SessionMixin:
+class SessionMixin(_WrapperBase):
     """Session state held by the current connection (see the module docstring)."""
 
     alias: str

@@ -21,7 +21,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db.backends.base.base import NO_DB_ALIAS
 
@@ -37,6 +37,12 @@ from aurora_backend.pool.config import (
     pool_options,
 )
 from aurora_backend.topology import router as topology
+
+if TYPE_CHECKING:  # pragma: no cover
+    # Checked as what it is mixed into; at run time a plain mixin (AuroraWrapperMixin's MRO).
+    from django.db.backends.postgresql.base import DatabaseWrapper as _WrapperBase
+else:
+    _WrapperBase = object
 
 logger = logging.getLogger("aurora_backend")
 
@@ -74,7 +80,7 @@ def pool_stats(pool: Any) -> dict[str, int] | None:
         return None
 
 
-class PoolMixin:
+class PoolMixin(_WrapperBase):
     """Django's pool, Aurora-safe (see the module doc)."""
 
     alias: str
@@ -100,7 +106,7 @@ class PoolMixin:
 
     def _aurora_build_pool(self, options: dict[str, Any]) -> Any:
         """What Django's ``pool`` builds, plus our connection class, lifetimes and defaults."""
-        connect_kwargs = self.get_connection_params()  # type: ignore[attr-defined]
+        connect_kwargs = self.get_connection_params()
         connect_kwargs["autocommit"] = True  # as Django: it sets autocommit later on
         klass = pool_class()
         arguments = pool_arguments(options, self.aurora_options)

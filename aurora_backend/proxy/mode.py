@@ -29,12 +29,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
 from aurora_backend.drivers import keep_server_instants
 from aurora_backend.options import AuroraOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    # Checked as what it is mixed into; at run time a plain mixin (AuroraWrapperMixin's MRO).
+    from django.db.backends.postgresql.base import DatabaseWrapper as _WrapperBase
+else:
+    _WrapperBase = object
 
 logger = logging.getLogger("aurora_backend")
 
@@ -141,7 +147,7 @@ def timezone_advice(role: str, wanted: str) -> str:
     )
 
 
-class ProxyModeMixin:
+class ProxyModeMixin(_WrapperBase):
     """Hook overrides for proxy mode (part of AuroraWrapperMixin; a no-op when the mode is off)."""
 
     #: Whether this alias runs in proxy mode (set by AuroraWrapperMixin.__init__).
@@ -155,7 +161,7 @@ class ProxyModeMixin:
     settings_dict: dict[str, Any]
 
     def get_connection_params(self) -> dict[str, Any]:
-        params = super().get_connection_params()  # type: ignore[misc]
+        params = super().get_connection_params()
         if self.aurora_proxy_mode:
             if "prepare_threshold" in params:  # psycopg 3: never PREPARE a named statement
                 params["prepare_threshold"] = None
@@ -170,7 +176,7 @@ class ProxyModeMixin:
         if not self.aurora_proxy_mode:
             return super()._configure_timezone(connection)  # type: ignore[misc]
         current = connection.info.parameter_status("TimeZone")
-        wanted = self.timezone_name  # type: ignore[attr-defined]
+        wanted = self.timezone_name
         self._aurora_tz_differs = bool(wanted and not same_zone(current, wanted))
         if self._aurora_tz_differs and not self._aurora_tz_advised:
             self._aurora_tz_advised = True
@@ -185,9 +191,9 @@ class ProxyModeMixin:
         return False
 
     def create_cursor(self, name: Any = None) -> Any:
-        cursor = super().create_cursor(name)  # type: ignore[misc]
+        cursor = super().create_cursor(name)
         if self._aurora_tz_differs and settings.USE_TZ:
-            keep_server_instants(cursor, self.timezone)  # type: ignore[attr-defined]
+            keep_server_instants(cursor, self.timezone)
         return cursor
 
     def chunked_cursor(self) -> Any:
@@ -201,11 +207,11 @@ class ProxyModeMixin:
                     "(.filter(pk__gt=last).order_by('pk')[:n]) or use an alias with proxy False.",
                     self.alias,
                 )
-            return self.cursor()  # type: ignore[attr-defined]
-        return super().chunked_cursor()  # type: ignore[misc]
+            return self.cursor()
+        return super().chunked_cursor()
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        connection = super().get_new_connection(conn_params)  # type: ignore[misc]
+        connection = super().get_new_connection(conn_params)
         if self.aurora_proxy_mode and "isolation_level" in self.settings_dict["OPTIONS"]:
             # Django set it on the driver; in autocommit psycopg2 would SET it for the session.
             connection.isolation_level = None
@@ -218,7 +224,7 @@ class ProxyModeMixin:
             return
         # The driver's isolation level only while autocommit is off: it then goes into
         # each BEGIN ("BEGIN ISOLATION LEVEL ..."), and the session keeps its default.
-        errors = self.wrap_database_errors  # type: ignore[attr-defined]
+        errors = self.wrap_database_errors
         if autocommit:
             with errors:
                 self.connection.isolation_level = None
