@@ -53,4 +53,4 @@ def lambda_handler(func: F) -> F:
         with close_connections():
             return func(*args, **kwargs)
 
-    return handler  # type: ignore[return-value]
+    return cast(F, handler)

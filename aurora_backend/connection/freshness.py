@@ -45,10 +45,15 @@ class FreshnessMixin(SessionMixin):
     _aurora_named_cursors: Any
     _aurora_input_waiting: Any
     _aurora_plain_health_hooks: bool
+    health_check_enabled: bool  # Django's (5.1+), not in django-stubs
+    health_check_done: bool
 
     if TYPE_CHECKING:  # pragma: no cover
+        # Other mixins' methods, reached through AuroraWrapperMixin's MRO.
 
         def _aurora_scale_event(self, exc: BaseException) -> None: ...  # AuroraWrapperMixin's
+
+        def _aurora_pool_release_dead(self, reason: str) -> None: ...  # PoolMixin's
 
     def close_if_health_check_failed(self) -> None:
         # Django's own pre-use hook: it runs before every cursor and when atomic() starts a
@@ -74,7 +79,7 @@ class FreshnessMixin(SessionMixin):
         # Django's own hooks after ours (postgresql's, then the base one) do nothing unless
         # CONN_HEALTH_CHECKS asks for a check not yet done: then, or with any other hook in
         # between (another mixin), they run. Skipping them saves three frames per cursor.
-        if not self._aurora_plain_health_hooks or (self.health_check_enabled and not self.health_check_done):  # type: ignore[attr-defined]
+        if not self._aurora_plain_health_hooks or (self.health_check_enabled and not self.health_check_done):
             super().close_if_health_check_failed()
 
     def close_if_unusable_or_obsolete(self) -> None:
@@ -173,7 +178,7 @@ class FreshnessMixin(SessionMixin):
         signals.connection_closed.send(sender=type(self), alias=self.alias, connection=self, reason=reason)
         self._aurora_close_reason = reason
         self._aurora_healing = True
-        self._aurora_pool_release_dead(reason)  # type: ignore[attr-defined]
+        self._aurora_pool_release_dead(reason)
         try:
             self.close()
         except Exception:  # closing a dead connection may complain; it is gone either way

@@ -30,7 +30,7 @@ import math
 import re
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import Error as DjangoDatabaseError
 from django.db.backends.utils import CursorWrapper
@@ -40,6 +40,12 @@ from aurora_backend.drivers import OPEN, is_named_cursor, refused_before_sending
 from aurora_backend.errors import ErrorKind, classify, driver_error
 
 logger = logging.getLogger("aurora_backend")
+
+if TYPE_CHECKING:  # pragma: no cover
+    # Checked as what it is mixed into; at run time a plain mixin (see retrying_cursor_class).
+    _CursorBase = CursorWrapper
+else:
+    _CursorBase = object
 
 _LEADING_COMMENTS = re.compile(r"^\s*(?:(?:/\*.*?\*/|--[^\n]*(?:\n|$))\s*)*", re.S)
 _READ_START = re.compile(r"(?:SELECT|WITH|VALUES|TABLE|SHOW|EXPLAIN)\b", re.I)
@@ -69,7 +75,7 @@ def provably_not_sent(exc: BaseException) -> bool:
     return refused_before_sending(driver_error(exc))
 
 
-class RetryingCursorMixin:
+class RetryingCursorMixin(_CursorBase):
     """Mixed into Django's CursorWrapper classes by the ENGINE (see ``make_cursor``)."""
 
     cursor: Any
@@ -165,7 +171,7 @@ class RetryingCursorMixin:
         cursor, iterating = self.cursor, self.db._aurora_iterating
         iterating[id(cursor)] = weakref.ref(cursor)
         try:
-            yield from super().__iter__()  # type: ignore[misc]
+            yield from super().__iter__()
         finally:
             iterating.pop(id(cursor), None)
 

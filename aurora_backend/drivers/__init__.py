@@ -18,7 +18,7 @@ from django.db.backends.postgresql.psycopg_any import is_psycopg3
 if is_psycopg3:
     from aurora_backend.drivers import psycopg as active
 else:
-    from aurora_backend.drivers import psycopg2 as active  # type: ignore[no-redef]
+    from aurora_backend.drivers import psycopg2 as active  # type: ignore[no-redef]  # same interface, other driver
 
 #: "psycopg2" or "psycopg": the driver Django uses in this process.
 NAME: str = active.NAME

@@ -77,6 +77,7 @@ class GlobalRouter(Router):
     ) -> None:
         key = host if want_writer else "%s@%s" % (host, home_region)
         names = RegionTemplates(key, templates, lambda: self.topology)
+        # RegionTemplates stands in for Router's template str: format(instance=...), a dict key.
         super().__init__(wrapper, host, port, names, want_writer)  # type: ignore[arg-type]
         self.key = key
         self.templates = dict(templates)

@@ -41,6 +41,8 @@ from aurora_backend.topology import router as topology
 if TYPE_CHECKING:  # pragma: no cover
     # Checked as what it is mixed into; at run time a plain mixin (AuroraWrapperMixin's MRO).
     from django.db.backends.postgresql.base import DatabaseWrapper as _WrapperBase
+
+    from aurora_backend.connection.connect import Attempt
 else:
     _WrapperBase = object
 
@@ -89,6 +91,15 @@ class PoolMixin(_WrapperBase):
     aurora_runtime: Any
     _connection_pools: dict[str, Any]
 
+    if TYPE_CHECKING:  # pragma: no cover
+        # Other mixins' methods, reached through AuroraWrapperMixin's MRO.
+
+        def _aurora_connect_retried(self, attempt: Attempt) -> None: ...  # AuroraWrapperMixin's
+
+        def _aurora_endpoint(self, params: dict[str, Any]) -> str: ...  # AuroraWrapperMixin's
+
+        def _aurora_count_pending_error(self, connection: Any) -> None: ...  # FreshnessMixin's
+
     @property
     def pool(self) -> Any:
         # As Django: OPTIONS["pool"] is read on each access and validated when the pool is
@@ -136,7 +147,7 @@ class PoolMixin(_WrapperBase):
         def retried(attempt: Any) -> None:
             if pool is not None:  # a connect meeting a resuming cluster: checkouts wait for it
                 pool.aurora_resuming.add(me)
-            self._aurora_connect_retried(attempt)  # type: ignore[attr-defined]
+            self._aurora_connect_retried(attempt)
 
         # Topology routing (topology/router.py) per connect: after a failover sign, to the
         # instance that says it is the writer, with this attempt's parameters (fresh
@@ -150,7 +161,7 @@ class PoolMixin(_WrapperBase):
                 self.aurora_options,
                 self.aurora_runtime,
                 on_retry=retried,
-                endpoint=self._aurora_endpoint(kwargs),  # type: ignore[attr-defined]
+                endpoint=self._aurora_endpoint(kwargs),
             )
         except Exception as exc:
             stats.incr(self.alias, "connect_failures")  # one of the pool's connects, given up
@@ -173,7 +184,7 @@ class PoolMixin(_WrapperBase):
         """Django's connect-time setup (time zone, role) of a new pooled connection, as part
         of the connect: a connection that dies in it is one more failed connect attempt."""
         try:
-            self._configure_connection(connection)  # type: ignore[attr-defined]
+            self._configure_connection(connection)  # type: ignore[attr-defined]  # Django 5.1+, not in django-stubs
         except BaseException:
             connection.close()
             raise
@@ -206,7 +217,7 @@ class PoolMixin(_WrapperBase):
         ping_after = self.aurora_options.ping_after
         stale = input_watch(connection)() or (ping_after is not None and now - used_at >= ping_after)
         if stale:
-            self._aurora_count_pending_error(connection)  # type: ignore[attr-defined]
+            self._aurora_count_pending_error(connection)
             if not _ping(connection):
                 return "stale"
         if getattr(connection, "_aurora_role_checked_at", 0.0) < pool.aurora_suspect_since:

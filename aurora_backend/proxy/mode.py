@@ -39,8 +39,9 @@ from aurora_backend.options import AuroraOptions
 if TYPE_CHECKING:  # pragma: no cover
     # Checked as what it is mixed into; at run time a plain mixin (AuroraWrapperMixin's MRO).
     from django.db.backends.postgresql.base import DatabaseWrapper as _WrapperBase
+    from django.db.backends.postgresql.operations import DatabaseOperations as _OperationsBase
 else:
-    _WrapperBase = object
+    _WrapperBase = _OperationsBase = object
 
 logger = logging.getLogger("aurora_backend")
 
@@ -104,11 +105,11 @@ def _object_bytes(obj: Any, names: list[str]) -> int:
     return 16 + sum(value_bytes(state[name] if name in state else pk) for name in names)
 
 
-class _PinFreeOperations:
+class _PinFreeOperations(_OperationsBase):
     """DatabaseOperations mixin of proxy mode: bulk statements stay under 16 KB."""
 
     def bulk_batch_size(self, fields: Any, objs: Any) -> int:
-        size = super().bulk_batch_size(fields, objs)  # type: ignore[misc]
+        size = super().bulk_batch_size(fields, objs)
         return max(1, min(size, pin_free_batch_size(fields, objs)))
 
 
@@ -174,6 +175,7 @@ class ProxyModeMixin(_WrapperBase):
 
     def _configure_timezone(self, connection: Any) -> bool:
         if not self.aurora_proxy_mode:
+            # _configure_timezone and _set_autocommit: Django's private hooks, not in django-stubs.
             return super()._configure_timezone(connection)  # type: ignore[misc]
         current = connection.info.parameter_status("TimeZone")
         wanted = self.timezone_name

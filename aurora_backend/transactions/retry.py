@@ -90,7 +90,7 @@ def retry_atomic(func: F | str | None = None, **options: Any) -> F | Callable[[F
                     attempt.result = function(*args, **kwargs)
             return attempt.result
 
-        return run  # type: ignore[return-value]
+        return cast(F, run)
 
     return decorate(func) if func is not None else decorate
 
