@@ -58,6 +58,8 @@ logger = logging.getLogger("aurora_backend")
 class _HealingErrorWrapper(DatabaseErrorWrapper):
     """Django's error translation, after first dropping a connection the error proved dead."""
 
+    wrapper: Any  # set by DatabaseErrorWrapper.__init__; django-stubs does not declare it
+
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
         if exc_type is None:
             return
@@ -88,12 +90,12 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         """Django makes a wrapper per alias per thread (``ConnectionHandler``), and a copy for
         tests (``copy()``). Settings are parsed and checked here, once, and the wrapper gets its
         own state object, ``self.aurora`` (connection/state.py)."""
-        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        super().__init__(*args, **kwargs)
         options = AuroraOptions.from_settings(self.alias, self.settings_dict["OPTIONS"])
         self.aurora_proxy_mode = proxy_enabled(options, self.settings_dict)
         self.aurora_options = proxy_options(options, self.settings_dict)
         if self.aurora_proxy_mode:
-            pin_free_operations(self.ops)  # type: ignore[attr-defined]
+            pin_free_operations(self.ops)
         # Django's pool (OPTIONS["pool"]): bad settings fail here; built in pool/mixin.py.
         pool_options(self.alias, self.settings_dict)
         self.aurora_runtime = Runtime()
@@ -198,7 +200,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         while True:
             number += 1
             try:
-                super().connect()  # type: ignore[misc]
+                super().connect()
                 return
             except Exception as exc:
                 raw = self.connection  # None: the connect itself failed (already retried)
@@ -290,7 +292,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         """Django calls it for ``QuerySet.iterator()``: a server-side cursor, registered so
         that it holds the connection while it is read."""
         # Django's only way to a server-side (named) cursor: QuerySet.iterator().
-        wrapped = super().chunked_cursor()  # type: ignore[misc]
+        wrapped = super().chunked_cursor()
         if is_named_cursor(wrapped.cursor):  # see ConnectionState.cursors_open
             self.aurora.named_cursors.add(wrapped.cursor)
             self.aurora.readers.pop(id(wrapped.cursor), None)  # not a client cursor

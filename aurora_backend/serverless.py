@@ -12,7 +12,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+if TYPE_CHECKING:  # pragma: no cover
+    from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,7 +33,7 @@ def close_all(aliases: Sequence[str] | None = None) -> None:
     for connection in targets:
         connection.close()
         if connection.alias in getattr(connection, "_connection_pools", ()):
-            connection.close_pool()
+            cast("PostgresWrapper", connection).close_pool()  # a pool: Django's postgresql wrapper
 
 
 @contextmanager
@@ -50,4 +53,4 @@ def lambda_handler(func: F) -> F:
         with close_connections():
             return func(*args, **kwargs)
 
-    return handler  # type: ignore[return-value]
+    return cast(F, handler)

@@ -200,8 +200,8 @@ def audit(run: Run, ids: list[int]) -> dict[str, Any]:
     from ledger.services import totals
 
     applied = set(Transfer.objects.values_list("request_id", flat=True))
-    believed_ok = {p[3] for p, ok in zip(run.planned, run.acknowledged) if ok}
-    believed_failed = {p[3] for p, ok in zip(run.planned, run.acknowledged) if ok is False}
+    believed_ok = {p[3] for p, ok in zip(run.planned, run.acknowledged, strict=False) if ok}
+    believed_failed = {p[3] for p, ok in zip(run.planned, run.acknowledged, strict=False) if ok is False}
     debits = dict(Transfer.objects.values_list("source_id").annotate(s=Sum("amount")))
     credits = dict(Transfer.objects.values_list("destination_id").annotate(s=Sum("amount")))
     consistent = all(a.balance == BALANCE - debits.get(a.pk, 0) + credits.get(a.pk, 0) for a in Account.objects.all())

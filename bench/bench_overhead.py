@@ -229,7 +229,7 @@ def report(result: dict[str, Any], n: int, rounds: int, block: int) -> dict[str,
         med = {name: median(values) for name, values in by_engine.items()}
         ratio = med["aurora"] / med["stock"]
         ratios[workload] = ratio
-        paired = [a / s for a, s in zip(blocks[workload]["aurora"], blocks[workload]["stock"])]
+        paired = [a / s for a, s in zip(blocks[workload]["aurora"], blocks[workload]["stock"], strict=False)]
         cpu = {name: median(values) for name, values in result["cpu"][workload].items()}
         print(
             "%-9s %9.1f %9.1f %9.1f %13.3f %20s %10.1fus %22s"

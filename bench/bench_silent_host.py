@@ -103,7 +103,7 @@ def in_atomic(cluster: AuroraCluster) -> dict[str, tuple[float, str]]:
         silenced: list[float] = []
         done = threading.Event()
 
-        def watch() -> None:
+        def watch(admin: Any, marker: str, silenced: list[float], done: threading.Event) -> None:
             with admin.cursor() as cur:
                 for _ in range(1000):
                     cur.execute(
@@ -127,7 +127,7 @@ def in_atomic(cluster: AuroraCluster) -> dict[str, tuple[float, str]]:
                         ["%" + marker + "%"],
                     )
 
-        watcher = threading.Thread(target=watch)
+        watcher = threading.Thread(target=watch, args=(admin, marker, silenced, done))
         watcher.start()
         try:
             with transaction.atomic(using=alias):
@@ -353,7 +353,7 @@ def report(result: dict[str, Any]) -> None:
             result["commits"] + len(result["write_errors"]),
         )
     )
-    for when, what in (result["read_errors"] + result["write_errors"])[:5]:
+    for _when, what in (result["read_errors"] + result["write_errors"])[:5]:
         print("    %s" % what)
     print("  ledger total: %d (expected %d)" % (result["total"], result["expected_total"]))
     left = result["threads_left"]

@@ -55,7 +55,7 @@ def run(srv: ServerAddress, iterations: int) -> None:
         )
         print("command: python %s" % " ".join(sys.argv))
         round_trips(cursors, min(200, iterations))  # warm up
-        medians = dict(zip(conns, (statistics.median(x) * 1e6 for x in round_trips(cursors, iterations))))
+        medians = dict(zip(conns, (statistics.median(x) * 1e6 for x in round_trips(cursors, iterations)), strict=False))
         direct = medians["direct"]
         print("SELECT 1 round trip, %d iterations each, alternating (median):" % iterations)
         for name, value in medians.items():

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         out = {}
         for name in (*VARIANTS, "stock"):
             med = median(samples[name])
-            paired = [x / y for x, y in zip(blocks[name], blocks["stock"])]
+            paired = [x / y for x, y in zip(blocks[name], blocks["stock"], strict=False)]
             out[name] = med / stock
             cpu_med = median(cpu[name])
             print(

@@ -6,7 +6,8 @@ outcome changes with the ENGINE is a behaviour change to explain or fix.
 
 Usage (the Django source distribution of the *installed* Django version)::
 
-    pip download --no-deps --no-binary :all: "django==$(python -c 'import django;print(django.__version__)')" -d /tmp/djsrc
+    pip download --no-deps --no-binary :all: -d /tmp/djsrc \
+        "django==$(python -c 'import django;print(django.__version__)')"
     tar xzf /tmp/djsrc/django-*.tar.gz -C /tmp/djsrc
     python scripts/run_django_suite.py /tmp/djsrc/django-5.2.19 [--apps backends transactions ...]
 

@@ -11,7 +11,8 @@ from aurora_backend.testing import free_port
 from aurora_backend.testing.drivers import pool_enabled
 from tests.base_settings import *  # the shared settings, DRIVER first
 from tests.base_settings import TEST_AURORA_OPTIONS, alias  # noqa: F401 (imported by tests)
-from tests.pg import server
+# Kept after select_driver(): the driver is chosen before anything else is imported.
+from tests.pg import server  # noqa: E402
 
 _srv = server()
 

@@ -328,7 +328,7 @@ def test_a_commit_lost_in_the_switchover_is_settled_by_its_token():
         bg.blue.writer.query("SELECT pg_reload_conf()")
         for name in (with_token, plain):
             connections[name].cursor().execute("SELECT 1")
-            wait_for(lambda: watcher(name).phase == "CREATED")
+            wait_for(lambda name=name: watcher(name).phase == "CREATED")
             connections[name].close()
         threads = [threading.Thread(target=commit, args=(name,)) for name in (with_token, plain)]
         for thread in threads:

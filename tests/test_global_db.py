@@ -304,7 +304,7 @@ def health_findings(alias: str) -> dict[str, str]:
 def _outage(acks: list[float], began: float) -> float:
     """The longest time without an acknowledged write after ``began`` (s)."""
     times = sorted(t for t in acks if t >= began - 1.0)
-    return max((b - a for a, b in zip(times, times[1:])), default=float("inf"))
+    return max((b - a for a, b in zip(times, times[1:], strict=False)), default=float("inf"))
 
 
 @pytest.mark.parametrize("event", ["switchover", "failover"])

@@ -5,7 +5,7 @@ retried transaction move exactly the counters ``stats.snapshot()`` moves, in Ope
 from __future__ import annotations
 
 import pytest
-from django.db import connections
+from django.db import Error, ProgrammingError, connections
 from ledger.models import Account
 
 from aurora_backend import drivers, retry_atomic
@@ -148,7 +148,7 @@ def test_operation_duration_is_recorded_per_statement_with_the_error_type(reader
     with connections["default"].cursor() as cursor:
         for _ in range(3):
             cursor.execute("SELECT 1")
-        with pytest.raises(Exception):
+        with pytest.raises(ProgrammingError):
             cursor.execute("SELECT * FROM no_such_table")
     points = otel_points(readers.metrics)
     base = {"db.system.name": "postgresql", "db.client.connection.pool.name": "default"}
@@ -214,7 +214,7 @@ def test_transaction_that_gives_up_is_counted_as_gave_up(readers):
     try:
         connections["default"].ensure_connection()
         before = counters(readers)
-        with pytest.raises(Exception):
+        with pytest.raises(Error):
             work()
     finally:
         admin.close()

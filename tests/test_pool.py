@@ -74,7 +74,7 @@ def test_pool_settings_changed_after_init_take_effect_as_in_django():
         wrapper.close_pool()
     wrapper.settings_dict["CONN_MAX_AGE"] = 10
     with pytest.raises(ImproperlyConfigured, match="Pooling doesn't support persistent connections"):
-        wrapper.pool
+        _ = wrapper.pool
 
 
 # ----- every physical connection through our connect ------------------------------------------

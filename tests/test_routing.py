@@ -227,7 +227,7 @@ def test_transactions_select_for_update_raw_writes_and_rollbacks(paused):
         with pytest.raises(ZeroDivisionError):
             with transaction.atomic(using=W):
                 Account.objects.create(name="rolled-back", balance=1)
-                1 / 0
+                _ = 1 / 0
         # Marked at the write (before any on_commit callback could run), pending: a rollback
         # cannot be told from a commit without asking, so it counts (the fail-safe side).
         assert token.current().pending

@@ -17,13 +17,16 @@ import dataclasses
 import logging
 import os
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any
 
 from aurora_backend import stats
 from aurora_backend.bluegreen.config import BlueGreenConfig, enabled_for
 from aurora_backend.bluegreen.tokens import create_table
 from aurora_backend.bluegreen.watcher import PHASES, Watcher
 from aurora_backend.exceptions import BlueGreenHoldTimeout
+
+if TYPE_CHECKING:  # pragma: no cover
+    from django.db.backends.base.base import BaseDatabaseWrapper
 
 __all__ = [
     "BlueGreenConfig",
@@ -127,12 +130,12 @@ def _hold(wrapper: Any) -> None:
         stats.incr(alias, "blue_green_held_ms", int(held * 1000))
 
 
-def _new_connection(wrapper: Any, klass: type, params: dict[str, Any]) -> Any:
+def _new_connection(wrapper: Any, klass: type[BaseDatabaseWrapper], params: dict[str, Any]) -> Any:
     _hold(wrapper)
     return klass.get_new_connection(wrapper, params)
 
 
-def _before_use(wrapper: Any, klass: type) -> None:
+def _before_use(wrapper: Any, klass: type[BaseDatabaseWrapper]) -> None:
     # Not at the end of a transaction (set_autocommit(True) runs this hook too, autocommit
     # still off): what committed is acknowledged at once.
     if wrapper.connection is not None and not wrapper.in_atomic_block and wrapper.autocommit:

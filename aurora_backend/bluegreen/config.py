@@ -49,7 +49,7 @@ def parse(key: str, value: Any) -> BlueGreenConfig:
             "%s has unknown key(s) %s; accepted keys are: %s."
             % (key, ", ".join(repr(k) for k in unknown), ", ".join(_names()))
         )
-    parsed = {"enabled": True}
+    parsed: dict[str, Any] = {"enabled": True}
     for name, item in value.items():
         where = "%s[%r]" % (key, name)
         if name in ("enabled", "commit_token"):
@@ -75,7 +75,7 @@ def enabled_for(config: BlueGreenConfig, host: str | None, proxy: bool) -> bool:
     return bool(host) and str(host).lower().rstrip(".").endswith(".rds.amazonaws.com") and not proxy
 
 
-def _names() -> list:
+def _names() -> list[str]:
     return [f.name for f in fields(BlueGreenConfig)]
 
 

@@ -3,7 +3,8 @@
 The thread keeps one connection to the endpoint and reads
 ``pg_catalog.get_blue_green_fast_switchover_metadata()`` every ``poll`` seconds, every
 ``poll_deployed`` once a deployment exists, every ``poll_fast`` seconds from PREPARATION
-until the switchover has ended (the AWS wrappers' three rates). It learns green's addresses while green still has its own names. It holds
+until the switchover has ended (the AWS wrappers' three rates). It learns green's addresses
+while green still has its own names. It holds
 (``holding``) during IN_PROGRESS, and also when the endpoint stops answering after
 PREPARATION (RDS drops every connection then), until POST, COMPLETED or a rollback; from
 POST on, blue's addresses are replaced by green's in every resolution (``resolve``), so
@@ -184,7 +185,7 @@ class Watcher:
             self._learn(rows)
         self._set(phase, how="metadata")
 
-    def _poll(self) -> list | None:
+    def _poll(self) -> list[tuple[Any, ...]] | None:
         try:
             if self._conn is None:
                 self._conn = self._connect()
@@ -213,7 +214,7 @@ class Watcher:
             except Exception:
                 pass
 
-    def _learn(self, rows: list) -> None:
+    def _learn(self, rows: list[tuple[Any, ...]]) -> None:
         """Blue's and green's addresses, while both still have their own names."""
         mine = ".cluster-ro-" if self._reader else ".cluster-"
         blue, green = [], []

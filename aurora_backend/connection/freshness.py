@@ -10,7 +10,7 @@ The idle reaper thread (``lifetime.py``) closes idle connections of quiet proces
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aurora_backend import signals, stats
 from aurora_backend.connection.lifetime import reason_to_close
@@ -45,6 +45,15 @@ class FreshnessMixin(SessionMixin):
         if connection is not None and not self.in_atomic_block and self.autocommit:
             with state.lock:  # the idle reaper reads last_used under it
                 now = self.aurora_runtime.clock()
+    health_check_enabled: bool  # Django's (5.1+), not in django-stubs
+    health_check_done: bool
+
+    if TYPE_CHECKING:  # pragma: no cover
+        # Other mixins' methods, reached through AuroraWrapperMixin's MRO.
+
+        def _aurora_scale_event(self, exc: BaseException) -> None: ...  # AuroraWrapperMixin's
+
+        def _aurora_pool_release_dead(self, reason: str) -> None: ...  # PoolMixin's
                 if now < state.check_at and not connection.closed and not state.input_waiting():
                     reason = None  # the usual case: young, recently used, nothing on the socket
                 elif not connection.autocommit:
@@ -79,7 +88,7 @@ class FreshnessMixin(SessionMixin):
                 return
             if self.aurora.kept_news:
                 self._aurora_announce_kept()
-        super().close_if_unusable_or_obsolete()  # type: ignore[misc]
+        super().close_if_unusable_or_obsolete()
 
     def _aurora_reason_to_close(self, now: float) -> str | None:
         connection = self.connection
@@ -138,7 +147,7 @@ class FreshnessMixin(SessionMixin):
     def _aurora_count_pending_error(self, connection: Any) -> None:
         fields = pending_error(connection)
         if fields and fields.get("M"):
-            error = self.Database.OperationalError(fields["M"])  # type: ignore[attr-defined]
+            error = self.Database.OperationalError(fields["M"])
             logger.info("server closed %r: %s %s", self.alias, fields.get("C", ""), fields["M"])
             if is_scale_event(error):
                 self._aurora_scale_event(error)
@@ -157,9 +166,9 @@ class FreshnessMixin(SessionMixin):
         signals.connection_closed.send(sender=type(self), alias=self.alias, connection=self, reason=reason)
         state.close_reason = reason
         state.healing = True
-        self._aurora_pool_release_dead(reason)  # type: ignore[attr-defined]
+        self._aurora_pool_release_dead(reason)
         try:
-            self.close()  # type: ignore[attr-defined]
+            self.close()
         except Exception:  # closing a dead connection may complain; it is gone either way
             self.connection = None
         finally:

@@ -2,7 +2,8 @@
 
 Each connection draws its own lifetime from ``max_age`` = (min, max), so that the
 connections of many processes started together expire spread over the range
-instead of all at once (the Rails fix for reader hot-spotting used 5-10 minutes: docs/aurora_facts.md, [W2]). Expiry is a
+instead of all at once (the Rails fix for reader hot-spotting used 5-10 minutes:
+docs/aurora_facts.md, [W2]). Expiry is a
 true close: the next connection resolves DNS again.
 
 The reaper is one daemon thread per process. It closes the driver connection of a

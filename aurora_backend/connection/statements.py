@@ -41,6 +41,12 @@ from aurora_backend.errors import ErrorKind, classify, driver_error
 from aurora_backend.proxy.mode import server_instants
 from aurora_backend.sql.reads import is_read
 
+if TYPE_CHECKING:  # pragma: no cover
+    # Checked as what it is mixed into; at run time a plain mixin (see retrying_cursor_class).
+    _CursorBase = CursorWrapper
+else:
+    _CursorBase = object
+
 logger = logging.getLogger("aurora_backend")
 
 
@@ -61,7 +67,7 @@ class _CursorDB(Protocol):
     connection: Any
 
 
-class RetryingCursorMixin:
+class RetryingCursorMixin(_CursorBase):
     """Mixed into Django's CursorWrapper classes by the ENGINE (see ``make_cursor``)."""
 
     cursor: Any
@@ -186,7 +192,7 @@ class RetryingCursorMixin:
         cursor, iterating = self.cursor, self.db.aurora.iterating
         iterating[id(cursor)] = weakref.ref(cursor)
         try:
-            yield from super().__iter__()  # type: ignore[misc]
+            yield from super().__iter__()
         finally:
             iterating.pop(id(cursor), None)
 

@@ -30,11 +30,13 @@ class _CredentialsClient:
 
     connection: Any
 
-    def settings_to_cmd_args_env(  # type: ignore[override]
+    def settings_to_cmd_args_env(
         self, settings_dict: Mapping[str, Any], parameters: list[str]
     ) -> tuple[list[str], dict[str, str] | None]:
         wrapper = self.connection
         fresh = with_credential(settings_dict, wrapper.aurora_options.credentials, wrapper.aurora_runtime)
+        # super() is the ENGINE's DatabaseClient, a base only at run time (see credentials_client);
+        # Django declares the method a classmethod, so it cannot be the mixin's declared base.
         return super().settings_to_cmd_args_env(fresh, parameters)  # type: ignore[misc]
 
 

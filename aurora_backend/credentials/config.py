@@ -85,7 +85,7 @@ def parse(key: str, value: Any) -> CredentialsConfig | None:
             % (key, ", ".join(map(repr, unknown)), source, ", ".join(_KEYS[source]))
         )
     texts = ("region", "user", "profile", "secret_id", "endpoint_url")
-    values = {name: _text(key, name, value[name]) for name in texts if name in value}
+    values: dict[str, Any] = {name: _text(key, name, value[name]) for name in texts if name in value}
     refresh = _refresh(key, source, value.get("refresh", DEFAULT_REFRESH[source]))
     if source == "callable":
         func, name = _callable(key, value.get("callable"))

@@ -47,11 +47,11 @@ def cache_key(config: CredentialsConfig, host: str | None, port: Any, user: str 
         return ("iam", iam.region_for(config, host), config.profile, host, int(port or 5432), config.user or user)
     if config.source == "secretsmanager":
         return ("secretsmanager", config.secret_id, config.region, config.profile, config.endpoint_url)
-    func = config.func
+    func: Hashable = config.func
     try:
         hash(func)
     except TypeError:
-        func = id(func)  # type: ignore[assignment]
+        func = id(func)
     return ("callable", config.func_name, func)
 
 
@@ -60,9 +60,10 @@ def cache(config: CredentialsConfig, host: str | None, port: Any, user: str | No
 
     def fetch(rejected: Credential | None) -> Credential:
         if config.source == "iam":
-            if not host or not (config.user or user):
+            login_user = config.user or user
+            if not host or not login_user:
                 raise ValueError("IAM authentication needs HOST (the endpoint name) and USER")
-            return iam.token(config, host, int(port or 5432), config.user or user)  # type: ignore[arg-type]
+            return iam.token(config, host, int(port or 5432), login_user)
         if config.source == "secretsmanager":
             return secretsmanager.fetch(config, rejected)
         return custom.fetch(config, rejected)

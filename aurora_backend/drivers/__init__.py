@@ -46,7 +46,7 @@ transaction_open: Callable[[Any], bool] = active.transaction_open
 status_of: Callable[[Any], int] = active.status_of
 #: The statuses in which the server holds a transaction or runs a command (a frozenset: one
 #: hash lookup per statement instead of up to three comparisons).
-OPEN: frozenset = frozenset((1, 2, 3))
+OPEN: frozenset[int] = frozenset((1, 2, 3))
 #: The server process id of a driver connection.
 backend_pid: Callable[[Any], int] = active.backend_pid
 #: What libpq was given to connect (host, hostaddr, sslmode, ...; never the password).

@@ -23,7 +23,8 @@ status_of = operator.methodcaller("get_transaction_status")
 
 
 def version() -> str:
-    return psycopg2.__version__.split()[0]
+    text: str = psycopg2.__version__  # type: ignore[attr-defined]  # types-psycopg2 does not declare it
+    return text.split()[0]
 
 
 def libpq_version() -> int:

@@ -76,6 +76,7 @@ class GlobalRouter(Router):
     ) -> None:
         key = host if want_writer else "%s@%s" % (host, home_region)
         names = RegionTemplates(key, templates, lambda: self.topology)
+        # RegionTemplates stands in for Router's template str: format(instance=...), a dict key.
         super().__init__(wrapper, host, port, names, want_writer)  # type: ignore[arg-type]
         self.key = key
         self.templates = dict(templates)
@@ -83,7 +84,7 @@ class GlobalRouter(Router):
         self.cross_region = cross_region
 
     @property
-    def topology(self) -> state.GlobalTopology:  # type: ignore[override]
+    def topology(self) -> state.GlobalTopology:
         return state.topology_for(self.key, self.port)
 
     def _race(self, parent: Callable[[dict[str, Any]], Any], params: dict[str, Any], avoid: str | None) -> list[Probe]:

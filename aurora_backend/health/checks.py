@@ -147,7 +147,9 @@ def detection_bound(options: Mapping[str, Any], aurora: AuroraOptions) -> float 
             return user_timeout or None  # unacknowledged data only: an idle wait is never bounded
         idle, interval, count = (
             int(params.get(key, default))
-            for key, default in zip(("keepalives_idle", "keepalives_interval", "keepalives_count"), OS_KEEPALIVE)
+            for key, default in zip(
+                ("keepalives_idle", "keepalives_interval", "keepalives_count"), OS_KEEPALIVE, strict=True
+            )
         )
     except (TypeError, ValueError):
         return None
@@ -192,7 +194,7 @@ def _proxy_messages(
     where: str, settings_dict: Mapping[str, Any], options: Mapping[str, Any], mode: bool
 ) -> list[checks.CheckMessage]:
     """Behind RDS Proxy; ``mode``: the ENGINE's proxy mode handles W003/W004 itself."""
-    messages = []
+    messages: list[checks.CheckMessage] = []
     turn_on = " or turn on proxy mode: OPTIONS['aurora']['proxy'] = True (docs/proxy.md)"
     if options.get("isolation_level") is not None and not mode:
         messages.append(

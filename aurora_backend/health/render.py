@@ -31,7 +31,10 @@ def render(report: HealthReport, paint: Paint = plain) -> str:
 
 def render_alias(report: AliasReport, paint: Paint = plain) -> list[str]:
     lines = ["%s: %s" % (paint(report.alias, "title"), paint(report.status.upper(), report.status))]
-    row = lambda label, text: lines.append("  %-10s %s" % (label, text))  # noqa: E731
+
+    def row(label: str, text: str) -> None:
+        lines.append("  %-10s %s" % (label, text))
+
     endpoint = report.endpoint
     resolved = ", ".join(endpoint.addresses) or endpoint.error or "(not resolved here)"
     row("endpoint", "%s:%s -> %s" % (endpoint.host or "local socket", endpoint.port, resolved))
@@ -173,7 +176,7 @@ def _blocker_table(items: list[Blocker]) -> list[str]:
             item.application or "-",
             "-" if item.age_seconds is None else human_seconds(item.age_seconds),
         )
-        text = "".join(_cell(value, width) for value, (_, width) in zip(cells, _COLUMNS))
+        text = "".join(_cell(value, width) for value, (_, width) in zip(cells, _COLUMNS, strict=False))
         lines.append("    %s%s" % (text, item.detail))
         if item.query:
             lines.append("    %squery: %s" % (" " * sum(w for _, w in _COLUMNS), item.query))

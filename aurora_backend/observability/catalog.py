@@ -126,7 +126,7 @@ class Instances:
 
     def __init__(self, limit: int = MAX_INSTANCES) -> None:
         self.limit = limit
-        self._seen: dict[str, set] = {}
+        self._seen: dict[str, set[Any]] = {}
         self._lock = threading.Lock()
 
     def label(self, alias: str, instance: str | None) -> str:

@@ -110,7 +110,7 @@ class _Instrumentation:
         def read() -> list[Observation]:
             counts, _ = events.recorder.snapshot()
             return [
-                Observation(value, dict(zip(metric.labels, labels)))
+                Observation(value, dict(zip(metric.labels, labels, strict=False)))
                 for (name, labels), value in counts.items()
                 if name == metric.name
             ]

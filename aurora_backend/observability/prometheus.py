@@ -76,7 +76,7 @@ class AuroraCollector(Collector):
             if name != metric.name:
                 continue
             cumulative, buckets = 0, []
-            for bound, count in zip(list(histogram.bounds) + [float("inf")], histogram.buckets):
+            for bound, count in zip(list(histogram.bounds) + [float("inf")], histogram.buckets, strict=False):
                 cumulative += count
                 buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
             family.add_metric(list(labels), buckets, histogram.sum)
@@ -91,7 +91,7 @@ def _family(metric: catalog.Metric) -> Any:
     return GaugeMetricFamily(metric.prometheus_name, metric.description, labels=labels, unit=unit)
 
 
-_collectors: dict = {}
+_collectors: dict[int, AuroraCollector] = {}
 
 
 def register(registry: Any | None = None) -> AuroraCollector:

@@ -1,4 +1,7 @@
-"""Django's connection pool (OPTIONS["pool"]) made Aurora-safe: its settings and build (config), the wrapper side (mixin)."""
+"""Django's connection pool (OPTIONS["pool"]) made Aurora-safe.
+
+Its settings and build (config), the wrapper side (mixin).
+"""
 
 from typing import List
 

@@ -44,7 +44,7 @@ _RESERVED = {
 _FIX = "pip install 'aurora_backend[psycopg]'"
 
 
-def _version(text: str) -> tuple:
+def _version(text: str) -> tuple[int, ...]:
     parts = []
     for piece in text.split(".")[:3]:
         digits = "".join(ch for ch in piece if ch.isdigit())
@@ -117,7 +117,7 @@ def pool_options(alias: str, settings_dict: dict[str, Any]) -> dict[str, Any] | 
     return dict(raw)
 
 
-def accepted_keys() -> set:
+def accepted_keys() -> set[str]:
     """psycopg_pool.ConnectionPool's keyword arguments, minus the ones set for the user."""
     from psycopg_pool import ConnectionPool
 
@@ -138,15 +138,18 @@ def pool_arguments(user: dict[str, Any], aurora_options: Any) -> dict[str, Any]:
     return arguments
 
 
-def pool_class() -> type:
-    """ConnectionPool with per-connection lifetimes drawn from ``max_age`` and a full shrink."""
+def pool_class() -> type[Any]:
+    """ConnectionPool with per-connection lifetimes drawn from ``max_age`` and a full shrink.
+
+    Built at first use (psycopg_pool is optional), hence no static type beyond a class.
+    """
     global _pool_class
     if _pool_class is None:
         from psycopg_pool import ConnectionPool
 
         class AuroraConnectionPool(ConnectionPool):
             #: (min, max) seconds: each connection's lifetime is drawn uniformly in it.
-            aurora_max_age: tuple | None = None
+            aurora_max_age: tuple[float, float] | None = None
             aurora_random: random.Random = random.Random()
 
             def getconn(self, timeout: float | None = None) -> Any:
@@ -180,7 +183,7 @@ _pool_class: type | None = None
 checkout_slice = threading.local()
 
 
-def hooks_missing() -> list:
+def hooks_missing() -> list[str]:
     """What the pool relies on that this psycopg_pool or Django lacks (see health/checks.py)."""
     from django.db.backends.postgresql.base import DatabaseWrapper
     from psycopg_pool import ConnectionPool
@@ -204,9 +207,9 @@ def connection_class(connect: Any) -> type:
     """A psycopg Connection class whose ``connect`` is ``connect(parent_connect, conninfo, kwargs)``."""
     import psycopg
 
-    class AuroraPoolConnection(psycopg.Connection):  # type: ignore[misc,type-arg]
+    class AuroraPoolConnection(psycopg.Connection[Any]):
         @classmethod
-        def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:  # type: ignore[override]
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
             parent = super().connect
             return connect(lambda params: parent(conninfo, **params), kwargs)
 

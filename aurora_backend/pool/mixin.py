@@ -21,7 +21,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db.backends.base.base import NO_DB_ALIAS
 
@@ -39,6 +39,14 @@ from aurora_backend.pool.config import (
     pool_options,
 )
 from aurora_backend.topology import router as topology
+
+if TYPE_CHECKING:  # pragma: no cover
+    # Checked as what it is mixed into; at run time a plain mixin (AuroraWrapperMixin's MRO).
+    from django.db.backends.postgresql.base import DatabaseWrapper as _WrapperBase
+
+    from aurora_backend.connection.connect import Attempt
+else:
+    _WrapperBase = object
 
 logger = logging.getLogger("aurora_backend")
 
@@ -76,7 +84,7 @@ def pool_stats(pool: Any) -> dict[str, int] | None:
         return None
 
 
-class PoolMixin:
+class PoolMixin(_WrapperBase):
     """Django's pool, Aurora-safe (see the module doc)."""
 
     alias: str
@@ -85,6 +93,15 @@ class PoolMixin:
     aurora_runtime: Any
     aurora: RouterState
     _connection_pools: dict[str, Any]
+
+    if TYPE_CHECKING:  # pragma: no cover
+        # Other mixins' methods, reached through AuroraWrapperMixin's MRO.
+
+        def _aurora_connect_retried(self, attempt: Attempt) -> None: ...  # AuroraWrapperMixin's
+
+        def _aurora_endpoint(self, params: dict[str, Any]) -> str: ...  # AuroraWrapperMixin's
+
+        def _aurora_count_pending_error(self, connection: Any) -> None: ...  # FreshnessMixin's
 
     @property
     def pool(self) -> Any:
@@ -103,7 +120,7 @@ class PoolMixin:
 
     def _aurora_build_pool(self, options: dict[str, Any]) -> Any:
         """What Django's ``pool`` builds, plus our connection class, lifetimes and defaults."""
-        connect_kwargs = self.get_connection_params()  # type: ignore[attr-defined]
+        connect_kwargs = self.get_connection_params()
         connect_kwargs["autocommit"] = True  # as Django: it sets autocommit later on
         klass = pool_class()
         arguments = pool_arguments(options, self.aurora_options)
@@ -133,7 +150,7 @@ class PoolMixin:
         def retried(attempt: Any) -> None:
             if pool is not None:  # a connect meeting a resuming cluster: checkouts wait for it
                 pool.aurora_resuming.add(me)
-            self._aurora_connect_retried(attempt)  # type: ignore[attr-defined]
+            self._aurora_connect_retried(attempt)
 
         # Topology routing (global_db/router.py for a global database, else topology/router.py)
         # per connect: after a failover sign, to the instance that says it is the writer,
@@ -148,7 +165,7 @@ class PoolMixin:
                 self.aurora_options,
                 self.aurora_runtime,
                 on_retry=retried,
-                endpoint=self._aurora_endpoint(kwargs),  # type: ignore[attr-defined]
+                endpoint=self._aurora_endpoint(kwargs),
             )
         except Exception as exc:
             stats.incr(self.alias, "connect_failures")  # one of the pool's connects, given up
@@ -171,7 +188,7 @@ class PoolMixin:
         """Django's connect-time setup (time zone, role) of a new pooled connection, as part
         of the connect: a connection that dies in it is one more failed connect attempt."""
         try:
-            self._configure_connection(connection)  # type: ignore[attr-defined]
+            self._configure_connection(connection)  # type: ignore[attr-defined]  # Django 5.1+, not in django-stubs
         except BaseException:
             connection.close()
             raise
@@ -204,7 +221,7 @@ class PoolMixin:
         ping_after = self.aurora_options.ping_after
         stale = input_watch(connection)() or (ping_after is not None and now - used_at >= ping_after)
         if stale:
-            self._aurora_count_pending_error(connection)  # type: ignore[attr-defined]
+            self._aurora_count_pending_error(connection)
             if not _ping(connection):
                 return "stale"
         if getattr(connection, "_aurora_role_checked_at", 0.0) < pool.aurora_suspect_since:

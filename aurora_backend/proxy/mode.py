@@ -6,7 +6,8 @@ some of it on its own; in proxy mode (``OPTIONS["aurora"]["proxy"]``: on for hos
 containing ".proxy-", or True/False) the ENGINE:
 
 - sends no ``set_config('TimeZone', ...)`` at connect when the server's timezone differs
-  from Django's (``UTC``, ``Etc/UTC``, ``Zulu``, ``GMT`` ... are one zone: no difference): it logs once how to set the role's or database's timezone instead (and
+  from Django's (``UTC``, ``Etc/UTC``, ``Zulu``, ``GMT`` ... are one zone: no difference): it
+  logs once how to set the role's or database's timezone instead (and
   system check W007 says so). Aware datetimes read meanwhile keep the instant the server
   sent (psycopg2 gets a fixed-offset tzinfo; psycopg 3 converts); with USE_TZ = False
   naive values are in the session's timezone until the role's is set;
@@ -28,12 +29,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
 from aurora_backend.drivers import keep_server_instants
 from aurora_backend.options import AuroraOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    # Checked as what it is mixed into; at run time a plain mixin (AuroraWrapperMixin's MRO).
+    from django.db.backends.postgresql.base import DatabaseWrapper as _WrapperBase
+    from django.db.backends.postgresql.operations import DatabaseOperations as _OperationsBase
+else:
+    _WrapperBase = _OperationsBase = object
 
 logger = logging.getLogger("aurora_backend")
 
@@ -97,11 +105,11 @@ def _object_bytes(obj: Any, names: list[str]) -> int:
     return 16 + sum(value_bytes(state[name] if name in state else pk) for name in names)
 
 
-class _PinFreeOperations:
+class _PinFreeOperations(_OperationsBase):
     """DatabaseOperations mixin of proxy mode: bulk statements stay under 16 KB."""
 
     def bulk_batch_size(self, fields: Any, objs: Any) -> int:
-        size = super().bulk_batch_size(fields, objs)  # type: ignore[misc]
+        size = super().bulk_batch_size(fields, objs)
         return max(1, min(size, pin_free_batch_size(fields, objs)))
 
 
@@ -140,7 +148,7 @@ def timezone_advice(role: str, wanted: str) -> str:
     )
 
 
-class ProxyModeMixin:
+class ProxyModeMixin(_WrapperBase):
     """Hook overrides for proxy mode (part of AuroraWrapperMixin; a no-op when the mode is off)."""
 
     #: Whether this alias runs in proxy mode (set by AuroraWrapperMixin.__init__).
@@ -154,7 +162,7 @@ class ProxyModeMixin:
     settings_dict: dict[str, Any]
 
     def get_connection_params(self) -> dict[str, Any]:
-        params = super().get_connection_params()  # type: ignore[misc]
+        params = super().get_connection_params()
         if self.aurora_proxy_mode:
             if "prepare_threshold" in params:  # psycopg 3: never PREPARE a named statement
                 params["prepare_threshold"] = None
@@ -167,9 +175,10 @@ class ProxyModeMixin:
 
     def _configure_timezone(self, connection: Any) -> bool:
         if not self.aurora_proxy_mode:
+            # _configure_timezone and _set_autocommit: Django's private hooks, not in django-stubs.
             return super()._configure_timezone(connection)  # type: ignore[misc]
         current = connection.info.parameter_status("TimeZone")
-        wanted = self.timezone_name  # type: ignore[attr-defined]
+        wanted = self.timezone_name
         state = self.aurora
         state.tz_differs = bool(wanted and not same_zone(current, wanted))
         if state.tz_differs and not state.tz_advised:
@@ -195,11 +204,11 @@ class ProxyModeMixin:
                     "(.filter(pk__gt=last).order_by('pk')[:n]) or use an alias with proxy False.",
                     self.alias,
                 )
-            return self.cursor()  # type: ignore[attr-defined]
-        return super().chunked_cursor()  # type: ignore[misc]
+            return self.cursor()
+        return super().chunked_cursor()
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        connection = super().get_new_connection(conn_params)  # type: ignore[misc]
+        connection = super().get_new_connection(conn_params)
         if self.aurora_proxy_mode and "isolation_level" in self.settings_dict["OPTIONS"]:
             # Django set it on the driver; in autocommit psycopg2 would SET it for the session.
             connection.isolation_level = None
@@ -212,7 +221,7 @@ class ProxyModeMixin:
             return
         # The driver's isolation level only while autocommit is off: it then goes into
         # each BEGIN ("BEGIN ISOLATION LEVEL ..."), and the session keeps its default.
-        errors = self.wrap_database_errors  # type: ignore[attr-defined]
+        errors = self.wrap_database_errors
         if autocommit:
             with errors:
                 self.connection.isolation_level = None

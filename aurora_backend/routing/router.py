@@ -139,7 +139,8 @@ class AuroraRouter:
             try:
                 _connect_quickly(reader, self.config.reader_connect_deadline)
             except Exception as exc:
-                return self._unreachable(reader, now, exc)
+                self._unreachable(reader, now, exc)
+                return None
         return reader_state(self.config.reader, _address(reader))
 
     def _read(self, reader: Any, state: ReaderState, now: float, max_age: float) -> bool:
@@ -194,6 +195,7 @@ def _foreign(hints: Any, config: RoutingConfig) -> bool:
 
 #: Where Django asks db_for_read() for a raw() query, whatever its SQL does: ``QuerySet.raw``
 #: (through ``QuerySet.db``; Django 4.2-5.2) and ``RawQuerySet.db`` (one made directly).
+# (mypy reads ``Class.property`` as the property's value type, hence the two ignores.)
 _QUERYSET_DB = QuerySet.db.fget.__code__  # type: ignore[attr-defined]
 _QUERYSET_RAW = QuerySet.raw.__code__
 _RAW_DB = RawQuerySet.db.fget.__code__  # type: ignore[attr-defined]

@@ -22,7 +22,7 @@ import socketserver
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from aurora_backend.simulator.arguments import address, count, port, seconds
 from aurora_backend.simulator.control import Address, parse_address, require_loopback
@@ -96,7 +96,7 @@ def serve_control(commands: Commands, host: str, port: int) -> socketserver.Thre
     return server
 
 
-def remote_resolve(address: tuple, host: str, timeout: float = 5.0) -> list[str]:
+def remote_resolve(address: Address, host: str, timeout: float = 5.0) -> list[str]:
     """Ask a running cluster's control endpoint for ``host``'s addresses."""
     with socket.create_connection(address, timeout=timeout) as sock:
         sock.sendall(("resolve %s\n" % host).encode())
@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = Commands(cluster, done)
         if args.control is not None:
             control = serve_control(commands, *args.control)
-        address = "%s:%d" % control.server_address[:2] if control else None
+        address = "%s:%d" % cast(Address, control.server_address[:2]) if control else None
         print(
             json.dumps({**cluster.endpoints(), "control": address, "started_in": round(cluster.started_in or 0, 3)}),
             flush=True,

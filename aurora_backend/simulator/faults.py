@@ -13,7 +13,7 @@ from aurora_backend.exceptions import SimulatorError
 from aurora_backend.simulator import protocol as p
 
 if TYPE_CHECKING:  # pragma: no cover
-    from aurora_backend.simulator.proxy import AuroraSimulator as _Base
+    from aurora_backend.simulator.host import SimulatorHost as _Base
 else:
     _Base = object
 

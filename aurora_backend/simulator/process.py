@@ -32,7 +32,7 @@ class SimulatorProcess:
         self.startup_timeout = startup_timeout
         self.addresses: list[Address] = []
         self.control: ControlClient | None = None
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> Address:

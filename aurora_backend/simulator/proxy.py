@@ -13,8 +13,8 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, TypeVar, overload
 
 from aurora_backend.simulator import protocol as p
 from aurora_backend.simulator.faults import Faults, SimulatorError
@@ -24,6 +24,7 @@ from aurora_backend.simulator.session import Session
 logger = logging.getLogger("aurora_backend")
 
 Address = tuple[str, int]
+_T = TypeVar("_T")
 COUNTER_NAMES = (
     "accepted",
     "startups",
@@ -104,7 +105,7 @@ class AuroraSimulator(Faults, RdsProxyMode):
         if self._thread is not None:
             raise SimulatorError("start(): this simulator was already started; create a new one")
         self._loop = asyncio.new_event_loop()
-        ready: concurrent.futures.Future = concurrent.futures.Future()
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._serve, args=(ready,), name="aurora-simulator", daemon=True)
         self._thread.start()
         try:
@@ -115,7 +116,7 @@ class AuroraSimulator(Faults, RdsProxyMode):
         logger.info("simulator: listening on %s, upstream %s:%d", self._bound, *self._upstream)
         return self
 
-    def _serve(self, ready: concurrent.futures.Future) -> None:
+    def _serve(self, ready: concurrent.futures.Future[None]) -> None:
         loop = self._loop
         assert loop is not None
         asyncio.set_event_loop(loop)
@@ -234,6 +235,11 @@ class AuroraSimulator(Faults, RdsProxyMode):
 
     # -- thread bridge -------------------------------------------------------------
 
+    @overload
+    def _call(self, fn: Callable[..., Coroutine[Any, Any, _T]], *args: Any) -> _T: ...
+    @overload
+    def _call(self, fn: Callable[..., _T], *args: Any) -> _T: ...
+
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` in the loop thread and return its result."""
         loop = self._loop
@@ -243,7 +249,7 @@ class AuroraSimulator(Faults, RdsProxyMode):
             return fn(*args)
         if asyncio.iscoroutinefunction(fn):
             return asyncio.run_coroutine_threadsafe(fn(*args), loop).result(10)
-        future: concurrent.futures.Future = concurrent.futures.Future()
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def run() -> None:
             try:

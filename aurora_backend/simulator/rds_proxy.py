@@ -20,7 +20,7 @@ from aurora_backend.exceptions import PinningError
 from aurora_backend.simulator.pinning import Pin, message_pins
 
 if TYPE_CHECKING:  # pragma: no cover
-    from aurora_backend.simulator.proxy import AuroraSimulator as _Base
+    from aurora_backend.simulator.host import SimulatorHost as _Base
 else:
     _Base = object
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from aurora_backend.simulator.proxy import AuroraSimulator
@@ -52,6 +53,6 @@ async def auto_pause(sim: AuroraSimulator, idle: float, resume_delay: float, fai
             logger.info("simulator: auto-paused after %.1f s without connections", idle)
 
 
-def start(sim: AuroraSimulator, coroutine_factory, *args: object) -> None:
+def start(sim: AuroraSimulator, coroutine_factory: Callable[..., Coroutine[Any, Any, Any]], *args: object) -> None:
     """Run ``coroutine_factory(sim, *args)`` as a task of the simulator's loop."""
     sim._call(lambda: asyncio.ensure_future(coroutine_factory(sim, *args)))

@@ -43,7 +43,7 @@ class Session:
         self.up_writer: asyncio.StreamWriter | None = None
         self.pending: bytes | None = None  # error to inject at the next boundary (b"": none)
         self.idle = True  # the server's last chunk ended with ReadyForQuery
-        self._release: asyncio.Future | None = None
+        self._release: asyncio.Future[str] | None = None
         self._kill_message: bytes | None = None
         self.pins: SessionPins | None = None  # RDS Proxy mode's tracker of this session
 
@@ -115,14 +115,15 @@ class Session:
     async def _connect_upstream(self, packet: bytes) -> None:
         host, port = self.sim._upstream
         try:
-            up_reader, self.up_writer = await asyncio.wait_for(
+            up_reader, up_writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port), timeout=self.sim.upstream_timeout
             )
         except (OSError, asyncio.TimeoutError) as exc:
             self.sim._count("upstream_failures")
             logger.warning("simulator: upstream %s:%d unreachable: %s", host, port, exc)
             return
-        self.up_writer.write(packet)
+        self.up_writer = up_writer
+        up_writer.write(packet)
         self.state = "established"
         peer = self.writer.get_extra_info("peername") or ("?", 0)
         self.pins = self.sim._track_session("%s:%s" % peer[:2], p.startup_parameters(packet[4:]))

@@ -124,5 +124,5 @@ class WireClient:
         without_proof = "c=biws,r=" + fields["r"]
         auth_message = ",".join((first_bare, server_first, without_proof)).encode()
         signature = hmac.new(hashlib.sha256(client_key).digest(), auth_message, hashlib.sha256).digest()
-        proof = bytes(a ^ b for a, b in zip(client_key, signature))
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
         self.send_message(b"p", (without_proof + ",p=" + base64.b64encode(proof).decode()).encode())

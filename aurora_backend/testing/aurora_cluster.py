@@ -133,7 +133,7 @@ class AuroraCluster:
                 if self.port or attempt == tries - 1:
                     raise
                 continue
-            for instance, sim in zip(self.instances.values(), started):
+            for instance, sim in zip(self.instances.values(), started, strict=False):
                 instance.sim = sim
             self.port = port
             return

@@ -61,7 +61,7 @@ class Instance:
         """A direct autocommit superuser connection to this instance's server (not through the simulator)."""
         return connect("127.0.0.1", self.pg_port, dbname, timeout)
 
-    def query(self, sql: str, params: Any = None, dbname: str = "postgres") -> list:
+    def query(self, sql: str, params: Any = None, dbname: str = "postgres") -> list[tuple[Any, ...]]:
         conn = self.admin(dbname)
         try:
             with conn.cursor() as cur:

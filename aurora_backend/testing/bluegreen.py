@@ -352,7 +352,7 @@ class BlueGreenDeployment:
         ]
         moves += [
             (b.endpoint, g.endpoint, [g.address], False)
-            for b, g in zip(blue.instances.values(), green.instances.values())
+            for b, g in zip(blue.instances.values(), green.instances.values(), strict=False)
         ]
         for blue_name, green_name, addresses, pick_one in moves:
             old_addresses = self.dns.authoritative(blue_name)
@@ -362,7 +362,7 @@ class BlueGreenDeployment:
         self.switched_at = green.writer.scalar("SELECT clock_timestamp()")
         blue.cluster_endpoint, green.cluster_endpoint = old_name(blue.cluster_endpoint), blue.cluster_endpoint
         blue.reader_endpoint, green.reader_endpoint = old_name(blue.reader_endpoint), blue.reader_endpoint
-        for b, g in zip(blue.instances.values(), green.instances.values()):
+        for b, g in zip(blue.instances.values(), green.instances.values(), strict=False):
             b.endpoint, g.endpoint = old_name(b.endpoint), b.endpoint
         logger.info("blue/green %s: %s now names green (%s)", self.id, green.cluster_endpoint, green.writer.address)
 

@@ -111,7 +111,7 @@ class PostgresCluster:
     def address(self) -> ServerAddress:
         return ServerAddress("127.0.0.1", self.port, SUPERUSER, PASSWORD)
 
-    def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
         cmd = list(args)
         if self.as_postgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]

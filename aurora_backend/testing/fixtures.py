@@ -82,7 +82,7 @@ def aurora_cluster(aurora_cluster_options: dict[str, Any]) -> Iterator[AuroraClu
 @pytest.fixture(scope="session")
 def aurora_databases(aurora_cluster: AuroraCluster, django_db_blocker: Any) -> Iterator[dict[str, str]]:
     """Aliases "aurora" and "aurora_ro" on the session's cluster (scaled-down connect options)."""
-    options = {"connect_deadline": 10, "connect_timeout": 2, "backoff_base": 0.02, "backoff_max": 0.2}
+    options: dict[str, Any] = {"connect_deadline": 10, "connect_timeout": 2, "backoff_base": 0.02, "backoff_max": 0.2}
     with cluster_aliases(aurora_cluster, **options) as aliases:
         yield aliases
         with django_db_blocker.unblock():

@@ -77,7 +77,7 @@ class GlobalDatabase:
     def __init__(
         self,
         name: str = "gdb",
-        regions: tuple = ("local-1", "local-2"),
+        regions: tuple[str, str] = ("local-1", "local-2"),
         readers: int = 1,
         ttl: float = 5.0,
         dns_delay: float = 5.0,

@@ -23,10 +23,10 @@ class Reaper:
     """Parent side: ``register(base, bin_dir, as_postgres)``, ``forget(base)``, ``close()``."""
 
     def __init__(self) -> None:
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
-    def _ensure(self) -> subprocess.Popen:
+    def _ensure(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "aurora_backend.testing.reaper"],

@@ -258,8 +258,8 @@ def _sysctl(name: str, value: str) -> None:
         pass  # an older kernel without the knob: its default is to keep using the route
 
 
-def _addresses_in_use() -> set:
-    used = set()
+def _addresses_in_use() -> set[str]:
+    used: set[str] = set()
     for line in _ip("-4", "-o", "addr", "show").splitlines():
         words = line.split()
         if "inet" in words:

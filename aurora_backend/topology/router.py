@@ -133,7 +133,7 @@ class Router:
         while True:
             results = self._race(parent, params, avoid)
             choice = self._choose(results, avoid)
-            for instance, conn, _, _ in results:
+            for _instance, conn, _, _ in results:
                 if conn is not None and (choice is None or conn is not choice[1]):
                     _close(conn)
             if choice is not None:

@@ -33,7 +33,7 @@ class RetryOptions:
     record_txid: bool = True
 
     @classmethod
-    def from_keywords(cls, caller: str, options: dict) -> RetryOptions:
+    def from_keywords(cls, caller: str, options: dict[str, Any]) -> RetryOptions:
         """Build from a caller's keyword arguments; an unknown one is named with the valid ones."""
         known = [field.name for field in dataclasses.fields(cls)]
         unknown = sorted(set(options) - set(known))
@@ -83,7 +83,7 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-_warned: set = set()
+_warned: set[tuple[str, int]] = set()
 _warned_lock = threading.Lock()
 
 

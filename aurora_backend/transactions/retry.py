@@ -13,7 +13,7 @@ import functools
 import logging
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 from django.db import DEFAULT_DB_ALIAS, Error, connections, transaction
 
@@ -90,7 +90,7 @@ def retry_atomic(func: F | str | None = None, **options: Any) -> F | Callable[[F
                     attempt.result = function(*args, **kwargs)
             return attempt.result
 
-        return run  # type: ignore[return-value]
+        return cast(F, run)
 
     return decorate(func) if func is not None else decorate
 
@@ -141,7 +141,7 @@ class Retrying:
                 if attempt.delay is None:
                     raise RuntimeError("retrying(): use each attempt as `with attempt:` inside the loop.")
             self._announce(attempt)
-            runtime.sleep(attempt.delay)
+            runtime.sleep(cast(float, attempt.delay))  # set by the failed attempt (fail()) or its connect
 
     def _nested(self, connection: Any) -> Iterator[Attempt]:
         warn_nested(self.callsite, self.alias)
@@ -308,7 +308,7 @@ class Attempt:
         raw: Any,
         txid: int | None,
         server: ServerIdentity | None,
-        callbacks: list,
+        callbacks: list[tuple[set[str], Callable[[], None]]],
     ) -> bool:
         """True to retry; False to raise ``exc``; the lost-COMMIT verdict may raise instead."""
         kind = classify(exc, raw)
@@ -358,7 +358,7 @@ class Attempt:
             txid=txid,
         )
 
-    def _succeed(self, callbacks: list) -> None:
+    def _succeed(self, callbacks: list[tuple[set[str], Callable[[], None]]]) -> None:
         self.succeeded = True
         if callbacks:
             self.connection.run_on_commit = callbacks

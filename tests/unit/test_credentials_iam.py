@@ -122,7 +122,7 @@ def test_token_is_refreshed_before_15_minutes_and_reused_until_then(clock):
             signed = datetime.datetime.strptime(fields["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
             assert signed == START + datetime.timedelta(seconds=second)  # signed at our clock
     dates = [datetime.datetime.strptime(verify_sigv4(t, SECRET_KEY)["X-Amz-Date"], "%Y%m%dT%H%M%SZ") for t in tokens]
-    gaps = [(b - a).total_seconds() for a, b in zip(dates, dates[1:])]
+    gaps = [(b - a).total_seconds() for a, b in zip(dates, dates[1:], strict=False)]
     assert 3 <= len(tokens) <= 4  # about one token per 8-10 minutes, not one per connection
     assert all(480 <= gap <= 600 for gap in gaps), gaps  # jittered, well before the 900 s expiry
     assert cache(login.config, ENDPOINT, 5432, "app_iam").fetches == len(tokens)

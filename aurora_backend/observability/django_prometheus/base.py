@@ -6,10 +6,10 @@ django-prometheus's counting. django-prometheus wraps the driver's cursor class
 ENGINE re-runs reaches django-prometheus's cursor twice: two executions, as the driver saw it.
 """
 
-from django_prometheus.db.backends.postgresql import base  # type: ignore[import-untyped]
+from django_prometheus.db.backends.postgresql import base
 
 from aurora_backend.mixin import AuroraWrapperMixin
 
 
-class DatabaseWrapper(AuroraWrapperMixin, base.DatabaseWrapper):
+class DatabaseWrapper(AuroraWrapperMixin, base.DatabaseWrapper):  # type: ignore[misc]  # django-prometheus has no types
     """django-prometheus's PostgreSQL, Aurora-aware. ``vendor`` stays "postgresql"."""
