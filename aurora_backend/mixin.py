@@ -120,7 +120,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
     def get_connection_params(self) -> dict[str, Any]:
         """Django calls it in ``connect()`` (and our pool when it is built): the driver's
         keyword arguments, without ``OPTIONS["aurora"]``, with TCP keepalives."""
-        params = super().get_connection_params()  # type: ignore[misc]
+        params = super().get_connection_params()
         params.pop(OPTIONS_KEY, None)
         return keepalive.apply(params, self.aurora_options.silent_host_timeout)
 
@@ -128,7 +128,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         """Django calls it in ``connect()`` for the driver connection (with a pool, a checkout):
         ours is retried and routed; the state starts afresh for the new connection."""
         pooled = self.pool is not None
-        connection, address = self._aurora_open(super().get_new_connection, conn_params, pooled)  # type: ignore[misc]
+        connection, address = self._aurora_open(super().get_new_connection, conn_params, pooled)
         self.aurora_address = address or peer_address(connection) or conn_params.get("host")
         now = self.aurora_runtime.clock()
         # With a pool, the pool's max_lifetime ends connections (drawn from max_age: pool/config.py).
@@ -313,7 +313,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
             server_instants(self, cursor)
         if state.plain_make_cursor:  # nobody between us and Django: build it directly
             return _RetryingCursorWrapper(cursor, self)
-        wrapped = super().make_cursor(cursor)  # type: ignore[misc]
+        wrapped = super().make_cursor(cursor)
         wrapped.__class__ = _cursor_classes.get(type(wrapped)) or retrying_cursor_class(type(wrapped))
         return wrapped
 
@@ -323,7 +323,7 @@ class AuroraWrapperMixin(PoolMixin, FreshnessMixin, ProxyModeMixin):
         self.aurora.note_cursor(cursor)
         if self.aurora.tz_differs:
             server_instants(self, cursor)
-        wrapped = super().make_debug_cursor(cursor)  # type: ignore[misc]
+        wrapped = super().make_debug_cursor(cursor)
         wrapped.__class__ = retrying_cursor_class(type(wrapped))
         return wrapped
 

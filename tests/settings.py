@@ -9,10 +9,9 @@ import os
 
 from aurora_backend.testing import free_port
 from aurora_backend.testing.drivers import pool_enabled
-from tests.base_settings import *  # the shared settings, DRIVER first
+from tests.base_settings import *  # noqa: F403 (the shared settings, DRIVER first)
 from tests.base_settings import TEST_AURORA_OPTIONS, alias  # noqa: F401 (imported by tests)
-# Kept after select_driver(): the driver is chosen before anything else is imported.
-from tests.pg import server  # noqa: E402
+from tests.pg import server
 
 _srv = server()
 

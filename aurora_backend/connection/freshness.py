@@ -35,6 +35,14 @@ class FreshnessMixin(SessionMixin):
     aurora_options: Any
     aurora_runtime: Any
     aurora: ConnectionState
+    Database: Any  # the driver module (Django's DatabaseWrapper.Database)
+    health_check_enabled: bool  # Django's (5.1+), not in django-stubs
+    health_check_done: bool
+
+    if TYPE_CHECKING:  # pragma: no cover
+        # Other mixins' methods, reached through AuroraWrapperMixin's MRO.
+
+        def _aurora_scale_event(self, exc: BaseException) -> None: ...  # AuroraWrapperMixin's
 
     def close_if_health_check_failed(self) -> None:
         """Django calls it before every cursor (``_cursor``) and when ``atomic()`` starts a
@@ -45,15 +53,6 @@ class FreshnessMixin(SessionMixin):
         if connection is not None and not self.in_atomic_block and self.autocommit:
             with state.lock:  # the idle reaper reads last_used under it
                 now = self.aurora_runtime.clock()
-    health_check_enabled: bool  # Django's (5.1+), not in django-stubs
-    health_check_done: bool
-
-    if TYPE_CHECKING:  # pragma: no cover
-        # Other mixins' methods, reached through AuroraWrapperMixin's MRO.
-
-        def _aurora_scale_event(self, exc: BaseException) -> None: ...  # AuroraWrapperMixin's
-
-        def _aurora_pool_release_dead(self, reason: str) -> None: ...  # PoolMixin's
                 if now < state.check_at and not connection.closed and not state.input_waiting():
                     reason = None  # the usual case: young, recently used, nothing on the socket
                 elif not connection.autocommit:
@@ -73,7 +72,7 @@ class FreshnessMixin(SessionMixin):
         # Django's own hooks after ours (postgresql's, then the base one) do nothing unless
         # CONN_HEALTH_CHECKS asks for a check not yet done: then, or with any other hook in
         # between (another mixin), they run. Skipping them saves three frames per cursor.
-        if not state.plain_health_hooks or (self.health_check_enabled and not self.health_check_done):  # type: ignore[attr-defined]
+        if not state.plain_health_hooks or (self.health_check_enabled and not self.health_check_done):
             super().close_if_health_check_failed()  # type: ignore[misc]
 
     def close_if_unusable_or_obsolete(self) -> None:
@@ -88,7 +87,7 @@ class FreshnessMixin(SessionMixin):
                 return
             if self.aurora.kept_news:
                 self._aurora_announce_kept()
-        super().close_if_unusable_or_obsolete()
+        super().close_if_unusable_or_obsolete()  # type: ignore[misc]
 
     def _aurora_reason_to_close(self, now: float) -> str | None:
         connection = self.connection
@@ -166,9 +165,9 @@ class FreshnessMixin(SessionMixin):
         signals.connection_closed.send(sender=type(self), alias=self.alias, connection=self, reason=reason)
         state.close_reason = reason
         state.healing = True
-        self._aurora_pool_release_dead(reason)
+        self._aurora_pool_release_dead(reason)  # type: ignore[attr-defined]
         try:
-            self.close()
+            self.close()  # type: ignore[attr-defined]
         except Exception:  # closing a dead connection may complain; it is gone either way
             self.connection = None
         finally:

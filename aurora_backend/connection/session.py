@@ -28,7 +28,7 @@ __all__ = ["SessionMixin", "READERS_PRUNE_AT", "has_unread_rows"]
 logger = logging.getLogger("aurora_backend")
 
 
-class SessionMixin(_WrapperBase):
+class SessionMixin:
     """Session state held by the current connection (see the module docstring); the state
     itself is ``self.aurora`` (``state.py``), reset for each new connection."""
 

@@ -41,12 +41,6 @@ from aurora_backend.errors import ErrorKind, classify, driver_error
 from aurora_backend.proxy.mode import server_instants
 from aurora_backend.sql.reads import is_read
 
-if TYPE_CHECKING:  # pragma: no cover
-    # Checked as what it is mixed into; at run time a plain mixin (see retrying_cursor_class).
-    _CursorBase = CursorWrapper
-else:
-    _CursorBase = object
-
 logger = logging.getLogger("aurora_backend")
 
 
@@ -67,7 +61,7 @@ class _CursorDB(Protocol):
     connection: Any
 
 
-class RetryingCursorMixin(_CursorBase):
+class RetryingCursorMixin:
     """Mixed into Django's CursorWrapper classes by the ENGINE (see ``make_cursor``)."""
 
     cursor: Any
@@ -192,7 +186,7 @@ class RetryingCursorMixin(_CursorBase):
         cursor, iterating = self.cursor, self.db.aurora.iterating
         iterating[id(cursor)] = weakref.ref(cursor)
         try:
-            yield from super().__iter__()
+            yield from super().__iter__()  # type: ignore[misc]
         finally:
             iterating.pop(id(cursor), None)
 

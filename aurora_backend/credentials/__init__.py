@@ -9,7 +9,7 @@ login drops it and tries once more with a fresh one. See docs/credentials.md.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 

@@ -12,7 +12,7 @@ import functools
 import select
 import threading
 from collections.abc import Callable
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 

@@ -327,7 +327,8 @@ def _connect(
 
 def _failure(exc: BaseException, elapsed: float, attempts: int) -> ConnectFailure:
     """Kind and class of the error behind a failed connect (the last attempt's, past a deadline)."""
-    from aurora_backend.connection.connect import ClusterUnavailable, describe_error
+    from aurora_backend.connection.connect import describe_error
+    from aurora_backend.exceptions import ClusterUnavailable
 
     cause = exc.__cause__ if isinstance(exc, ClusterUnavailable) and exc.__cause__ else driver_error(exc)
     message = "no connection in %.1f s (%d attempt%s); last error: %s" % (

@@ -3,7 +3,5 @@
 Its settings and build (config), the wrapper side (mixin).
 """
 
-from typing import List
-
 #: Nothing here is for applications to import: OPTIONS["pool"] drives it.
 __all__: list[str] = []

@@ -44,7 +44,6 @@ if TYPE_CHECKING:  # pragma: no cover
     # Checked as what it is mixed into; at run time a plain mixin (AuroraWrapperMixin's MRO).
     from django.db.backends.postgresql.base import DatabaseWrapper as _WrapperBase
 
-    from aurora_backend.connection.connect import Attempt
 else:
     _WrapperBase = object
 
@@ -97,8 +96,6 @@ class PoolMixin(_WrapperBase):
     if TYPE_CHECKING:  # pragma: no cover
         # Other mixins' methods, reached through AuroraWrapperMixin's MRO.
 
-        def _aurora_connect_retried(self, attempt: Attempt) -> None: ...  # AuroraWrapperMixin's
-
         def _aurora_endpoint(self, params: dict[str, Any]) -> str: ...  # AuroraWrapperMixin's
 
         def _aurora_count_pending_error(self, connection: Any) -> None: ...  # FreshnessMixin's
@@ -150,7 +147,7 @@ class PoolMixin(_WrapperBase):
         def retried(attempt: Any) -> None:
             if pool is not None:  # a connect meeting a resuming cluster: checkouts wait for it
                 pool.aurora_resuming.add(me)
-            self._aurora_connect_retried(attempt)
+            self._aurora_connect_retried(attempt)  # type: ignore[attr-defined]
 
         # Topology routing (global_db/router.py for a global database, else topology/router.py)
         # per connect: after a failover sign, to the instance that says it is the writer,

@@ -1,6 +1,4 @@
 """Behind RDS Proxy: proxy mode, in which nothing the ENGINE sends pins a session."""
 
-from typing import List
-
 #: Nothing here is for applications to import: OPTIONS["aurora"]["proxy"] drives it.
 __all__: list[str] = []

@@ -175,7 +175,6 @@ class ProxyModeMixin(_WrapperBase):
 
     def _configure_timezone(self, connection: Any) -> bool:
         if not self.aurora_proxy_mode:
-            # _configure_timezone and _set_autocommit: Django's private hooks, not in django-stubs.
             return super()._configure_timezone(connection)  # type: ignore[misc]
         current = connection.info.parameter_status("TimeZone")
         wanted = self.timezone_name

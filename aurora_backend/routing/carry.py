@@ -16,8 +16,9 @@ from collections.abc import Callable
 from django.db import connections
 
 from aurora_backend.errors import ErrorKind, classify
+from aurora_backend.exceptions import PositionUnavailable
 from aurora_backend.routing import token
-from aurora_backend.routing.position import PositionUnavailable, capture_writer
+from aurora_backend.routing.position import capture_writer
 from aurora_backend.routing.writes import in_transaction
 
 logger = logging.getLogger("aurora_backend")

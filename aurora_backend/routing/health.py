@@ -11,11 +11,12 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from aurora_backend.exceptions import PositionUnavailable
 from aurora_backend.health.sql import Finding
 from aurora_backend.routing import availability
 from aurora_backend.routing.checks import router_installed
 from aurora_backend.routing.config import SETTINGS_NAME, RoutingConfig
-from aurora_backend.routing.position import PositionUnavailable, ReaderState
+from aurora_backend.routing.position import ReaderState
 
 
 def configured() -> RoutingConfig | None:

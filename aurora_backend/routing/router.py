@@ -29,10 +29,11 @@ from django.db.models.query import QuerySet, RawQuerySet
 from aurora_backend import stats
 from aurora_backend.drivers import peer_address
 from aurora_backend.errors import ErrorKind, classify
+from aurora_backend.exceptions import PositionUnavailable
 from aurora_backend.routing import availability, token
 from aurora_backend.routing.carry import capture
 from aurora_backend.routing.config import RoutingConfig
-from aurora_backend.routing.position import PositionUnavailable, ReaderState, reader_state
+from aurora_backend.routing.position import ReaderState, reader_state
 from aurora_backend.routing.writes import WriteTracker, in_transaction, writes
 from aurora_backend.runtime import Runtime
 

@@ -16,8 +16,9 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar, overload
 
+from aurora_backend.exceptions import SimulatorError
 from aurora_backend.simulator import protocol as p
-from aurora_backend.simulator.faults import Faults, SimulatorError
+from aurora_backend.simulator.faults import Faults
 from aurora_backend.simulator.rds_proxy import RdsProxyMode
 from aurora_backend.simulator.session import Session
 

@@ -77,7 +77,7 @@ class Instance:
             with conn.cursor() as cur:
                 cur.execute(sql)
                 names = [c[0] for c in cur.description]
-                return [dict(zip(names, row)) for row in cur.fetchall()]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         finally:
             conn.close()
 

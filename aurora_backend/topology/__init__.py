@@ -1,6 +1,4 @@
 """Failover faster than DNS: the cluster's topology (state) and connects routed by it (router)."""
 
-from typing import List
-
 #: Nothing here is for applications to import: OPTIONS["aurora"] drives it.
 __all__: list[str] = []

@@ -20,17 +20,16 @@ from django.db import DEFAULT_DB_ALIAS, Error, connections, transaction
 from aurora_backend import signals, stats
 from aurora_backend.bluegreen import tokens as commit_tokens
 from aurora_backend.errors import TRANSACTION_RETRYABLE, ErrorKind, classify, driver_error
+from aurora_backend.exceptions import CommitOutcomeUnknown, NestedRetryWarning
 from aurora_backend.runtime import Runtime, jittered_delays
 from aurora_backend.transactions.commit_outcome import (
     COMMITTED,
-    CommitOutcomeUnknown,
     commit_outcome_unrecorded,
     current_txid,
     resolve_lost_commit,
 )
 from aurora_backend.transactions.options import (
     Callsite,
-    NestedRetryWarning,
     RetryOptions,
     callsite_of,
     first_line,

@@ -6,7 +6,7 @@ points at a loopback port nothing listens on: code that reads ``settings.DATABAS
 fast, and tests/unit/conftest.py refuses it before it is tried.
 """
 
-from tests.base_settings import *  # the shared settings, DRIVER first
+from tests.base_settings import *  # noqa: F403 (the shared settings, DRIVER first)
 from tests.base_settings import alias
 
 #: TCP port 9 ("discard"): nothing listens there on the machines we test on.

@@ -14,7 +14,7 @@ from aurora_backend.errors import (
     sqlstate,
 )
 
-D, C, R, T, N, O = (
+D, C, R, T, N, O = (  # noqa: E741 (O: ErrorKind.OTHER, as in the tables below)
     ErrorKind.DISCONNECT,
     ErrorKind.CONNECT_RETRYABLE,
     ErrorKind.READ_ONLY,
@@ -53,14 +53,16 @@ MESSAGES = [
     ("could not serialize access due to concurrent update", T, False),
     ("deadlock detected", T, False),
     (
-        'connection to server at "h" (10.0.0.1), port 5432 failed: FATAL:  password authentication failed for user "app"',
+        'connection to server at "h" (10.0.0.1), port 5432 failed: '
+        'FATAL:  password authentication failed for user "app"',
         N,
         False,
     ),
     ('connection to server at "h" (10.0.0.1), port 5432 failed: FATAL:  database "nope" does not exist', N, False),
     ("Feature not supported: RDS Proxy currently doesn't support command-line options.", N, False),
     (
-        'connection to server at "127.0.0.2", port 5432 failed: server certificate for "db.x" does not match host name "y"',
+        'connection to server at "127.0.0.2", port 5432 failed: '
+        'server certificate for "db.x" does not match host name "y"',
         N,
         False,
     ),

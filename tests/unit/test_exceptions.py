@@ -136,7 +136,7 @@ def test_warning_filters_by_the_common_base():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", AuroraBackendWarning)
-        warnings.warn("nested", NestedRetryWarning)
+        warnings.warn("nested", NestedRetryWarning, stacklevel=1)
     assert [w.category for w in caught] == [NestedRetryWarning]
 
 

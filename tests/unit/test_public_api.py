@@ -88,7 +88,7 @@ def test_star_import_gives_exactly_all(package):
 @pytest.mark.parametrize("package", PACKAGES)
 def test_unknown_names_raise_attribute_error(package):
     with pytest.raises(AttributeError, match="no_such_name"):
-        importlib.import_module(package).no_such_name
+        _ = importlib.import_module(package).no_such_name
 
 
 @pytest.mark.parametrize("package,name", _names())
