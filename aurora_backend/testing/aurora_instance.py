@@ -128,26 +128,7 @@ def new_reader(
     """A hot standby of the running ``source`` (pg_basebackup), streaming as ``instance_id``."""
     standby = PostgresCluster(port=port, settings=dict(SERVER_SETTINGS, cluster_name=instance_id), initdb=False)
     passfile = write_passfile(standby)
-    standby._run(
-        "env",
-        "PGPASSFILE=" + passfile,
-        os.path.join(source.bin, "pg_basebackup"),
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(source.port),
-        "-U",
-        SUPERUSER,
-        "-D",
-        standby.datadir,
-        "-R",
-        "-X",
-        "stream",
-        "--no-sync",
-        "-c",
-        "fast",
-        timeout=timeout,
-    )
+    source.base_backup(standby, passfile, timeout=timeout)
     with open(os.path.join(standby.datadir, "postgresql.auto.conf"), "a") as fh:
         fh.write("primary_conninfo = '%s'\n" % primary_conninfo(source.port, instance_id, passfile))
         fh.write("recovery_target_timeline = 'latest'\n")

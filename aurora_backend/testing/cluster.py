@@ -201,9 +201,20 @@ class PostgresCluster:
         os.chmod(pgpass, 0o600)
         if standby.as_postgres:
             shutil.chown(pgpass, user="postgres")
+        self.base_backup(standby, pgpass)
+        with open(os.path.join(standby.datadir, "postgresql.auto.conf"), "a") as fh:
+            fh.write(
+                "primary_conninfo = 'host=127.0.0.1 port=%d user=%s passfile=%s'\n" % (self.port, SUPERUSER, pgpass)
+            )
+        return standby
+
+    def base_backup(self, standby: PostgresCluster, passfile: str, timeout: float = 120) -> None:
+        """Copy this running server into ``standby``'s empty data directory: pg_basebackup
+        with a fast checkpoint and WAL streamed, ``standby.signal`` written (-R); ``passfile``
+        holds the superuser's password."""
         standby._run(
             "env",
-            "PGPASSFILE=" + pgpass,
+            "PGPASSFILE=" + passfile,
             os.path.join(self.bin, "pg_basebackup"),
             "-h",
             "127.0.0.1",
@@ -217,12 +228,10 @@ class PostgresCluster:
             "-X",
             "stream",
             "--no-sync",
+            "-c",
+            "fast",
+            timeout=timeout,
         )
-        with open(os.path.join(standby.datadir, "postgresql.auto.conf"), "a") as fh:
-            fh.write(
-                "primary_conninfo = 'host=127.0.0.1 port=%d user=%s passfile=%s'\n" % (self.port, SUPERUSER, pgpass)
-            )
-        return standby
 
     def is_running(self) -> bool:
         try:
