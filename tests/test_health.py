@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import threading
 import time
 from collections.abc import Iterator
 from importlib import resources
@@ -205,8 +206,30 @@ def test_closed_port_is_unreachable_exit_2_with_a_clear_message():
 
 @pytest.mark.django_db(transaction=True, databases=["default", "sim"])
 def test_wait_wakes_a_paused_cluster_and_shows_progress(simulator):
-    simulator.pause_for(1.0, fail=1)  # held ~1 s, then the first startup gets 57P03
-    code, out, err = run("--json", "--database", "sim", "--wait", "15", "--cold-start-seconds", "0.8")
+    # The first startup is held 1 s from the moment it arrives (not from before the command
+    # starts: under load the command may reach its first attempt late), then gets 57P03.
+    simulator.pause()
+    result: list[tuple[int, str, str]] = []
+
+    def command() -> None:
+        try:
+            result.append(run("--json", "--database", "sim", "--wait", "15", "--cold-start-seconds", "0.8"))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=command)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while simulator.held_count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert simulator.held_count() == 1, "the command's first startup never reached the paused simulator"
+        time.sleep(1.0)  # the pause itself: the held attempt waits this long
+    finally:
+        simulator.resume(fail=1)
+        thread.join(30)
+    assert not thread.is_alive() and result
+    code, out, err = result[0]
     assert code == 0, out + err
     assert "waiting up to 15 s for sim" in err
     assert "sim: attempt 1 failed after" in err and "starting up" in err
