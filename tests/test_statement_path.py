@@ -19,6 +19,7 @@ from django.db import DatabaseError
 
 from aurora_backend import drivers
 from aurora_backend.connection.lifetime import reaper
+from aurora_backend.errors import sqlstate
 from tests import test_session_state
 from tests.test_reconnect import terminate
 
@@ -34,7 +35,8 @@ def wait_until_running(cursor: Any, pid: int, marker: str, worker: Any) -> None:
     running = 0
     while not running and worker.is_alive():
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND query LIKE %s", [pid, "%" + marker + "%"]
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'active' AND query LIKE %s",
+            [pid, "%" + marker + "%"],
         )
         running = cursor.fetchone()[0]
     assert running, "the statement never showed in pg_stat_activity"
@@ -193,9 +195,9 @@ def test_execute_keeps_django_signature_and_the_statement_runs_once(wrapper):
 
 
 RUN_SLOWLY: dict[str, Callable[[Any], None]] = {
-    "execute": lambda c: c.execute("SELECT pg_sleep(%s) /* slow-entry */", [0.5]),
-    "executemany": lambda c: c.executemany("SELECT pg_sleep(%s) /* slow-entry */", [[0.5]]),
-    "callproc": lambda c: c.callproc("pg_sleep", [0.5]),
+    "execute": lambda c: c.execute("SELECT pg_sleep(%s) /* slow-entry */", [60]),
+    "executemany": lambda c: c.executemany("SELECT pg_sleep(%s) /* slow-entry */", [[60]]),
+    "callproc": lambda c: c.callproc("pg_sleep", [60]),
 }
 
 
@@ -214,6 +216,8 @@ def test_the_idle_reaper_leaves_a_running_statement_alone_on_every_entry(wrapper
         except Exception as exc:  # reported below
             errors.append(exc)
 
+    # The statement runs until this test cancels it (a fixed short sleep could end before
+    # the reaper looks, on a loaded machine, and the reaper would then be right to close).
     worker = threading.Thread(target=run)
     worker.start()
     try:
@@ -222,6 +226,11 @@ def test_the_idle_reaper_leaves_a_running_statement_alone_on_every_entry(wrapper
         clock.now += 20  # idle_timeout long past, by the clock
         assert reaper.reap() == 0
     finally:
-        worker.join()
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_cancel_backend(%s)", [pid])
+        worker.join(30)
         wrapper.dec_thread_sharing()
-    assert errors == []
+    assert not worker.is_alive()
+    # the app's statement was cancelled by the test (57014), not cut off by the reaper
+    assert len(errors) == 1 and sqlstate(errors[0]) == "57014", errors
+    assert wrapper.aurora.close_reason != "idle"

@@ -88,7 +88,7 @@ class RetryingCursorMixin:
             return self._execute_with_wrappers(sql, param_list, many=True, executor=self._executemany)  # type: ignore[attr-defined]
         state = db.aurora
         clock = db.aurora_runtime.clock
-        state.last_used = clock()
+        state.last_used = IN_USE  # in use: the idle reaper stays away, as from execute()
         idle_before = status_of(self.cursor.connection) not in OPEN
         try:
             result = self._aurora_next_executemany(sql, param_list, *ignored)
