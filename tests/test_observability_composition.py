@@ -98,6 +98,8 @@ def prom_alias() -> Iterator[Any]:
     "prom", built outside ``connections``: the test's connection checks stay as they are)."""
     import copy
 
+    pytest.importorskip("django_prometheus", reason="django-prometheus is not installed (its 2.5.0 refuses Django 6.1)")
+
     from aurora_backend.observability.django_prometheus.base import DatabaseWrapper
 
     settings_dict = copy.deepcopy(connections["default"].settings_dict)
