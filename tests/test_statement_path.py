@@ -234,3 +234,24 @@ def test_the_idle_reaper_leaves_a_running_statement_alone_on_every_entry(wrapper
     # the app's statement was cancelled by the test (57014), not cut off by the reaper
     assert len(errors) == 1 and sqlstate(errors[0]) == "57014", errors
     assert wrapper.aurora.close_reason != "idle"
+
+
+def test_the_debug_cursor_logs_copy_as_django_does(wrapper):
+    """COPY is counted as a write, and Django's debug cursor still logs it (its copy_expert
+    on psycopg2, its copy on psycopg 3), as Django's own test_copy_*cursors expect."""
+    import io
+
+    wrapper.force_debug_cursor = True
+    try:
+        with wrapper.cursor() as cursor:
+            cursor.execute("CREATE TEMP TABLE copied (i int)")
+            if hasattr(cursor.cursor, "copy_expert"):  # psycopg2
+                sql = "COPY copied TO STDOUT (FORMAT CSV, HEADER)"
+                cursor.copy_expert(sql, io.StringIO())
+            else:
+                sql = "COPY copied TO STDOUT"
+                with cursor.copy(sql) as copy:
+                    assert list(copy) == []
+        assert wrapper.queries_log[-1]["sql"] == sql
+    finally:
+        wrapper.force_debug_cursor = False

@@ -159,23 +159,28 @@ class RetryingCursorMixin:
 
     # COPY goes around execute() (and so around Django's execute wrappers): a write all the
     # same, reported to the wrappers that ask for it (the router's write tracker) once it is
-    # done. Driver methods, unwrapped, as Django's __getattr__ would return them.
+    # done. What runs is what Django would run: the next class's method where one defines it
+    # (Django's debug cursor logs copy_expert and copy into connection.queries), else the
+    # driver's, as Django's __getattr__ would return it.
+    def _aurora_copy_method(self, name: str) -> Any:
+        return getattr(super(), name, None) or getattr(self.cursor, name)
+
     def copy_expert(self, *args: Any, **kwargs: Any) -> Any:  # psycopg2
         try:
-            return self.cursor.copy_expert(*args, **kwargs)
+            return self._aurora_copy_method("copy_expert")(*args, **kwargs)
         finally:
             note_write(self.db)
 
     def copy_from(self, *args: Any, **kwargs: Any) -> Any:  # psycopg2
         try:
-            return self.cursor.copy_from(*args, **kwargs)
+            return self._aurora_copy_method("copy_from")(*args, **kwargs)
         finally:
             note_write(self.db)
 
     @contextlib.contextmanager
     def copy(self, *args: Any, **kwargs: Any) -> Iterator[Any]:  # psycopg 3
         try:
-            with self.cursor.copy(*args, **kwargs) as copy:
+            with self._aurora_copy_method("copy")(*args, **kwargs) as copy:
                 yield copy
         finally:
             note_write(self.db)
