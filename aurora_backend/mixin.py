@@ -3,7 +3,7 @@
 Put it first in the bases of any PostgreSQL DatabaseWrapper (Django's, PostGIS's, a
 metrics backend's): every method calls ``super()``, so behaviours compose.
 
-What it adds, one concern per subpackage (the tree reads like the README):
+What it adds, one concern per subpackage (docs/features.md, "Where things live"):
 
 - ``options``: our settings under ``OPTIONS["aurora"]``, parsed once, removed before the driver sees them.
 - ``drivers``: the one seam between psycopg2 and psycopg 3.

@@ -12,7 +12,7 @@ unread. While anything is held:
   the app gets the error, as with Django's own backend.
 
 Each connection starts with nothing held (Django's own connect-time SETs go around the
-cursor wrapper). README, "Session state belongs to the app".
+cursor wrapper). docs/session_state.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Transparent re-run of a statement whose connection died, where that is safe.
 
-The rule (README, "Which statements are re-run"): outside a transaction (autocommit,
+The rule (docs/healing.md, "Which statements are re-run"): outside a transaction (autocommit,
 not in ``atomic()``), on an unnamed cursor, after a *disconnect*, a statement is re-run
 once on a new connection when
 

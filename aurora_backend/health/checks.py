@@ -172,7 +172,7 @@ def _pool_messages(alias: str, where: str, settings_dict: Mapping[str, Any]) -> 
                 "%s: OPTIONS['pool'] cannot be made Aurora-safe with this Django/psycopg_pool: it lacks %s, "
                 "so pooled connections would skip connect retry, fresh DNS or the checks before use."
                 % (where, ", ".join(missing)),
-                hint="Use Django 5.1-6.0 with psycopg_pool 3.2-3.3, or remove OPTIONS['pool'].",
+                hint="Use Django 5.2 to 6.1 with psycopg_pool 3.2-3.3, or remove OPTIONS['pool'].",
                 obj=where,
                 id="aurora_backend.E004",
             )

@@ -4,7 +4,8 @@
   of MkDocs' ``toc`` extension (Python-Markdown), so ``mkdocs build --strict`` and GitHub agree;
 - every docs page is in mkdocs.yml's nav and in docs/index.md's table;
 - docs/signals.md lists exactly the signals of ``aurora_backend.signals`` and the counters of
-  ``aurora_backend.stats``, each once;
+  ``aurora_backend.stats``, each once, and no other page repeats either list;
+- docs/health.md's system-check tables name every check id aurora_backend defines;
 - nothing cites the notes users do not have (``AURORA_FACTS``): the facts are docs/aurora_facts.md.
 """
 
@@ -204,6 +205,39 @@ def test_no_other_page_lists_the_counters():
         text = path.read_text()
         named = [c for c in stats.COUNTERS if "`%s`" % c in text or " %s," % c in text]
         assert len(named) < len(stats.COUNTERS) // 2, "%s repeats the counter list: link docs/signals.md" % path.name
+
+
+def test_no_other_page_lists_the_signals():
+    """One list, as for the counters: architecture.md once had a second, different one."""
+    declared = [name for name, value in vars(signals).items() if isinstance(value, Signal)]
+    for path in [README] + PAGES:
+        if path.name == "signals.md":
+            continue
+        text = path.read_text()
+        named = [s for s in declared if "`%s`" % s in text or " %s," % s in text]
+        assert len(named) < len(declared) // 2, "%s repeats the signal list: link docs/signals.md" % path.name
+
+
+def _check_ids() -> set[str]:
+    """Every ``aurora_backend.X000`` id the package's checks can raise."""
+    ids: set[str] = set()
+    for path in (ROOT / "aurora_backend").rglob("*.py"):
+        text = path.read_text()
+        ids.update(re.findall(r'id="aurora_backend\.([EW]\d{3})"', text))
+        if 'id="aurora_backend." + DATABASE_CHECK_IDS' in text:
+            from aurora_backend.health.checks import DATABASE_CHECK_IDS
+
+            ids.update(DATABASE_CHECK_IDS.values())
+    return {"aurora_backend." + i for i in ids}
+
+
+def test_health_page_lists_every_system_check():
+    ids = _check_ids()
+    assert {"aurora_backend.E001", "aurora_backend.E020", "aurora_backend.W014"} <= ids, ids
+    section = _section(DOCS / "health.md", "System checks")
+    listed = set(re.findall(r"^\|\s*`(aurora_backend\.[EW]\d{3})`\s*\|", section, re.M))
+    assert sorted(ids - listed) == [], "docs/health.md's check tables lack these ids"
+    assert sorted(listed - ids) == [], "docs/health.md lists ids aurora_backend does not define"
 
 
 def test_docstring_describes_every_signal():
