@@ -195,7 +195,8 @@ def _foreign(hints: Any, config: RoutingConfig) -> bool:
 
 
 #: Where Django asks db_for_read() for a raw() query, whatever its SQL does: ``QuerySet.raw``
-#: (through ``QuerySet.db``; so in Django 5.2 to 6.1, read in 5.2.19 and 6.1.3) and ``RawQuerySet.db`` (one made directly).
+#: (through ``QuerySet.db``; so in Django 5.2 to 6.1, read in 5.2.19 and 6.1.3) and
+#: ``RawQuerySet.db`` (one made directly).
 # (mypy reads ``Class.property`` as the property's value type, hence the two ignores.)
 _QUERYSET_DB = QuerySet.db.fget.__code__  # type: ignore[attr-defined]
 _QUERYSET_RAW = QuerySet.raw.__code__
